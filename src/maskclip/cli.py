@@ -1,0 +1,39 @@
+"""Command-line entry point: `maskclip <command> ...` (also `python -m maskclip`).
+
+Each command lives in its own module exposing `register(subparsers)`; that function adds an argparse
+sub-parser whose `func(args) -> int` default runs the command. Errors derived from MaskCLIPError are
+printed as one line (no traceback) and give exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import MaskCLIPError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import cli_segment, cli_eval
+
+    parser = argparse.ArgumentParser(prog="maskclip", description="MaskCLIP dense labelling assistant.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in (cli_segment, cli_eval):
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MaskCLIPError as exc:
+        print(f"maskclip {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"maskclip {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
