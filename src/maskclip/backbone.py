@@ -1,0 +1,249 @@
+"""open_clip models: loading weights, and MaskCLIP's dense (per-patch) image features.
+
+The dense path reuses the CLIP image encoder unchanged except for its last stage (DESIGN.md section 3):
+- ViT: the last block's q.k attention is skipped ("dense mode"); each token keeps its own value.
+- ModifiedResNet: the attention pool's v_proj and c_proj become 1x1 convolutions at every location.
+The last-block computation of a ViT is pluggable (`DENSE_MODES`) so training-free successors of MaskCLIP
+(SCLIP, ClearCLIP, NACLIP, ...) are small additions.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Callable
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.modified_resnet import ModifiedResNet
+from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
+
+from .errors import MaskCLIPError, UnsupportedModelError, WeightsUnavailableError
+
+CONFIG_DIR = Path(__file__).parent / "model_configs"
+open_clip.add_model_config(CONFIG_DIR)  # registers the tiny random-weight architectures (maskclip-tiny-*)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' picks CUDA when present, the CPU otherwise."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise MaskCLIPError("device 'cuda' was requested but no CUDA GPU is available; use --device cpu")
+    return device
+
+
+def _looks_like_path(value: str) -> bool:
+    return os.sep in value or "/" in value or Path(value).suffix in {".pt", ".pth", ".bin", ".safetensors", ".npz"}
+
+
+def _is_torchscript_archive(path: str) -> bool:
+    """OpenAI's original .pt files are TorchScript archives (a zip holding code/ and constants.pkl)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _offline_unless_hub_reachable():
+    """Without network, ask huggingface_hub for cached files only: it fails in a second instead of retrying
+    for most of a minute, and weights downloaded earlier still load."""
+    import huggingface_hub.constants as hf_constants
+
+    previous = hf_constants.HF_HUB_OFFLINE
+    hf_constants.HF_HUB_OFFLINE = previous or not _hub_reachable()
+    try:
+        yield
+    finally:
+        hf_constants.HF_HUB_OFFLINE = previous
+
+
+def load_clip(model_name: str, pretrained: str | None) -> tuple[torch.nn.Module, str]:
+    """Build an open_clip model with weights; returns (model, weights_id).
+
+    `weights_id` identifies the weights in cache signatures: the tag, the checkpoint file's path, size and
+    modification time, or a fresh random token for random weights (so their features are never reused by
+    another process).
+    """
+    if model_name not in open_clip.list_models():
+        raise UnsupportedModelError(
+            f"unknown model '{model_name}'. open_clip models include ViT-B-16, ViT-B-32, ViT-L-14, RN50, RN101, "
+            f"RN50x16 (see open_clip.list_models()); tiny test models: maskclip-tiny-vit, maskclip-tiny-rn")
+    if pretrained is None:
+        return open_clip.create_model(model_name, pretrained=None), f"random:{uuid.uuid4().hex}"
+
+    pretrained = str(pretrained)
+    if os.path.isfile(pretrained):
+        stat = os.stat(pretrained)
+        weights_id = f"file:{os.path.abspath(pretrained)}:{stat.st_size}:{stat.st_mtime_ns}"
+        try:
+            if _is_torchscript_archive(pretrained):
+                model = open_clip.create_model(model_name, pretrained=None)
+                state = torch.jit.load(pretrained, map_location="cpu").state_dict()
+                expected = model.state_dict().keys()
+                missing = [k for k in expected if k not in state]
+                if missing:
+                    raise KeyError(f"missing weights {missing[:5]}")
+                # archives also hold non-weight constants (input_resolution, attn_mask, ...): ignored
+                model.load_state_dict({k: v for k, v in state.items() if k in expected})
+            else:
+                model = open_clip.create_model(model_name, pretrained=pretrained)
+        except Exception as exc:  # a wrong file is the user's problem to fix: say which file and why
+            raise WeightsUnavailableError(
+                f"could not load checkpoint '{pretrained}' into {model_name}: {exc}. Expected an OpenAI CLIP .pt "
+                f"file or an open_clip state dict for this architecture") from None
+        return model, weights_id
+    if _looks_like_path(pretrained):
+        raise WeightsUnavailableError(f"checkpoint file not found: {pretrained}")
+
+    tags = open_clip.list_pretrained_tags_by_model(model_name)
+    if pretrained not in tags:
+        raise WeightsUnavailableError(
+            f"'{pretrained}' is neither a checkpoint file nor a known weights tag for {model_name} "
+            f"(known tags: {', '.join(tags) or 'none'})")
+    try:
+        with _offline_unless_hub_reachable():
+            model = open_clip.create_model(model_name, pretrained=pretrained)
+    except Exception as exc:
+        raise WeightsUnavailableError(
+            f"could not download the CLIP weights {model_name}/{pretrained} ({type(exc).__name__}). Without "
+            f"network access, pass a local checkpoint file instead (--pretrained /path/to/{model_name}.pt: an "
+            f"OpenAI CLIP .pt or an open_clip state dict), or copy the Hugging Face cache (HF_HOME) from a "
+            f"machine that has downloaded it") from None
+    return model, f"tag:{pretrained}"
+
+
+def clip_mean_std(model: torch.nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The image normalisation the model was trained with (OpenAI's CLIP statistics by default)."""
+    cfg = getattr(model.visual, "preprocess_cfg", None) or {}
+    mean = cfg.get("mean", getattr(model.visual, "image_mean", None)) or open_clip.OPENAI_DATASET_MEAN
+    std = cfg.get("std", getattr(model.visual, "image_std", None)) or open_clip.OPENAI_DATASET_STD
+    return tuple(mean), tuple(std)
+
+
+# --- ViT dense modes ---------------------------------------------------------------------------------
+# A dense mode maps (last block, tokens [B, L, C]) -> (tokens [B, L, C], keys [B, L, C]).
+DenseMode = Callable[[ResidualAttentionBlock, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def maskclip_last_block(block: ResidualAttentionBlock, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """MaskCLIP: identity attention (each token keeps its own value), residual and MLP kept.
+
+    Keys for key smoothing go through out_proj too, as in the official implementation.
+    """
+    attn = block.attn
+    _q, k, v = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    x = x + block.ls_1(attn.out_proj(v))
+    x = x + block.ls_2(block.mlp(block.ln_2(x)))
+    return x, attn.out_proj(k)
+
+
+DENSE_MODES: dict[str, DenseMode] = {"maskclip": maskclip_last_block}
+
+
+def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Zero-pad right/bottom so both sides are multiples of `multiple` (zero = the mean colour once normalised)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    return F.pad(x, (0, pw, 0, ph)) if ph or pw else x
+
+
+class ViTDense:
+    """Dense features of an open_clip VisionTransformer (batch-first or not)."""
+
+    def __init__(self, visual: VisionTransformer, mode: str):
+        blocks = visual.transformer.resblocks
+        if visual.attn_pool is not None or visual.proj is None:
+            raise UnsupportedModelError("ViTs with an attentional pooler or without a projection are not supported")
+        if not all(type(b) is ResidualAttentionBlock for b in blocks) or hasattr(blocks[-1], "ln_1_kv"):
+            raise UnsupportedModelError("only open_clip's standard ViT blocks are supported (no custom attention)")
+        if blocks[-1].attn.in_proj_weight is None:
+            raise UnsupportedModelError("the last block's attention must use a packed q/k/v projection")
+        if mode not in DENSE_MODES:
+            raise UnsupportedModelError(f"unknown dense mode '{mode}' (known: {', '.join(DENSE_MODES)})")
+        self.visual = visual
+        self.last_block = DENSE_MODES[mode]
+        self.stride = visual.patch_size[0]
+        self._pos_cache: dict[tuple, torch.Tensor] = {}
+
+    def positional_embedding(self, grid: tuple[int, int]) -> torch.Tensor:
+        """The [1 + h*w, C] table for a patch grid: as trained at the native grid, bicubic-resized otherwise."""
+        pos = self.visual.positional_embedding
+        if tuple(grid) == tuple(self.visual.grid_size):
+            return pos
+        key = (tuple(grid), pos.data_ptr(), pos._version, pos.device, pos.dtype)
+        if key not in self._pos_cache:
+            gh0, gw0 = self.visual.grid_size
+            table = pos[1:].reshape(1, gh0, gw0, -1).permute(0, 3, 1, 2)
+            table = F.interpolate(table, size=tuple(grid), mode="bicubic", align_corners=False, antialias=True)
+            table = table.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1)
+            self._pos_cache.clear()  # keep only the latest size: bounded memory, sizes rarely alternate
+            self._pos_cache[key] = torch.cat([pos[:1], table], dim=0)
+        return self._pos_cache[key]
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        v = self.visual
+        x = _pad_to_multiple(x, self.stride)
+        x = v.conv1(x)
+        batch, width, gh, gw = x.shape
+        x = x.flatten(2).transpose(1, 2)
+        cls = v.class_embedding.to(x.dtype).expand(batch, 1, width)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding((gh, gw)).to(x.dtype)
+        x = v.ln_pre(x)
+        batch_first = v.transformer.batch_first
+        if not batch_first:
+            x = x.transpose(0, 1)
+        for block in v.transformer.resblocks[:-1]:
+            x = block(x)
+        x, keys = self.last_block(v.transformer.resblocks[-1], x)
+        if not batch_first:
+            x, keys = x.transpose(0, 1), keys.transpose(0, 1)
+        features = v.ln_post(x)[:, 1:] @ v.proj
+        to_map = lambda t: t.transpose(1, 2).reshape(batch, t.shape[-1], gh, gw)  # noqa: E731
+        return to_map(features), to_map(keys[:, 1:])
+
+
+class ResNetDense:
+    """Dense features of an open_clip ModifiedResNet: attention pool value path as 1x1 convolutions."""
+
+    def __init__(self, visual: ModifiedResNet, mode: str):
+        if mode != "maskclip":
+            raise UnsupportedModelError(f"dense mode '{mode}' is only available for ViT models")
+        self.visual = visual
+        self.stride = 32
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        v = self.visual
+        x = v.stem(_pad_to_multiple(x, self.stride))
+        x = v.layer4(v.layer3(v.layer2(v.layer1(x))))
+        x = x.permute(0, 2, 3, 1)
+        pool = v.attnpool
+        features = pool.c_proj(pool.v_proj(x))
+        keys = pool.k_proj(x)
+        return features.permute(0, 3, 1, 2), keys.permute(0, 3, 1, 2)
+
+
+def dense_encoder(clip_model: torch.nn.Module, mode: str = "maskclip") -> ViTDense | ResNetDense:
+    """The dense feature extractor for a CLIP model, or a clear error for unsupported architectures."""
+    visual = clip_model.visual
+    if isinstance(visual, VisionTransformer):
+        return ViTDense(visual, mode)
+    if isinstance(visual, ModifiedResNet):
+        return ResNetDense(visual, mode)
+    raise UnsupportedModelError(
+        f"{type(visual).__name__} image towers are not supported; use an open_clip ViT (e.g. ViT-B-16) or "
+        f"ModifiedResNet (e.g. RN50)")

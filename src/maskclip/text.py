@@ -1,0 +1,129 @@
+"""Class prompts: validation, the 85-template ensemble and cached class text embeddings.
+
+A class is one or more names (synonyms). Each name is put into every template, the prompt embeddings are
+L2-normalised and averaged, and the mean is re-normalised; a class with synonyms averages its names'
+embeddings the same way, so every class is one unit vector (one row of a 1x1 convolution).
+"""
+from __future__ import annotations
+
+import threading
+import warnings
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+from .errors import MaskCLIPError
+
+# The 80 prompts of OpenAI's ImageNet zero-shot classifier plus the 5 scene prompts MaskCLIP adds.
+SCENE_TEMPLATES = (
+    "there is a {} in the scene.",
+    "there is the {} in the scene.",
+    "this is a {} in the scene.",
+    "this is the {} in the scene.",
+    "this is one {} in the scene.",
+)
+TEMPLATES: tuple[str, ...] = tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES) + SCENE_TEMPLATES
+
+ClassSpec = str | Sequence[str]
+
+
+def normalize_classes(classes: Iterable[ClassSpec], what: str = "class") -> list[tuple[str, ...]]:
+    """Validated classes as tuples of stripped names; blank or duplicate names are errors, not surprises."""
+    if isinstance(classes, str):
+        raise MaskCLIPError(f"{what} list must be a list of names, not the single string {classes!r}")
+    result: list[tuple[str, ...]] = []
+    seen: dict[str, int] = {}
+    for index, spec in enumerate(classes):
+        names = (spec,) if isinstance(spec, str) else tuple(spec)
+        names = tuple(str(n).strip() for n in names)
+        if not names or any(not n for n in names):
+            raise MaskCLIPError(f"{what} {index + 1} has an empty or blank name: {spec!r}")
+        for name in names:
+            folded = name.casefold()
+            if folded in seen:
+                raise MaskCLIPError(
+                    f"duplicate {what} name '{name}' (entries {seen[folded] + 1} and {index + 1}); names must be "
+                    f"unique, ignoring case")
+            seen[folded] = index
+        result.append(names)
+    return result
+
+
+def parse_classes_text(text: str) -> list[list[str]]:
+    """One class per line, synonyms separated by commas; blank lines and lines starting with '#' are skipped."""
+    classes = [[n.strip() for n in line.split(",")] for line in text.splitlines()
+               if line.strip() and not line.lstrip().startswith("#")]
+    normalize_classes(classes)  # validate early, with line-independent messages
+    return classes
+
+
+def parse_classes_file(path: str | Path) -> list[list[str]]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise MaskCLIPError(f"cannot read classes file {path}: {exc.strerror or exc}") from None
+    classes = parse_classes_text(text)
+    if not classes:
+        raise MaskCLIPError(f"classes file {path} lists no classes (one class per line expected)")
+    return classes
+
+
+class TextEncoder:
+    """Template-ensembled name embeddings, computed once per name and kept for the model's lifetime."""
+
+    def __init__(self, clip_model: torch.nn.Module, tokenizer, device: torch.device,
+                 templates: Sequence[str] = TEMPLATES, batch_size: int = 256):
+        self.clip = clip_model
+        self.tokenizer = tokenizer
+        self.device = device
+        self.templates = tuple(templates)
+        self.batch_size = batch_size
+        self.prompts_encoded = 0  # how many prompts went through the text tower (tests check caching with it)
+        self._names: dict[str, torch.Tensor] = {}
+        self._lock = threading.Lock()
+
+    def _context_length(self) -> int:
+        return int(getattr(self.tokenizer, "context_length", None) or getattr(self.clip, "context_length", 77))
+
+    def _warn_if_truncated(self, name: str) -> None:
+        encode = getattr(self.tokenizer, "encode", None)
+        if encode is None:
+            return
+        longest = max(len(encode(t.format(name))) for t in self.templates) + 2  # + start/end tokens
+        if longest > self._context_length():
+            warnings.warn(
+                f"class name '{name[:40]}...' is too long for the text encoder ({longest} > "
+                f"{self._context_length()} tokens); its prompts are truncated", stacklevel=4)
+
+    @torch.inference_mode()
+    def _encode_names(self, names: list[str]) -> None:
+        for name in names:
+            self._warn_if_truncated(name)
+        prompts = [t.format(n) for n in names for t in self.templates]
+        chunks = []
+        for start in range(0, len(prompts), self.batch_size):
+            tokens = self.tokenizer(prompts[start:start + self.batch_size]).to(self.device)
+            chunks.append(F.normalize(self.clip.encode_text(tokens).float(), dim=-1))
+        self.prompts_encoded += len(prompts)
+        per_prompt = torch.cat(chunks).view(len(names), len(self.templates), -1)
+        for name, emb in zip(names, F.normalize(per_prompt.mean(dim=1), dim=-1)):
+            self._names[name] = emb
+
+    def name_embeddings(self, names: Sequence[str]) -> torch.Tensor:
+        """[N, D] unit vectors, one per name."""
+        with self._lock:
+            missing = list(dict.fromkeys(n for n in names if n not in self._names))
+            if missing:
+                self._encode_names(missing)
+            return torch.stack([self._names[n] for n in names])
+
+    def class_embeddings(self, classes: Iterable[ClassSpec]) -> torch.Tensor:
+        """[K, D] unit vectors, one per class (synonyms averaged)."""
+        normalized = normalize_classes(classes)
+        if not normalized:
+            raise MaskCLIPError("no classes given")
+        rows = [self.name_embeddings(list(names)).mean(dim=0) for names in normalized]
+        return F.normalize(torch.stack(rows), dim=-1)
