@@ -1,0 +1,99 @@
+"""Atomic file writes: a reader never sees a half-written output file.
+
+`atomic_write(path)` writes to a temporary file in the destination's folder (same file system, so the
+final `os.replace` is atomic), flushes and fsyncs it, then renames it over the destination. If the body
+raises, the temporary file is removed and any existing destination is left untouched. Permission,
+read-only and full-disk failures become a `FileWriteError` that names the destination path.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import stat
+from pathlib import Path
+from typing import IO, Iterator
+
+from .errors import MaskCLIPError
+
+# OSError numbers a user can act on (fix permissions, free space, pick another folder).
+_ACTIONABLE_ERRNOS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOSPC: "no space left on device",
+    errno.EROFS: "read-only file system",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EISDIR: "the destination is a folder",
+}
+
+
+class FileWriteError(MaskCLIPError):
+    """An output file could not be written (permissions, full disk, read-only or missing folder)."""
+
+
+def _write_error(path: Path, exc: OSError) -> FileWriteError:
+    reason = _ACTIONABLE_ERRNOS.get(exc.errno) or exc.strerror or str(exc)
+    return FileWriteError(f"cannot write {path}: {reason}")
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str = "utf-8") -> Iterator[IO]:
+    """Yield a file object for `path` that replaces the destination only when the block succeeds.
+
+    `mode` is "wb" (binary) or "w" (text, `encoding`). A new file gets the usual permissions (umask
+    applied); an existing destination keeps its permission bits.
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_write mode must be 'wb' or 'w', not {mode!r}")
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        raise FileWriteError(f"cannot write {path}: folder {folder} does not exist")
+    tmp = folder / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
+    try:
+        f = os.fdopen(fd, "wb") if mode == "wb" else os.fdopen(fd, "w", encoding=encoding, newline="")
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    try:
+        with f:
+            try:
+                os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
+            except FileNotFoundError:
+                pass
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        # OSErrors about some other file (they carry its name) pass through unchanged.
+        if (
+            isinstance(exc, OSError)
+            and exc.errno in _ACTIONABLE_ERRNOS
+            and exc.filename in (None, str(tmp), str(path), tmp, path)
+        ):
+            raise _write_error(path, exc) from exc
+        raise
+    _fsync_folder(folder)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Persist the rename itself (POSIX); best effort, not available on every platform."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
