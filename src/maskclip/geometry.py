@@ -40,14 +40,20 @@ def bilinear_matrix(out_size: int, in_size: int, device=None) -> torch.Tensor:
 
 
 def upsample_accumulate(acc: torch.Tensor, grid: torch.Tensor, weight: float = 1.0,
-                        max_chunk_elems: int = 1 << 24) -> None:
-    """acc [K, H, W] += weight * bilinear_resize(grid [K, h, w] -> [K, H, W]), in row chunks."""
+                        max_chunk_elems: int = 1 << 22) -> None:
+    """acc [K, H, W] += weight * bilinear_resize(grid [K, h, w] -> [K, H, W]), in row chunks.
+
+    Two matrix products: along x once for the whole grid ([K, h, W]), then along y one chunk of output rows
+    at a time as a single GEMM, so the full-size temporary never exists.
+    """
     k, height, width = acc.shape
-    ry = bilinear_matrix(height, grid.shape[1], device=grid.device)
+    h = grid.shape[1]
+    ry = bilinear_matrix(height, h, device=grid.device)
     rx = bilinear_matrix(width, grid.shape[2], device=grid.device)
-    columns = grid @ rx.T  # [K, h, W]: resize along x once
+    columns = (grid @ rx.T).permute(1, 0, 2).reshape(h, k * width)  # [h, K*W]
+    if weight != 1.0:
+        columns = columns * weight
     rows_per_chunk = max(1, min(height, max_chunk_elems // max(1, k * width)))
     for top in range(0, height, rows_per_chunk):
-        part = torch.einsum("yh,khw->kyw", ry[top:top + rows_per_chunk], columns)
-        acc[:, top:top + rows_per_chunk].add_(part.to(acc.device), alpha=weight)
-
+        part = ry[top:top + rows_per_chunk] @ columns  # [n, K*W]
+        acc[:, top:top + rows_per_chunk] += part.view(-1, k, width).permute(1, 0, 2).to(acc.device)

@@ -198,8 +198,9 @@ class MaskCLIP:
                 probs = key_smooth(probs, scale_maps["keys"].to(self.device).flatten(1))
             merged = torch.stack([probs[rows].amax(dim=0) for rows in groups]).view(len(groups), *grid)
             upsample_accumulate(acc, merged, weight=1.0 / len(maps))
-        labels = acc.argmax(dim=0).to(torch.int32)
-        return Segmentation(acc.numpy(), labels.numpy(), class_names, bg_index)
+        probs = acc.numpy()
+        # numpy's arg-max over the leading axis is several times faster than torch's on the CPU
+        return Segmentation(probs, probs.argmax(axis=0).astype(np.int32), class_names, bg_index)
 
     def save_checkpoint(self, path: str | Path) -> None:
         """Write the open_clip state dict (loadable with `load(model_name, pretrained=path)`)."""
