@@ -1,20 +1,20 @@
 """maskclip: MaskCLIP dense labels from CLIP (headless core of maskclip-napari).
 
 Public API: `load`, `MaskCLIP`, `DenseFeatures`, `Segmentation`, `DEFAULT_BACKGROUND`, `DEFAULT_SCALES`.
+They are imported on first use, so light modules (images, labels_io, metrics, project) load without torch.
 """
 __version__ = "0.1.0"
 
 from .errors import MaskCLIPError  # noqa: E402
-from .model import (  # noqa: E402
-    DEFAULT_BACKGROUND,
-    DEFAULT_SCALES,
-    DenseFeatures,
-    MaskCLIP,
-    Segmentation,
-    load,
-)
 
-__all__ = [
-    "__version__", "load", "MaskCLIP", "DenseFeatures", "Segmentation", "MaskCLIPError",
-    "DEFAULT_BACKGROUND", "DEFAULT_SCALES",
-]
+_MODEL_NAMES = ("load", "MaskCLIP", "DenseFeatures", "Segmentation", "DEFAULT_BACKGROUND", "DEFAULT_SCALES")
+
+__all__ = ["__version__", "MaskCLIPError", *_MODEL_NAMES]
+
+
+def __getattr__(name: str):
+    if name in _MODEL_NAMES:
+        from . import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'maskclip' has no attribute {name!r}")
