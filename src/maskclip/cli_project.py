@@ -1,0 +1,178 @@
+"""`maskclip project init|import-labels|status|segment` and `maskclip export` (annotation projects)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import MaskCLIPError
+
+
+def register(subparsers) -> None:
+    project = subparsers.add_parser("project", help="create and inspect annotation projects",
+                                    description="Annotation projects: images, classes, labels, verified pixels.")
+    sub = project.add_subparsers(dest="project_command", required=True)
+
+    p = sub.add_parser("init", help="create a project from a folder of images")
+    p.add_argument("dir", type=Path, help="new (or empty) project folder")
+    p.add_argument("--images", type=Path, nargs="+", required=True, help="image folder(s) and/or files")
+    p.add_argument("--classes-file", type=Path,
+                   help="classes: a text file (one class per line, synonyms comma-separated) or a classes.json")
+    p.add_argument("--reference", action="store_true", help="reference the images where they are (default: copy)")
+    p.add_argument("--recursive", action="store_true", help="also take images in sub-folders")
+    p.add_argument("--background", help="comma-separated background prompts (default: MaskCLIP's list)")
+    p.set_defaults(func=_init)
+
+    p = sub.add_parser("import-labels", help="import label images named like the project's images")
+    p.add_argument("dir", type=Path, help="project folder")
+    p.add_argument("labels", type=Path,
+                   help="folder of label images (PNG/TIFF, values = class indices, 255 = unlabelled), a VOC or "
+                        "index export, or a COCO annotations.json")
+    p.add_argument("--verified", action="store_true",
+                   help="the labels are ground truth: mark every labelled pixel verified (replaces labels)")
+    p.add_argument("--format", default="auto", choices=("auto", "voc", "coco", "index"))
+    p.set_defaults(func=_import_labels)
+
+    p = sub.add_parser("status", help="images, labelled, verified fraction, per-class pixel counts")
+    p.add_argument("dir", type=Path, help="project folder")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.set_defaults(func=_status)
+
+    p = sub.add_parser("segment", help="label the project's images with MaskCLIP (verified pixels are kept)")
+    p.add_argument("dir", type=Path, help="project folder")
+    p.add_argument("--model", help="open_clip architecture (default: the project's setting)")
+    p.add_argument("--pretrained", help="open_clip tag or checkpoint file; 'none' = random weights")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--scales", type=int, nargs="+", help="short sides of the multi-scale ensemble")
+    p.add_argument("--key-smoothing", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--prompt-denoising", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--pd-threshold", type=float)
+    p.add_argument("--min-confidence", type=float, default=0.0,
+                   help="pixels whose top probability is below this stay unlabelled (255)")
+    p.add_argument("--only-unlabelled", action="store_true", help="skip images that already have labels")
+    p.add_argument("--image", dest="image_ids", action="append", help="only this image id (repeatable)")
+    p.set_defaults(func=_segment)
+
+    e = subparsers.add_parser("export", help="export a project's labels as a dataset (voc, coco, index)")
+    e.add_argument("dir", type=Path, help="project folder")
+    e.add_argument("--format", required=True, choices=("voc", "coco", "index"))
+    e.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
+    e.add_argument("--verified-only", action="store_true", help="only verified pixels (others 255)")
+    e.add_argument("--no-images", dest="images", action="store_false", help="write labels only")
+    e.add_argument("--val-fraction", type=float, default=0.1, help="VOC: share of images in val.txt")
+    e.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
+    e.set_defaults(func=_export)
+
+
+def _read_classes(path: Path) -> list:
+    if path.suffix.lower() == ".json":
+        from .labels_io import read_classes_json
+
+        data = read_classes_json(path)
+        return [{"name": n, "colour": c} for n, c in zip(data["classes"], data["colors"])]
+    from .text import parse_classes_file
+
+    return parse_classes_file(path)
+
+
+def _init(args) -> int:
+    from .project import Project
+
+    classes = _read_classes(args.classes_file) if args.classes_file else []
+    background = None if args.background is None else [b.strip() for b in args.background.split(",") if b.strip()]
+    project = Project.create(args.dir, args.images, classes, copy=not args.reference, recursive=args.recursive,
+                             background=background)
+    print(f"created project {args.dir}: {len(project)} images, {len(project.class_names)} classes")
+    for path, reason in project.skipped_images:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    return 0
+
+
+def _import_labels(args) -> int:
+    from .project import Project
+
+    project = Project.open(args.dir)
+    report = project.import_labels(args.labels, verified=args.verified, format=args.format)
+    for name in report.new_classes:
+        print(f"added class {name!r} (named by the label set)")
+    for image_id, reason in report.skipped:
+        print(f"skipped {image_id}: {reason}", file=sys.stderr)
+    print(f"imported labels for {len(report.added)} of {len(project)} images"
+          f"{' as verified' if args.verified else ''}; {len(report.missing)} without a label file, "
+          f"{len(report.skipped)} skipped")
+    if not report.added:
+        raise MaskCLIPError(f"no label file in {args.labels} matched an image of the project")
+    return 0
+
+
+def _status(args) -> int:
+    from .project import Project
+
+    status = Project.open(args.dir).status()
+    if args.json:
+        print(json.dumps(status, indent=1))
+        return 0
+    print(f"project {status['project']}")
+    print(f"images: {status['images']}  labelled: {status['labelled']}  fully verified: {status['verified_images']}"
+          f"  stale: {len(status['stale'])}  skipped at import: {len(status['skipped_at_import'])}")
+    print(f"labelled pixels: {status['labelled_fraction']:.1%}  verified pixels: {status['verified_fraction']:.1%}")
+    width = max([len(n) for n in status["classes"]] + [5])
+    print(f"{'class':<{width}}  {'pixels':>12}  {'verified':>12}")
+    for name in status["classes"]:
+        print(f"{name:<{width}}  {status['class_pixels'][name]:>12}  {status['class_verified_pixels'][name]:>12}")
+    for image_id in status["stale"]:
+        print(f"stale (file changed since labelling, labels not applied): {image_id}")
+    return 0
+
+
+def _segment(args) -> int:
+    import maskclip
+    from .project import Project
+
+    project = Project.open(args.dir)
+    if not project.class_names:
+        raise MaskCLIPError(f"project {args.dir} has no classes; add some first (project init --classes-file)")
+    settings = project.settings
+    model_cfg, method = settings.get("model", {}), settings.get("method", {})
+    pretrained = args.pretrained if args.pretrained is not None else model_cfg.get("pretrained")
+    if isinstance(pretrained, str) and pretrained.lower() == "none":
+        pretrained = None
+    model = maskclip.load(args.model or model_cfg.get("name", "ViT-B-16"), pretrained, args.device,
+                          dense_mode=model_cfg.get("dense_mode", "maskclip"), cache_dir=project.cache_dir)
+    options = {
+        "key_smoothing": method.get("key_smoothing", True) if args.key_smoothing is None else args.key_smoothing,
+        "prompt_denoising": (method.get("prompt_denoising", True) if args.prompt_denoising is None
+                             else args.prompt_denoising),
+        "pd_threshold": method.get("pd_threshold", 0.5) if args.pd_threshold is None else args.pd_threshold,
+        "scales": tuple(args.scales or method.get("scales", maskclip.DEFAULT_SCALES)),
+    }
+    ids = args.image_ids or project.image_ids
+    done = skipped = 0
+    for image_id in ids:
+        if image_id not in project:
+            raise MaskCLIPError(f"no image {image_id!r} in project {args.dir}")
+        if project.is_stale(image_id) or (args.only_unlabelled and project.has_labels(image_id)):
+            skipped += 1
+            continue
+        seg = model.segment(project.get_image(image_id), project.prompts, background=project.background, **options)
+        project.merge_prediction(image_id, seg.labels, seg.probs.max(axis=0), class_names=seg.class_names,
+                                 min_confidence=args.min_confidence, source=f"maskclip {model.model_name}")
+        done += 1
+        print(f"[{done}/{len(ids)}] {image_id}", flush=True)
+    project.flush()
+    print(f"segmented {done} images ({skipped} skipped: stale or already labelled)")
+    return 0
+
+
+def _export(args) -> int:
+    from .export import export_project
+    from .project import Project
+
+    project = Project.open(args.dir)
+    report = export_project(project, args.out, args.format, verified_only=args.verified_only, images=args.images,
+                            val_fraction=args.val_fraction, overwrite=args.overwrite)
+    for image_id, reason in report.skipped:
+        print(f"skipped {image_id}: {reason}", file=sys.stderr)
+    print(f"exported {len(report.exported)} images as {args.format} to {args.out}")
+    return 0

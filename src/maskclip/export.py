@@ -1,0 +1,334 @@
+"""Dataset export of a project's labels, and the matching readers (export -> import round-trips exactly).
+
+Formats (DESIGN.md section 6; file stems are the project's image ids):
+- voc:   OUT/JPEGImages/<id>.jpg, OUT/SegmentationClass/<id>.png (indexed PNG: value = project class
+         index, 255 = unlabelled, standard VOC palette), OUT/ImageSets/Segmentation/{train,val,trainval}.txt
+         (a stable split by a hash of the id), OUT/labels.txt (one class per line) and OUT/classes.json.
+- coco:  OUT/annotations.json ("stuff" style: per image and class present one RLE mask, column-major,
+         pycocotools encoding with `counts` as str; category id = class index + 1) and OUT/images/.
+- index: OUT/<id>.png (indexed PNG, project colours) and OUT/classes.json.
+
+Only labelled images are written (with verified_only: only verified pixels, other pixels 255, and only
+images with some verified pixel). Stale images (file changed since labelling) are skipped and reported.
+
+`open_labels(path)` reads any of these back, or a plain folder of label images (PNG/TIFF named like the
+images, values = class indices), as a `LabelSet` that `Project.import_labels` consumes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from .atomic import atomic_write
+from .errors import MaskCLIPError
+from .images import read_image, to_rgb_float
+from .labels_io import read_classes_json, read_label_image, voc_palette, write_classes_json, write_index_png
+
+FORMATS = ("voc", "coco", "index")
+LABEL_EXTENSIONS = (".png", ".tif", ".tiff")
+_JPEG = (".jpg", ".jpeg")
+_EXIF_ORIENTATION = 0x0112
+
+
+class ExportError(MaskCLIPError):
+    """An export or a label set to import is invalid (message says what to fix)."""
+
+
+@dataclass
+class ExportReport:
+    format: str
+    out: Path
+    exported: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (image id, reason)
+    splits: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class LabelSet:
+    """Label images found at a path: class names when the source names them, and a reader per key.
+
+    Keys are paths relative to the label root without suffix ('a/x' for 'a/x.png'); export writes ids.
+    """
+
+    format: str
+    root: Path
+    class_names: list[str] | None
+    colours: list[tuple[int, int, int]] | None
+    _readers: dict[str, Callable[[], np.ndarray]]
+
+    @property
+    def keys(self) -> list[str]:
+        return sorted(self._readers)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._readers
+
+    def read(self, key: str) -> np.ndarray:
+        """uint8 HxW class indices (in this set's class order), 255 = unlabelled."""
+        return self._readers[key]()
+
+
+# --------------------------------------------------------------------------------------------------
+# Export
+# --------------------------------------------------------------------------------------------------
+def export_project(project, out: str | os.PathLike, format: str, *, verified_only: bool = False,
+                   images: bool = True, val_fraction: float = 0.1, overwrite: bool = False) -> ExportReport:
+    """Write the project's labels as a dataset in `format` ('voc', 'coco' or 'index') under `out`.
+
+    `out` must be absent or empty unless overwrite=True (then files are replaced, none deleted).
+    images=False leaves the images out (coco/voc). val_fraction sets the VOC val split share.
+    """
+    if format not in FORMATS:
+        raise ExportError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    if not 0.0 <= val_fraction <= 1.0:
+        raise ExportError(f"val_fraction must lie in [0, 1], got {val_fraction}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ExportError(f"{out} is not empty; choose a new folder (or pass overwrite=True / --overwrite)")
+    report = ExportReport(format, out)
+    items = _labelled_items(project, verified_only, report)
+    if format == "voc":
+        _export_voc(project, out, items, report, images, val_fraction)
+    elif format == "coco":
+        _export_coco(project, out, items, report, images)
+    else:
+        _export_index(project, out, items, report)
+    return report
+
+
+def _labelled_items(project, verified_only: bool, report: ExportReport):
+    """(image id, labels) for every exportable image, read lazily one at a time."""
+    states = {s.id: s for s in project.list_images()}
+    for image_id in project.image_ids:
+        state = states[image_id]
+        if state.stale:
+            report.skipped.append((image_id, "image file changed since it was labelled (stale)"))
+            continue
+        if state.labelled_pixels == 0 or (verified_only and state.verified_pixels == 0):
+            continue
+        labels, verified = project.get_labels_and_verified(image_id)
+        if verified_only:
+            labels = np.where(verified, labels, 255).astype(np.uint8)
+        report.exported.append(image_id)
+        yield image_id, labels
+
+
+def _mkdirs(*folders: Path) -> None:
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ExportError(f"cannot create folder {folder}: {exc.strerror or exc}") from exc
+
+
+def _copy_file(src: Path, dest: Path) -> None:
+    with open(src, "rb") as fin, atomic_write(dest, "wb") as fout:
+        for chunk in iter(lambda: fin.read(1 << 20), b""):
+            fout.write(chunk)
+
+
+def _exif_rotated(path: Path) -> bool:
+    """True when viewers rotate the stored pixels (labels follow the rotated view, see images.read_image)."""
+    try:
+        with Image.open(path) as im:
+            return im.getexif().get(_EXIF_ORIENTATION, 1) not in (1, None)
+    except (OSError, ValueError):
+        return False
+
+
+def _write_image(project, image_id: str, folder: Path, jpeg: bool) -> str:
+    """Put the image next to its labels: the original bytes when usable as is, else re-encoded.
+
+    jpeg=True (VOC) needs a .jpg; other pixel types become 8-bit RGB JPEG (quality 95). Without it the
+    file is copied, or written as PNG when EXIF rotation would make the pixels disagree with the labels.
+    """
+    src = project.image_path(image_id)
+    suffix = src.suffix.lower()
+    if not _exif_rotated(src) and (suffix in _JPEG or not jpeg):
+        name = f"{image_id}.jpg" if jpeg else f"{image_id}{suffix}"
+        _copy_file(src, folder / name)
+        return name
+    arr = read_image(src)
+    if jpeg or arr.dtype != np.uint8:
+        arr = np.round(to_rgb_float(arr) * 255).astype(np.uint8)
+    name = f"{image_id}.jpg" if jpeg else f"{image_id}.png"
+    with atomic_write(folder / name, "wb") as f:
+        Image.fromarray(arr).save(f, format="JPEG" if jpeg else "PNG", **({"quality": 95} if jpeg else {}))
+    return name
+
+
+def _is_val(image_id: str, val_fraction: float) -> bool:
+    """Stable split: depends on the id only, so adding images never moves old ones between splits."""
+    h = int(hashlib.sha1(image_id.encode("utf-8")).hexdigest()[:8], 16)
+    return h % 10000 < round(val_fraction * 10000)
+
+
+def _write_lines(path: Path, lines: list[str]) -> None:
+    with atomic_write(path, "w") as f:
+        f.write("".join(f"{line}\n" for line in lines))
+
+
+def _export_voc(project, out, items, report, images: bool, val_fraction: float) -> None:
+    seg_dir, jpg_dir, sets_dir = out / "SegmentationClass", out / "JPEGImages", out / "ImageSets" / "Segmentation"
+    _mkdirs(seg_dir, sets_dir, *([jpg_dir] if images else []))
+    palette = voc_palette(len(project.class_names))
+    splits: dict[str, list[str]] = {"train": [], "val": []}
+    for image_id, labels in items:
+        write_index_png(seg_dir / f"{image_id}.png", labels, palette=palette)
+        if images:
+            _write_image(project, image_id, jpg_dir, jpeg=True)
+        splits["val" if _is_val(image_id, val_fraction) else "train"].append(image_id)
+    splits["trainval"] = sorted(splits["train"] + splits["val"])
+    for name, ids in splits.items():
+        _write_lines(sets_dir / f"{name}.txt", ids)
+    _write_lines(out / "labels.txt", project.class_names)
+    _write_classes(out / "classes.json", project.class_names, palette)
+    report.splits = splits
+
+
+def _write_classes(path: Path, names: list[str], colours) -> None:
+    if names:
+        write_classes_json(path, names, colours)
+    else:  # a project without classes still exports (all pixels unlabelled)
+        with atomic_write(path, "w") as f:
+            json.dump({"classes": [], "colors": [], "ignore_index": 255}, f)
+
+
+def _export_index(project, out, items, report) -> None:
+    _mkdirs(out)
+    for image_id, labels in items:
+        write_index_png(out / f"{image_id}.png", labels, palette=project.class_colours)
+    _write_classes(out / "classes.json", project.class_names, project.class_colours)
+
+
+def _export_coco(project, out, items, report, images: bool) -> None:
+    from pycocotools import mask as mask_util
+
+    img_dir = out / "images"
+    _mkdirs(out, *([img_dir] if images else []))
+    coco = {
+        "info": {"description": f"maskclip-napari export of {project.root.name}", "ignore_index": 255},
+        "images": [], "annotations": [],
+        "categories": [{"id": i + 1, "name": c.name, "supercategory": "", "color": list(c.colour)}
+                       for i, c in enumerate(project.classes)],
+    }
+    for n, (image_id, labels) in enumerate(items, start=1):
+        suffix = project.image_path(image_id).suffix.lower()
+        name = _write_image(project, image_id, img_dir, jpeg=False) if images else f"{image_id}{suffix}"
+        height, width = labels.shape
+        coco["images"].append({"id": n, "file_name": name, "height": height, "width": width})
+        for k in np.unique(labels):
+            if k == 255:
+                continue
+            rle = mask_util.encode(np.asfortranarray(labels == k, dtype=np.uint8))
+            coco["annotations"].append({
+                "id": len(coco["annotations"]) + 1, "image_id": n, "category_id": int(k) + 1,
+                "segmentation": {"size": [height, width], "counts": rle["counts"].decode("ascii")},
+                "area": int(mask_util.area([rle])[0]), "bbox": [float(v) for v in mask_util.toBbox([rle])[0]],
+                "iscrowd": 0,
+            })
+    with atomic_write(out / "annotations.json", "w") as f:
+        json.dump(coco, f)
+
+
+# --------------------------------------------------------------------------------------------------
+# Import
+# --------------------------------------------------------------------------------------------------
+def open_labels(path: str | os.PathLike, format: str = "auto") -> LabelSet:
+    """Label images at `path`: a COCO json file, a VOC or index export, or a folder of label images.
+
+    format 'auto' decides by what is there: a .json file -> coco; a folder with SegmentationClass/ -> voc;
+    a folder with annotations.json -> coco; otherwise a folder of label images ('index'/'folder'), whose
+    classes.json, when present, names the classes.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ExportError(f"{path}: no such file or folder")
+    if format == "auto":
+        if path.is_file():
+            format = "coco"
+        elif (path / "SegmentationClass").is_dir():
+            format = "voc"
+        elif (path / "annotations.json").is_file():
+            format = "coco"
+        else:
+            format = "index"
+    if format == "coco":
+        return _open_coco(path / "annotations.json" if path.is_dir() else path)
+    if format == "voc":
+        names, colours = _read_names(path / "classes.json", path / "labels.txt")
+        return _open_folder(path / "SegmentationClass", "voc", names, colours)
+    if format in ("index", "folder"):
+        names, colours = _read_names(path / "classes.json", None)
+        return _open_folder(path, format, names, colours)
+    raise ExportError(f"unknown label format {format!r}; choose auto, voc, coco or index")
+
+
+def _read_names(classes_json: Path, labels_txt: Path | None):
+    if classes_json.is_file():
+        data = read_classes_json(classes_json)
+        return data["classes"], [tuple(c) for c in data["colors"]]
+    if labels_txt is not None and labels_txt.is_file():
+        names = [line.strip() for line in labels_txt.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return names, None
+    return None, None
+
+
+def _open_folder(root: Path, format: str, names, colours) -> LabelSet:
+    if not root.is_dir():
+        raise ExportError(f"{root}: not a folder of label images")
+    readers = {}
+    for f in sorted(root.rglob("*")):
+        if f.is_file() and f.suffix.lower() in LABEL_EXTENSIONS and not f.name.startswith("."):
+            key = f.relative_to(root).with_suffix("").as_posix()
+            if key in readers:
+                raise ExportError(f"{root}: two label files for {key!r} (e.g. .png and .tif); keep one")
+            readers[key] = (lambda p=f: read_label_image(p))
+    return LabelSet(format, root, names, colours, readers)
+
+
+def _open_coco(path: Path) -> LabelSet:
+    from pycocotools import mask as mask_util
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        categories = sorted(data["categories"], key=lambda c: c["id"])
+        cat_index = {c["id"]: i for i, c in enumerate(categories)}
+        images = {im["id"]: im for im in data["images"]}
+        anns: dict[int, list[dict]] = {i: [] for i in images}
+        for a in data["annotations"]:
+            anns[a["image_id"]].append(a)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ExportError(f"{path}: not a readable COCO annotation file ({exc})") from exc
+    if len(categories) > 255:
+        raise ExportError(f"{path}: {len(categories)} categories; at most 255 fit label images")
+
+    def reader(image: dict) -> Callable[[], np.ndarray]:
+        def read() -> np.ndarray:
+            h, w = int(image["height"]), int(image["width"])
+            labels = np.full((h, w), 255, np.uint8)
+            for a in anns[image["id"]]:  # overlapping masks: the later annotation wins
+                seg = a["segmentation"]
+                if isinstance(seg, list):  # polygons
+                    rle = mask_util.merge(mask_util.frPyObjects(seg, h, w))
+                elif isinstance(seg.get("counts"), list):  # uncompressed RLE
+                    rle = mask_util.frPyObjects(seg, h, w)
+                else:
+                    counts = seg["counts"]
+                    rle = {"size": seg["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+                labels[mask_util.decode([rle])[:, :, 0].astype(bool)] = cat_index[a["category_id"]]
+            return labels
+        return read
+
+    readers = {Path(im["file_name"]).with_suffix("").as_posix(): reader(im) for im in images.values()}
+    colours = [tuple(c["color"]) for c in categories] if all("color" in c for c in categories) else None
+    return LabelSet("coco", path.parent, [c["name"] for c in categories], colours, readers)

@@ -1,0 +1,1194 @@
+"""Annotation project store: images, classes, current labels and verified pixels in one folder.
+
+Public API (the napari annotator and the MaskCLIP+ trainer code against these names)::
+
+    from maskclip.project import Project, ImageState, ProjectError, StaleImageError
+
+    p = Project.create(dir, images=src_dir, classes=["road", ["car", "vehicle"]], copy=True)
+    p = Project.open(dir)                  # lazy: reads two JSON files, touches no image or label
+    p.image_ids                            # list[str], stable ids (safe file names, unique)
+    p.list_images() -> list[ImageState]    # id, path, size, status, labelled/verified fraction, stale
+    p.image_state(image_id) / p.status() / p.class_pixel_counts(verified_only=False) -> {name: pixels}
+    p.get_image(image_id) -> np.ndarray    # as stored (maskclip.images.read_image)
+    p.get_labels(image_id) -> np.uint8 HxW # current project class indices, 255 = unlabelled
+    p.get_verified(image_id) -> bool HxW   # pixels a person set or confirmed
+    p.get_labels_and_verified(image_id)    # both from one revision
+    p.set_labels(image_id, labels, verified=None, mark_changed_verified=False, source="manual")
+    p.set_verified(image_id, mask)
+    p.merge_prediction(image_id, labels, confidence=None, class_names=None, min_confidence=0.0)
+    p.import_labels(path, verified=False)  # label folder / VOC / COCO / index export (maskclip.export)
+    p.history(image_id) / p.get_revision(image_id, rev) / p.restore_revision(image_id, rev) / p.clear_labels
+    p.classes / p.class_names / p.class_colours / p.prompts (for model.segment); add_class /
+    remove_class / rename_class / reorder_classes / set_classes / set_class_synonyms / set_class_colour
+    p.background / p.set_background(list); p.settings / p.update_settings({"method": {...}})
+    p.cache_dir                            # pass to maskclip.load(cache_dir=...)
+    p.is_stale(image_id) / p.accept_image_change(image_id, keep_labels=False)
+    p.flush()                              # writes the summary cache (labels are saved by every call)
+
+Every mutating call is saved before it returns (autosave). One Project may be shared by threads (calls
+are serialised); several processes may work on one project (merge_prediction re-reads and retries when
+another process committed the same image meanwhile). project.json (classes, settings) is rewritten
+whole, so give it one writer at a time (the annotator); other processes see its changes on reopening,
+and labels they write stay correct meanwhile because they are stored by class uid.
+
+On-disk layout (format version 1)::
+
+    DIR/project.json                  classes (uid, name, synonyms, colour), background prompts, settings
+    DIR/images.json                   image records: id, file, sha256, size, mtime_ns, height, width;
+                                      plus the files skipped at import and why
+    DIR/images/<id><ext>              copies (copy mode; reference mode records absolute paths)
+    DIR/annotations/<id>/state.json   the commit point: current revision, history, per-class counts
+    DIR/annotations/<id>/r<rev>-<token>.labels.png    index PNG (values index `class_uids` of its rev)
+    DIR/annotations/<id>/r<rev>-<token>.verified.png  1-bit PNG, only when some pixel is verified
+    DIR/summary.json                  cache of the state.json files minus history (checked by stat)
+    DIR/cache/                        MaskCLIP dense-feature cache (maskclip.load(cache_dir=...))
+
+Why this shape:
+- Every file is written with `maskclip.atomic.atomic_write` (temporary file, fsync, rename). One
+  image's labels, verified mask and counts are committed together: the new revision's PNGs are written
+  first under fresh names, then `state.json` is replaced. A process killed at any moment leaves either
+  the previous or the new revision, never a mix. Older revisions stay as history (refine / re-segment
+  can be undone).
+- Per-image state files (no single growing index) make each save O(1) and let several workers of a
+  cluster job write different images of one project at the same time.
+- Classes carry a permanent `uid`; a label file records the uids its indices refer to. Renaming keeps
+  the uid, reordering changes only the current order, so stored labels are remapped on read and never
+  shift silently. A removed class's pixels read as 255 (unlabelled) and lose their verified flag;
+  re-adding a class of the same name gives a new uid, so those pixels stay unlabelled.
+- Labels belong to the image content they were made on (sha256). When an image file changes on disk
+  the image is reported stale and its labels are not applied (get_labels raises StaleImageError) until
+  `accept_image_change` decides what to do.
+- Invariant: verified pixels are always labelled (verified & labels == 255 is cleared on write).
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import hashlib
+import json
+import os
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+from PIL import Image
+
+from .atomic import FileWriteError, atomic_write
+from .errors import ImageReadError, MaskCLIPError
+from .images import list_images, read_image
+from .labels_io import read_label_image, voc_palette, write_index_png
+
+FORMAT = "maskclip-project"
+FORMAT_VERSION = 1
+PROJECT_FILE = "project.json"
+IMAGES_FILE = "images.json"
+SUMMARY_FILE = "summary.json"
+UNLABELLED = 255
+MAX_CLASSES = 255  # indices 0..254; 255 means unlabelled
+DEFAULT_HISTORY = 20  # revisions kept per image besides the current one
+ORPHAN_AGE_S = 600.0  # unreferenced revision files older than this are leftovers of a killed save
+
+DEFAULT_SETTINGS = {
+    "model": {"name": "ViT-B-16", "pretrained": "openai", "dense_mode": "maskclip"},
+    "method": {"key_smoothing": True, "prompt_denoising": True, "pd_threshold": 0.5, "scales": [336]},
+}
+
+
+class ProjectError(MaskCLIPError):
+    """The project folder or a request on it is invalid (message says what to do)."""
+
+
+class StaleImageError(ProjectError):
+    """The image file changed since its labels were made; they must not be applied to the new content."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Records
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClassInfo:
+    """One class. `uid` never changes (renames and reorders keep it); stored labels refer to it."""
+
+    uid: int
+    name: str
+    synonyms: tuple[str, ...] = ()
+    colour: tuple[int, int, int] = (0, 0, 0)
+
+    @property
+    def prompt(self) -> list[str]:
+        """Name plus synonyms: one item of `MaskCLIP.segment(classes=...)`."""
+        return [self.name, *self.synonyms]
+
+    def to_json(self) -> dict:
+        return {"uid": self.uid, "name": self.name, "synonyms": list(self.synonyms), "colour": list(self.colour)}
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """An image of the project as imported: where it is and which content its labels belong to."""
+
+    id: str
+    file: str  # relative to the project folder (copies) or absolute (references)
+    source: str  # the path it was imported from
+    rel: str  # path relative to the imported folder, without suffix (used to match label files)
+    sha256: str
+    size: int
+    mtime_ns: int
+    height: int
+    width: int
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class ImageState:
+    """What the annotator's image list and `project status` show for one image."""
+
+    id: str
+    path: Path
+    height: int
+    width: int
+    rev: int  # 0 = never labelled
+    labelled_pixels: int
+    verified_pixels: int
+    stale: bool  # the file changed (or vanished) since import: stored labels are not applied
+
+    @property
+    def pixels(self) -> int:
+        return self.height * self.width
+
+    @property
+    def labelled_fraction(self) -> float:
+        return self.labelled_pixels / self.pixels if self.pixels else 0.0
+
+    @property
+    def verified_fraction(self) -> float:
+        return self.verified_pixels / self.pixels if self.pixels else 0.0
+
+    @property
+    def status(self) -> str:
+        """'stale', 'unlabelled', 'verified' (every labelled pixel verified) or 'labelled'."""
+        if self.stale:
+            return "stale"
+        if self.labelled_pixels == 0:
+            return "unlabelled"
+        if self.verified_pixels == self.labelled_pixels:
+            return "verified"
+        return "labelled"
+
+
+@dataclass
+class ImportReport:
+    """Result of adding images or importing labels: what was taken and what was skipped, and why."""
+
+    added: list[str]
+    skipped: list[tuple[str, str]]  # (path or id, reason)
+    missing: list[str]  # image ids without a matching label file (label import only)
+    new_classes: list[str]  # classes added to the project because the label set named them
+
+
+# --------------------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------------------
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise ProjectError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProjectError(f"{path}: cannot read {what} ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ProjectError(f"{path}: {what} is not a JSON object")
+    return data
+
+
+def _write_json(path: Path, data: dict) -> None:
+    with atomic_write(path, "w") as f:
+        json.dump(data, f, separators=(",", ":"))
+
+
+def _mkdir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FileWriteError(f"cannot create folder {path}: {exc.strerror or exc}") from exc
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _base_id(rel: str) -> str:
+    """A file-name-safe id from a relative path without suffix ('a/b c' -> 'a__b_c')."""
+    base = "__".join(_UNSAFE.sub("_", part) for part in rel.split("/"))
+    base = base.strip(".") or "image"
+    return base
+
+
+def _check_name(name) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ProjectError(f"class name must be a non-empty text, got {name!r}")
+    if "," in name:
+        raise ProjectError(f"class name {name!r} contains a comma (commas separate synonyms)")
+    return name.strip()
+
+
+def _check_colour(colour) -> tuple[int, int, int]:
+    vals = list(colour) if isinstance(colour, (list, tuple, np.ndarray)) else []
+    if len(vals) != 3 or not all(isinstance(v, (int, np.integer)) and 0 <= int(v) <= 255 for v in vals):
+        raise ProjectError(f"colour must be three integers 0..255 (r, g, b), got {colour!r}")
+    return (int(vals[0]), int(vals[1]), int(vals[2]))
+
+
+def _deep_merge(base: dict, update: Mapping) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _write_mask_png(path: Path, mask: np.ndarray) -> None:
+    """1-bit PNG (about 1/8 of a byte per pixel before compression)."""
+    im = Image.fromarray(np.ascontiguousarray(mask, dtype=bool))
+    with atomic_write(path, "wb") as f:
+        im.save(f, format="PNG")
+
+
+def _read_mask_png(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            mask = np.asarray(im.convert("1"), dtype=bool)
+    except (OSError, ValueError) as exc:
+        raise ProjectError(f"{path}: verified-pixel mask is unreadable ({exc})") from exc
+    if mask.shape != shape:
+        raise ProjectError(f"{path}: verified-pixel mask has shape {mask.shape}, image is {shape}")
+    return mask
+
+
+def _locked(method):
+    """Serialise calls on one Project: a GUI thread and a worker thread may share it."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return wrapper
+
+
+class _Conflict(Exception):
+    """Another process committed a revision of the image between our read and our write."""
+
+
+# --------------------------------------------------------------------------------------------------
+# The project
+# --------------------------------------------------------------------------------------------------
+class Project:
+    """An annotation project folder (layout and rules in the module docstring).
+
+    Every mutating method commits to disk before it returns (autosave), so a GUI needs no save button
+    and a killed process loses at most the call in flight. Construct with `Project.create` or
+    `Project.open`; one instance is meant for one process (several processes may write different images).
+    """
+
+    def __init__(self, root: Path, meta: dict, records: list[ImageRecord], skipped: list[dict]):
+        self.root = root
+        self._meta = meta
+        self._records = records
+        self._by_id = {r.id: r for r in records}
+        self._skipped = skipped
+        self._summary: dict | None = None  # id -> {"sig": [...], "state": {...}}, loaded on first use
+        self._summary_dirty = False
+        self._hash_cache: dict[tuple[str, int, int], str] = {}
+        self._lock = threading.RLock()
+        self._saved_meta = copy.deepcopy(meta)  # what project.json holds
+        self._classes = [self._class_from_json(c) for c in meta["classes"]]
+        self._reindex_classes()
+
+    # --- creating and opening -------------------------------------------------------------------
+    @classmethod
+    def create(cls, root: str | os.PathLike, images: str | os.PathLike | Iterable[str | os.PathLike] = (),
+               classes: Sequence[str | Sequence[str] | Mapping] = (), *, copy: bool = True,
+               recursive: bool = False, background: Sequence[str] | None = None,
+               settings: Mapping | None = None, history: int = DEFAULT_HISTORY) -> "Project":
+        """Make a new project folder (empty or absent) and import `images` (files and/or folders).
+
+        copy=True copies the images into the project; copy=False references them where they are.
+        Unreadable images are skipped and listed in `skipped_images`.
+        """
+        from .model import DEFAULT_BACKGROUND
+
+        root = Path(root)
+        if (root / PROJECT_FILE).exists():
+            raise ProjectError(f"{root} is already a project (it has {PROJECT_FILE}); open it instead")
+        if root.exists() and not root.is_dir():
+            raise ProjectError(f"{root} exists and is not a folder")
+        if root.is_dir() and any(p for p in root.iterdir() if not p.name.startswith(".")):
+            raise ProjectError(f"{root} is not empty; choose a new or empty folder for the project")
+        _mkdir(root)
+        meta = {
+            "format": FORMAT, "version": FORMAT_VERSION, "created": time.time(), "next_uid": 0,
+            "classes": [], "background": list(DEFAULT_BACKGROUND if background is None else background),
+            "settings": _deep_merge(DEFAULT_SETTINGS, settings or {}), "images_mode": "copy" if copy else "reference",
+            "history": int(history),
+        }
+        project = cls(root, meta, [], [])
+        project._set_classes_no_save(classes)
+        _mkdir(root / "annotations")
+        _mkdir(root / "cache")
+        if copy:
+            _mkdir(root / "images")
+        if images:
+            project.add_images(images, recursive=recursive)
+        else:
+            project._save_images()
+        project._save_meta()  # written last: a folder without project.json is not (yet) a project
+        return project
+
+    @classmethod
+    def open(cls, root: str | os.PathLike) -> "Project":
+        """Open an existing project. Lazy: reads project.json and images.json only (no image, no label)."""
+        root = Path(root)
+        meta = _read_json(root / PROJECT_FILE, "project file")
+        if meta.get("format") != FORMAT:
+            raise ProjectError(f"{root / PROJECT_FILE} is not a maskclip project file")
+        if not isinstance(meta.get("version"), int) or meta["version"] > FORMAT_VERSION:
+            raise ProjectError(
+                f"{root} was written by a newer maskclip (project format {meta.get('version')}, this version "
+                f"reads up to {FORMAT_VERSION}); upgrade maskclip-napari"
+            )
+        data = _read_json(root / IMAGES_FILE, "image list")
+        try:
+            records = [ImageRecord(**r) for r in data["images"]]
+        except (KeyError, TypeError) as exc:
+            raise ProjectError(f"{root / IMAGES_FILE}: malformed image list ({exc})") from exc
+        return cls(root, meta, records, list(data.get("skipped", [])))
+
+    # --- images ---------------------------------------------------------------------------------
+    @property
+    def image_ids(self) -> list[str]:
+        return [r.id for r in self._records]
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __contains__(self, image_id: str) -> bool:
+        return image_id in self._by_id
+
+    @property
+    def skipped_images(self) -> list[tuple[str, str]]:
+        """(path, reason) of every file that could not be imported."""
+        return [(s["path"], s["reason"]) for s in self._skipped]
+
+    @property
+    def cache_dir(self) -> Path:
+        """Dense-feature cache folder: `maskclip.load(..., cache_dir=project.cache_dir)`."""
+        return self.root / "cache"
+
+    def record(self, image_id: str) -> ImageRecord:
+        try:
+            return self._by_id[image_id]
+        except KeyError:
+            raise ProjectError(f"no image {image_id!r} in project {self.root}") from None
+
+    def image_path(self, image_id: str) -> Path:
+        rec = self.record(image_id)
+        path = Path(rec.file)
+        return path if path.is_absolute() else self.root / path
+
+    def get_image(self, image_id: str) -> np.ndarray:
+        """Pixels as stored (maskclip.images.read_image); raises ImageReadError when unreadable."""
+        return read_image(self.image_path(image_id))
+
+    @_locked
+    def add_images(self, images: str | os.PathLike | Iterable[str | os.PathLike], *,
+                   recursive: bool = False) -> ImportReport:
+        """Import image files/folders (copied or referenced per the project's mode).
+
+        Ids come from the path below the imported folder ('a/x.png' -> 'a__x'), made unique with a
+        '-2', '-3' suffix, so equal names from different folders never collide. Unreadable files are
+        skipped and recorded with the reason; a file already imported (same source path) is skipped.
+        """
+        snapshot = (list(self._records), dict(self._by_id), list(self._skipped))
+        try:
+            return self._add_images(images, recursive)
+        except BaseException:  # e.g. disk full: memory keeps matching images.json
+            self._records, self._by_id, self._skipped = snapshot
+            raise
+
+    def _add_images(self, images, recursive: bool) -> ImportReport:
+        sources = [images] if isinstance(images, (str, os.PathLike)) else list(images)
+        copy_mode = self._meta["images_mode"] == "copy"
+        known_sources = {r.source for r in self._records}
+        taken = {i.casefold() for i in self._by_id}  # case-insensitive file systems
+        added, skipped = [], []
+        for src in map(Path, sources):
+            files = list_images(src, recursive=recursive)
+            for f in files:
+                rel = f.relative_to(src).with_suffix("").as_posix() if src.is_dir() else f.stem
+                source = str(f.resolve())
+                if source in known_sources:
+                    skipped.append((str(f), "already in the project"))
+                    continue
+                try:
+                    arr = read_image(f)
+                    if arr.ndim < 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+                        raise ImageReadError(f"{f}: image has no pixels (shape {arr.shape})")
+                except ImageReadError as exc:
+                    skipped.append((str(f), str(exc)))
+                    continue
+                base = _base_id(rel)
+                image_id, n = base, 1
+                while image_id.casefold() in taken:
+                    n += 1
+                    image_id = f"{base}-{n}"
+                taken.add(image_id.casefold())
+                if copy_mode:
+                    dest = self.root / "images" / f"{image_id}{f.suffix.lower()}"
+                    h = hashlib.sha256()
+                    with open(f, "rb") as fin, atomic_write(dest, "wb") as fout:
+                        for chunk in iter(lambda: fin.read(1 << 20), b""):
+                            h.update(chunk)
+                            fout.write(chunk)
+                    digest, stored, file = h.hexdigest(), dest, dest.relative_to(self.root).as_posix()
+                else:
+                    digest, stored, file = _sha256_file(f), f, source
+                st = os.stat(stored)
+                rec = ImageRecord(image_id, file, source, rel, digest, st.st_size, st.st_mtime_ns,
+                                  int(arr.shape[0]), int(arr.shape[1]))
+                self._records.append(rec)
+                self._by_id[image_id] = rec
+                known_sources.add(source)
+                added.append(image_id)
+        self._skipped.extend({"path": p, "reason": r} for p, r in skipped if r != "already in the project")
+        self._save_images()
+        return ImportReport(added, skipped, [], [])
+
+    def _current_hash(self, rec: ImageRecord) -> str | None:
+        """Content hash of the image file now (None when it is gone); re-hashes only when size/mtime moved."""
+        path = self.image_path(rec.id)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        if st.st_size == rec.size and st.st_mtime_ns == rec.mtime_ns:
+            return rec.sha256
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        if key not in self._hash_cache:
+            try:
+                self._hash_cache[key] = _sha256_file(path)
+            except OSError:
+                return None
+        return self._hash_cache[key]
+
+    @_locked
+    def is_stale(self, image_id: str) -> bool:
+        """True when the image file changed or vanished since its labels were made."""
+        rec = self.record(image_id)
+        if self._current_hash(rec) != rec.sha256:
+            return True
+        state = self._state(image_id)
+        return bool(state) and state.get("image_sha256", rec.sha256) != rec.sha256
+
+    @_locked
+    def accept_image_change(self, image_id: str, keep_labels: bool = False) -> None:
+        """Take the image's new content as the project's: its labels are cleared (kept in history) or,
+        with keep_labels=True and an unchanged size, kept for the new content."""
+        rec = self.record(image_id)
+        path = self.image_path(image_id)
+        try:
+            arr = read_image(path)
+        except ImageReadError as exc:
+            raise ProjectError(f"image {image_id!r} cannot be re-read: {exc}") from exc
+        st = os.stat(path)
+        new = ImageRecord(rec.id, rec.file, rec.source, rec.rel, _sha256_file(path), st.st_size, st.st_mtime_ns,
+                          int(arr.shape[0]), int(arr.shape[1]))
+        old_state = self._state(image_id)
+        if keep_labels and (new.height, new.width) != (rec.height, rec.width):
+            raise ProjectError(
+                f"image {image_id!r} changed size ({rec.height}x{rec.width} -> {new.height}x{new.width}); "
+                "its labels cannot be kept"
+            )
+        if keep_labels and old_state.get("labels"):
+            labels, verified = self._load_revision(image_id, old_state, (rec.height, rec.width))
+        else:
+            labels, verified = None, None
+        self._replace_record(new)
+        if old_state:
+            self._commit(image_id, labels, verified, "image changed" + (" (labels kept)" if keep_labels else ""))
+
+    def _replace_record(self, rec: ImageRecord) -> None:
+        old_records, old_rec = self._records, self._by_id[rec.id]
+        self._records = [rec if r.id == rec.id else r for r in self._records]
+        self._by_id[rec.id] = rec
+        try:
+            self._save_images()
+        except BaseException:
+            self._records, self._by_id[rec.id] = old_records, old_rec
+            raise
+
+    # --- classes --------------------------------------------------------------------------------
+    @property
+    def classes(self) -> list[ClassInfo]:
+        return list(self._classes)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self._classes]
+
+    @property
+    def class_colours(self) -> list[tuple[int, int, int]]:
+        return [c.colour for c in self._classes]
+
+    @property
+    def prompts(self) -> list[list[str]]:
+        """The `classes` argument for MaskCLIP.segment (name + synonyms per class, project order)."""
+        return [c.prompt for c in self._classes]
+
+    def class_index(self, name: str) -> int:
+        try:
+            return self._name_to_index[name]
+        except KeyError:
+            raise ProjectError(f"no class named {name!r} (classes: {', '.join(self.class_names) or 'none'})") from None
+
+    @_locked
+    def add_class(self, name: str, synonyms: Sequence[str] = (), colour: Sequence[int] | None = None) -> ClassInfo:
+        """Append a class (new uid); existing labels are unaffected."""
+        info = self._new_class(name, synonyms, colour)
+        self._classes.append(info)
+        self._classes_changed()
+        return info
+
+    @_locked
+    def remove_class(self, name: str) -> None:
+        """Remove a class: its stored pixels read as 255 (unlabelled) and lose their verified flag."""
+        i = self.class_index(name)
+        del self._classes[i]
+        self._classes_changed()
+
+    @_locked
+    def rename_class(self, old: str, new: str) -> None:
+        """Rename; the uid, colour, synonyms and every stored label stay with the class."""
+        i = self.class_index(old)
+        new = _check_name(new)
+        self._check_free(new, ignore=i)
+        c = self._classes[i]
+        self._classes[i] = ClassInfo(c.uid, new, c.synonyms, c.colour)
+        self._classes_changed()
+
+    @_locked
+    def reorder_classes(self, names: Sequence[str]) -> None:
+        """Put the classes in this order (a permutation of class_names); labels follow their class."""
+        if sorted(names) != sorted(self.class_names):
+            raise ProjectError(f"reorder needs every class exactly once: got {list(names)}, have {self.class_names}")
+        self._classes = [self._classes[self.class_index(n)] for n in names]
+        self._classes_changed()
+
+    @_locked
+    def set_class_synonyms(self, name: str, synonyms: Sequence[str]) -> None:
+        i = self.class_index(name)
+        c = self._classes[i]
+        self._classes[i] = ClassInfo(c.uid, c.name, self._check_synonyms(synonyms, c.name), c.colour)
+        self._classes_changed()
+
+    @_locked
+    def set_class_colour(self, name: str, colour: Sequence[int]) -> None:
+        i = self.class_index(name)
+        c = self._classes[i]
+        self._classes[i] = ClassInfo(c.uid, c.name, c.synonyms, _check_colour(colour))
+        self._classes_changed()
+
+    @_locked
+    def set_classes(self, classes: Sequence[str | Sequence[str] | Mapping]) -> None:
+        """Replace the class list. Items: "name", ["name", "synonym", ...] or {name, synonyms, colour}.
+        A name already in the project keeps its uid (so its labels); classes not listed are removed."""
+        self._set_classes_no_save(classes)
+        self._classes_changed()
+
+    def _set_classes_no_save(self, classes) -> None:
+        old = {c.name: c for c in self._classes}
+        specs = []
+        for spec in classes:
+            if isinstance(spec, Mapping):
+                name, syn, col = spec.get("name"), spec.get("synonyms", ()), spec.get("colour", spec.get("color"))
+            elif isinstance(spec, str):
+                name, syn, col = spec, (), None
+            else:
+                spec = list(spec)
+                if not spec:
+                    raise ProjectError("empty class entry")
+                name, syn, col = spec[0], spec[1:], None
+            specs.append((_check_name(name), syn, col))
+        folded = [n.casefold() for n, _, _ in specs]
+        dup = sorted({n for n, _, _ in specs if folded.count(n.casefold()) > 1})
+        if dup:
+            raise ProjectError(f"class names must be unique: {dup} appear more than once")
+        if len(specs) > MAX_CLASSES:
+            raise ProjectError(f"at most {MAX_CLASSES} classes are supported (index 255 means unlabelled)")
+        result: list[ClassInfo] = []
+        for name, syn, col in specs:
+            if name in old:
+                c = old[name]
+                result.append(ClassInfo(c.uid, name, self._check_synonyms(syn, name) if syn else c.synonyms,
+                                        _check_colour(col) if col is not None else c.colour))
+        for name, syn, col in specs:  # new classes pick colours not used by the kept ones
+            if name not in old:
+                result.insert([n for n, _, _ in specs].index(name), self._new_class(name, syn, col, result))
+        self._classes = result
+        self._reindex_classes()
+
+    def _new_class(self, name, synonyms, colour, existing=None) -> ClassInfo:
+        name = _check_name(name)
+        existing = self._classes if existing is None else existing
+        if any(c.name.casefold() == name.casefold() for c in existing):
+            raise ProjectError(f"a class named {name!r} already exists")
+        if len(existing) >= MAX_CLASSES:
+            raise ProjectError(f"at most {MAX_CLASSES} classes are supported (index 255 means unlabelled)")
+        if colour is None:
+            used = {c.colour for c in existing}
+            colour = next(c for c in voc_palette(256)[1:] + [(0, 0, 0)] if c not in used)
+        uid = int(self._meta["next_uid"])
+        self._meta["next_uid"] = uid + 1
+        return ClassInfo(uid, name, self._check_synonyms(synonyms, name), _check_colour(colour))
+
+    def _check_free(self, name: str, ignore: int) -> None:
+        for j, c in enumerate(self._classes):
+            if j != ignore and c.name.casefold() == name.casefold():
+                raise ProjectError(f"a class named {c.name!r} already exists")
+
+    @staticmethod
+    def _check_synonyms(synonyms, name) -> tuple[str, ...]:
+        if isinstance(synonyms, str):
+            synonyms = [synonyms]
+        out = tuple(_check_name(s) for s in synonyms)
+        return tuple(s for s in dict.fromkeys(out) if s != name)
+
+    @staticmethod
+    def _class_from_json(c: dict) -> ClassInfo:
+        return ClassInfo(int(c["uid"]), c["name"], tuple(c.get("synonyms", ())), tuple(c["colour"]))
+
+    def _reindex_classes(self) -> None:
+        self._name_to_index = {c.name: i for i, c in enumerate(self._classes)}
+        self._uid_to_index = {c.uid: i for i, c in enumerate(self._classes)}
+
+    def _classes_changed(self) -> None:
+        self._reindex_classes()
+        self._save_meta()
+
+    # --- background prompts and settings -------------------------------------------------------
+    @property
+    def background(self) -> list[str]:
+        """Background prompts merged into one 'background' label by MaskCLIP.segment."""
+        return list(self._meta["background"])
+
+    @_locked
+    def set_background(self, prompts: Sequence[str]) -> None:
+        self._meta["background"] = [_check_name(p) for p in prompts]
+        self._save_meta()
+
+    @property
+    def settings(self) -> dict:
+        """Model and method settings (a copy): {"model": {...}, "method": {...}, other sections...}."""
+        return copy.deepcopy(self._meta["settings"])
+
+    @_locked
+    def update_settings(self, update: Mapping) -> None:
+        """Deep-merge `update` into the settings and save (e.g. {"method": {"key_smoothing": False}})."""
+        self._meta["settings"] = _deep_merge(self._meta["settings"], update)
+        self._save_meta()
+
+    # --- labels ---------------------------------------------------------------------------------
+    @_locked
+    def has_labels(self, image_id: str) -> bool:
+        return bool(self._state(image_id).get("labels"))
+
+    def get_labels(self, image_id: str, *, allow_stale: bool = False) -> np.ndarray:
+        """Current labels (uint8 HxW, project class indices, 255 = unlabelled; all 255 when none).
+
+        Raises StaleImageError when the image changed on disk (allow_stale=True reads them anyway,
+        e.g. to show what was there).
+        """
+        return self.get_labels_and_verified(image_id, allow_stale=allow_stale)[0]
+
+    def get_verified(self, image_id: str, *, allow_stale: bool = False) -> np.ndarray:
+        """Verified-pixel mask (bool HxW): pixels a person set or confirmed."""
+        return self.get_labels_and_verified(image_id, allow_stale=allow_stale)[1]
+
+    @_locked
+    def get_labels_and_verified(self, image_id: str, *, allow_stale: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and verified mask of one revision, read together."""
+        rec = self.record(image_id)
+        if not allow_stale:
+            self._check_not_stale(image_id)
+        return self._load_revision(image_id, self._state(image_id), (rec.height, rec.width))
+
+    @_locked
+    def set_labels(self, image_id: str, labels: np.ndarray, verified: np.ndarray | None = None, *,
+                   mark_changed_verified: bool = False, source: str = "manual") -> None:
+        """Store labels as given (a person's edit may change verified pixels; predictions must use
+        merge_prediction). verified=None keeps the current mask; mark_changed_verified=True also marks
+        every pixel whose label changed as verified (paint strokes). Pixels labelled 255 are never verified."""
+        rec = self.record(image_id)
+        self._check_not_stale(image_id)
+        labels = self._check_labels(labels, rec)
+        old_labels, old_verified = self._load_revision(image_id, self._state(image_id), (rec.height, rec.width))
+        if verified is None:
+            verified = old_verified
+        else:
+            verified = self._check_mask(verified, rec)
+        if mark_changed_verified:
+            verified = verified | (labels != old_labels)
+        self._commit(image_id, labels, verified, source)
+
+    @_locked
+    def set_verified(self, image_id: str, mask: np.ndarray, *, source: str = "verify") -> None:
+        """Replace the verified mask (only labelled pixels can be verified)."""
+        rec = self.record(image_id)
+        self._check_not_stale(image_id)
+        mask = self._check_mask(mask, rec)
+        labels, _ = self._load_revision(image_id, self._state(image_id), (rec.height, rec.width))
+        self._commit(image_id, labels, mask, source)
+
+    @_locked
+    def merge_prediction(self, image_id: str, labels: np.ndarray, confidence: np.ndarray | None = None, *,
+                         class_names: Sequence[str] | None = None, min_confidence: float = 0.0,
+                         source: str = "prediction") -> np.ndarray:
+        """Merge labels from segmentation or refinement; verified pixels keep their labels. Returns the result.
+
+        labels: HxW ints. With class_names (e.g. Segmentation.class_names) value i means class_names[i]
+        and is mapped to the project class of that name (names the project lacks -> 255); without it the
+        values are project class indices. Pixels whose confidence (HxW) is below min_confidence become
+        255 (unlabelled) unless verified.
+        """
+        rec = self.record(image_id)
+        self._check_not_stale(image_id)
+        pred = np.asarray(labels)
+        if pred.shape != (rec.height, rec.width):
+            raise ProjectError(f"prediction for {image_id!r} has shape {pred.shape}, image is {(rec.height, rec.width)}")
+        if pred.dtype.kind not in "iu":
+            raise ProjectError(f"prediction labels must be integers, got dtype {pred.dtype}")
+        if class_names is not None:
+            lut = np.full(max(len(class_names), 1), UNLABELLED, np.int64)
+            for i, name in enumerate(class_names):
+                lut[i] = self._name_to_index.get(name, UNLABELLED)
+            if pred.size and (pred.min() < 0 or pred.max() >= len(class_names)):
+                raise ProjectError(f"prediction values must lie in 0..{len(class_names) - 1} (one per class name)")
+            pred = lut[pred]
+        pred = self._check_labels(pred, rec)
+        if confidence is not None:
+            conf = np.asarray(confidence)
+            if conf.shape != pred.shape:
+                raise ProjectError(f"confidence has shape {conf.shape}, labels have {pred.shape}")
+            pred = np.where(conf >= min_confidence, pred, UNLABELLED).astype(np.uint8)
+        for _ in range(10):  # another process (e.g. the annotator) may commit a correction meanwhile
+            state = self._state(image_id)
+            old, verified = self._load_revision(image_id, state, (rec.height, rec.width))
+            merged = np.where(verified, old, pred).astype(np.uint8)
+            try:
+                self._commit(image_id, merged, verified, source, expected_rev=int(state.get("rev", 0)))
+                return merged
+            except _Conflict:
+                continue
+        raise ProjectError(f"image {image_id!r} keeps changing under another process; prediction not merged")
+
+    @_locked
+    def import_labels(self, source: str | os.PathLike, *, verified: bool = False, format: str = "auto") -> ImportReport:
+        """Import label images named like the project's images (see maskclip.export.open_labels).
+
+        A label file matches an image by id, by its path below the imported image folder, or by file stem
+        when that stem is unique in the project. When the source names its classes (classes.json, VOC
+        labels.txt, COCO categories) values are mapped by class name and missing classes are added;
+        otherwise values are project class indices. verified=True stores them as a person's labels
+        (every labelled pixel verified); otherwise they merge like a prediction (verified pixels kept).
+        """
+        from .export import open_labels
+
+        labelset = open_labels(source, format)
+        new_classes: list[str] = []
+        lut = None
+        if labelset.class_names is not None:
+            for i, name in enumerate(labelset.class_names):
+                if name not in self._name_to_index:
+                    colour = labelset.colours[i] if labelset.colours else None
+                    used = {c.colour for c in self._classes}
+                    self.add_class(name, colour=colour if colour not in used else None)
+                    new_classes.append(name)
+            lut = np.full(256, UNLABELLED, np.uint8)
+            for i, name in enumerate(labelset.class_names):
+                lut[i] = self._name_to_index[name]
+        stems: dict[str, list[str]] = {}
+        for rec in self._records:
+            stems.setdefault(Path(rec.rel).name, []).append(rec.id)
+        added, skipped, missing = [], [], []
+        for rec in self._records:
+            candidates = [rec.id, rec.rel] + ([Path(rec.rel).name] if len(stems[Path(rec.rel).name]) == 1 else [])
+            key = next((k for k in candidates if k in labelset), None)
+            if key is None:
+                missing.append(rec.id)
+                continue
+            try:
+                raw = labelset.read(key)
+                if lut is not None:
+                    bad = (raw != UNLABELLED) & (raw >= len(labelset.class_names))
+                    if bad.any():
+                        raise ProjectError(f"value {int(raw[bad][0])} but the label set names only "
+                                           f"{len(labelset.class_names)} classes")
+                    raw = lut[raw]
+                if self.is_stale(rec.id):
+                    raise StaleImageError("the image changed since import (stale)")
+                if verified:
+                    labels = self._check_labels(raw, rec)
+                    self._commit(rec.id, labels, labels != UNLABELLED, "import (verified)")
+                else:
+                    self.merge_prediction(rec.id, raw, source="import")
+            except MaskCLIPError as exc:
+                skipped.append((rec.id, str(exc)))
+                continue
+            added.append(rec.id)
+        self.flush()
+        return ImportReport(added, skipped, missing, new_classes)
+
+    @_locked
+    def clear_labels(self, image_id: str) -> None:
+        """Drop the labels and verified mask (the previous revision stays in history)."""
+        self.record(image_id)
+        self._commit(image_id, None, None, "clear")
+
+    @_locked
+    def history(self, image_id: str) -> list[dict]:
+        """Revisions, oldest first: {"rev", "source", "time", "current"}."""
+        state = self._state(image_id, full=True)
+        if not state:
+            return []
+        entries = state.get("history", []) + [state]
+        return [{"rev": e["rev"], "source": e.get("source", ""), "time": e.get("time", 0.0),
+                 "current": e is state} for e in entries]
+
+    @_locked
+    def get_revision(self, image_id: str, rev: int) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and verified mask of an earlier revision (in current class indices)."""
+        rec = self.record(image_id)
+        return self._load_revision(image_id, self._find_revision(image_id, rev), (rec.height, rec.width))
+
+    @_locked
+    def restore_revision(self, image_id: str, rev: int) -> None:
+        """Undo: make an earlier revision current again (labels and verified mask), as a new revision."""
+        labels, verified = self.get_revision(image_id, rev)
+        self._check_not_stale(image_id)
+        entry = self._find_revision(image_id, rev)
+        self._commit(image_id, labels if entry.get("labels") else None, verified, f"restore r{rev}")
+
+    def _find_revision(self, image_id: str, rev: int) -> dict:
+        state = self._state(image_id, full=True)
+        for e in state.get("history", []) + ([state] if state else []):
+            if e["rev"] == rev:
+                return e
+        raise ProjectError(f"image {image_id!r} has no revision {rev} (kept: "
+                           f"{[h['rev'] for h in self.history(image_id)]})")
+
+    # --- statistics -----------------------------------------------------------------------------
+    @_locked
+    def list_images(self) -> list[ImageState]:
+        """State of every image, in project order. Costs one stat per image and label state (cached)."""
+        states = self._all_states()
+        out = []
+        for rec in self._records:
+            state = states.get(rec.id, {})
+            labelled, verified = self._counts_now(state)
+            stale = self._current_hash(rec) != rec.sha256 or (bool(state) and state.get("image_sha256") != rec.sha256)
+            out.append(ImageState(rec.id, self.image_path(rec.id), rec.height, rec.width, int(state.get("rev", 0)),
+                                  sum(labelled), sum(verified), stale))
+        return out
+
+    @_locked
+    def image_state(self, image_id: str) -> ImageState:
+        rec = self.record(image_id)
+        state = self._state(image_id)
+        labelled, verified = self._counts_now(state)
+        return ImageState(rec.id, self.image_path(rec.id), rec.height, rec.width, int(state.get("rev", 0)),
+                          sum(labelled), sum(verified), self.is_stale(image_id))
+
+    @_locked
+    def class_pixel_counts(self, verified_only: bool = False) -> dict[str, int]:
+        """Pixels per class over the project's images (stale images excluded)."""
+        labelled, verified = self._class_totals(self.list_images())
+        return dict(zip(self.class_names, map(int, verified if verified_only else labelled)))
+
+    @_locked
+    def status(self) -> dict:
+        """Summary for `maskclip project status` and the annotator."""
+        states = self.list_images()
+        fresh = [s for s in states if not s.stale]
+        pixels = sum(s.pixels for s in fresh)
+        labelled, verified = self._class_totals(states)
+        return {
+            "project": str(self.root),
+            "images": len(states),
+            "labelled": sum(1 for s in fresh if s.labelled_pixels),
+            "verified_images": sum(1 for s in fresh if s.status == "verified"),
+            "stale": [s.id for s in states if s.stale],
+            "skipped_at_import": [{"path": p, "reason": r} for p, r in self.skipped_images],
+            "labelled_fraction": sum(s.labelled_pixels for s in fresh) / pixels if pixels else 0.0,
+            "verified_fraction": sum(s.verified_pixels for s in fresh) / pixels if pixels else 0.0,
+            "classes": self.class_names,
+            "class_pixels": dict(zip(self.class_names, map(int, labelled))),
+            "class_verified_pixels": dict(zip(self.class_names, map(int, verified))),
+        }
+
+    def _class_totals(self, images: list[ImageState]) -> tuple[np.ndarray, np.ndarray]:
+        """Per-class (labelled, verified) pixel sums over the non-stale images of a fresh list_images()."""
+        labelled = np.zeros(len(self._classes), np.int64)
+        verified = np.zeros(len(self._classes), np.int64)
+        summary = self._load_summary()
+        for s in images:
+            if not s.stale and s.rev:
+                n, nv = self._counts_now(summary.get(s.id, {}).get("state", {}))
+                labelled += n
+                verified += nv
+        return labelled, verified
+
+    @_locked
+    def flush(self) -> None:
+        """Write the summary cache if it changed (labels themselves are always already on disk)."""
+        if self._summary is not None and self._summary_dirty:
+            try:
+                _write_json(self.root / SUMMARY_FILE, {"version": FORMAT_VERSION, "states": self._summary})
+                self._summary_dirty = False
+            except MaskCLIPError:
+                pass  # only a cache: a read-only project still works, just slower to summarise
+
+    def __enter__(self) -> "Project":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.flush()
+
+    # --- internals: per-image state -------------------------------------------------------------
+    def _ann_dir(self, image_id: str) -> Path:
+        return self.root / "annotations" / image_id
+
+    def _state_sig(self, image_id: str) -> list[int] | None:
+        try:
+            st = os.stat(self._ann_dir(image_id) / "state.json")
+        except OSError:
+            return None
+        return [st.st_ino, st.st_mtime_ns, st.st_size]
+
+    def _load_summary(self) -> dict:
+        if self._summary is None:
+            path = self.root / SUMMARY_FILE
+            try:
+                data = _read_json(path, "summary cache")
+                self._summary = dict(data["states"]) if data.get("version") == FORMAT_VERSION else {}
+            except (ProjectError, KeyError, TypeError):
+                self._summary = {}
+        return self._summary
+
+    def _state(self, image_id: str, full: bool = False) -> dict:
+        """The image's committed state ({} when never labelled), re-read when its file changed.
+
+        The summary cache keeps states without their history (it must stay small for 100 000 images);
+        full=True reads state.json itself, history included.
+        """
+        summary = self._load_summary()
+        sig = self._state_sig(image_id)
+        cached = summary.get(image_id)
+        if sig is None:
+            if cached is not None:
+                del summary[image_id]
+                self._summary_dirty = True
+            return {}
+        if not full and cached is not None and cached.get("sig") == sig:
+            return cached["state"]
+        state = _read_json(self._ann_dir(image_id) / "state.json", "label state")
+        self._cache_state(image_id, sig, state)
+        return state
+
+    def _cache_state(self, image_id: str, sig: list[int] | None, state: dict) -> None:
+        compact = {k: v for k, v in state.items() if k != "history"}
+        summary = self._load_summary()
+        if summary.get(image_id) != {"sig": sig, "state": compact}:
+            summary[image_id] = {"sig": sig, "state": compact}
+            self._summary_dirty = True
+
+    def _all_states(self) -> dict[str, dict]:
+        states = {rec.id: self._state(rec.id) for rec in self._records}
+        self.flush()
+        return {k: v for k, v in states.items() if v}
+
+    def _counts_now(self, state: dict) -> tuple[list[int], list[int]]:
+        """Per current class (labelled, verified) pixel counts of a state, through the uid mapping."""
+        labelled = [0] * len(self._classes)
+        verified = [0] * len(self._classes)
+        for uid, n in state.get("counts", {}).items():
+            i = self._uid_to_index.get(int(uid))
+            if i is not None:
+                labelled[i] += n
+        for uid, n in state.get("verified_counts", {}).items():
+            i = self._uid_to_index.get(int(uid))
+            if i is not None:
+                verified[i] += n
+        return labelled, verified
+
+    def _check_not_stale(self, image_id: str) -> None:
+        if self.is_stale(image_id):
+            raise StaleImageError(
+                f"image {image_id!r} ({self.image_path(image_id)}) changed or vanished since it was labelled; its "
+                "labels are not applied. Restore the file, or accept the new content "
+                "(Project.accept_image_change) to start over"
+            )
+
+    def _check_labels(self, labels: np.ndarray, rec: ImageRecord) -> np.ndarray:
+        labels = np.asarray(labels)
+        if labels.shape != (rec.height, rec.width):
+            raise ProjectError(f"labels for {rec.id!r} have shape {labels.shape}, image is {(rec.height, rec.width)}")
+        if labels.dtype.kind not in "iu":
+            raise ProjectError(f"labels must be integer class indices, got dtype {labels.dtype}")
+        if labels.size:
+            bad = (labels != UNLABELLED) & ((labels < 0) | (labels >= len(self._classes)))
+            if bad.any():
+                raise ProjectError(
+                    f"labels for {rec.id!r} contain value {int(labels[bad][0])}; the project has "
+                    f"{len(self._classes)} classes (0..{len(self._classes) - 1}, 255 = unlabelled)"
+                )
+        return labels.astype(np.uint8)
+
+    @staticmethod
+    def _check_mask(mask: np.ndarray, rec: ImageRecord) -> np.ndarray:
+        mask = np.asarray(mask)
+        if mask.shape != (rec.height, rec.width):
+            raise ProjectError(f"verified mask for {rec.id!r} has shape {mask.shape}, image is {(rec.height, rec.width)}")
+        return mask.astype(bool)
+
+    def _load_revision(self, image_id: str, entry: dict, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Labels (remapped to current class indices) and verified mask of one state/history entry."""
+        if not entry or not entry.get("labels"):
+            return np.full(shape, UNLABELLED, np.uint8), np.zeros(shape, bool)
+        folder = self._ann_dir(image_id)
+        try:
+            raw = read_label_image(folder / entry["labels"])
+        except ImageReadError as exc:
+            raise ProjectError(f"labels of image {image_id!r} are unreadable: {exc}") from exc
+        if raw.shape != shape:
+            raise ProjectError(f"labels of image {image_id!r} have shape {raw.shape}, image is {shape}")
+        lut = np.full(256, UNLABELLED, np.uint8)
+        for i, uid in enumerate(entry.get("class_uids", [])):
+            j = self._uid_to_index.get(uid)
+            if j is not None:
+                lut[i] = j
+        labels = lut[raw]
+        if entry.get("verified"):
+            verified = _read_mask_png(folder / entry["verified"], shape) & (labels != UNLABELLED)
+        else:
+            verified = np.zeros(shape, bool)
+        return labels, verified
+
+    def _commit(self, image_id: str, labels: np.ndarray | None, verified: np.ndarray | None, source: str,
+                expected_rev: int | None = None) -> None:
+        """Write a new revision: its PNGs under fresh names, then state.json (the atomic commit point).
+
+        expected_rev: raise _Conflict when the committed revision is no longer that one (a read-modify-
+        write raced with another process; the window left is the few milliseconds of this write).
+        """
+        rec = self.record(image_id)
+        folder = self._ann_dir(image_id)
+        _mkdir(folder)
+        old = self._state(image_id, full=True)
+        if expected_rev is not None and int(old.get("rev", 0)) != expected_rev:
+            raise _Conflict(image_id)
+        rev = int(old.get("rev", 0)) + 1
+        stem = f"r{rev:06d}-{secrets.token_hex(4)}"
+        entry: dict = {"rev": rev, "source": source, "time": time.time(), "labels": None, "verified": None,
+                       "class_uids": [c.uid for c in self._classes]}
+        written: list[Path] = []
+        counts: dict[str, int] = {}
+        verified_counts: dict[str, int] = {}
+        try:
+            if labels is not None:
+                labels = labels.astype(np.uint8)
+                verified = (np.zeros(labels.shape, bool) if verified is None else verified) & (labels != UNLABELLED)
+                path = folder / f"{stem}.labels.png"
+                write_index_png(path, labels, palette=self.class_colours)
+                written.append(path)
+                entry["labels"] = path.name
+                if verified.any():
+                    path = folder / f"{stem}.verified.png"
+                    _write_mask_png(path, verified)
+                    written.append(path)
+                    entry["verified"] = path.name
+                n = np.bincount(labels.ravel(), minlength=256)
+                nv = np.bincount(labels[verified].ravel(), minlength=256)
+                for i, c in enumerate(self._classes):
+                    if n[i]:
+                        counts[str(c.uid)] = int(n[i])
+                    if nv[i]:
+                        verified_counts[str(c.uid)] = int(nv[i])
+            history = list(old.get("history", []))
+            if old:
+                history.append({k: old[k] for k in ("rev", "source", "time", "labels", "verified", "class_uids")
+                                if k in old})
+            limit = int(self._meta.get("history", DEFAULT_HISTORY))
+            dropped, history = history[:max(0, len(history) - limit)], history[max(0, len(history) - limit):]
+            state = dict(entry, image_sha256=rec.sha256, counts=counts, verified_counts=verified_counts,
+                         history=history)
+            _write_json(folder / "state.json", state)
+        except BaseException:
+            for path in written:
+                try:
+                    path.unlink()
+                except OSError:
+                    pass
+            raise
+        self._cache_state(image_id, self._state_sig(image_id), state)
+        self._prune(folder, state, dropped)
+
+    @staticmethod
+    def _prune(folder: Path, state: dict, dropped: list[dict]) -> None:
+        """Delete revision files that fell out of history, and old leftovers of killed saves."""
+        keep = {state.get("labels"), state.get("verified")}
+        for h in state["history"]:
+            keep.update((h.get("labels"), h.get("verified")))
+        now = time.time()
+        for entry in folder.iterdir():
+            name = entry.name
+            if name in keep or name == "state.json":
+                continue
+            is_dropped = any(name in (d.get("labels"), d.get("verified")) for d in dropped)
+            try:
+                if is_dropped or now - entry.stat().st_mtime > ORPHAN_AGE_S:
+                    entry.unlink()
+            except OSError:
+                pass
+
+    # --- internals: project files ---------------------------------------------------------------
+    def _save_meta(self) -> None:
+        """Write project.json; when that fails, undo the in-memory change too (memory matches disk)."""
+        self._meta["classes"] = [c.to_json() for c in self._classes]
+        try:
+            _write_json(self.root / PROJECT_FILE, self._meta)
+        except BaseException:
+            self._meta = copy.deepcopy(self._saved_meta)
+            self._classes = [self._class_from_json(c) for c in self._meta["classes"]]
+            self._reindex_classes()
+            raise
+        self._saved_meta = copy.deepcopy(self._meta)
+
+    def _save_images(self) -> None:
+        _write_json(self.root / IMAGES_FILE, {"version": FORMAT_VERSION,
+                                              "images": [r.to_json() for r in self._records],
+                                              "skipped": self._skipped})
