@@ -9,7 +9,6 @@ the "Project store" section of bench/results.md with them.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import subprocess
 import sys
@@ -20,11 +19,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from maskclip.atomic import atomic_write
 from maskclip.project import Project
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_file import RESULTS, machine_line, write_section  # noqa: E402
+
 HEADING = "## Project store (bench/bench_project_open.py)"
-RESULTS = Path(__file__).resolve().parent / "results.md"
 
 OPEN_IN_FRESH_PROCESS = """
 import sys, time
@@ -62,7 +62,7 @@ def run(n_images: int, n_labelled: int, size: int) -> list[tuple[str, str]]:
 
         out = subprocess.run([sys.executable, "-c", OPEN_IN_FRESH_PROCESS, str(root)], capture_output=True,
                              text=True, check=True).stdout.split()
-        rows.append(("import maskclip.project (fresh interpreter, includes torch)", f"{float(out[0]):.2f} s"))
+        rows.append(("import maskclip.project (fresh interpreter)", f"{float(out[0]):.2f} s"))
         rows.append((f"Project.open, fresh interpreter ({out[2]} images)", f"{float(out[1]) * 1000:.0f} ms"))
         rows.append(("Project.open, in process (median of 5)", f"{_timed(lambda: Project.open(root), 5) * 1000:.0f} ms"))
 
@@ -89,23 +89,12 @@ def run(n_images: int, n_labelled: int, size: int) -> list[tuple[str, str]]:
     return rows
 
 
-def write_section(rows: list[tuple[str, str]], args) -> None:
-    lines = [HEADING, "",
-             f"{time.strftime('%Y-%m-%d')}, {platform.machine()} CPU, {platform.python_version()}; "
-             f"{args.images} images of {args.size}x{args.size} px, {args.labelled} of them labelled. "
-             "Target (issue 3): open a 10 000-image project in under 2 s.", "",
+def write_results(rows: list[tuple[str, str]], args) -> None:
+    lines = [f"{machine_line()}; {args.images} images of {args.size}x{args.size} px, {args.labelled} of them "
+             "labelled. Target (issue 3): open a 10 000-image project in under 2 s.", "",
              "| step | time |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in rows]
-    section = "\n".join(lines) + "\n"
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    start = text.find(HEADING)
-    if start >= 0:  # replace our own section only: up to the next "## " heading or the end
-        end = text.find("\n## ", start + len(HEADING))
-        text = text[:start] + section + ("\n" + text[end + 1:] if end >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    with atomic_write(RESULTS, "w") as f:  # other benchmarks share the file
-        f.write(text)
+    write_section(HEADING, "\n".join(lines))
 
 
 def main() -> None:
@@ -118,7 +107,7 @@ def main() -> None:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
-    write_section(rows, args)
+    write_results(rows, args)
     print(f"written to {RESULTS}")
 
 

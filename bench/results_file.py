@@ -5,6 +5,8 @@ import platform
 import time
 from pathlib import Path
 
+from maskclip.atomic import atomic_write
+
 RESULTS = Path(__file__).resolve().parent / "results.md"
 TITLE = "# Benchmark results\n"
 
@@ -29,4 +31,5 @@ def write_section(heading: str, body: str, path: Path = RESULTS) -> None:
     else:
         end = text.find("\n## ", start + len(heading))
         text = text[:start] + section + (text[end:] if end >= 0 else "")
-    path.write_text(text)
+    with atomic_write(path, "w") as f:  # several benchmarks share the file
+        f.write(text)
