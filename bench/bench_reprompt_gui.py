@@ -1,0 +1,123 @@
+"""How long the annotator's KS / PD / threshold redraw takes in a real napari viewer (issue 4, item 4).
+
+A redraw is what runs on the GUI thread after a toggle once the image's features and the prompts are
+cached: MaskCLIP's cheap part (scores, PD, KS, upsampling), merging the prediction into the project (one
+atomic revision on disk) and updating the labels layer plus one confidence layer per class.
+
+Run under a display (Xvfb):  xvfb-run -a .venv/bin/python bench/bench_reprompt_gui.py [--model ViT-B-16]
+Writes bench/out/reprompt_gui.json. Random weights: timings do not depend on the weights' values.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = ["road", "car", "tree", "sky", "building", "person", "bicycle", "sign", "pole", "fence",
+           "grass", "water", "dog", "cat", "boat", "bird", "chair", "table", "bus", "train"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="ViT-B-16")
+    parser.add_argument("--size", type=int, default=512, help="image side (square)")
+    parser.add_argument("--classes", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "reprompt_gui.json")
+    args = parser.parse_args()
+
+    import maskclip_napari  # noqa: F401  (sets up the triton guard before torch loads)
+    import torch
+
+    import maskclip
+    torch.set_num_threads(args.threads)
+    import napari
+    from PIL import Image
+    from qtpy.QtWidgets import QApplication
+
+    from maskclip_napari._dock import dock_annotator
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-gui-"))
+    images = tmp / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        # smooth random colour fields: a stand-in photo of the requested size
+        small = rng.integers(0, 255, (args.size // 32, args.size // 32, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((args.size, args.size), Image.BICUBIC).save(images / f"img{i}.png")
+    checkpoint = tmp / "weights.pt"
+    torch.manual_seed(0)
+    maskclip.load(args.model, pretrained=None, device="cpu").save_checkpoint(checkpoint)
+
+    viewer = napari.Viewer(show=True)
+    widget = dock_annotator(viewer)
+    widget.open_path(images)
+    widget.project.set_classes(CLASSES[: args.classes])
+    widget._show_classes()
+    widget.set_model_choice(args.model, str(checkpoint), "cpu")
+    app = QApplication.instance()
+
+    def wait_idle():
+        while widget._worker is not None:
+            app.processEvents()
+            time.sleep(0.01)
+
+    start = time.perf_counter()
+    widget.segment_current()
+    wait_idle()
+    first = time.perf_counter() - start
+    runs = widget.session.model.stats["image_encoder_runs"]
+
+    toggles, blocking = [], []
+    for i in range(args.repeats):
+        for set_value in (lambda: widget.ks_check.setChecked(not widget.ks_check.isChecked()),
+                          lambda: widget.pd_check.setChecked(not widget.pd_check.isChecked()),
+                          lambda: widget.pd_slider.setValue(0.3 + 0.05 * (i % 8))):
+            set_value()
+            widget._redraw_timer.stop()  # skip the debounce: time the redraw itself
+            count = widget.redraw_count
+            widget._on_method_changed()
+            while widget.redraw_count == count:
+                app.processEvents()
+            toggles.append(widget.last_redraw_s)
+            blocking.append(widget.last_redraw_blocking_s)
+    assert widget.session.model.stats["image_encoder_runs"] == runs, "a toggle re-encoded the image"
+
+    # the engine's share, without project write and layer updates
+    method = widget.method()
+    engine = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        widget.session.segment(widget.current_id, widget._image, method)
+        engine.append(time.perf_counter() - t0)
+
+    result = {
+        "model": args.model, "image": [args.size, args.size], "classes": args.classes,
+        "threads": args.threads, "platform": platform.platform(), "python": sys.version.split()[0],
+        "first_segmentation_s (load + encode, worker)": round(first, 3),
+        "redraw_ms_median (GUI thread: engine + project save + layers)": round(1000 * statistics.median(toggles), 1),
+        "redraw_ms_max": round(1000 * max(toggles), 1),
+        "event_loop_blocked_ms_median (longest single turn)": round(1000 * statistics.median(blocking), 1),
+        "event_loop_blocked_ms_max": round(1000 * max(blocking), 1),
+        "engine_ms_median (segment from cached features)": round(1000 * statistics.median(engine), 1),
+        "redraws": len(toggles),
+        "image_encoder_runs": runs,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+    viewer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""`python -m maskclip_napari [PATH]`: napari with the MaskCLIP Annotator docked and images loaded.
+
+PATH is an image folder, an annotation project folder, or omitted for the bundled sample photos (their
+project lives in the user cache folder so a source checkout stays clean).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m maskclip_napari", description=__doc__.splitlines()[0])
+    p.add_argument("path", nargs="?", type=Path,
+                   help="image folder or project folder (default: the bundled sample photos)")
+    p.add_argument("--project", type=Path, default=None,
+                   help="where to keep the annotation project of an image folder (default: a "
+                        "'maskclip-project' folder inside it)")
+    p.add_argument("--classes-file", type=Path, default=None,
+                   help="classes for a new project: one per line, synonyms separated by commas")
+    p.add_argument("--model", default=None, help="open_clip architecture (default ViT-B-16)")
+    p.add_argument("--weights", default=None, help="open_clip weights tag or a local checkpoint file "
+                                                   "(default openai)")
+    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="default auto")
+    p.add_argument("--screenshot", type=Path, default=None,
+                   help="save a screenshot of the window to this PNG after start-up and quit (for docs)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import napari
+
+    from ._dock import dock_annotator
+    from ._sample_data import sample_classes_file, sample_folder, user_cache_dir
+
+    path, project, classes_file = args.path, args.project, args.classes_file
+    if path is None:
+        path = sample_folder()
+        project = project or user_cache_dir() / "sample-project"
+        classes_file = classes_file or sample_classes_file()
+    viewer = napari.Viewer(title="MaskCLIP Annotator")
+    widget = dock_annotator(viewer)
+    widget.set_model_choice(model=args.model, weights=args.weights, device=args.device)
+    if not widget.open_path(path, project_dir=project, classes_file=classes_file):
+        print(f"error: {widget.message_text()}", file=sys.stderr)
+    if args.screenshot is not None:
+        from qtpy.QtCore import QTimer
+
+        def shoot():
+            viewer.screenshot(str(args.screenshot), canvas_only=False)
+            viewer.close()
+
+        QTimer.singleShot(1500, shoot)
+    napari.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

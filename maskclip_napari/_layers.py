@@ -1,0 +1,68 @@
+"""How project classes and labels look as napari layers.
+
+Project labels hold class indices 0..K-1 and 255 for unlabelled; napari's Labels convention is 0 = no label.
+The Labels layer therefore shows class i as value i + 1. Its `features` table names every value (napari
+prints it in the status bar on hover) and a DirectLabelColormap gives each value its class colour, so the
+layer, the class editor and the exports agree.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from napari.utils.colormaps import Colormap, DirectLabelColormap
+
+from maskclip.labels_io import IGNORE_INDEX
+
+UNLABELLED = "unlabelled"
+
+
+def to_layer_values(labels: np.ndarray) -> np.ndarray:
+    """Project labels (255 = unlabelled) -> Labels-layer values (0 = unlabelled)."""
+    labels = np.asarray(labels)
+    out = labels.astype(np.uint8) + np.uint8(1)  # 255 wraps to 0
+    out[labels == IGNORE_INDEX] = 0
+    return out
+
+
+def from_layer_values(values: np.ndarray, n_classes: int) -> np.ndarray:
+    """Labels-layer values -> project labels; values beyond the class list read as unlabelled."""
+    values = np.asarray(values)
+    out = values.astype(np.int64) - 1
+    out[(values == 0) | (values > n_classes)] = IGNORE_INDEX
+    return out.astype(np.uint8)
+
+
+def labels_features(names: Sequence[str]) -> dict:
+    return {"index": np.arange(len(names) + 1), "class": [UNLABELLED, *names]}
+
+
+def labels_colormap(colours: Sequence[Sequence[int]]) -> DirectLabelColormap:
+    color_dict = {None: np.zeros(4), 0: np.zeros(4)}
+    for i, rgb in enumerate(colours):
+        color_dict[i + 1] = np.array([*(c / 255 for c in rgb), 1.0])
+    return DirectLabelColormap(color_dict=color_dict, background_value=0)
+
+
+def confidence_colormap(name: str, rgb: Sequence[int]) -> Colormap:
+    """Transparent at 0, the class colour at 1: stacked maps read like a soft version of the labels."""
+    r, g, b = (c / 255 for c in rgb)
+    return Colormap([[r, g, b, 0.0], [r, g, b, 1.0]], name=f"maskclip {name}")
+
+
+def class_table_from_layer(features, colormap) -> tuple[list[str], list[tuple[int, int, int]]] | None:
+    """(names, colours) of a Labels layer made by the annotator, or None for any other labels layer."""
+    if features is None or "class" not in features or "index" not in features:
+        return None
+    index = np.asarray(features["index"])
+    names = list(features["class"])
+    if len(index) < 2 or not np.array_equal(index, np.arange(len(index))) or names[0] != UNLABELLED:
+        return None
+    names = [str(n) for n in names[1:]]
+    colours = []
+    for value in range(1, len(names) + 1):
+        rgba = colormap.map(value) if colormap is not None else None
+        if rgba is None:
+            return names, None
+        colours.append(tuple(int(round(float(c) * 255)) for c in np.ravel(rgba)[:3]))
+    return names, colours

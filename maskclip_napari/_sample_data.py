@@ -1,0 +1,83 @@
+"""Offline sample data: public-domain / CC0 photos bundled with scikit-image.
+
+The napari "sample data" menu gets them as plain image layers; the launcher and the widget open them as an
+image folder (a small copy lives in the repository's sample_data/images, and an installed package writes
+the same files to a user cache folder on first use).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+# skimage.data name -> file stem. All four ship inside scikit-image (no download needed).
+SAMPLE_PHOTOS = {
+    "astronaut": "astronaut",  # NASA, public domain
+    "chelsea": "cat",  # CC0, Stefan van der Walt
+    "coffee": "coffee",  # CC0, Rachel Michetti
+    "rocket": "rocket",  # SpaceX, public domain
+}
+SAMPLE_CLASSES = ["person, astronaut", "cat", "cup, mug", "rocket", "flag", "table"]
+MAX_SIDE = 320  # keeps the copies small (a few tens of kB) and segmentation quick on a CPU
+
+_REPO_SAMPLES = Path(__file__).resolve().parents[1] / "sample_data"
+
+
+def _photo(name: str, max_side: int | None = None) -> np.ndarray:
+    from skimage import data
+
+    img = getattr(data, name)()
+    if max_side and max(img.shape[:2]) > max_side:
+        from skimage.transform import resize
+
+        scale = max_side / max(img.shape[:2])
+        shape = (round(img.shape[0] * scale), round(img.shape[1] * scale))
+        img = (resize(img, shape, anti_aliasing=True) * 255).round().astype(np.uint8)
+    return img
+
+
+def sample_scenes():
+    """napari sample data: the photos as separate RGB image layers."""
+    return [(_photo(name), {"name": stem, "rgb": True}, "image") for name, stem in SAMPLE_PHOTOS.items()]
+
+
+def sample_astronaut():
+    """napari sample data: one photo (a person, a flag, a scene)."""
+    return [(_photo("astronaut"), {"name": "astronaut", "rgb": True}, "image")]
+
+
+def write_sample_folder(dest: Path) -> Path:
+    """Write the downsized photos (JPEG) and a classes file to `dest`; returns the image folder."""
+    from PIL import Image
+
+    images = Path(dest) / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    for name, stem in SAMPLE_PHOTOS.items():
+        out = images / f"{stem}.jpg"
+        if not out.exists():
+            tmp = out.with_suffix(".tmp.jpg")
+            Image.fromarray(_photo(name, MAX_SIDE)).save(tmp, quality=90)
+            os.replace(tmp, out)
+    classes = Path(dest) / "classes.txt"
+    if not classes.exists():
+        classes.write_text("\n".join(SAMPLE_CLASSES) + "\n")
+    return images
+
+
+def user_cache_dir() -> Path:
+    """Where the launcher keeps the sample copy and the demo project when not run from a checkout."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "maskclip-napari"
+
+
+def sample_folder() -> Path:
+    """The sample image folder: the repository copy when present, otherwise a copy in the user cache."""
+    images = _REPO_SAMPLES / "images"
+    if images.is_dir() and any(images.iterdir()):
+        return images
+    return write_sample_folder(user_cache_dir() / "sample_data")
+
+
+def sample_classes_file() -> Path:
+    return sample_folder().parent / "classes.txt"

@@ -1,0 +1,112 @@
+"""The annotator's model session and its background jobs (no Qt here: plain generators run by napari workers).
+
+`ModelSession` owns the loaded MaskCLIP model and remembers what it has already paid for: the images whose
+dense features it computed (or loaded from the project cache) and the prompt names whose text embeddings it
+built. A redraw for which both are known is cheap (cosine scores + PD + KS + upsampling) and may run on the
+GUI thread; anything else goes to a worker.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+import maskclip
+from maskclip.images import read_image
+
+RECENT_IMAGES = 32  # well below what the engine's in-memory feature cache holds for usual image sizes
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    name: str = "ViT-B-16"
+    weights: str | None = "openai"  # open_clip tag, checkpoint path, or None for random weights
+    device: str = "auto"
+
+    def describe(self) -> str:
+        weights = "random weights" if self.weights is None else Path(self.weights).name
+        return f"{self.name} ({weights})"
+
+
+@dataclass(frozen=True)
+class Method:
+    """Everything besides the image that a segmentation depends on (a snapshot taken when a job starts)."""
+
+    classes: tuple[tuple[str, ...], ...]
+    background: tuple[str, ...]
+    key_smoothing: bool = True
+    prompt_denoising: bool = True
+    pd_threshold: float = 0.5
+    scales: tuple[int, ...] = (336,)
+
+    def prompt_names(self) -> set[str]:
+        return {n for names in self.classes for n in names} | set(self.background)
+
+    def segment(self, model: maskclip.MaskCLIP, image: np.ndarray) -> maskclip.Segmentation:
+        return model.segment(image, [list(c) for c in self.classes], background=list(self.background),
+                             key_smoothing=self.key_smoothing, prompt_denoising=self.prompt_denoising,
+                             pd_threshold=self.pd_threshold, scales=self.scales)
+
+
+@dataclass
+class ModelSession:
+    choice: ModelChoice
+    model: maskclip.MaskCLIP
+    cache_dir: Path | None = None  # the project's feature cache the model writes to
+    _images: OrderedDict = field(default_factory=OrderedDict)  # (image key, scales) -> None
+    _names: set = field(default_factory=set)
+
+    @classmethod
+    def load(cls, choice: ModelChoice, cache_dir: Path | None) -> "ModelSession":
+        """Slow (weights from disk or the network): call from a worker. Raises MaskCLIPError subclasses."""
+        model = maskclip.load(choice.name, pretrained=choice.weights, device=choice.device, cache_dir=cache_dir)
+        return cls(choice, model, cache_dir)
+
+    @property
+    def on_cpu(self) -> bool:
+        return self.model.device.type == "cpu"
+
+    def serves(self, choice: ModelChoice, cache_dir: Path | None) -> bool:
+        return self.choice == choice and self.cache_dir == cache_dir
+
+    def is_cheap(self, image_key: str, method: Method) -> bool:
+        """True when segmenting needs neither the image encoder nor the text encoder."""
+        return (image_key, method.scales) in self._images and method.prompt_names() <= self._names
+
+    def segment(self, image_key: str, image: np.ndarray, method: Method) -> maskclip.Segmentation:
+        seg = method.segment(self.model, image)
+        self._images[(image_key, method.scales)] = None
+        self._images.move_to_end((image_key, method.scales))
+        while len(self._images) > RECENT_IMAGES:
+            self._images.popitem(last=False)
+        self._names |= method.prompt_names()
+        return seg
+
+
+@dataclass
+class JobResult:
+    image_id: str
+    segmentation: maskclip.Segmentation
+    done: int
+    total: int
+
+
+def segment_job(session: ModelSession | None, choice: ModelChoice, cache_dir: Path | None,
+                images: Sequence[tuple[str, Path]], method: Method) -> Iterator[object]:
+    """Worker body: load the model if needed, then segment each (image id, path).
+
+    Yields the ModelSession once loaded (so the GUI keeps it even if the job is cancelled later), a str
+    while waiting on something slow, and a JobResult per image. Errors propagate to the worker's
+    `errored` signal; cancelling stops at the next yield.
+    """
+    if session is None or not session.serves(choice, cache_dir):
+        yield f"Loading {choice.describe()}…"
+        session = ModelSession.load(choice, cache_dir)
+        yield session
+    for done, (image_id, path) in enumerate(images, start=1):
+        yield f"Segmenting {image_id} ({done}/{len(images)})…"
+        image = read_image(path)
+        yield JobResult(image_id, session.segment(image_id, image, method), done, len(images))

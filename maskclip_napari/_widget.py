@@ -1,0 +1,1003 @@
+"""The MaskCLIP Annotator dock widget.
+
+A thin layer over `maskclip`: the project store (`maskclip.project.Project`) keeps images, classes,
+labels and verified pixels; the engine (`maskclip.MaskCLIP`) computes confidences. This module only shows
+them as napari layers, turns user actions into project calls, and keeps slow work (model loading, image
+encoding, export) in napari worker threads so the viewer never freezes.
+
+Layers it manages (names are stable; the user may hide or restyle them):
+- "image": the current image;
+- "confidence: <class>": one colour-mapped map per class, hidden until the user toggles it;
+- "labels": the editable labels (class i shown as value i + 1, 0 = unlabelled). Paint, fill and erase
+  strokes mark the touched pixels verified; every change is autosaved to the project.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtGui import QColor, QIcon, QPixmap
+from qtpy.QtWidgets import (
+    QApplication,
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QFrame,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QCollapsible, QElidingLabel, QLabeledDoubleSlider
+
+from maskclip.errors import MaskCLIPError, WeightsUnavailableError
+from maskclip.export import FORMATS, export_project
+from maskclip.project import PROJECT_FILE, Project, StaleImageError
+from maskclip.text import parse_classes_file
+
+from ._class_editor import ClassEditor
+from ._layers import (
+    confidence_colormap,
+    from_layer_values,
+    labels_colormap,
+    labels_features,
+    to_layer_values,
+)
+from ._session import JobResult, Method, ModelChoice, ModelSession, segment_job
+
+IMAGE_LAYER = "image"
+LABELS_LAYER = "labels"
+CONFIDENCE_PREFIX = "confidence: "
+PROJECT_SUBFOLDER = "maskclip-project"  # where an image folder's project lives by default
+AUTOSAVE_MS = 300
+REDRAW_DEBOUNCE_MS = 120
+MODELS = ("ViT-B-16", "ViT-B-32", "ViT-L-14", "RN50", "RN101", "maskclip-tiny-vit", "maskclip-tiny-rn")
+RANDOM_WEIGHTS = "random (untrained, for testing)"
+STATUS_COLOURS = {"unlabelled": "#7f7f7f", "labelled": "#e6a23c", "verified": "#4caf50", "stale": "#e05555"}
+
+
+def _status_icon(status: str) -> QIcon:
+    pix = QPixmap(10, 10)
+    pix.fill(QColor(STATUS_COLOURS[status]))
+    return QIcon(pix)
+
+
+class AnnotatorWidget(QWidget):
+    """Dock widget: project and image navigation, class editor, model choice, segmentation, export."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.project: Project | None = None
+        self.session: ModelSession | None = None
+        self.current_id: str | None = None
+        self.segmentation = None  # the current image's last Segmentation (confidence layers, hover)
+        self.last_redraw_s: float | None = None  # latency of the last in-place (GUI thread) redraw
+        self.last_redraw_blocking_s: float | None = None
+        self.redraw_count = 0
+        self._image: np.ndarray | None = None
+        self._verified: np.ndarray | None = None
+        self._saved_values: np.ndarray | None = None  # the labels layer as last loaded or saved
+        self._dirty = False
+        self._worker = None
+        self._worker_kind = ""
+        self._job_failed = False
+        self._pending_merge: bool | None = None  # a redraw waiting for the running job (merge or not)
+        self._conf_visible: dict[str, bool] = {}
+        self._updating_list = False
+
+        self._build_ui()
+        self._autosave = QTimer(self, singleShot=True, interval=AUTOSAVE_MS)
+        self._autosave.timeout.connect(self.save_current)
+        self._redraw_timer = QTimer(self, singleShot=True, interval=REDRAW_DEBOUNCE_MS)
+        self._redraw_timer.timeout.connect(self._on_method_changed)
+        self.viewer.cursor.events.position.connect(self._on_cursor)
+        overlay = self.viewer.canvas.overlays.text
+        overlay.position = "bottom_left"
+        overlay.font_size = 10
+        overlay.visible = True
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.save_current)
+        self._set_enabled()
+        self._show_model_state()
+
+    # ============================================================================================
+    # UI
+    # ============================================================================================
+    def _build_ui(self) -> None:
+        # the controls scroll instead of being squeezed when the window is short
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        content = QWidget()
+        scroll.setWidget(content)
+        outer.addWidget(scroll)
+        self._scroll, self._content = scroll, content
+        layout = QVBoxLayout(content)
+        layout.setContentsMargins(6, 6, 6, 6)
+
+        # --- project and images ---
+        box = QGroupBox("Images")
+        v = QVBoxLayout(box)
+        row = QHBoxLayout()
+        self.open_folder_button = QPushButton("Open folder…")
+        self.open_folder_button.setToolTip("Open a folder of images (its project is kept in a "
+                                           f"'{PROJECT_SUBFOLDER}' folder inside it) or a project folder")
+        self.open_folder_button.clicked.connect(self._choose_folder)
+        self.add_images_button = QPushButton("Add images…")
+        self.add_images_button.clicked.connect(self._choose_images)
+        row.addWidget(self.open_folder_button)
+        row.addWidget(self.add_images_button)
+        v.addLayout(row)
+        self.project_label = QElidingLabel("No project open")
+        self.project_label.setElideMode(Qt.TextElideMode.ElideLeft)
+        v.addWidget(self.project_label)
+        self.image_list = QListWidget()
+        self.image_list.setMinimumHeight(90)
+        self.image_list.setMaximumHeight(160)
+        self.image_list.currentRowChanged.connect(self._on_list_row)
+        v.addWidget(self.image_list)
+        row = QHBoxLayout()
+        self.prev_button = QPushButton("◀ Previous")
+        self.next_button = QPushButton("Next ▶")
+        self.reviewed_button = QPushButton("Reviewed ✓")
+        self.reviewed_button.setToolTip("Verify every labelled pixel of this image (the labels as shown are correct)")
+        self.prev_button.clicked.connect(self.previous_image)
+        self.next_button.clicked.connect(self.next_image)
+        self.reviewed_button.clicked.connect(self.mark_reviewed)
+        for b in (self.prev_button, self.next_button, self.reviewed_button):
+            row.addWidget(b)
+        v.addLayout(row)
+        layout.addWidget(box)
+
+        # --- classes ---
+        box = QGroupBox("Classes")
+        v = QVBoxLayout(box)
+        self.class_editor = ClassEditor()
+        self.class_editor.add_requested.connect(lambda n, s: self._edit_classes("add_class", n, s))
+        self.class_editor.remove_requested.connect(lambda n: self._edit_classes("remove_class", n))
+        self.class_editor.rename_requested.connect(lambda o, n: self._edit_classes("rename_class", o, n))
+        self.class_editor.synonyms_requested.connect(lambda n, s: self._edit_classes("set_class_synonyms", n, s))
+        self.class_editor.colour_requested.connect(lambda n, c: self._edit_classes("set_class_colour", n, c))
+        self.class_editor.reorder_requested.connect(lambda names: self._edit_classes("reorder_classes", names))
+        self.class_editor.background_requested.connect(self._on_background)
+        v.addWidget(self.class_editor)
+        layout.addWidget(box)
+
+        # --- segmentation ---
+        box = QGroupBox("MaskCLIP")
+        v = QVBoxLayout(box)
+        form = QFormLayout()
+        toggles = QHBoxLayout()
+        self.ks_check = QCheckBox("Key smoothing")
+        self.ks_check.setToolTip("Average class probabilities over patches with similar keys (less noise)")
+        self.pd_check = QCheckBox("Prompt denoising")
+        self.pd_check.setToolTip("Drop classes whose best pixel is below the threshold (fewer stray classes)")
+        toggles.addWidget(self.ks_check)
+        toggles.addWidget(self.pd_check)
+        form.addRow(toggles)
+        self.pd_slider = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
+        self.pd_slider.setRange(0.0, 1.0)
+        self.pd_slider.setSingleStep(0.05)
+        self.pd_slider.setDecimals(2)
+        form.addRow("PD threshold", self.pd_slider)
+        self.scale_spin = QSpinBox()
+        self.scale_spin.setRange(64, 2048)
+        self.scale_spin.setSingleStep(16)
+        self.scale_spin.setSuffix(" px")
+        self.scale_spin.setToolTip("Images are resized to this short side before encoding (336 is a good default)")
+        form.addRow("Short side", self.scale_spin)
+        v.addLayout(form)
+        for w in (self.ks_check, self.pd_check):
+            w.toggled.connect(self._schedule_redraw)
+        self.pd_slider.valueChanged.connect(self._schedule_redraw)
+        self.scale_spin.valueChanged.connect(self._schedule_redraw)
+
+        row = QHBoxLayout()
+        self.segment_button = QPushButton("Segment image")
+        self.segment_button.setToolTip("Segment the current image (verified pixels keep their labels)")
+        self.segment_all_button = QPushButton("Segment all")
+        self.segment_all_button.setToolTip("Segment every image of the project in the background")
+        self.cancel_button = QPushButton("Cancel")
+        self.segment_button.clicked.connect(self.segment_current)
+        self.segment_all_button.clicked.connect(self.segment_all)
+        self.cancel_button.clicked.connect(self.cancel)
+        for b in (self.segment_button, self.segment_all_button, self.cancel_button):
+            row.addWidget(b)
+        v.addLayout(row)
+        self.progress = QProgressBar()
+        self.progress.setTextVisible(True)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        v.addWidget(self.progress)
+
+        model_box = QCollapsible("Model, weights and device")
+        inner = QWidget()
+        mform = QFormLayout(inner)
+        mform.setContentsMargins(0, 0, 0, 0)
+        self.model_combo = QComboBox()
+        self.model_combo.setEditable(True)
+        self.model_combo.addItems(MODELS)
+        self.model_combo.setToolTip("Any open_clip architecture with a ViT or ModifiedResNet image tower")
+        self.weights_combo = QComboBox()
+        self.weights_combo.setEditable(True)
+        self.weights_combo.addItems(["openai", RANDOM_WEIGHTS])
+        self.weights_combo.setToolTip("An open_clip weights tag (downloaded once, then cached) or a local "
+                                      "checkpoint file")
+        browse = QPushButton("…")
+        browse.setFixedWidth(28)
+        browse.setToolTip("Choose a local checkpoint file")
+        browse.clicked.connect(self._choose_checkpoint)
+        wrow = QHBoxLayout()
+        wrow.addWidget(self.weights_combo, 1)
+        wrow.addWidget(browse)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", "cpu", "cuda"])
+        self.load_button = QPushButton("Load model")
+        self.load_button.clicked.connect(self.load_model)
+        mform.addRow("Architecture", self.model_combo)
+        mform.addRow("Weights", wrow)
+        mform.addRow("Device", self.device_combo)
+        mform.addRow(self.load_button)
+        model_box.addWidget(inner)
+        v.addWidget(model_box)
+        self.model_label = QLabel()
+        self.model_label.setWordWrap(True)
+        v.addWidget(self.model_label)
+        for combo in (self.model_combo, self.weights_combo):
+            combo.currentTextChanged.connect(self._on_model_choice_changed)
+        self.device_combo.currentTextChanged.connect(self._on_model_choice_changed)
+        layout.addWidget(box)
+
+        # --- export ---
+        box = QGroupBox("Export")
+        row = QHBoxLayout(box)
+        self.export_format = QComboBox()
+        self.export_format.addItems(FORMATS)
+        self.export_format.setToolTip("voc: indexed PNGs + image sets; coco: RLE annotations.json; "
+                                      "index: one indexed PNG per image + classes.json")
+        self.export_verified = QCheckBox("verified only")
+        self.export_button = QPushButton("Export…")
+        self.export_button.clicked.connect(self._choose_export)
+        row.addWidget(self.export_format)
+        row.addWidget(self.export_verified)
+        row.addWidget(self.export_button)
+        layout.addWidget(box)
+
+        self.hover_label = QLabel("")
+        self.hover_label.setWordWrap(True)
+        layout.addWidget(self.hover_label)
+        self.message = QLabel("Open a folder of images to start.")
+        self.message.setWordWrap(True)
+        self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.message)
+        layout.addStretch(1)
+        self._load_method_controls(None)
+
+    def showEvent(self, event):
+        # wide enough for every control once napari's style sheet applies: only vertical scrolling
+        bar = self._scroll.verticalScrollBar().sizeHint().width()
+        self._scroll.setMinimumWidth(self._content.minimumSizeHint().width() + bar)
+        super().showEvent(event)
+
+    def _set_enabled(self) -> None:
+        has_project = self.project is not None
+        has_image = self.current_id is not None
+        busy = self._worker is not None
+        self.add_images_button.setEnabled(has_project)
+        self.class_editor.setEnabled(has_project)
+        for b in (self.prev_button, self.next_button, self.reviewed_button):
+            b.setEnabled(has_image)
+        self.segment_button.setEnabled(has_image and not busy)
+        self.segment_all_button.setEnabled(has_project and not busy)
+        self.load_button.setEnabled(not busy)
+        self.export_button.setEnabled(has_project and not busy)
+        self.cancel_button.setEnabled(busy)
+
+    def show_message(self, text: str, error: bool = False) -> None:
+        self.message.setStyleSheet("color: #e05555;" if error else "")
+        self.message.setText(text)
+
+    def message_text(self) -> str:
+        return self.message.text()
+
+    def _show_error(self, exc: BaseException) -> None:
+        """User-actionable errors show their message; anything else shows its type too (never a traceback)."""
+        text = str(exc) if isinstance(exc, MaskCLIPError) else f"{type(exc).__name__}: {exc}"
+        self.show_message(text, error=True)
+
+    # ============================================================================================
+    # Opening
+    # ============================================================================================
+    def _choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open an image folder or a MaskCLIP project")
+        if folder:
+            self.open_path(Path(folder))
+
+    def _choose_images(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(self, "Add images to the project")
+        if files and self.project is not None:
+            try:
+                report = self.project.add_images([Path(f) for f in files])
+            except MaskCLIPError as exc:
+                self._show_error(exc)
+                return
+            self._fill_image_list()
+            skipped = f"; skipped {len(report.skipped)} (unreadable or already present)" if report.skipped else ""
+            self.show_message(f"Added {len(report.added)} images{skipped}.")
+
+    def open_path(self, path: Path, project_dir: Path | None = None, classes_file: Path | None = None) -> bool:
+        """Open a project folder, or an image folder (its project is created on first use). False on error."""
+        path = Path(path)
+        try:
+            if (path / PROJECT_FILE).is_file():
+                project = Project.open(path)
+            elif path.is_dir():
+                project_dir = Path(project_dir) if project_dir else path / PROJECT_SUBFOLDER
+                if (project_dir / PROJECT_FILE).is_file():
+                    project = Project.open(project_dir)
+                    project.add_images(path)  # pick up images added to the folder since (known ones are skipped)
+                else:
+                    classes = parse_classes_file(classes_file) if classes_file else ()
+                    project = Project.create(project_dir, images=path, classes=classes, copy=False)
+            else:
+                raise MaskCLIPError(f"{path} is not a folder; open a folder of images or a project folder")
+        except MaskCLIPError as exc:
+            self._show_error(exc)
+            return False
+        self.open_project(project)
+        return True
+
+    def open_project(self, project: Project) -> None:
+        self.save_current()
+        self.cancel()
+        self.project = project
+        self.current_id = None
+        self.segmentation = None
+        self._remove_confidence_layers()
+        self.project_label.setText(str(project.root))
+        self.project_label.setToolTip(str(project.root))
+        self._load_method_controls(project.settings)
+        self._show_classes()
+        self._fill_image_list()
+        skipped = project.skipped_images
+        note = f" {len(skipped)} unreadable files were skipped." if skipped else ""
+        self.show_message(f"Opened {project.root.name}: {len(project)} images.{note}")
+        last = project.settings.get("annotator", {}).get("last_image")
+        if len(project):
+            self.show_image(last if last in project else project.image_ids[0])
+        self._set_enabled()
+
+    # ============================================================================================
+    # Settings <-> controls
+    # ============================================================================================
+    def _load_method_controls(self, settings: dict | None) -> None:
+        settings = settings or {}
+        method = settings.get("method", {})
+        model = settings.get("model", {})
+        widgets = (self.ks_check, self.pd_check, self.pd_slider, self.scale_spin,
+                   self.model_combo, self.weights_combo, self.device_combo)
+        for w in widgets:
+            w.blockSignals(True)
+        try:
+            self.ks_check.setChecked(bool(method.get("key_smoothing", True)))
+            self.pd_check.setChecked(bool(method.get("prompt_denoising", True)))
+            self.pd_slider.setValue(float(method.get("pd_threshold", 0.5)))
+            self.scale_spin.setValue(int((method.get("scales") or [336])[0]))
+            self.model_combo.setCurrentText(model.get("name", "ViT-B-16"))
+            weights = model.get("pretrained", "openai")
+            self.weights_combo.setCurrentText(RANDOM_WEIGHTS if weights is None else str(weights))
+            self.device_combo.setCurrentText(settings.get("annotator", {}).get("device", "auto"))
+        finally:
+            for w in widgets:
+                w.blockSignals(False)
+        self.pd_slider.setEnabled(self.pd_check.isChecked())
+
+    def set_model_choice(self, model: str | None = None, weights: str | None = None, device: str | None = None) -> None:
+        """Preset the model controls (launcher options); None keeps the current value."""
+        if model:
+            self.model_combo.setCurrentText(model)
+        if weights:
+            self.weights_combo.setCurrentText(weights)
+        if device:
+            self.device_combo.setCurrentText(device)
+
+    def model_choice(self) -> ModelChoice:
+        weights = self.weights_combo.currentText().strip()
+        return ModelChoice(name=self.model_combo.currentText().strip() or "ViT-B-16",
+                           weights=None if weights in ("", "none", "random", RANDOM_WEIGHTS) else weights,
+                           device=self.device_combo.currentText())
+
+    def method(self) -> Method:
+        p = self.project
+        return Method(classes=tuple(tuple(c) for c in p.prompts), background=tuple(p.background),
+                      key_smoothing=self.ks_check.isChecked(), prompt_denoising=self.pd_check.isChecked(),
+                      pd_threshold=round(float(self.pd_slider.value()), 4), scales=(int(self.scale_spin.value()),))
+
+    def _save_settings(self) -> None:
+        if self.project is None:
+            return
+        choice = self.model_choice()
+        m = self.method() if self.project.classes else None
+        update = {"model": {"name": choice.name, "pretrained": choice.weights},
+                  "annotator": {"device": choice.device}}
+        if m is not None:
+            update["method"] = {"key_smoothing": m.key_smoothing, "prompt_denoising": m.prompt_denoising,
+                                "pd_threshold": m.pd_threshold, "scales": list(m.scales)}
+        try:
+            self.project.update_settings(update)
+        except MaskCLIPError as exc:
+            self._show_error(exc)
+
+    def _on_model_choice_changed(self, *_):
+        self._save_settings()
+        self._show_model_state()
+
+    def _show_model_state(self) -> None:
+        choice = self.model_choice()
+        if self.session is not None and self.session.choice == choice:
+            where = self.session.model.device
+            if self.session.on_cpu:
+                text = (f"{choice.describe()} on the CPU (no GPU in use): encoding an image takes seconds; "
+                        "redraws of encoded images stay instant.")
+            else:
+                text = f"{choice.describe()} on {where}."
+        else:
+            import torch
+
+            device = "the GPU" if choice.device != "cpu" and torch.cuda.is_available() else "the CPU"
+            text = f"{choice.describe()}: loads on first use, runs on {device}."
+            if device == "the CPU" and choice.device == "auto":
+                text += " No GPU found."
+        self.model_label.setText(text)
+
+    def _choose_checkpoint(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a CLIP checkpoint",
+                                              filter="Checkpoints (*.pt *.pth *.bin *.safetensors);;All files (*)")
+        if path:
+            self.weights_combo.setCurrentText(path)
+
+    # ============================================================================================
+    # Classes
+    # ============================================================================================
+    def _show_classes(self) -> None:
+        p = self.project
+        self.class_editor.set_classes(p.classes, p.background)
+        if self.current_id is not None and self.labels_layer is not None:
+            self.labels_layer.colormap = labels_colormap(p.class_colours)
+            self.labels_layer.features = labels_features(p.class_names)
+
+    def _edit_classes(self, method: str, *args) -> None:
+        """Apply one class-editor request to the project, then redisplay labels in the new class order."""
+        if self.project is None:
+            return
+        self.save_current()
+        try:
+            getattr(self.project, method)(*args)
+        except MaskCLIPError as exc:
+            self._show_error(exc)
+        else:
+            self.show_message(f"Classes: {', '.join(self.project.class_names) or 'none'}.")
+        self._show_classes()
+        if self.current_id is not None:
+            self._reload_labels()
+            self._update_confidence_layers()
+            if self._has_prediction() and method not in ("set_class_colour", "reorder_classes", "rename_class"):
+                self._request_redraw()
+
+    def _on_background(self, prompts: list) -> None:
+        if self.project is None or prompts == self.project.background:
+            return
+        self._edit_classes("set_background", prompts)
+
+    # ============================================================================================
+    # Image list and navigation
+    # ============================================================================================
+    def _fill_image_list(self) -> None:
+        self._updating_list = True
+        try:
+            self.image_list.clear()
+            for state in self.project.list_images():
+                item = QListWidgetItem()
+                self._describe_item(item, state)
+                self.image_list.addItem(item)
+            if self.current_id in self.project:
+                self.image_list.setCurrentRow(self.project.image_ids.index(self.current_id))
+        finally:
+            self._updating_list = False
+
+    @staticmethod
+    def _describe_item(item: QListWidgetItem, state) -> None:
+        status = state.status
+        if status in ("labelled", "verified"):
+            text = f"{state.id}   {state.labelled_fraction:.0%} labelled, {state.verified_fraction:.0%} verified"
+        else:
+            text = f"{state.id}   {status}"
+        item.setText(text)
+        item.setIcon(_status_icon(status))
+        item.setData(Qt.ItemDataRole.UserRole, state.id)
+        item.setToolTip(f"{state.path}\n{state.width}x{state.height}, {status}")
+
+    def _refresh_item(self, image_id: str) -> None:
+        row = self.project.image_ids.index(image_id)
+        item = self.image_list.item(row)
+        if item is not None:
+            self._describe_item(item, self.project.image_state(image_id))
+
+    def _on_list_row(self, row: int) -> None:
+        if self._updating_list or self.project is None or not 0 <= row < len(self.project):
+            return
+        self.show_image(self.project.image_ids[row])
+
+    def next_image(self) -> None:
+        self._step(+1)
+
+    def previous_image(self) -> None:
+        self._step(-1)
+
+    def _step(self, step: int) -> None:
+        if self.project is None or self.current_id is None:
+            return
+        ids = self.project.image_ids
+        self.show_image(ids[(ids.index(self.current_id) + step) % len(ids)])
+
+    def show_image(self, image_id: str) -> None:
+        """Make `image_id` the current image: its pixels, stored labels and (when cheap) confidences."""
+        self.save_current()
+        p = self.project
+        try:
+            image = p.get_image(image_id)
+        except MaskCLIPError as exc:
+            self._show_error(exc)
+            return
+        self.current_id = image_id
+        self._image = image
+        self.segmentation = None
+        self._set_image_layer(image)
+        self._reload_labels()
+        self._update_confidence_layers()
+        self._updating_list = True
+        self.image_list.setCurrentRow(p.image_ids.index(image_id))
+        self._updating_list = False
+        self.viewer.canvas.overlays.text.text = image_id
+        try:
+            p.update_settings({"annotator": {"last_image": image_id}})
+        except MaskCLIPError as exc:
+            self._show_error(exc)
+        self._set_enabled()
+        if self.session is not None and p.classes and p.has_labels(image_id):
+            self._request_redraw(merge=False)  # confidence maps of an image segmented before
+
+    def _set_image_layer(self, image: np.ndarray) -> None:
+        rgb = image.ndim == 3 and image.shape[2] in (3, 4)
+        layer = self.image_layer
+        if layer is not None and layer.rgb == rgb:
+            new_shape = layer.data.shape != image.shape
+            layer.data = image
+            if not rgb or image.dtype != np.uint8:
+                layer.reset_contrast_limits()
+            if new_shape:
+                self.viewer.reset_view()
+            return
+        if layer is not None:
+            self.viewer.layers.remove(layer)
+        layer = self.viewer.add_image(image, name=IMAGE_LAYER, rgb=rgb)
+        self.viewer.layers.move(self.viewer.layers.index(layer), 0)
+        self.viewer.reset_view()
+
+    # ============================================================================================
+    # Layers
+    # ============================================================================================
+    def _layer(self, name: str):
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    @property
+    def image_layer(self):
+        return self._layer(IMAGE_LAYER)
+
+    @property
+    def labels_layer(self):
+        return self._layer(LABELS_LAYER)
+
+    @property
+    def confidence_layers(self) -> dict:
+        return {layer.name[len(CONFIDENCE_PREFIX):]: layer for layer in self.viewer.layers
+                if layer.name.startswith(CONFIDENCE_PREFIX)}
+
+    def _reload_labels(self) -> None:
+        """Show the project's stored labels of the current image (resets the layer's undo history)."""
+        p, image_id = self.project, self.current_id
+        stale = False
+        try:
+            labels, verified = p.get_labels_and_verified(image_id)
+        except StaleImageError as exc:
+            labels, verified = p.get_labels_and_verified(image_id, allow_stale=True)
+            labels = np.full_like(labels, 255)
+            verified = np.zeros_like(verified)
+            stale = True
+            self._show_error(exc)
+        self._verified = verified
+        self._dirty = False
+        self._set_labels_data(to_layer_values(labels), editable=not stale)
+
+    def _set_labels_data(self, values: np.ndarray, editable: bool = True) -> None:
+        p = self.project
+        table = (tuple(p.class_names), tuple(p.class_colours))
+        layer = self.labels_layer
+        if layer is None or layer.data.shape != values.shape:
+            if layer is not None:
+                self.viewer.layers.remove(layer)
+            layer = self.viewer.add_labels(values, name=LABELS_LAYER, opacity=0.55,
+                                           colormap=labels_colormap(p.class_colours),
+                                           features=labels_features(p.class_names))
+            layer.events.paint.connect(self._on_paint)
+            layer.selected_label = 1
+        else:
+            mode = layer.mode
+            layer.editable = False  # drops the undo history: it belongs to the previous labels
+            layer.data = values
+            if layer.metadata.get("maskclip_classes") != table:
+                layer.colormap = labels_colormap(p.class_colours)
+                layer.features = labels_features(p.class_names)
+            layer.editable = editable
+            if editable:
+                layer.mode = mode
+        layer.metadata["maskclip_classes"] = table
+        layer.editable = editable  # a stale image's labels are not applied, so they cannot be edited
+        self._saved_values = np.array(values, copy=True) if editable else None
+        self.viewer.layers.selection.active = layer
+
+    def _remove_confidence_layers(self) -> None:
+        for name, layer in self.confidence_layers.items():
+            self._conf_visible[name] = layer.visible
+            self.viewer.layers.remove(layer)
+
+    def _update_confidence_layers(self) -> None:
+        """One colour-mapped image layer per project class, showing the current segmentation.
+
+        Only visible layers receive new data right away; hidden ones are filled when the user shows them,
+        so a redraw costs one layer update per visible map, not one per class.
+        """
+        p = self.project
+        if p is None or self._image is None:
+            self._remove_confidence_layers()
+            return
+        shape = self._image.shape[:2]
+        colours = dict(zip(p.class_names, p.class_colours))
+        for name, layer in self.confidence_layers.items():
+            if name not in colours:
+                self._conf_visible[name] = layer.visible
+                self.viewer.layers.remove(layer)
+        existing = self.confidence_layers
+        for name in p.class_names:
+            layer = existing.get(name)
+            if layer is None:
+                layer = self.viewer.add_image(np.zeros(shape, np.float32), name=CONFIDENCE_PREFIX + name,
+                                              colormap=confidence_colormap(name, colours[name]),
+                                              contrast_limits=(0, 1), blending="translucent", opacity=0.8,
+                                              visible=self._conf_visible.get(name, False))
+                layer.metadata["maskclip_colour"] = colours[name]
+                layer.events.visible.connect(self._on_confidence_visible)
+                if self.labels_layer is not None:  # keep the labels on top
+                    self.viewer.layers.move(self.viewer.layers.index(layer), self.viewer.layers.index(self.labels_layer))
+            elif layer.metadata.get("maskclip_colour") != colours[name]:
+                layer.colormap = confidence_colormap(name, colours[name])
+                layer.metadata["maskclip_colour"] = colours[name]
+            layer.metadata["maskclip_stale"] = True
+            if layer.visible:
+                self._fill_confidence(layer)
+        if self.labels_layer is not None:
+            self.viewer.layers.selection.active = self.labels_layer
+
+    def _fill_confidence(self, layer) -> None:
+        """Give a confidence layer the current segmentation's map of its class (zeros when there is none)."""
+        name = layer.name[len(CONFIDENCE_PREFIX):]
+        seg, shape = self.segmentation, self._image.shape[:2]
+        if seg is not None and name in seg.class_names and seg.probs.shape[1:] == shape:
+            layer.data = seg.probs[seg.class_names.index(name)]
+        elif layer.data.shape != shape or layer.data.any():
+            layer.data = np.zeros(shape, np.float32)
+        layer.metadata["maskclip_stale"] = False
+
+    def _on_confidence_visible(self, event) -> None:
+        layer = event.source
+        if layer.visible and layer.metadata.get("maskclip_stale") and self._image is not None:
+            self._fill_confidence(layer)
+
+    # ============================================================================================
+    # Corrections and saving
+    # ============================================================================================
+    def _on_paint(self, event) -> None:
+        """A brush, fill, polygon or erase stroke ended: save soon (its pixels become verified then)."""
+        self._dirty = True
+        self._autosave.start()
+
+    def save_current(self) -> None:
+        """Write the current image's labels to the project if they changed; changed pixels become verified.
+
+        The change is measured against what was last loaded or saved, so every way of editing counts
+        (paint, fill, erase, polygon, a script writing to layer.data) and so does undo: a stroke undone
+        before the save changes nothing. Painting a class over pixels that already have it changes
+        nothing either; "Reviewed ✓" confirms a whole image as shown.
+        """
+        self._autosave.stop()
+        layer = self.labels_layer
+        if self.project is None or self.current_id is None or layer is None or self._saved_values is None:
+            return
+        changed = layer.data != self._saved_values
+        if not changed.any():
+            self._dirty = False
+            return
+        labels = from_layer_values(layer.data, len(self.project.classes))
+        verified = self._verified | changed
+        try:
+            self.project.set_labels(self.current_id, labels, verified=verified, source="annotator")
+        except MaskCLIPError as exc:
+            self._show_error(exc)
+            return
+        self._verified = verified & (labels != 255)  # the project's rule: unlabelled pixels are not verified
+        self._dirty = False
+        self._saved_values = np.array(layer.data, copy=True)
+        self._refresh_item(self.current_id)
+
+    def mark_reviewed(self) -> None:
+        """Verify every labelled pixel of the current image."""
+        if self.current_id is None or self.labels_layer is None:
+            return
+        self.save_current()
+        labels = from_layer_values(self.labels_layer.data, len(self.project.classes))
+        try:
+            self.project.set_verified(self.current_id, labels != 255, source="reviewed")
+        except MaskCLIPError as exc:
+            self._show_error(exc)
+            return
+        self._verified = labels != 255
+        self._refresh_item(self.current_id)
+        self.show_message(f"{self.current_id}: all {int(self._verified.sum())} labelled pixels verified.")
+
+    def hideEvent(self, event):
+        self.save_current()
+        super().hideEvent(event)
+
+    # ============================================================================================
+    # Segmentation
+    # ============================================================================================
+    def _ready_to_segment(self) -> bool:
+        if self.project is None or self.current_id is None:
+            self.show_message("Open a folder of images first.", error=True)
+            return False
+        if not self.project.classes:
+            self.show_message("Add at least one class (for example: road, car, tree, sky).", error=True)
+            return False
+        return True
+
+    def segment_current(self) -> None:
+        if self._ready_to_segment():
+            self._request_redraw()
+
+    def segment_all(self) -> None:
+        if not self._ready_to_segment():
+            return
+        self.save_current()
+        p = self.project
+        states = p.list_images()
+        jobs = [(s.id, s.path) for s in states if not s.stale]
+        stale = len(states) - len(jobs)
+        if stale:
+            self.show_message(f"{stale} images changed on disk since import and are skipped.")
+        self._start_job(jobs, self.method(), merge=True, kind="Segment all")
+
+    def load_model(self) -> None:
+        """Load the chosen model now (otherwise it loads on the first segmentation)."""
+        self._start_job([], None, merge=False, kind="Loading")
+
+    def _schedule_redraw(self, *_):
+        self.pd_slider.setEnabled(self.pd_check.isChecked())
+        self._redraw_timer.start()
+
+    def _has_prediction(self) -> bool:
+        """Whether the current image was segmented (now or in an earlier session): redraws apply to it."""
+        return self.current_id is not None and (self.segmentation is not None
+                                                or self.project.has_labels(self.current_id))
+
+    def _on_method_changed(self) -> None:
+        if self._has_prediction():
+            self._request_redraw()
+        QTimer.singleShot(0, self._save_settings)  # after the redraw: the new look comes first
+
+    def _request_redraw(self, merge: bool = True) -> None:
+        """Recompute the current image: on the GUI thread when cheap (features and prompts cached),
+        otherwise in a worker; while another job runs, an expensive redraw waits for it.
+
+        The cheap path is split over two event-loop turns (MaskCLIP's cheap part, then saving and
+        showing it) so input is handled in between and neither turn holds the loop for long.
+        """
+        if self.project is None or self.current_id is None or not self.project.classes:
+            return
+        method, choice = self.method(), self.model_choice()
+        cheap = (self.session is not None and self.session.serves(choice, self.project.cache_dir)
+                 and self.session.is_cheap(self.current_id, method))
+        if cheap:
+            start = time.perf_counter()
+            try:
+                seg = self.session.segment(self.current_id, self._image, method)
+            except MaskCLIPError as exc:
+                self._show_error(exc)
+                return
+            computed = time.perf_counter() - start
+            result = JobResult(self.current_id, seg, 1, 1)
+            QTimer.singleShot(0, lambda: self._finish_redraw(result, method, merge, start, computed))
+            return
+        if self._worker is not None:
+            self._pending_merge = bool(self._pending_merge) or merge
+            return
+        path = self.project.image_path(self.current_id)
+        self._start_job([(self.current_id, path)], method, merge=merge,
+                        kind="Segment" if merge else "Confidence")
+
+    def _finish_redraw(self, result: JobResult, method: Method, merge: bool, start: float, computed: float) -> None:
+        shown = time.perf_counter()
+        if self.project is not None and result.image_id in self.project:
+            self._apply(result, method, merge)
+        end = time.perf_counter()
+        self.last_redraw_s = end - start  # from the toggle to the layers showing it
+        self.last_redraw_blocking_s = max(computed, end - shown)  # longest the event loop was held
+        self.redraw_count += 1
+
+    def _start_job(self, images, method: Method | None, merge: bool, kind: str) -> None:
+        from napari.qt.threading import create_worker
+
+        if self._worker is not None:
+            self.show_message("Busy: wait for the running job or cancel it.", error=True)
+            return
+        choice = self.model_choice()
+        cache_dir = self.project.cache_dir if self.project is not None else None
+        worker = create_worker(segment_job, self.session, choice, cache_dir, images, method,
+                               _ignore_errors=True)
+        project = self.project
+        worker.yielded.connect(lambda value: self._on_job_yield(value, project, method, merge))
+        worker.errored.connect(self._on_job_error)
+        worker.finished.connect(lambda: self._on_job_finished(worker))
+        self._worker, self._worker_kind, self._job_failed = worker, kind, False
+        self.progress.setRange(0, max(len(images), 1))
+        self.progress.setValue(0)
+        self.progress.setFormat(f"{kind}: %v/%m")
+        self._set_enabled()
+        worker.start()
+
+    def _on_job_yield(self, value, project, method, merge) -> None:
+        if isinstance(value, str):
+            self.show_message(value)
+        elif isinstance(value, ModelSession):
+            self.session = value
+            self._show_model_state()
+            self.show_message(f"Loaded {value.choice.describe()}.")
+        elif isinstance(value, JobResult):
+            self.progress.setValue(value.done)
+            if project is self.project and value.image_id in project:
+                self._apply(value, method, merge)
+
+    def _on_job_error(self, exc: BaseException) -> None:
+        self._job_failed = True
+        self._show_error(exc)
+        if isinstance(exc, WeightsUnavailableError):
+            self.message.setText(self.message.text() + "\n\nIn the annotator: open 'Model, weights and device' "
+                                 "and choose a local checkpoint file with the … button.")
+
+    def _on_job_finished(self, worker) -> None:
+        if worker is not self._worker:
+            return
+        self._worker = None
+        self.progress.setRange(0, max(self.progress.maximum(), 1))
+        self._set_enabled()
+        if worker.abort_requested:
+            self.show_message(f"{self._worker_kind}: cancelled.")
+        elif not self._job_failed and self._worker_kind != "Export":
+            self.progress.setValue(self.progress.maximum())
+            self.show_message(f"{self._worker_kind}: done.")
+        if self._pending_merge is not None:
+            merge, self._pending_merge = self._pending_merge, None
+            self._request_redraw(merge=merge)
+
+    def cancel(self) -> None:
+        """Stop the running job after the image in progress."""
+        if self._worker is not None:
+            self._worker.quit()
+            self.show_message(f"{self._worker_kind}: cancelling after the current image…")
+
+    def _apply(self, result: JobResult, method: Method, merge: bool) -> None:
+        """Store a segmentation in the project (verified pixels win) and show it if it is the current image."""
+        p, image_id, seg = self.project, result.image_id, result.segmentation
+        current = image_id == self.current_id
+        if current and method != self.method():
+            # settings changed while it ran: redo (now cheap) when the job ends
+            self._pending_merge = bool(self._pending_merge) or merge
+            return
+        if current:
+            self.save_current()
+        if merge:
+            try:
+                merged = p.merge_prediction(image_id, seg.labels, class_names=seg.class_names, source="maskclip")
+            except MaskCLIPError as exc:
+                self._show_error(exc)
+                return
+            self._refresh_item(image_id)
+        if current:
+            self.segmentation = seg
+            if merge:
+                self._verified = p.get_verified(image_id)
+                self._set_labels_data(to_layer_values(merged))
+            self._update_confidence_layers()
+
+    # ============================================================================================
+    # Hover and export
+    # ============================================================================================
+    def _on_cursor(self, event=None) -> None:
+        layer = self.labels_layer
+        if layer is None or self.project is None or self.current_id is None:
+            return
+        r, c = (int(round(v)) for v in layer.world_to_data(self.viewer.cursor.position)[-2:])
+        h, w = layer.data.shape
+        if not (0 <= r < h and 0 <= c < w):
+            text = self.current_id
+        else:
+            value = int(layer.data[r, c])
+            names = self.project.class_names
+            name = names[value - 1] if 0 < value <= len(names) else "unlabelled"
+            parts = [name]
+            seg = self.segmentation
+            if seg is not None and seg.probs.shape[1:] == (h, w):
+                if name in seg.class_names:
+                    parts.append(f"confidence {seg.probs[seg.class_names.index(name), r, c]:.2f}")
+                best = int(seg.probs[:, r, c].argmax())
+                if seg.class_names[best] != name:
+                    parts.append(f"MaskCLIP: {seg.class_names[best]} {seg.probs[best, r, c]:.2f}")
+            if self._verified is not None and self._verified.shape == (h, w) and self._verified[r, c]:
+                parts.append("verified")
+            text = " · ".join(parts)
+        self.hover_label.setText(text)
+        self.viewer.canvas.overlays.text.text = text
+
+    def _choose_export(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Export into an empty folder")
+        if folder:
+            self.export(Path(folder), self.export_format.currentText(), self.export_verified.isChecked())
+
+    def export(self, out: Path, fmt: str, verified_only: bool = False):
+        """Export the project in a worker (a fresh Project instance reads the committed files). Returns it."""
+        from napari.qt.threading import create_worker
+
+        if self.project is None or self._worker is not None:
+            return None
+        self.save_current()
+        root = self.project.root
+
+        def run():
+            return export_project(Project.open(root), out, fmt, verified_only=verified_only)
+
+        worker = create_worker(run, _ignore_errors=True)
+        worker.returned.connect(lambda report: self.show_message(
+            f"Exported {len(report.exported)} images as {fmt} to {out}"
+            + (f" ({len(report.skipped)} skipped)" if report.skipped else "") + "."))
+        worker.errored.connect(self._on_job_error)
+        worker.finished.connect(lambda: self._on_job_finished(worker))
+        self._worker, self._worker_kind, self._job_failed = worker, "Export", False
+        self.progress.setRange(0, 0)
+        self.show_message(f"Exporting {fmt} to {out}…")
+        self._set_enabled()
+        worker.start()
+        return worker

@@ -1,0 +1,305 @@
+"""End-to-end tests of the MaskCLIP Annotator in a real napari viewer (Xvfb via pytest-xvfb).
+
+Tiny random-weight models keep them quick on a CPU; the model is loaded from a checkpoint file so the
+"local weights" path of the widget is what runs.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from qtpy.QtCore import Qt  # noqa: E402
+
+from maskclip.labels_io import read_label_image  # noqa: E402
+
+pytestmark = pytest.mark.gui
+if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+    pytest.skip("no display: install Xvfb (scripts/system-packages.txt) so pytest-xvfb can start one",
+                allow_module_level=True)
+
+ROOT = Path(__file__).resolve().parents[1]
+CAMVID_VAL = ROOT / ".." / "shared" / "data" / "camvid" / "val" / "images"
+JOB_TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    import torch
+
+    import maskclip
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny-vit.pt"
+    maskclip.load("maskclip-tiny-vit", pretrained=None, device="cpu").save_checkpoint(path)
+    return path
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """Three CamVid images when the shared data is present, the bundled sample photos otherwise."""
+    source = CAMVID_VAL if CAMVID_VAL.is_dir() else ROOT / "sample_data" / "images"
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for path in sorted(source.iterdir())[:3]:
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+def annotator(viewer):
+    from maskclip_napari._dock import dock_annotator
+
+    return dock_annotator(viewer)
+
+
+def wait_idle(qtbot, widget):
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=JOB_TIMEOUT_MS)
+
+
+def add_class(qtbot, widget, text):
+    editor = widget.class_editor
+    editor.new_name.setText(text)
+    qtbot.mouseClick(editor.add_button, Qt.MouseButton.LeftButton)
+
+
+def test_end_to_end(make_napari_viewer, qtbot, image_folder, checkpoint, tmp_path):
+    viewer = make_napari_viewer()
+    widget = annotator(viewer)
+    assert widget.open_path(image_folder), widget.message_text()
+    project = widget.project
+    assert project.root == image_folder / "maskclip-project"
+    assert widget.image_list.count() == 3
+    first = widget.current_id
+    assert first == project.image_ids[0]
+    assert viewer.layers["image"].data.shape[:2] == (project.record(first).height, project.record(first).width)
+
+    # classes through the editor (synonyms after a comma)
+    for text in ("road", "car, vehicle", "tree", "sky"):
+        add_class(qtbot, widget, text)
+    assert project.class_names == ["road", "car", "tree", "sky"]
+    assert project.classes[1].synonyms == ("vehicle",)
+
+    # segment with a local checkpoint (random weights)
+    widget.set_model_choice("maskclip-tiny-vit", str(checkpoint), "cpu")
+    qtbot.mouseClick(widget.segment_button, Qt.MouseButton.LeftButton)
+    assert widget._worker is not None  # the encoding runs in a worker thread
+    wait_idle(qtbot, widget)
+    assert widget.session is not None and widget.session.on_cpu
+    assert "CPU" in widget.model_label.text()
+    labels_layer = viewer.layers["labels"]
+    h, w = labels_layer.data.shape
+    assert labels_layer.data.max() >= 1  # something was labelled
+    assert list(labels_layer.features["class"]) == ["unlabelled", "road", "car", "tree", "sky"]
+    assert sorted(widget.confidence_layers) == ["car", "road", "sky", "tree"]
+    assert all(layer.data.shape == (h, w) for layer in widget.confidence_layers.values())
+    assert project.has_labels(first)
+    stored = project.get_labels(first)
+    np.testing.assert_array_equal(np.where(labels_layer.data == 0, 255, labels_layer.data - 1), stored)
+
+    # confidence layers start hidden; showing one fills it with its class's map
+    road = widget.confidence_layers["road"]
+    assert not road.visible
+    road.visible = True
+    seg = widget.segmentation
+    np.testing.assert_array_equal(road.data, seg.probs[seg.class_names.index("road")])
+
+    # KS / PD toggles redraw from cached features: no new image encoding, done on the GUI thread
+    runs = widget.session.model.stats["image_encoder_runs"]
+    before = road.data.copy()
+    count = widget.redraw_count
+    widget.ks_check.setChecked(False)
+    qtbot.waitUntil(lambda: widget.redraw_count == count + 1, timeout=2000)
+    assert widget._worker is None and widget.last_redraw_s is not None
+    assert not np.allclose(road.data, before)
+    sky = widget.confidence_layers["sky"]  # hidden: filled only when shown
+    sky.visible = True
+    np.testing.assert_array_equal(sky.data, widget.segmentation.probs[widget.segmentation.class_names.index("sky")])
+    widget.pd_check.setChecked(False)
+    widget.pd_slider.setValue(0.8)  # debounced with the toggle: one redraw
+    qtbot.waitUntil(lambda: widget.redraw_count == count + 2, timeout=2000)
+    assert widget.session.model.stats["image_encoder_runs"] == runs
+    assert project.settings["method"]["key_smoothing"] is False
+    assert project.settings["method"]["pd_threshold"] == pytest.approx(0.8)
+
+    # hovering names the class and its confidence
+    r, c = h // 2, w // 2
+    viewer.cursor.position = (r, c)
+    hover = widget.hover_label.text()
+    shown = int(labels_layer.data[r, c])
+    assert project.class_names[shown - 1] in hover and "confidence" in hover
+
+    # paint a correction: a brush stroke marks the pixels it changes verified
+    window = labels_layer.data[r - 4:r + 5, c - 4:c + 5]
+    fix = min(range(1, 5), key=lambda v: (window == v).sum())  # the class least present there
+    labels_layer.selected_label = fix
+    labels_layer.brush_size = 9
+    untouched = labels_layer.data.copy()
+    assert not widget._verified.any()
+    labels_layer.paint((r, c), fix)
+    changed = labels_layer.data != untouched
+    assert changed.sum() > 20 and (labels_layer.data[changed] == fix).all()
+    assert widget._dirty  # the paint event schedules the autosave
+    qtbot.waitUntil(lambda: not widget._dirty, timeout=3000)
+    np.testing.assert_array_equal(widget._verified, changed)
+    verified_before_nav = widget._verified.copy()
+    np.testing.assert_array_equal(project.get_verified(first), verified_before_nav)
+
+    # a stroke undone before the autosave leaves no trace; an undo after it is saved at the next save point
+    value = 1 if untouched[5, 5] != 1 else 2
+    labels_layer.paint((5, 5), value)
+    labels_layer.undo()
+    widget.save_current()
+    np.testing.assert_array_equal(project.get_verified(first), verified_before_nav)
+    labels_layer.paint((5, 5), value)
+    widget.save_current()
+    assert project.get_labels(first)[5, 5] == value - 1 and project.get_verified(first)[5, 5]
+    labels_layer.undo()
+    widget.save_current()
+    assert project.get_labels(first)[5, 5] == (untouched[5, 5] - 1 if untouched[5, 5] else 255)
+    verified_before_nav = widget._verified.copy()
+
+    # re-segmenting never overwrites verified pixels
+    widget.ks_check.setChecked(True)
+    qtbot.waitUntil(lambda: widget.redraw_count == count + 3, timeout=2000)
+    assert (viewer.layers["labels"].data[changed] == fix).all()
+
+    # move to another image and back
+    qtbot.mouseClick(widget.next_button, Qt.MouseButton.LeftButton)
+    assert widget.current_id == project.image_ids[1]
+    assert not widget.project.has_labels(widget.current_id)
+    assert viewer.layers["labels"].data.max() == 0
+    widget.previous_image()
+    wait_idle(qtbot, widget)
+    assert widget.current_id == first
+    assert (viewer.layers["labels"].data[changed] == fix).all()
+    np.testing.assert_array_equal(widget._verified, verified_before_nav)
+    assert sorted(widget.confidence_layers) == ["car", "road", "sky", "tree"]  # from the feature cache
+
+    # mark the second image reviewed after segmenting it
+    widget.next_image()
+    qtbot.mouseClick(widget.segment_button, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, widget)
+    qtbot.mouseClick(widget.reviewed_button, Qt.MouseButton.LeftButton)
+    second = widget.current_id
+    assert project.image_state(second).status == "verified"
+
+    # reopen: a new viewer and widget on the same folder find the same project
+    viewer.close()
+    viewer2 = make_napari_viewer()
+    widget2 = annotator(viewer2)
+    assert widget2.open_path(image_folder)
+    assert widget2.project.root == project.root
+    assert widget2.current_id == second  # the last image shown
+    widget2.show_image(first)
+    np.testing.assert_array_equal(widget2._verified, verified_before_nav)
+    assert (viewer2.layers["labels"].data[changed] == fix).all()
+    states = {s.id: s.status for s in widget2.project.list_images()}
+    assert states == {first: "labelled", second: "verified", widget2.project.image_ids[2]: "unlabelled"}
+
+    # export (VOC) in a worker: class index = value - 1, unlabelled = 255
+    out = tmp_path / "voc"
+    assert widget2.export(out, "voc") is not None
+    wait_idle(qtbot, widget2)
+    assert "Exported 2 images" in widget2.message_text()
+    exported = read_label_image(out / "SegmentationClass" / f"{first}.png")
+    assert (exported[changed] == fix - 1).all()
+    assert (out / "labels.txt").read_text().split() == ["road", "car", "tree", "sky"]
+
+
+def test_class_edits_keep_labels(make_napari_viewer, qtbot, image_folder, checkpoint):
+    viewer = make_napari_viewer()
+    widget = annotator(viewer)
+    widget.open_path(image_folder)
+    for name in ("road", "car"):
+        add_class(qtbot, widget, name)
+    widget.set_model_choice("maskclip-tiny-vit", str(checkpoint), "cpu")
+    widget.segment_current()
+    wait_idle(qtbot, widget)
+    layer = viewer.layers["labels"]
+    layer.paint((10, 10), 2)  # "car"
+    widget.save_current()
+    car = layer.data == 2
+
+    # rename and reorder: the painted pixels stay "car", now shown with car's new index
+    widget.class_editor.table.item(1, 1).setText("automobile")
+    assert widget.project.class_names == ["road", "automobile"]
+    widget.class_editor.table.selectRow(1)
+    widget.class_editor._move(-1)
+    assert widget.project.class_names == ["automobile", "road"]
+    assert (viewer.layers["labels"].data[car] == 1).all()
+    assert list(viewer.layers["labels"].features["class"]) == ["unlabelled", "automobile", "road"]
+
+    # a colour edit reaches the labels layer
+    widget._edit_classes("set_class_colour", "road", (10, 20, 30))
+    np.testing.assert_allclose(viewer.layers["labels"].colormap.map(2)[:3], np.array([10, 20, 30]) / 255)
+
+    # a new class costs only its text embedding; background prompts are editable
+    runs = widget.session.model.stats["image_encoder_runs"]
+    add_class(qtbot, widget, "bicycle")
+    wait_idle(qtbot, widget)
+    assert "bicycle" in widget.confidence_layers
+    assert widget.session.model.stats["image_encoder_runs"] == runs
+    widget.class_editor.background.setText("sky, building")
+    widget.class_editor.background.editingFinished.emit()
+    assert widget.project.background == ["sky", "building"]
+
+    # a refused edit (duplicate name) leaves a message, no exception
+    add_class(qtbot, widget, "Road")
+    assert "already exists" in widget.message_text()
+
+
+def test_missing_weights_message(make_napari_viewer, qtbot, image_folder, tmp_path):
+    viewer = make_napari_viewer()
+    widget = annotator(viewer)
+    widget.open_path(image_folder)
+    add_class(qtbot, widget, "road")
+    widget.set_model_choice("maskclip-tiny-vit", str(tmp_path / "missing.pt"), "cpu")
+    widget.segment_current()
+    wait_idle(qtbot, widget)
+    assert "missing.pt" in widget.message_text()
+    assert "Model, weights and device" in widget.message_text()  # where to fix it
+    assert "Traceback" not in widget.message_text()
+    assert widget.session is None and widget.segment_button.isEnabled()
+
+
+def test_segment_all_and_cancel(make_napari_viewer, qtbot, image_folder, checkpoint):
+    viewer = make_napari_viewer()
+    widget = annotator(viewer)
+    widget.open_path(image_folder)
+    add_class(qtbot, widget, "road")
+    add_class(qtbot, widget, "sky")
+    widget.set_model_choice("maskclip-tiny-vit", str(checkpoint), "cpu")
+    widget.segment_all()
+    wait_idle(qtbot, widget)
+    assert all(s.status == "labelled" for s in widget.project.list_images())
+    assert widget.progress.value() == 3
+
+    widget.segment_all()
+    widget.cancel()
+    wait_idle(qtbot, widget)
+    assert "cancel" in widget.message_text()
+
+
+def test_reader_opens_folder_in_annotator(make_napari_viewer, image_folder):
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(image_folder), plugin="maskclip-napari")
+    assert layers == []
+    widget = annotator(viewer)
+    assert widget.project is not None and widget.project.root == image_folder / "maskclip-project"
+    assert "image" in viewer.layers and "labels" in viewer.layers
+
+
+def test_sample_data(make_napari_viewer):
+    from maskclip_napari._dock import ensure_registered
+
+    ensure_registered()
+    viewer = make_napari_viewer()
+    layers = viewer.open_sample("maskclip-napari", "scenes")
+    assert len(layers) == 4 and all(layer.rgb for layer in layers)
