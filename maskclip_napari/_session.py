@@ -1,14 +1,12 @@
 """The annotator's model session and its background jobs (no Qt here: plain generators run by napari workers).
 
-`ModelSession` owns the loaded MaskCLIP model and remembers what it has already paid for: the images whose
-dense features it computed (or loaded from the project cache) and the prompt names whose text embeddings it
-built. A redraw for which both are known is cheap (cosine scores + PD + KS + upsampling) and may run on the
-GUI thread; anything else goes to a worker.
+`ModelSession` owns the loaded MaskCLIP model. A redraw whose image features and prompt embeddings the
+engine already holds in memory (`MaskCLIP.is_ready`) is cheap (cosine scores + PD + KS + upsampling) and
+may run on the GUI thread; anything else goes to a worker.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -16,9 +14,6 @@ import numpy as np
 
 import maskclip
 from maskclip.images import read_image
-
-RECENT_IMAGES = 32  # well below what the engine's in-memory feature cache holds for usual image sizes
-
 
 @dataclass(frozen=True)
 class ModelChoice:
@@ -50,14 +45,16 @@ class Method:
                              key_smoothing=self.key_smoothing, prompt_denoising=self.prompt_denoising,
                              pd_threshold=self.pd_threshold, scales=self.scales)
 
+    def is_ready(self, model: maskclip.MaskCLIP, image: np.ndarray) -> bool:
+        return model.is_ready(image, [list(c) for c in self.classes], background=list(self.background),
+                              scales=self.scales)
+
 
 @dataclass
 class ModelSession:
     choice: ModelChoice
     model: maskclip.MaskCLIP
     cache_dir: Path | None = None  # the project's feature cache the model writes to
-    _images: OrderedDict = field(default_factory=OrderedDict)  # (image key, scales) -> None
-    _names: set = field(default_factory=set)
 
     @classmethod
     def load(cls, choice: ModelChoice, cache_dir: Path | None) -> "ModelSession":
@@ -72,18 +69,12 @@ class ModelSession:
     def serves(self, choice: ModelChoice, cache_dir: Path | None) -> bool:
         return self.choice == choice and self.cache_dir == cache_dir
 
-    def is_cheap(self, image_key: str, method: Method) -> bool:
+    def is_cheap(self, image: np.ndarray, method: Method) -> bool:
         """True when segmenting needs neither the image encoder nor the text encoder."""
-        return (image_key, method.scales) in self._images and method.prompt_names() <= self._names
+        return method.is_ready(self.model, image)
 
-    def segment(self, image_key: str, image: np.ndarray, method: Method) -> maskclip.Segmentation:
-        seg = method.segment(self.model, image)
-        self._images[(image_key, method.scales)] = None
-        self._images.move_to_end((image_key, method.scales))
-        while len(self._images) > RECENT_IMAGES:
-            self._images.popitem(last=False)
-        self._names |= method.prompt_names()
-        return seg
+    def segment(self, image: np.ndarray, method: Method) -> maskclip.Segmentation:
+        return method.segment(self.model, image)
 
 
 @dataclass
@@ -109,4 +100,4 @@ def segment_job(session: ModelSession | None, choice: ModelChoice, cache_dir: Pa
     for done, (image_id, path) in enumerate(images, start=1):
         yield f"Segmenting {image_id} ({done}/{len(images)})…"
         image = read_image(path)
-        yield JobResult(image_id, session.segment(image_id, image, method), done, len(images))
+        yield JobResult(image_id, session.segment(image, method), done, len(images))

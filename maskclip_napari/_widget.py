@@ -830,11 +830,11 @@ class AnnotatorWidget(QWidget):
             return
         method, choice = self.method(), self.model_choice()
         cheap = (self.session is not None and self.session.serves(choice, self.project.cache_dir)
-                 and self.session.is_cheap(self.current_id, method))
+                 and self.session.is_cheap(self._image, method))
         if cheap:
             start = time.perf_counter()
             try:
-                seg = self.session.segment(self.current_id, self._image, method)
+                seg = self.session.segment(self._image, method)
             except MaskCLIPError as exc:
                 self._show_error(exc)
                 return

@@ -132,3 +132,12 @@ def test_unsupported_image_shapes(tiny_vit):
 def test_default_settings_are_documented_constants():
     assert maskclip.DEFAULT_BACKGROUND == ("building", "ground", "grass", "tree", "sky")
     assert maskclip.DEFAULT_SCALES == (336,)
+
+
+def test_is_ready_tells_when_segment_needs_no_encoder(tiny_vit):
+    image = np.random.default_rng(5).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    assert not tiny_vit.is_ready(image, ["road"], background=())
+    tiny_vit.segment(image, ["road"], background=())
+    assert tiny_vit.is_ready(image, ["road"], background=())
+    assert not tiny_vit.is_ready(image, ["road", "never seen before"], background=())  # text missing
+    assert not tiny_vit.is_ready(image, ["road"], background=(), scales=(224,))  # features missing

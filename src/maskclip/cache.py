@@ -61,6 +61,10 @@ class FeatureCache:
             self._remember(key, entry)
             return entry
 
+    def in_memory(self, key: str) -> bool:
+        with self._lock:
+            return key in self._memory
+
     def put(self, key: str, tensors: Tensors) -> None:
         tensors = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
         with self._lock:

@@ -126,12 +126,25 @@ class MaskCLIP:
         scales = tuple(int(s) for s in scales)
         if not scales or min(scales) < 1:
             raise MaskCLIPError(f"scales must be positive short-side lengths in pixels, got {scales}")
-        key = f"{image_digest(image)}|scales={scales}|window={window}|stride={stride}"
+        key = self._feature_key(image, scales, window, stride)
         entry = self.cache.get(key)
         if entry is None:
             entry = self._compute_features(image, scales, window, stride)
             self.cache.put(key, entry)
         return [{"features": entry[f"features{i}"], "keys": entry[f"keys{i}"]} for i in range(len(scales))]
+
+    @staticmethod
+    def _feature_key(image: np.ndarray, scales: Sequence[int], window: int, stride: int) -> str:
+        return f"{image_digest(image)}|scales={tuple(int(s) for s in scales)}|window={window}|stride={stride}"
+
+    def is_ready(self, image: np.ndarray, classes: Sequence[ClassSpec], *,
+                 background: Sequence[str] = DEFAULT_BACKGROUND, scales: Sequence[int] = DEFAULT_SCALES,
+                 window: int = DEFAULT_WINDOW, stride: int = DEFAULT_STRIDE) -> bool:
+        """True when `segment` with these arguments would run neither encoder (features in memory, every
+        name embedded): a GUI may then call it on its event loop."""
+        names = [n for names in normalize_classes(classes) for n in names] + [str(b).strip() for b in background]
+        return (self.text.has_names(names)
+                and self.cache.in_memory(self._feature_key(image, scales, window, stride)))
 
     def _compute_features(self, image: np.ndarray, scales: tuple[int, ...], window: int,
                           stride: int) -> dict[str, torch.Tensor]:

@@ -112,6 +112,11 @@ class TextEncoder:
         for name, emb in zip(names, F.normalize(per_prompt.mean(dim=1), dim=-1)):
             self._names[name] = emb
 
+    def has_names(self, names: Iterable[str]) -> bool:
+        """Whether every name is already embedded (no text-encoder work needed)."""
+        with self._lock:
+            return all(n in self._names for n in names)
+
     def name_embeddings(self, names: Sequence[str]) -> torch.Tensor:
         """[N, D] unit vectors, one per name."""
         with self._lock:
