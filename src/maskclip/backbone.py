@@ -121,9 +121,10 @@ def load_clip(model_name: str, pretrained: str | None) -> tuple[torch.nn.Module,
     except Exception as exc:
         raise WeightsUnavailableError(
             f"could not download the CLIP weights {model_name}/{pretrained} ({type(exc).__name__}). Without "
-            f"network access, pass a local checkpoint file instead (--pretrained /path/to/{model_name}.pt: an "
-            f"OpenAI CLIP .pt or an open_clip state dict), or copy the Hugging Face cache (HF_HOME) from a "
-            f"machine that has downloaded it") from None
+            f"network access, use a local checkpoint file instead (an OpenAI CLIP .pt or an open_clip state "
+            f"dict for {model_name}: the annotator's weights field, or --pretrained /path/to/{model_name}.pt "
+            f"on the command line), or copy the Hugging Face cache (HF_HOME) from a machine that has "
+            f"downloaded it") from None
     return model, f"tag:{pretrained}"
 
 

@@ -7,17 +7,19 @@ printed as one line (no traceback) and give exit code 2.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 
 from .errors import MaskCLIPError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import cli_segment, cli_eval
+    from . import cli_segment, cli_eval, cli_project, cli_train
 
     parser = argparse.ArgumentParser(prog="maskclip", description="MaskCLIP dense labelling assistant.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (cli_segment, cli_eval):
+    for module in (cli_segment, cli_eval, cli_project, cli_train):
         module.register(sub)
     return parser
 
@@ -25,11 +27,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # open_clip logs its failures at ERROR on the root logger; our messages already say what went wrong
+    # and how to fix it. MASKCLIP_DEBUG=1 shows everything.
+    logging.basicConfig(level=logging.DEBUG if os.environ.get("MASKCLIP_DEBUG") else logging.CRITICAL)
     try:
         return int(args.func(args) or 0)
     except MaskCLIPError as exc:
         print(f"maskclip {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `maskclip eval ... | head`: the reader has all it wanted
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"maskclip {args.command}: interrupted", file=sys.stderr)
         return 130
