@@ -1,0 +1,141 @@
+"""`maskclip train` (MaskCLIP+ student on a project) and `maskclip refine` (student -> project labels).
+
+Both run as ordinary processes (the napari widget launches them and watches RUN_DIR/progress.json);
+`train` also runs under `torchrun --nproc-per-node N -m maskclip train PROJECT --run-dir RUN_DIR ...`
+(DistributedDataParallel; `--run-dir` is `--run`'s spelling that torchrun's parser leaves alone).
+Exit codes: 0 done, 2 a user error (one-line message), 130 cancelled (SIGINT/SIGTERM; a checkpoint was
+written and `--resume` continues).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import MaskCLIPError
+
+# option -> (TrainConfig field, or "augment.<field>")
+_TRAIN_OPTIONS = {
+    "iters": "iters", "batch_size": "batch_size", "student": "student", "lr": "lr", "seed": "seed",
+    "guided_fraction": "guided_fraction", "self_train_start": "self_train_start",
+    "confidence_threshold": "confidence_threshold", "self_train_threshold": "self_train_threshold",
+    "checkpoint_every": "checkpoint_every", "log_every": "log_every", "workers": "num_workers",
+    "crop_size": "augment.crop_size", "base_size": "augment.base_size",
+}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a MaskCLIP+ student on a project (MaskCLIP pseudo labels + verified pixels)",
+        description="Computes MaskCLIP pseudo labels for every image of PROJECT (cached in RUN_DIR), then "
+        "trains a DeepLab student whose classifier is the classes' CLIP text embeddings: first on the "
+        "pseudo labels (guided phase), then on its own predictions (self-training). Verified pixels are "
+        "ground truth throughout. RUN_DIR receives config.json, progress.json, metrics.jsonl, "
+        "checkpoints/last.pt and student.pt. Under torchrun it trains with DistributedDataParallel.")
+    p.add_argument("project", metavar="PROJECT", help="project folder (maskclip project init)")
+    p.add_argument("--run", "--run-dir", dest="run", required=True, metavar="RUN_DIR",
+                   help="run folder (created if missing). Under torchrun write --run-dir: torchrun's own "
+                   "parser reads --run as an abbreviation of its --run-path")
+    p.add_argument("--iters", type=int, metavar="N", help="training iterations (default 2000)")
+    p.add_argument("--batch-size", type=int, metavar="B", help="global batch size, split over processes (default 8)")
+    p.add_argument("--student", metavar="NAME",
+                   help="auto (ResNet-101 DeepLabV3 on GPU, LR-ASPP MobileNetV3 on CPU), deeplabv3_resnet101, "
+                   "deeplabv3_resnet50, deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--model", metavar="NAME", help="CLIP architecture for the pseudo labels (default: the project's)")
+    p.add_argument("--pretrained", metavar="TAG_OR_PATH",
+                   help="CLIP weights: open_clip tag, checkpoint file, or 'none' for random (default: the project's)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from RUN_DIR/checkpoints/last.pt with the run's saved settings")
+    p.add_argument("--lr", type=float, help="initial learning rate (default 0.01, poly decay)")
+    p.add_argument("--crop-size", type=int, metavar="PX", help="training crop side (default 512)")
+    p.add_argument("--base-size", type=int, metavar="PX",
+                   help="short image side at scale 1 before random scaling 0.5-2 (default 512)")
+    p.add_argument("--guided-fraction", type=float, metavar="F",
+                   help="share of the iterations trained on MaskCLIP labels before self-training (default 0.1)")
+    p.add_argument("--self-train-start", type=int, metavar="N", help="self-training starts at this iteration")
+    p.add_argument("--confidence-threshold", type=float, metavar="P",
+                   help="ignore pixels whose MaskCLIP probability is below P (default: keep all)")
+    p.add_argument("--self-train-threshold", type=float, metavar="P",
+                   help="ignore pixels whose student probability is below P while self-training")
+    p.add_argument("--checkpoint-every", type=int, metavar="K", help="checkpoint interval (default 200)")
+    p.add_argument("--log-every", type=int, metavar="K", help="metrics/progress interval (default 10)")
+    p.add_argument("--workers", type=int, metavar="N", help="data-loading worker processes (default 0)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--no-imagenet", action="store_true",
+                   help="random backbone initialisation (skip the ImageNet weights download)")
+    p.add_argument("--no-amp", action="store_true", help="full precision on CUDA")
+    p.set_defaults(func=run_train)
+
+    r = subparsers.add_parser(
+        "refine", help="update a project's labels with a trained MaskCLIP+ student",
+        description="Predicts every image of PROJECT with RUN_DIR's student and merges the predictions into "
+        "the labels. Verified pixels never change; each image's previous labels stay in its history "
+        "(restore them with the project's restore_revision). Prints a JSON summary.")
+    r.add_argument("project", metavar="PROJECT")
+    r.add_argument("--run", "--run-dir", dest="run", required=True, metavar="RUN_DIR")
+    r.add_argument("--device", default="auto")
+    r.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
+                   help="pixels the student is less sure about become unlabelled (default 0)")
+    r.set_defaults(func=run_refine)
+
+
+def _config(args):
+    from .train.loop import RunFolder, TrainConfig
+
+    run = RunFolder(args.run)
+    if args.resume and run.config.is_file():
+        config = TrainConfig.from_dict(json.loads(run.config.read_text())["train"])
+    else:
+        config = TrainConfig()
+    for option, target in _TRAIN_OPTIONS.items():
+        value = getattr(args, option)
+        if value is None:
+            continue
+        obj, name = (config.augment, target.split(".", 1)[1]) if target.startswith("augment.") else (config, target)
+        setattr(obj, name, value)
+    if args.no_imagenet:
+        config.imagenet_backbone = False
+    if args.no_amp:
+        config.amp = False
+    return config
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .train.project_run import train_project
+
+    if args.iters is not None and args.iters < 1:
+        raise MaskCLIPError("--iters must be at least 1")
+    config = _config(args)
+    result = train_project(args.project, args.run, config, model=args.model, pretrained=args.pretrained,
+                           device=args.device, resume=args.resume,
+                           log=lambda msg: print(f"maskclip train: {msg}", file=sys.stderr, flush=True))
+    if result.state == "cancelled":
+        print(f"maskclip train: cancelled at iteration {result.iteration}/{result.total}; "
+              f"continue with --resume", file=sys.stderr)
+        return 130
+    print(f"maskclip train: done, {result.iteration} iterations, {result.images_per_s:.2f} images/s; "
+          f"student in {Path(args.run) / 'student.pt'}", file=sys.stderr)
+    return 0
+
+
+def run_refine(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .train.project_run import refine_project
+
+    bar = tqdm(desc="refine", unit="image", file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        summary = refine_project(args.project, args.run, device=args.device, min_confidence=args.min_confidence,
+                                 log=lambda msg: print(f"maskclip refine: {msg}", file=sys.stderr),
+                                 progress=progress)
+    finally:
+        bar.close()
+    print(json.dumps(summary))
+    return 0

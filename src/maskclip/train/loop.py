@@ -1,0 +1,388 @@
+"""The MaskCLIP+ training loop and its run folder.
+
+Run folder (RUN_DIR)::
+
+    config.json          the training configuration, classes and data source (written at start)
+    progress.json        {iteration, total, phase, loss, state, ...}; state is running / done / failed /
+                         cancelled. Replaced atomically, so a watcher (the napari widget) never reads half
+    metrics.jsonl        one JSON object per logged iteration (loss, lr, phase, images/s)
+    checkpoints/last.pt  model + optimizer + AMP scaler + iteration, every `checkpoint_every` iterations,
+                         on SIGINT/SIGTERM and at the end; `--resume` continues from it
+    student.pt           the trained student (weights + classes), what `maskclip refine` loads
+    teacher/             cached MaskCLIP pseudo labels (see targets.TeacherCache)
+
+Determinism: batch composition and augmentation come from `data.BatchPlan` (a function of seed and
+iteration) and dropout is reseeded every iteration, so an interrupted-and-resumed run reaches the same
+weights, optimizer state and iteration as an uninterrupted one (bit-exact on CPU).
+"""
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from ..atomic import atomic_write
+from ..errors import MaskCLIPError
+from . import distributed as D
+from .data import AugmentConfig, BatchPlan, PlannedBatches, TrainDataset, TrainItem
+from .student import DEFAULT_LOGIT_SCALE, Student, build_student, resolve_student_name
+from .targets import IGNORE, TeacherCache, self_training_target
+
+CHECKPOINT_FORMAT = 1
+PHASE_GUIDED = "guided"
+PHASE_SELF = "self-training"
+
+
+class ResumeError(MaskCLIPError):
+    """--resume was asked for but there is nothing (compatible) to resume from."""
+
+
+@dataclass
+class TrainConfig:
+    """MaskCLIP+ training settings; defaults follow the paper (DESIGN.md section 4)."""
+
+    iters: int = 2000
+    batch_size: int = 8                   # global: split evenly over the torchrun processes
+    student: str = "auto"                 # see student.STUDENTS; auto = ResNet-101 on CUDA, LR-ASPP on CPU
+    imagenet_backbone: bool = True
+    logit_scale: float = DEFAULT_LOGIT_SCALE
+    lr: float = 0.01
+    min_lr: float = 1e-4
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    guided_fraction: float = 0.1          # share of the schedule trained on MaskCLIP's labels
+    self_train_start: int | None = None   # explicit iteration (overrides guided_fraction)
+    confidence_threshold: float | None = None   # teacher probability below -> ignored
+    self_train_threshold: float | None = None   # student probability below -> ignored (self-training)
+    checkpoint_every: int = 200
+    log_every: int = 10
+    seed: int = 0
+    amp: bool = True                      # mixed precision on CUDA (ignored on CPU)
+    num_workers: int = 0                  # DataLoader workers per process
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    @property
+    def switch_iteration(self) -> int:
+        """First iteration of the self-training phase (== iters: no self-training)."""
+        if self.self_train_start is not None:
+            return max(0, min(self.iters, int(self.self_train_start)))
+        return max(0, min(self.iters, round(self.guided_fraction * self.iters)))
+
+    def phase(self, iteration: int) -> str:
+        return PHASE_GUIDED if iteration < self.switch_iteration else PHASE_SELF
+
+    def lr_at(self, iteration: int) -> float:
+        frac = min(1.0, iteration / max(1, self.iters))
+        return (self.lr - self.min_lr) * (1.0 - frac) ** self.poly_power + self.min_lr
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["augment"]["scale_range"] = list(self.augment.scale_range)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        aug = dict(d.pop("augment", {}))
+        if "scale_range" in aug:
+            aug["scale_range"] = tuple(aug["scale_range"])
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known}, augment=AugmentConfig(**aug))
+
+    def validate(self, world_size: int = 1) -> None:
+        if self.iters < 1:
+            raise MaskCLIPError("--iters must be at least 1")
+        if self.batch_size < world_size or self.batch_size % world_size:
+            raise MaskCLIPError(f"the batch size ({self.batch_size}) must be a multiple of the number of "
+                                f"processes ({world_size})")
+        if self.checkpoint_every < 1 or self.log_every < 1:
+            raise MaskCLIPError("checkpoint and log intervals must be at least 1")
+        for name in ("confidence_threshold", "self_train_threshold"):
+            v = getattr(self, name)
+            if v is not None and not 0.0 <= v <= 1.0:
+                raise MaskCLIPError(f"{name} must lie in [0, 1], got {v}")
+
+
+class RunFolder:
+    """Paths and writers of a run folder (only rank 0 writes)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config = self.path / "config.json"
+        self.progress = self.path / "progress.json"
+        self.metrics = self.path / "metrics.jsonl"
+        self.checkpoint = self.path / "checkpoints" / "last.pt"
+        self.student = self.path / "student.pt"
+        self.teacher = self.path / "teacher"
+
+    def create(self) -> "RunFolder":
+        (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        return self
+
+    def write_json(self, path: Path, data: dict) -> None:
+        with atomic_write(path, "w") as f:
+            json.dump(data, f, indent=1)
+
+    def write_progress(self, **fields_) -> None:
+        data = {"iteration": 0, "total": 0, "phase": None, "loss": None, "state": "running"}
+        if self.progress.is_file():
+            try:
+                data.update(json.loads(self.progress.read_text()))
+            except (OSError, ValueError):
+                pass
+        data.update(fields_, updated=time.time())
+        self.write_json(self.progress, data)
+
+    def read_progress(self) -> dict:
+        return json.loads(self.progress.read_text())
+
+    def append_metrics(self, record: dict) -> None:
+        with open(self.metrics, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def truncate_metrics(self, iteration: int) -> None:
+        """Drop records after `iteration` (a resumed run rewrites them)."""
+        if not self.metrics.is_file():
+            return
+        keep = [ln for ln in self.metrics.read_text().splitlines()
+                if ln.strip() and json.loads(ln).get("iteration", 0) <= iteration]
+        with atomic_write(self.metrics, "w") as f:
+            f.write("".join(ln + "\n" for ln in keep))
+
+
+class StopFlag:
+    """SIGINT/SIGTERM -> stop after the current iteration (installed only on the main thread)."""
+
+    def __init__(self, extra: Callable[[int], bool] | None = None):
+        self.signal: int | None = None
+        self.extra = extra
+        self._old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def requested(self, iteration: int) -> bool:
+        return self.signal is not None or (self.extra is not None and bool(self.extra(iteration)))
+
+
+@dataclass
+class TrainResult:
+    state: str                 # done / cancelled
+    iteration: int
+    total: int
+    loss: float | None
+    seconds: float
+    images_per_s: float
+    student: Student
+
+
+def _cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over labelled pixels; a batch without any labelled pixel gives a zero loss (not NaN)."""
+    if not bool((target != IGNORE).any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.float(), target, ignore_index=IGNORE)
+
+
+def _checkpoint_state(model: Student, optimizer, scaler, iteration: int, config: TrainConfig,
+                      extra: dict) -> dict:
+    return {"format": CHECKPOINT_FORMAT, "iteration": iteration, "model": model.state_dict(),
+            "student": model.metadata(), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "config": config.to_dict(), **extra}
+
+
+def _save(path: Path, state: dict) -> None:
+    with atomic_write(path, "wb") as f:
+        torch.save(state, f)
+
+
+def train(items: Sequence[TrainItem], teacher: TeacherCache, class_embeddings: torch.Tensor,
+          class_names: Sequence[str], run_dir: str | Path, config: TrainConfig, *,
+          class_groups: Sequence[int] | None = None, ctx: D.DistContext | None = None, resume: bool = False,
+          info: dict | None = None, stop: Callable[[int], bool] | None = None,
+          log: Callable[[str], None] | None = None) -> TrainResult:
+    """Train a student on `items` (pseudo labels from `teacher`, ground truth on verified pixels).
+
+    class_embeddings [R,D] (+ class_groups, row -> output class) define the frozen classifier;
+    class_names name the output classes. `info` is stored in config.json / the checkpoints (e.g. the
+    project and the CLIP model). `stop(iteration)` returning True stops like a signal (tests, GUIs).
+    Returns after `config.iters` iterations or a stop request; a failure marks the run `failed`.
+    """
+    ctx = ctx or D.DistContext(device=D.resolve_device("auto"))
+    config.validate(ctx.world_size)
+    run = RunFolder(run_dir)
+    info = dict(info or {})
+    say = log if (log is not None and ctx.is_main) else (lambda msg: None)
+    device = ctx.device
+    name = resolve_student_name(config.student, device)
+    config.student = name
+
+    ckpt = None
+    if resume:
+        if not run.checkpoint.is_file():
+            raise ResumeError(f"nothing to resume: {run.checkpoint} does not exist (start without --resume)")
+        ckpt = torch.load(run.checkpoint, map_location="cpu", weights_only=False)
+        if ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise ResumeError(f"{run.checkpoint} was written by an incompatible version")
+        if ckpt["student"]["name"] != name:
+            raise ResumeError(f"the run was trained with student {ckpt['student']['name']}, not {name}")
+        if ckpt.get("classes") != list(class_names):
+            raise ResumeError(f"the run was trained for classes {ckpt.get('classes')}, not {list(class_names)}; "
+                              "start a new run folder")
+
+    if ctx.is_main:
+        run.create()
+        run.write_json(run.config, {"train": config.to_dict(), "classes": list(class_names), "info": info,
+                                    "world_size": ctx.world_size, "device": str(device)})
+        run.write_progress(iteration=ckpt["iteration"] if ckpt else 0, total=config.iters,
+                           phase=config.phase(ckpt["iteration"] if ckpt else 0), state="running",
+                           error=None, world_size=ctx.world_size)
+    try:
+        torch.manual_seed(config.seed)
+        model = build_student(name, class_embeddings, groups=class_groups,
+                              imagenet_backbone=config.imagenet_backbone and ckpt is None,
+                              logit_scale=config.logit_scale).to(device)
+        if ckpt is None and not model.imagenet_loaded:
+            info["imagenet_backbone"] = False
+            if config.switch_iteration < config.iters:
+                say(f"warning: the student starts from random weights and self-training begins at iteration "
+                    f"{config.switch_iteration}; an untrained student's own labels can collapse onto the "
+                    "dominant classes (consider --guided-fraction 0.5 or 1.0)")
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                    weight_decay=config.weight_decay)
+        use_amp = config.amp and device.type == "cuda"
+        scaler = torch.amp.GradScaler("cuda") if use_amp else None
+        start = 0
+        if ckpt is not None:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            if scaler is not None and ckpt.get("scaler"):
+                scaler.load_state_dict(ckpt["scaler"])
+            start = int(ckpt["iteration"])
+            if ctx.is_main:
+                run.truncate_metrics(start)
+            say(f"resuming at iteration {start}/{config.iters}")
+        net: torch.nn.Module = model
+        if ctx.distributed:
+            if device.type == "cuda":
+                net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+            net = torch.nn.parallel.DistributedDataParallel(
+                net, device_ids=[device.index] if device.type == "cuda" else None)
+
+        per_rank = config.batch_size // ctx.world_size
+        plan = BatchPlan(len(items), per_rank, seed=config.seed, rank=ctx.rank, world_size=ctx.world_size)
+        dataset = TrainDataset(items, teacher, config.augment, config.confidence_threshold)
+        loader = DataLoader(dataset, batch_sampler=PlannedBatches(plan, start, config.iters),
+                            num_workers=config.num_workers, pin_memory=device.type == "cuda",
+                            persistent_workers=False)
+        extra_state = {"classes": list(class_names), "info": info, "augment": asdict(config.augment)}
+
+        def save_checkpoint(iteration: int) -> None:
+            if ctx.is_main:
+                _save(run.checkpoint, _checkpoint_state(model, optimizer, scaler, iteration, config, extra_state))
+
+        t0 = time.perf_counter()
+        window_t, window_loss, window_n = t0, 0.0, 0
+        last_loss = None
+        iteration = start
+        state = "done"
+        net.train()
+        with StopFlag(stop) as flag:
+            for it, (img, target, verified) in zip(range(start, config.iters), loader):
+                img = img.to(device, non_blocking=True)
+                target = target.to(device, non_blocking=True)
+                verified = verified.to(device, non_blocking=True)
+                lr = config.lr_at(it)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                torch.manual_seed(config.seed * 1_000_003 + it)  # dropout etc.: a function of the iteration
+                phase = config.phase(it)
+                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                    logits = net(img)
+                if phase == PHASE_SELF:
+                    target = self_training_target(logits, target, verified, config.self_train_threshold)
+                loss = _cross_entropy(logits, target)
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
+                iteration = it + 1
+                window_loss += float(loss.detach())
+                window_n += 1
+                stopping = D.any_rank(flag.requested(iteration), ctx)
+                if iteration % config.log_every == 0 or iteration == config.iters or stopping:
+                    now = time.perf_counter()
+                    last_loss = D.mean_over_ranks(window_loss / window_n, ctx)
+                    ips = window_n * config.batch_size / max(now - window_t, 1e-9)
+                    if ctx.is_main:
+                        run.append_metrics({"iteration": iteration, "loss": last_loss, "lr": lr, "phase": phase,
+                                            "epoch": round(plan.epoch_of(iteration), 3), "images_per_s": ips,
+                                            "time": time.time()})
+                        run.write_progress(iteration=iteration, total=config.iters,
+                                           phase=config.phase(iteration) if iteration < config.iters else phase,
+                                           loss=last_loss, images_per_s=ips)
+                    say(f"iter {iteration}/{config.iters} {phase} loss {last_loss:.4f} lr {lr:.5f} "
+                        f"{ips:.2f} img/s")
+                    window_t, window_loss, window_n = now, 0.0, 0
+                if stopping:
+                    state = "cancelled"
+                    break
+                if iteration % config.checkpoint_every == 0 and iteration < config.iters:
+                    save_checkpoint(iteration)
+        seconds = time.perf_counter() - t0
+        save_checkpoint(iteration)
+        if ctx.is_main:
+            if state == "done":
+                _save(run.student, {"format": CHECKPOINT_FORMAT, "student": model.metadata(),
+                                    "model": model.state_dict(), **extra_state})
+            run.write_progress(iteration=iteration, total=config.iters, state=state, loss=last_loss,
+                               phase=config.phase(min(iteration, config.iters - 1)),
+                               seconds=seconds)
+        D.barrier(ctx)
+        done_images = (iteration - start) * config.batch_size
+        return TrainResult(state, iteration, config.iters, last_loss, seconds,
+                           done_images / max(seconds, 1e-9), model)
+    except BaseException as exc:
+        if ctx.is_main:
+            try:
+                run.write_progress(state="failed", error=f"{type(exc).__name__}: {exc}")
+            except Exception:
+                pass
+        raise
+
+
+def load_student(run_dir: str | Path, map_location: str | torch.device = "cpu") -> tuple[Student, dict]:
+    """The trained student of a run (student.pt, else the last checkpoint) and its saved record."""
+    from .student import student_from_state
+
+    run = RunFolder(run_dir)
+    path = run.student if run.student.is_file() else run.checkpoint
+    if not path.is_file():
+        raise MaskCLIPError(f"{run.path} holds no trained student (no student.pt or checkpoints/last.pt); "
+                            "run `maskclip train` first")
+    record = torch.load(path, map_location=map_location, weights_only=False)
+    return student_from_state(record["student"], record["model"]), record
+

@@ -1,0 +1,245 @@
+"""MaskCLIP+ on an annotation project: `maskclip train` and `maskclip refine`.
+
+train: the project's images become training items (verified pixels = ground truth), MaskCLIP pseudo
+labels are computed once per image with the project's CLIP model and method settings (or the --model /
+--pretrained override) and cached in the run folder, then the student is trained (loop.train).
+refine: the trained student predicts every image; `Project.merge_prediction` writes the result as a
+new label revision, so verified pixels never change and the previous labels stay in the image's
+history (`Project.history` / `restore_revision`).
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import MaskCLIPError
+from . import distributed as D
+from .data import TrainItem, normalise, prediction_size, to_float_rgb
+from .loop import (CHECKPOINT_FORMAT, ResumeError, RunFolder, TrainConfig, TrainResult, StopFlag, load_student,
+                   train)
+from .targets import TeacherCache, class_rows, fill_teacher_cache
+
+_OPEN: dict[str, object] = {}  # one Project instance per process and folder (loaders run in workers)
+
+
+def _project(root: str):
+    from ..project import Project
+
+    if root not in _OPEN:
+        _OPEN[root] = Project.open(root)
+    return _OPEN[root]
+
+
+def _load_image(root: str, image_id: str) -> np.ndarray:
+    return _project(root).get_image(image_id)
+
+
+def _load_annotation(root: str, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+    return _project(root).get_labels_and_verified(image_id)
+
+
+def project_items(project) -> tuple[list[TrainItem], list[str]]:
+    """Training items of every non-stale image, and the ids of stale ones (skipped: their labels
+    belong to other content)."""
+    root = str(Path(project.root).resolve())
+    _OPEN[root] = project
+    items, stale = [], []
+    for state in project.list_images():
+        if state.stale:
+            stale.append(state.id)
+            continue
+        items.append(TrainItem(key=state.id, load_image=functools.partial(_load_image, root, state.id),
+                               load_annotation=functools.partial(_load_annotation, root, state.id),
+                               fingerprint=project.record(state.id).sha256))
+    return items, stale
+
+
+def clip_spec(project, model: str | None = None, pretrained: str | None = None) -> dict:
+    """CLIP model and MaskCLIP settings: the project's, with the command line's override."""
+    settings = project.settings
+    m = dict(settings.get("model", {}))
+    if model is not None:
+        m["name"] = model
+    if pretrained is not None:
+        m["pretrained"] = None if pretrained.lower() in ("none", "random") else pretrained
+    method = settings.get("method", {})
+    return {"model": m.get("name", "ViT-B-16"), "pretrained": m.get("pretrained", "openai"),
+            "dense_mode": m.get("dense_mode", "maskclip"),
+            "segment": {"background": list(project.background),
+                        "key_smoothing": bool(method.get("key_smoothing", True)),
+                        "prompt_denoising": bool(method.get("prompt_denoising", True)),
+                        "pd_threshold": float(method.get("pd_threshold", 0.5)),
+                        "scales": [int(s) for s in method.get("scales", [336])]}}
+
+
+def _weights_key(pretrained) -> str:
+    """Identity of the CLIP weights for the teacher cache (a file also by size and mtime)."""
+    if pretrained is None:
+        return "random"
+    path = Path(str(pretrained))
+    if path.is_file():
+        st = path.stat()
+        return f"file:{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    return f"tag:{pretrained}"
+
+
+def load_clip_model(spec: dict, device: torch.device, cache_dir, seed: int = 0):
+    """maskclip.load with the spec; seeded so random weights (tests) are identical on every rank."""
+    import maskclip
+
+    torch.manual_seed(seed)
+    return maskclip.load(spec["model"], spec["pretrained"], device=device, dense_mode=spec["dense_mode"],
+                         cache_dir=cache_dir)
+
+
+def train_project(project_dir: str | Path, run_dir: str | Path, config: TrainConfig, *,
+                  model: str | None = None, pretrained: str | None = None, device: str = "auto",
+                  resume: bool = False, log: Callable[[str], None] = print,
+                  stop: Callable[[int], bool] | None = None) -> TrainResult:
+    """Pseudo-label the project with MaskCLIP (cached) and train a student; DDP under torchrun."""
+    from ..project import Project
+
+    ctx = D.setup(device)
+    say = log if ctx.is_main else (lambda msg: None)
+    flag = StopFlag(stop)
+    try:
+        flag.__enter__()  # SIGINT/SIGTERM during pseudo-labelling also end the run as 'cancelled'
+        project = Project.open(project_dir)
+        if not project.class_names:
+            raise MaskCLIPError(f"project {project_dir} has no classes; add classes before training")
+        run = RunFolder(run_dir)
+        items, stale = project_items(project)
+        if stale:
+            say(f"skipping {len(stale)} stale image(s) (changed on disk since labelling): {', '.join(stale[:5])}"
+                + (" ..." if len(stale) > 5 else ""))
+        if not items:
+            raise MaskCLIPError(f"project {project_dir} has no usable images")
+        spec = clip_spec(project, model, pretrained)
+        rows, groups, names = class_rows(project.prompts, spec["segment"]["background"])
+        embeddings = None
+        if resume and run.checkpoint.is_file():
+            saved = torch.load(run.checkpoint, map_location="cpu", weights_only=False)
+            if saved.get("format") == CHECKPOINT_FORMAT:
+                if saved["classes"] != names:
+                    raise ResumeError(f"the project's classes changed since this run started ({saved['classes']} "
+                                      f"-> {names}); start a new run folder")
+                embeddings = saved["model"]["class_embeddings"]
+            del saved
+        teacher = TeacherCache(run.teacher, {
+            "model": spec["model"], "weights": _weights_key(spec["pretrained"]), "dense_mode": spec["dense_mode"],
+            "rows": rows, "groups": groups, "segment": spec["segment"]})
+        if ctx.is_main:
+            run.create()
+            teacher.open()
+            run.write_progress(iteration=0, total=config.iters, phase="pseudo-labels", state="running",
+                               loss=None, error=None)
+        D.barrier(ctx)
+        missing = [it for it in items if not teacher.has(it.key, it.fingerprint)]
+        clip_model = None
+        if missing or embeddings is None:
+            clip_model = load_clip_model(spec, ctx.device, project.cache_dir, config.seed)
+        if missing:
+            say(f"computing MaskCLIP pseudo labels for {len(missing)} image(s) "
+                f"({spec['model']}, {spec['pretrained']})")
+
+            def report(done: int) -> None:
+                if ctx.is_main:
+                    run.write_progress(phase="pseudo-labels", teacher_done=done * ctx.world_size,
+                                       teacher_total=len(missing))
+
+            fill_teacher_cache(teacher, missing, clip_model, project.prompts, spec["segment"], names,
+                               rank=ctx.rank, world_size=ctx.world_size, progress=report,
+                               should_stop=lambda: flag.requested(0))
+        D.barrier(ctx)
+        if D.any_rank(flag.requested(0), ctx):
+            if ctx.is_main:
+                run.write_progress(state="cancelled")
+            say("cancelled while computing pseudo labels (they are kept; --resume continues)")
+            return TrainResult("cancelled", 0, config.iters, None, 0.0, 0.0, None)
+        if embeddings is None:
+            embeddings = clip_model.encode_text(rows).detach().cpu()
+        del clip_model
+        info = {"project": str(Path(project_dir).resolve()), "clip": spec, "rows": rows, "groups": groups,
+                "stale_skipped": stale}
+        if resume and not run.checkpoint.is_file():  # e.g. cancelled while pseudo-labelling
+            say("no checkpoint yet: training starts at iteration 0 (cached pseudo labels are reused)")
+            resume = False
+        return train(items, teacher, embeddings, names, run_dir, config, class_groups=groups, ctx=ctx,
+                     resume=resume, info=info, stop=flag.requested, log=say)
+    except BaseException as exc:
+        if ctx.is_main:
+            try:
+                RunFolder(run_dir).write_progress(state="failed", error=f"{type(exc).__name__}: {exc}")
+            except Exception:
+                pass
+        raise
+    finally:
+        flag.__exit__(None, None, None)
+        D.cleanup(ctx)
+
+
+@torch.inference_mode()
+def predict(student, image: np.ndarray, base_size: int | None, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """(labels int32 HxW, confidence float32 HxW) of one image at its full resolution."""
+    rgb = torch.from_numpy(to_float_rgb(image)).permute(2, 0, 1)
+    h, w = rgb.shape[-2:]
+    size = prediction_size(h, w, base_size)
+    x = F.interpolate(rgb[None], size=size, mode="bilinear", align_corners=False, antialias=size[0] < h)
+    logits = student(normalise(x).to(device)).float()
+    logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+    conf, labels = logits.softmax(dim=1).max(dim=1)
+    return labels[0].to(torch.int32).cpu().numpy(), conf[0].cpu().numpy()
+
+
+def refine_project(project_dir: str | Path, run_dir: str | Path, *, device: str = "auto",
+                   min_confidence: float = 0.0, log: Callable[[str], None] = print,
+                   progress: Callable[[int, int], None] | None = None) -> dict:
+    """Predict every image with the run's student and merge the result into the project's labels.
+
+    Verified pixels keep their labels (Project.merge_prediction); the labels before refinement stay as
+    the previous revision of each image. When the project's classes differ from the training classes,
+    the student's classifier is rebuilt from the CLIP text embeddings of the new classes (no retraining).
+    Under torchrun the images are split across processes (no process group needed).
+    """
+    from ..project import Project
+
+    dev = D.resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    project = Project.open(project_dir)
+    student, record = load_student(run_dir)
+    info = record.get("info", {})
+    spec = info.get("clip")
+    rows, groups, names = class_rows(project.prompts, (spec or {}).get("segment", {}).get("background",
+                                                                                          project.background))
+    if names != list(record.get("classes", [])) or rows != info.get("rows"):
+        if spec is None:
+            raise MaskCLIPError("the project's classes differ from the run's and the run records no CLIP model "
+                                "to embed the new ones")
+        log(f"classes changed since training ({record.get('classes')} -> {names}); "
+            "re-embedding them with CLIP (no retraining)")
+        clip_model = load_clip_model(spec, dev, project.cache_dir)
+        student.set_classes(clip_model.encode_text(rows).detach().cpu(), groups)
+        del clip_model
+    student = student.to(dev).eval()
+    base_size = record.get("augment", {}).get("base_size")
+    states = project.list_images()
+    todo = [s.id for i, s in enumerate(states) if i % world == rank and not s.stale]
+    stale = [s.id for s in states if s.stale]
+    changed_pixels = 0
+    for n, image_id in enumerate(todo, 1):
+        before = project.get_labels(image_id)
+        labels, conf = predict(student, project.get_image(image_id), base_size, dev)
+        merged = project.merge_prediction(image_id, labels, conf, class_names=names, min_confidence=min_confidence,
+                                          source=f"maskclip+ refine ({Path(run_dir).name})")
+        changed_pixels += int((merged != before).sum())
+        if progress is not None:
+            progress(n, len(todo))
+    if stale:
+        log(f"skipped {len(stale)} stale image(s): {', '.join(stale[:5])}" + (" ..." if len(stale) > 5 else ""))
+    return {"refined": len(todo), "stale_skipped": stale, "changed_pixels": changed_pixels, "classes": names}

@@ -1,0 +1,173 @@
+"""Training targets of MaskCLIP+: verified pixels, MaskCLIP pseudo labels, then self-training.
+
+- Guided phase: a pixel a person verified keeps its annotation (ground truth); every other pixel gets
+  the teacher's pseudo label, the arg-max of MaskCLIP's refined (PD + KS) probabilities. With a
+  confidence threshold, pixels whose teacher probability is lower become 255 (ignored by the loss).
+- Self-training phase (after `guided_fraction` of the schedule, 1/10 by default as in the paper): the
+  student's own arg-max replaces the teacher for non-verified pixels; verified pixels stay ground truth.
+  As in the official code, the arg-max comes from the same (detached) forward pass. That presumes a
+  student that is already good when the phase starts (ImageNet backbone): a randomly initialised one
+  collapses onto the dominant classes (bench/bench_student_vs_teacher.py), so without ImageNet weights
+  use a later switch (--guided-fraction) or none (1.0).
+
+Teacher labels are computed once per image and cached in the run folder (`TeacherCache`), keyed by the
+image and its content fingerprint, under a signature of everything that changes them (CLIP model and
+weights, classes, background prompts, PD/KS settings, scales). A different signature empties the cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from ..atomic import atomic_write
+
+IGNORE = 255
+
+
+def guided_target(pseudo: np.ndarray, confidence: np.ndarray | None, labels: np.ndarray,
+                  verified: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    """uint8 HxW: annotation on verified pixels, the teacher elsewhere (255 where unsure or unlabelled)."""
+    target = np.asarray(pseudo, dtype=np.uint8).copy()
+    if threshold is not None and confidence is not None:
+        target[np.asarray(confidence) < threshold] = IGNORE
+    verified = np.asarray(verified, dtype=bool)
+    target[verified] = np.asarray(labels, dtype=np.uint8)[verified]
+    return target
+
+
+def self_training_target(logits: torch.Tensor, target: torch.Tensor, verified: torch.Tensor,
+                         threshold: float | None = None) -> torch.Tensor:
+    """Student arg-max on non-verified pixels, `target` (ground truth) on verified ones.
+
+    logits [B,K,H,W] (detached here), target int64 [B,H,W], verified bool [B,H,W]. With a threshold,
+    non-verified pixels whose softmax maximum is lower are ignored.
+    """
+    with torch.no_grad():
+        probs = logits.detach().float().softmax(dim=1)
+        conf, pred = probs.max(dim=1)
+        if threshold is not None:
+            pred = pred.masked_fill(conf < threshold, IGNORE)
+        return torch.where(verified, target, pred)
+
+
+def class_rows(classes: Sequence, background: Iterable[str]) -> tuple[list[list[str]], list[int], list[str]]:
+    """Text rows of the student's classifier, mirroring `MaskCLIP.segment`'s output classes.
+
+    Returns (rows: one list of names per text-embedding row, groups: output class of each row,
+    output class names). User classes come first in order; the background prompts that no user class
+    already names become extra rows merged (max) into the user class called "background" or, when there
+    is none, into an appended "background" class.
+    """
+    from ..text import normalize_classes
+
+    user = normalize_classes(classes)
+    taken = {n.casefold() for names in user for n in names}
+    bg = [n for (n,) in normalize_classes([[b] for b in background], what="background prompt")
+          if n.casefold() not in taken]
+    rows = [list(names) for names in user]
+    groups = list(range(len(user)))
+    names = [names[0] for names in user]
+    if bg:
+        bg_index = next((i for i, ns in enumerate(user) if any(n.casefold() == "background" for n in ns)), None)
+        if bg_index is None:
+            bg_index = len(names)
+            names.append("background")
+        rows += [[b] for b in bg]
+        groups += [bg_index] * len(bg)
+    return rows, groups, names
+
+
+def _safe_name(key: str) -> str:
+    """File name for an item key: readable, collision-free (hash suffix), no path separators."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", key)[:80]
+    return f"{stem}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+
+
+class TeacherCache:
+    """Pseudo labels (uint8 HxW) and teacher confidences (float16 HxW, optional) per item, on disk."""
+
+    def __init__(self, folder: str | Path, signature: dict):
+        self.folder = Path(folder)
+        self.signature = json.loads(json.dumps(signature, sort_keys=True, default=str))
+
+    def open(self) -> "TeacherCache":
+        """Create the folder, discarding entries made under another signature (call on one rank only)."""
+        sig_file = self.folder / "signature.json"
+        old = json.loads(sig_file.read_text()) if sig_file.is_file() else None
+        if old is not None and old != self.signature:
+            shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if old != self.signature:
+            with atomic_write(sig_file, "w") as f:
+                json.dump(self.signature, f, indent=1, sort_keys=True)
+        return self
+
+    def path(self, key: str) -> Path:
+        return self.folder / f"{_safe_name(key)}.npz"
+
+    def has(self, key: str, fingerprint: str = "") -> bool:
+        path = self.path(key)
+        if not path.is_file():
+            return False
+        try:
+            with np.load(path) as data:
+                return str(data["fingerprint"]) == fingerprint
+        except (OSError, ValueError, KeyError):  # truncated / foreign file: recompute it
+            return False
+
+    def put(self, key: str, labels: np.ndarray, confidence: np.ndarray | None = None,
+            fingerprint: str = "") -> None:
+        arrays = {"labels": np.asarray(labels, dtype=np.uint8), "fingerprint": np.array(fingerprint)}
+        if confidence is not None:
+            arrays["confidence"] = np.asarray(confidence, dtype=np.float16)
+        with atomic_write(self.path(key), "wb") as f:
+            np.savez_compressed(f, **arrays)
+
+    def get(self, key: str, fingerprint: str = "") -> tuple[np.ndarray, np.ndarray | None]:
+        with np.load(self.path(key)) as data:
+            if str(data["fingerprint"]) != fingerprint:
+                raise KeyError(f"cached pseudo labels of {key} belong to other image content")
+            conf = data["confidence"].astype(np.float32) if "confidence" in data else None
+            return data["labels"], conf
+
+
+def maskclip_pseudo_labels(model, image: np.ndarray, classes: Sequence, segment_kwargs: dict,
+                           ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(labels uint8, confidence float32, output class names) from MaskCLIP's refined scores."""
+    seg = model.segment(image, classes, **segment_kwargs)
+    if len(seg.class_names) > IGNORE:
+        raise ValueError("at most 255 output classes fit a uint8 label map")
+    return seg.labels.astype(np.uint8), seg.probs.max(axis=0), list(seg.class_names)
+
+
+def fill_teacher_cache(cache: TeacherCache, items: Sequence, model, classes: Sequence, segment_kwargs: dict,
+                       expected_names: Sequence[str], rank: int = 0, world_size: int = 1,
+                       progress=None, should_stop=None) -> int:
+    """Compute missing pseudo labels of this rank's share of `items` (i % world_size == rank).
+
+    Each rank writes only the files of its own images (disjoint names), so shards never collide; the
+    run-wide files stay rank 0's. `should_stop()` true ends early (what is done stays cached).
+    Returns how many images were computed.
+    """
+    done = 0
+    for i, item in enumerate(items):
+        if should_stop is not None and should_stop():
+            break
+        if i % world_size != rank or cache.has(item.key, item.fingerprint):
+            continue
+        # the image as stored: its digest is the key of MaskCLIP's feature cache (shared with the annotator)
+        labels, conf, names = maskclip_pseudo_labels(model, item.load_image(), classes, segment_kwargs)
+        if list(names) != list(expected_names):
+            raise RuntimeError(f"MaskCLIP returned classes {names}, expected {list(expected_names)}")
+        cache.put(item.key, labels, conf, item.fingerprint)
+        done += 1
+        if progress is not None:
+            progress(done)
+    return done
