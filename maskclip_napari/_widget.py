@@ -54,6 +54,7 @@ from ._layers import (
     to_layer_values,
 )
 from ._session import JobResult, Method, ModelChoice, ModelSession, segment_job
+from ._training import TrainingSection
 
 IMAGE_LAYER = "image"
 LABELS_LAYER = "labels"
@@ -263,6 +264,9 @@ class AnnotatorWidget(QWidget):
         self.device_combo.currentTextChanged.connect(self._on_model_choice_changed)
         layout.addWidget(box)
 
+        self.training = TrainingSection(self)  # MaskCLIP+ training and refine, in child processes
+        layout.addWidget(self.training)
+
         # --- export ---
         box = QGroupBox("Export")
         row = QHBoxLayout(box)
@@ -380,6 +384,7 @@ class AnnotatorWidget(QWidget):
         last = project.settings.get("annotator", {}).get("last_image")
         if len(project):
             self.show_image(last if last in project else project.image_ids[0])
+        self.training.set_project(project)
         self._set_enabled()
 
     # ============================================================================================
@@ -753,6 +758,15 @@ class AnnotatorWidget(QWidget):
         self._dirty = False
         self._saved_values = np.array(layer.data, copy=True)
         self._refresh_item(self.current_id)
+
+    def refresh_from_project(self) -> None:
+        """Show labels another process wrote (maskclip refine): the image list and the current image."""
+        if self.project is None:
+            return
+        self.save_current()
+        self._fill_image_list()
+        if self.current_id is not None:
+            self._reload_labels()
 
     def mark_reviewed(self) -> None:
         """Verify every labelled pixel of the current image."""

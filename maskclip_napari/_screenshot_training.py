@@ -1,0 +1,84 @@
+"""Make the training screenshot: `xvfb-run -a python -m maskclip_napari._screenshot_training docs/screenshot_training.png`.
+
+It stages the bundled sample photos segmented by a tiny random-weight CLIP (no weights can be downloaded
+where the docs are built), starts "Refine dataset (MaskCLIP+)" with the light LR-ASPP student on the CPU,
+and takes the picture while the child process trains (progress, ETA and the loss curve of both phases
+visible). Closing the viewer afterwards cancels the run, as quitting napari does.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ITERS = 240
+SHOOT_AT = 150  # iteration
+
+
+def main(out: str) -> int:
+    import maskclip_napari  # noqa: F401  (import guard before torch)
+    import napari
+    import torch
+    from qtpy.QtWidgets import QApplication
+
+    from maskclip_napari._dock import dock_annotator
+    from maskclip_napari._sample_data import sample_classes_file, sample_folder
+    from maskclip_napari._training import read_progress
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # the training child inherits it
+    work = Path(tempfile.mkdtemp(prefix="maskclip-shot-"))
+    images = work / "photos"
+    shutil.copytree(sample_folder(), images)
+
+    import napari._qt.qt_main_window as qt_main_window
+
+    qt_main_window.SHOW_QT_WARNING = False
+    viewer = napari.Viewer(title="MaskCLIP Annotator")
+    viewer.window.resize(1500, 1000)
+    widget = dock_annotator(viewer)
+    widget.open_path(images, classes_file=sample_classes_file())
+    widget.project.set_background([])
+    widget._show_classes()
+    widget.set_model_choice("maskclip-tiny-vit", "random", "cpu")
+    app = QApplication.instance()
+
+    def wait(condition, timeout=300.0):
+        end = time.time() + timeout
+        while not condition() and time.time() < end:
+            app.processEvents()
+            time.sleep(0.02)
+
+    torch.manual_seed(0)
+    widget.segment_all()
+    wait(lambda: widget._worker is None)
+    widget.show_image("astronaut")
+    wait(lambda: widget._worker is None)
+
+    section = widget.training
+    section.iters_spin.setValue(ITERS)
+    section.student_combo.setCurrentIndex(section.student_combo.findData("lraspp_mobilenet_v3_large"))
+    section.device_combo.setCurrentText("cpu")
+    section.batch_spin.setValue(4)
+    section.crop_spin.setValue(128)
+    section.base_spin.setValue(160)
+    section.imagenet_check.setChecked(False)
+    section.start()
+    wait(lambda: (read_progress(section.run_dir) or {}).get("iteration", 0) >= SHOOT_AT)
+    section.poll()
+    viewer.reset_view()
+    widget._scroll.ensureWidgetVisible(section.plot, 0, 10)
+    for _ in range(20):
+        app.processEvents()
+        time.sleep(0.02)
+    viewer.screenshot(out, canvas_only=False)
+    print(f"{out}: {section.status_label.text()}")
+    viewer.close()  # cancels the training child (SIGTERM, checkpoint) and waits for it
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "docs/screenshot_training.png"))
