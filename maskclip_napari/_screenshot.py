@@ -22,11 +22,11 @@ ROCKET = [(0, 258), (12, 270), (60, 280), (110, 290), (150, 290), (170, 276), (1
           (110, 228), (60, 238), (12, 248)]
 
 
-def main(out: str) -> int:
+def stage_sample_session():
+    """napari with the annotator on a temporary copy of the sample photos, classes set, a tiny
+    random-weight CLIP on the CPU. Returns (viewer, widget, app, work folder to delete afterwards)."""
     import maskclip_napari  # noqa: F401  (import guard before torch)
     import napari
-    import torch
-    from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
     from maskclip_napari._dock import dock_annotator
@@ -46,7 +46,15 @@ def main(out: str) -> int:
     widget.project.set_background([])
     widget._show_classes()
     widget.set_model_choice("maskclip-tiny-vit", "random", "cpu")
-    app = QApplication.instance()
+    return viewer, widget, QApplication.instance(), work
+
+
+def main(out: str) -> int:
+    import napari
+    import torch
+    from qtpy.QtCore import QTimer
+
+    viewer, widget, app, work = stage_sample_session()
 
     def wait_idle():
         while widget._worker is not None:

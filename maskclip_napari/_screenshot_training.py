@@ -10,40 +10,20 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 ITERS = 240
 SHOOT_AT = 150  # iteration
 
 
 def main(out: str) -> int:
-    import maskclip_napari  # noqa: F401  (import guard before torch)
-    import napari
-    import torch
-    from qtpy.QtWidgets import QApplication
-
-    from maskclip_napari._dock import dock_annotator
-    from maskclip_napari._sample_data import sample_classes_file, sample_folder
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # the training child inherits it
+    from maskclip_napari._screenshot import stage_sample_session
     from maskclip_napari._training import read_progress
 
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # the training child inherits it
-    work = Path(tempfile.mkdtemp(prefix="maskclip-shot-"))
-    images = work / "photos"
-    shutil.copytree(sample_folder(), images)
+    import torch
 
-    import napari._qt.qt_main_window as qt_main_window
-
-    qt_main_window.SHOW_QT_WARNING = False
-    viewer = napari.Viewer(title="MaskCLIP Annotator")
-    viewer.window.resize(1500, 1000)
-    widget = dock_annotator(viewer)
-    widget.open_path(images, classes_file=sample_classes_file())
-    widget.project.set_background([])
-    widget._show_classes()
-    widget.set_model_choice("maskclip-tiny-vit", "random", "cpu")
-    app = QApplication.instance()
+    viewer, widget, app, work = stage_sample_session()
 
     def wait(condition, timeout=300.0):
         end = time.time() + timeout

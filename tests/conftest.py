@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,6 +17,15 @@ def shared_data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data not available: {path}")
     return path
+
+
+def two_tone(seed: int, height: int = 48, width: int = 64) -> np.ndarray:
+    """Red top half, blue bottom half, slightly noisy: an image a student learns in a few iterations."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((height, width, 3), np.uint8)
+    img[: height // 2] = (200, 40, 40)
+    img[height // 2:] = (40, 40, 200)
+    return np.clip(img.astype(int) + rng.integers(-15, 16, img.shape), 0, 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
+from conftest import two_tone  # noqa: E402
 from qtpy.QtCore import Qt  # noqa: E402
 
 from maskclip_napari import _training as T  # noqa: E402
@@ -133,14 +134,6 @@ def test_curve_geometry():
 # ================================================================================================
 # In the annotator
 # ================================================================================================
-def two_tone(seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    img = np.zeros((H, W, 3), np.uint8)
-    img[: H // 2] = (200, 40, 40)
-    img[H // 2:] = (40, 40, 200)
-    return np.clip(img.astype(int) + rng.integers(-15, 16, img.shape), 0, 255).astype(np.uint8)
-
-
 @pytest.fixture
 def image_folder(tmp_path, monkeypatch):
     from PIL import Image

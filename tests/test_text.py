@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from maskclip.errors import MaskCLIPError
-from maskclip.text import TEMPLATES, normalize_classes, parse_classes_file, parse_classes_text
+from maskclip.text import TEMPLATES, encode_text_cropped, normalize_classes, parse_classes_file, parse_classes_text
 
 
 def test_85_distinct_templates_each_with_one_slot():
@@ -28,6 +28,23 @@ def test_class_embedding_is_the_normalised_template_average(tiny_vit):
     both = model.encode_text([["zebra", "okapi"]])[0]
     torch.testing.assert_close(both, F.normalize(model.text.name_embeddings(["zebra", "okapi"]).mean(0), dim=0))
     assert torch.allclose(model.encode_text(["zebra", "okapi"]).norm(dim=1), torch.ones(2))
+
+
+@pytest.mark.parametrize("fixture", ["tiny_vit", "tiny_rn"])
+def test_cropped_text_encoding_equals_open_clip(fixture, request):
+    """Skipping the padding after the last end-of-text token must not change any embedding."""
+    clip = request.getfixturevalue(fixture).clip
+    prompts = ["a cat.", "a photo of a very large and rather unusual traffic light in the rain.", "x " * 100]
+    tokens = request.getfixturevalue(fixture).text.tokenizer(prompts)
+    with torch.inference_mode():
+        torch.testing.assert_close(encode_text_cropped(clip, tokens), clip.encode_text(tokens),
+                                   rtol=1e-5, atol=1e-5)
+        # a tower pooled at the last position (not at end-of-text) runs uncropped
+        clip.text_pool_type = "last"
+        try:
+            torch.testing.assert_close(encode_text_cropped(clip, tokens), clip.encode_text(tokens))
+        finally:
+            clip.text_pool_type = "argmax"
 
 
 def test_text_embeddings_are_cached_per_name(tiny_vit):

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import two_tone
+
 from maskclip.errors import MaskCLIPError
 from maskclip.train import (IGNORE, AugmentConfig, TeacherCache, TrainConfig, TrainItem, build_student,
                             class_rows, guided_target, random_class_embeddings, self_training_target, train)
@@ -26,14 +28,6 @@ def _one_thread():
     yield
     torch.set_num_threads(old)
 
-
-def two_tone(seed: int) -> np.ndarray:
-    """Red top half, blue bottom half (slightly noisy): class 0 above row 24, class 1 below."""
-    rng = np.random.default_rng(seed)
-    img = np.zeros((H, W, 3), np.uint8)
-    img[: H // 2] = (200, 40, 40)
-    img[H // 2:] = (40, 40, 200)
-    return np.clip(img.astype(int) + rng.integers(-15, 16, img.shape), 0, 255).astype(np.uint8)
 
 
 def bottom_verified_as_1() -> tuple[np.ndarray, np.ndarray]:

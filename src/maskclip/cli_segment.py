@@ -97,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
     weights = args.pretrained if args.pretrained is not None else "random weights"
     print(f"maskclip segment: {len(images)} image(s), {args.model} ({weights}) on {model.device}", file=sys.stderr)
     kwargs = method_kwargs(args)
+    start = time.perf_counter()
+    model.encode_prompts(classes, kwargs["background"])  # once, before the per-image loop
+    print(f"maskclip segment: class prompts embedded in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     failed, class_names, start = [], None, time.perf_counter()
     for path in tqdm(images, desc="segment", unit="img", file=sys.stderr):
         try:

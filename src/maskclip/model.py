@@ -164,18 +164,13 @@ class MaskCLIP:
         """[K, D] L2-normalised class embeddings (85-template ensemble, synonyms averaged, cached per name)."""
         return self.text.class_embeddings(classes)
 
-    @torch.inference_mode()
-    def segment(self, image: np.ndarray, classes: Sequence[ClassSpec], *,
-                background: Sequence[str] = DEFAULT_BACKGROUND, key_smoothing: bool = True,
-                prompt_denoising: bool = True, pd_threshold: float = 0.5,
-                scales: Sequence[int] = DEFAULT_SCALES, window: int = DEFAULT_WINDOW,
-                stride: int = DEFAULT_STRIDE) -> Segmentation:
-        """Full-resolution class confidences and labels for one image."""
+    def encode_prompts(self, classes: Sequence[ClassSpec], background: Sequence[str] = DEFAULT_BACKGROUND):
+        """The text side of `segment`: (text rows [R, D], output class names, output class -> its rows,
+        index of the background class or None). Background prompts become one `background` class
+        (or join a class of that name); prompts equal to a class name are dropped."""
         user = normalize_classes(classes)
         if not user:
             raise MaskCLIPError("no classes given")
-        if not 0.0 <= pd_threshold <= 1.0:
-            raise MaskCLIPError(f"the prompt denoising threshold must lie in [0, 1], got {pd_threshold}")
         taken = {n.casefold() for names in user for n in names}
         bg_prompts = [n for (n,) in normalize_classes([[b] for b in background], what="background prompt")
                       if n.casefold() not in taken]
@@ -195,6 +190,18 @@ class MaskCLIP:
         text = self.encode_text(user)
         if bg_prompts:
             text = torch.cat([text, self.text.name_embeddings(bg_prompts)])
+        return text, class_names, groups, bg_index
+
+    @torch.inference_mode()
+    def segment(self, image: np.ndarray, classes: Sequence[ClassSpec], *,
+                background: Sequence[str] = DEFAULT_BACKGROUND, key_smoothing: bool = True,
+                prompt_denoising: bool = True, pd_threshold: float = 0.5,
+                scales: Sequence[int] = DEFAULT_SCALES, window: int = DEFAULT_WINDOW,
+                stride: int = DEFAULT_STRIDE) -> Segmentation:
+        """Full-resolution class confidences and labels for one image."""
+        if not 0.0 <= pd_threshold <= 1.0:
+            raise MaskCLIPError(f"the prompt denoising threshold must lie in [0, 1], got {pd_threshold}")
+        text, class_names, groups, bg_index = self.encode_prompts(classes, background)
         text = text.to(self.device)
 
         maps = self.image_features(image, scales, window, stride)

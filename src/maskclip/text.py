@@ -71,6 +71,34 @@ def parse_classes_file(path: str | Path) -> list[list[str]]:
     return classes
 
 
+def encode_text_cropped(clip_model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """`clip_model.encode_text(tokens)`, computed only up to the batch's last end-of-text token.
+
+    Prompts are padded to the full context (77 tokens) but the templates' prompts are ~10-20 tokens long.
+    In a causal text transformer pooled at the end-of-text token, the padding after that token cannot
+    change the pooled feature, so cropping it gives the same embedding for ~4x less work (this is what
+    makes adding a class cheap on a CPU). Towers that are not causal or pool elsewhere run uncropped.
+    """
+    pool = getattr(clip_model, "text_pool_type", None)
+    parts = ("token_embedding", "positional_embedding", "transformer", "ln_final", "text_projection")
+    if getattr(clip_model, "attn_mask", None) is None or pool not in ("argmax", "eos") \
+            or not all(hasattr(clip_model, a) for a in parts):
+        return clip_model.encode_text(tokens)
+    if pool == "argmax":
+        ends = tokens.argmax(dim=-1)
+    else:
+        ends = (tokens == clip_model.text_eos_id).int().argmax(dim=-1)
+    n = int(ends.max()) + 1
+    cast_dtype = clip_model.transformer.get_cast_dtype()
+    x = clip_model.token_embedding(tokens[:, :n]).to(cast_dtype) + clip_model.positional_embedding[:n].to(cast_dtype)
+    x = clip_model.ln_final(clip_model.transformer(x, attn_mask=clip_model.attn_mask[:n, :n]))
+    x = x[torch.arange(x.shape[0], device=x.device), ends]
+    projection = clip_model.text_projection
+    if projection is None:
+        return x
+    return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
+
+
 class TextEncoder:
     """Template-ensembled name embeddings, computed once per name and kept for the model's lifetime."""
 
@@ -106,7 +134,7 @@ class TextEncoder:
         chunks = []
         for start in range(0, len(prompts), self.batch_size):
             tokens = self.tokenizer(prompts[start:start + self.batch_size]).to(self.device)
-            chunks.append(F.normalize(self.clip.encode_text(tokens).float(), dim=-1))
+            chunks.append(F.normalize(encode_text_cropped(self.clip, tokens).float(), dim=-1))
         self.prompts_encoded += len(prompts)
         per_prompt = torch.cat(chunks).view(len(names), len(self.templates), -1)
         for name, emb in zip(names, F.normalize(per_prompt.mean(dim=1), dim=-1)):
