@@ -163,6 +163,13 @@ class AnnotatorWidget(QWidget):
         for b in (self.prev_button, self.next_button, self.reviewed_button):
             row.addWidget(b)
         v.addLayout(row)
+        self.accept_change_button = QPushButton("Image changed on disk: start over on the new content")
+        self.accept_change_button.setToolTip("Its labels were made for the old content and are not applied. "
+                                             "Starting over clears them (they stay in the image's history); "
+                                             "restoring the old file brings them back instead.")
+        self.accept_change_button.clicked.connect(self.accept_image_change)
+        self.accept_change_button.setVisible(False)
+        v.addWidget(self.accept_change_button)
         layout.addWidget(box)
 
         # --- classes ---
@@ -306,6 +313,7 @@ class AnnotatorWidget(QWidget):
         self.class_editor.setEnabled(has_project)
         for b in (self.prev_button, self.next_button, self.reviewed_button):
             b.setEnabled(has_image)
+        self.accept_change_button.setVisible(has_image and self.project.is_stale(self.current_id))
         self.segment_button.setEnabled(has_image and not busy)
         self.segment_all_button.setEnabled(has_project and not busy)
         self.load_button.setEnabled(not busy)
@@ -635,6 +643,7 @@ class AnnotatorWidget(QWidget):
             verified = np.zeros_like(verified)
             stale = True
             self._show_error(exc)
+            self._refresh_item(image_id)  # the list may still show the state from before the change
         self._verified = verified
         self._dirty = False
         self._set_labels_data(to_layer_values(labels), editable=not stale)
@@ -767,6 +776,21 @@ class AnnotatorWidget(QWidget):
         self._fill_image_list()
         if self.current_id is not None:
             self._reload_labels()
+
+    def accept_image_change(self) -> None:
+        """Take the current image's new file content as the project's: its old labels are cleared (they stay
+        in the image's history) and the new pixels are shown."""
+        image_id = self.current_id
+        if image_id is None or not self.project.is_stale(image_id):
+            return
+        try:
+            self.project.accept_image_change(image_id)
+        except MaskCLIPError as exc:
+            self._show_error(exc)
+            return
+        self.show_message(f"{image_id}: the new content is the project's; its earlier labels are in its history.")
+        self._refresh_item(image_id)
+        self.show_image(image_id)
 
     def mark_reviewed(self) -> None:
         """Verify every labelled pixel of the current image."""

@@ -255,6 +255,40 @@ def test_class_edits_keep_labels(make_napari_viewer, qtbot, image_folder, checkp
     assert "already exists" in widget.message_text()
 
 
+def test_changed_image_file_is_flagged_then_started_over(make_napari_viewer, qtbot, image_folder):
+    from PIL import Image
+
+    viewer = make_napari_viewer()
+    widget = annotator(viewer)
+    widget.open_path(image_folder)
+    add_class(qtbot, widget, "road")
+    first, second = widget.project.image_ids[:2]
+    viewer.layers["labels"].paint((10, 10), 1)
+    widget.save_current()
+    assert widget.project.get_verified(first).any()
+    assert widget.accept_change_button.isHidden()
+
+    # the file is replaced on disk (same size, new pixels) while the project is open elsewhere
+    path = widget.project.image_path(first)
+    pixels = np.asarray(Image.open(path).convert("RGB"))
+    Image.fromarray(255 - pixels).save(path)
+    widget.show_image(second)
+    widget.show_image(first)
+    layer = viewer.layers["labels"]
+    assert not layer.editable and (layer.data == 0).all()  # the old labels are not applied to new content
+    assert "changed or vanished" in widget.message_text()
+    assert not widget.accept_change_button.isHidden()
+    assert widget.image_list.item(0).text().startswith(f"{first}   stale")
+
+    qtbot.mouseClick(widget.accept_change_button, Qt.MouseButton.LeftButton)
+    assert not widget.project.is_stale(first) and widget.accept_change_button.isHidden()
+    layer = viewer.layers["labels"]
+    assert layer.editable and (layer.data == 0).all()
+    np.testing.assert_array_equal(viewer.layers["image"].data, np.asarray(Image.open(path).convert("RGB")))
+    assert not widget.project.get_verified(first).any()
+    assert widget.project.history(first)[-1]["source"] == "image changed"
+
+
 def test_missing_weights_message(make_napari_viewer, qtbot, image_folder, tmp_path):
     viewer = make_napari_viewer()
     widget = annotator(viewer)

@@ -97,3 +97,37 @@ def test_segment_respects_verified_pixels(folders, capsys):
     assert any(p.cache_dir.iterdir())  # the feature cache lives in the project
     assert main(argv + ["--only-unlabelled"]) == 0
     assert "segmented 0 images (3 skipped" in capsys.readouterr().out
+
+
+def test_accept_changes_of_stale_images(folders, capsys):
+    tmp, src, labels, classes = folders
+    proj = tmp / "proj"
+    assert main(["project", "init", str(proj), "--images", str(src), "--classes-file", str(classes)]) == 0
+    assert main(["project", "import-labels", str(proj), str(labels), "--verified"]) == 0
+    p = Project.open(proj)
+    one_labels = p.get_labels("one")
+    for name in ("one", "two"):  # new content, same size
+        Image.fromarray(np.full((H, W, 3), 7, np.uint8)).save(p.image_path(name))
+    capsys.readouterr()
+    assert main(["project", "status", str(proj), "--json"]) == 0
+    assert sorted(json.loads(capsys.readouterr().out)["stale"]) == ["one", "two"]
+
+    assert main(["project", "accept-changes", str(proj), "one", "--keep-labels"]) == 0
+    assert "accepted the new content of 1 image(s) (labels kept)" in capsys.readouterr().out
+    assert main(["project", "accept-changes", str(proj)]) == 0  # all remaining stale images
+    assert "accepted the new content of 1 image(s)" in capsys.readouterr().out
+    p = Project.open(proj)
+    assert not p.is_stale("one") and not p.is_stale("two")
+    np.testing.assert_array_equal(p.get_labels("one"), one_labels)
+    assert not p.has_labels("two") and p.history("two")[-1]["source"] == "image changed"
+
+    assert main(["project", "accept-changes", str(proj), "nope"]) == 2
+    assert "no image 'nope'" in capsys.readouterr().err
+    Image.fromarray(np.zeros((H + 1, W, 3), np.uint8)).save(p.image_path("three"))
+    p.set_labels("one", np.zeros((H, W), np.uint8))
+    Image.fromarray(np.zeros((H + 2, W, 3), np.uint8)).save(p.image_path("one"))  # labelled, size changed
+    assert main(["project", "accept-changes", str(proj), "--keep-labels"]) == 1
+    out, err = capsys.readouterr()
+    assert "one: " in err and "changed size" in err and "three" not in err  # three had no labels to keep
+    assert "accepted the new content of 1 image(s) (labels kept); 1 could not be accepted" in out
+    assert Project.open(proj).is_stale("one") and not Project.open(proj).is_stale("three")

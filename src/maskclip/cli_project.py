@@ -1,4 +1,4 @@
-"""`maskclip project init|import-labels|status|segment` and `maskclip export` (annotation projects)."""
+"""`maskclip project init|import-labels|status|segment|accept-changes` and `maskclip export` (annotation projects)."""
 from __future__ import annotations
 
 import argparse
@@ -53,6 +53,16 @@ def register(subparsers) -> None:
     p.add_argument("--only-unlabelled", action="store_true", help="skip images that already have labels")
     p.add_argument("--image", dest="image_ids", action="append", help="only this image id (repeatable)")
     p.set_defaults(func=_segment)
+
+    p = sub.add_parser("accept-changes", help="take the new content of images whose files changed (stale images)",
+                       description="An image whose file changed since it was labelled is 'stale': its labels are "
+                                   "not applied. This makes the new content the project's; the old labels are "
+                                   "cleared (kept in each image's history) unless --keep-labels.")
+    p.add_argument("dir", type=Path, help="project folder")
+    p.add_argument("image_ids", nargs="*", metavar="IMAGE_ID", help="stale images to accept (default: all stale)")
+    p.add_argument("--keep-labels", action="store_true",
+                   help="keep the labels for the new content (only for images whose size did not change)")
+    p.set_defaults(func=_accept_changes)
 
     e = subparsers.add_parser("export", help="export a project's labels as a dataset (voc, coco, index)")
     e.add_argument("dir", type=Path, help="project folder")
@@ -124,6 +134,32 @@ def _status(args) -> int:
     for image_id in status["stale"]:
         print(f"stale (file changed since labelling, labels not applied): {image_id}")
     return 0
+
+
+def _accept_changes(args) -> int:
+    from .project import Project
+
+    project = Project.open(args.dir)
+    stale = [i for i in project.image_ids if project.is_stale(i)]
+    wanted = args.image_ids or stale
+    unknown = [i for i in wanted if i not in project]
+    if unknown:
+        raise MaskCLIPError(f"no image {unknown[0]!r} in project {args.dir}")
+    accepted, failed = 0, 0
+    for image_id in wanted:
+        if image_id not in stale:
+            print(f"{image_id}: not stale, nothing to accept", file=sys.stderr)
+            continue
+        try:
+            project.accept_image_change(image_id, keep_labels=args.keep_labels)
+            accepted += 1
+        except MaskCLIPError as exc:  # e.g. the file vanished, or --keep-labels with a new size
+            print(f"{image_id}: {exc}", file=sys.stderr)
+            failed += 1
+    print(f"accepted the new content of {accepted} image(s)"
+          f"{' (labels kept)' if args.keep_labels else ' (earlier labels are in their history)'}"
+          f"{f'; {failed} could not be accepted' if failed else ''}")
+    return 1 if failed else 0
 
 
 def _segment(args) -> int:

@@ -508,7 +508,8 @@ class Project:
     @_locked
     def accept_image_change(self, image_id: str, keep_labels: bool = False) -> None:
         """Take the image's new content as the project's: its labels are cleared (kept in history) or,
-        with keep_labels=True and an unchanged size, kept for the new content."""
+        with keep_labels=True and an unchanged size, kept for the new content (an image without labels is
+        accepted at any size)."""
         rec = self.record(image_id)
         path = self.image_path(image_id)
         try:
@@ -519,7 +520,7 @@ class Project:
         new = ImageRecord(rec.id, rec.file, rec.source, rec.rel, _sha256_file(path), st.st_size, st.st_mtime_ns,
                           int(arr.shape[0]), int(arr.shape[1]))
         old_state = self._state(image_id)
-        if keep_labels and (new.height, new.width) != (rec.height, rec.width):
+        if keep_labels and old_state.get("labels") and (new.height, new.width) != (rec.height, rec.width):
             raise ProjectError(
                 f"image {image_id!r} changed size ({rec.height}x{rec.width} -> {new.height}x{new.width}); "
                 "its labels cannot be kept"
