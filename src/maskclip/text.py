@@ -82,6 +82,7 @@ def encode_text_cropped(clip_model: torch.nn.Module, tokens: torch.Tensor) -> to
     pool = getattr(clip_model, "text_pool_type", None)
     parts = ("token_embedding", "positional_embedding", "transformer", "ln_final", "text_projection")
     if getattr(clip_model, "attn_mask", None) is None or pool not in ("argmax", "eos") \
+            or (pool == "eos" and getattr(clip_model, "text_eos_id", None) is None) \
             or not all(hasattr(clip_model, a) for a in parts):
         return clip_model.encode_text(tokens)
     if pool == "argmax":
