@@ -11,8 +11,9 @@ import torch
 from conftest import two_tone
 
 from maskclip.errors import MaskCLIPError
+from maskclip.text import prompt_rows
 from maskclip.train import (IGNORE, AugmentConfig, TeacherCache, TrainConfig, TrainItem, build_student,
-                            class_rows, guided_target, random_class_embeddings, self_training_target, train)
+                            guided_target, random_class_embeddings, self_training_target, train)
 from maskclip.train import loop as loop_module
 from maskclip.train.data import BatchPlan, augment
 from maskclip.train.loop import RunFolder, load_student
@@ -118,12 +119,13 @@ def test_student_without_imagenet_weights_warns_and_initialises_randomly(monkeyp
     assert not s.imagenet_loaded
 
 
-def test_class_rows_mirror_background_merging():
-    rows, groups, names = class_rows(["road", ["car", "vehicle"]], ["sky", "tree"])
+def test_prompt_rows_merge_background_prompts():
+    rows, groups, names, bg = prompt_rows(["road", ["car", "vehicle"]], ["sky", "tree"])
     assert rows == [["road"], ["car", "vehicle"], ["sky"], ["tree"]]
-    assert groups == [0, 1, 2, 2] and names == ["road", "car", "background"]
-    rows, groups, names = class_rows(["background", "car"], ["sky", "car"])  # "car" is a user class already
+    assert groups == [0, 1, 2, 2] and names == ["road", "car", "background"] and bg == 2
+    rows, groups, names, bg = prompt_rows(["background", "car"], ["sky", "car"])  # "car" is a user class already
     assert rows == [["background"], ["car"], ["sky"]] and groups == [0, 1, 0] and names == ["background", "car"]
+    assert bg == 0 and prompt_rows(["road"], [])[1:] == ([0], ["road"], None)
 
 
 # --- targets ---------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from .errors import MaskCLIPError
 from .geometry import scaled_size, upsample_accumulate, window_starts
 from .images import to_rgb_float
 from .refine import key_smooth, probabilities, prompt_denoise
-from .text import ClassSpec, TextEncoder, normalize_classes
+from .text import ClassSpec, TextEncoder, normalize_classes, prompt_rows
 
 DEFAULT_BACKGROUND = ("building", "ground", "grass", "tree", "sky")  # the official demo's background prompts
 DEFAULT_SCALES = (336,)  # short side in pixels; the paper's ensemble is (224, 336, 520)
@@ -166,31 +166,10 @@ class MaskCLIP:
 
     def encode_prompts(self, classes: Sequence[ClassSpec], background: Sequence[str] = DEFAULT_BACKGROUND):
         """The text side of `segment`: (text rows [R, D], output class names, output class -> its rows,
-        index of the background class or None). Background prompts become one `background` class
-        (or join a class of that name); prompts equal to a class name are dropped."""
-        user = normalize_classes(classes)
-        if not user:
-            raise MaskCLIPError("no classes given")
-        taken = {n.casefold() for names in user for n in names}
-        bg_prompts = [n for (n,) in normalize_classes([[b] for b in background], what="background prompt")
-                      if n.casefold() not in taken]
-
-        class_names = [names[0] for names in user]
-        groups = [[i] for i in range(len(user))]  # output class -> rows of the text matrix
-        bg_index = next((i for i, names in enumerate(user) if any(n.casefold() == "background" for n in names)),
-                        None)
-        if bg_prompts:
-            bg_rows = list(range(len(user), len(user) + len(bg_prompts)))
-            if bg_index is None:
-                bg_index = len(class_names)
-                class_names.append("background")
-                groups.append(bg_rows)
-            else:
-                groups[bg_index] += bg_rows
-        text = self.encode_text(user)
-        if bg_prompts:
-            text = torch.cat([text, self.text.name_embeddings(bg_prompts)])
-        return text, class_names, groups, bg_index
+        index of the background class or None); see `text.prompt_rows`."""
+        rows, row_class, class_names, bg_index = prompt_rows(classes, background)
+        groups = [[r for r, k in enumerate(row_class) if k == c] for c in range(len(class_names))]
+        return self.encode_text(rows), class_names, groups, bg_index
 
     @torch.inference_mode()
     def segment(self, image: np.ndarray, classes: Sequence[ClassSpec], *,

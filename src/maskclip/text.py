@@ -52,6 +52,35 @@ def normalize_classes(classes: Iterable[ClassSpec], what: str = "class") -> list
     return result
 
 
+def prompt_rows(classes: Iterable[ClassSpec], background: Iterable[str]
+                ) -> tuple[list[list[str]], list[int], list[str], int | None]:
+    """How classes and background prompts become text-embedding rows and output classes (MaskCLIP's
+    `segment` and the MaskCLIP+ student's classifier both follow it).
+
+    Returns (rows: the names of each row, row_class: the output class of each row, class names,
+    index of the background class or None). User classes come first, in order; background prompts that
+    no user class already names become extra rows merged (max) into the user class called "background"
+    or, when there is none, into an appended "background" class.
+    """
+    user = normalize_classes(classes)
+    if not user:
+        raise MaskCLIPError("no classes given")
+    taken = {n.casefold() for names in user for n in names}
+    bg = [n for (n,) in normalize_classes([[b] for b in background], what="background prompt")
+          if n.casefold() not in taken]
+    rows = [list(names) for names in user]
+    row_class = list(range(len(user)))
+    names = [names[0] for names in user]
+    bg_index = next((i for i, ns in enumerate(user) if any(n.casefold() == "background" for n in ns)), None)
+    if bg:
+        if bg_index is None:
+            bg_index = len(names)
+            names.append("background")
+        rows += [[b] for b in bg]
+        row_class += [bg_index] * len(bg)
+    return rows, row_class, names, bg_index
+
+
 def parse_classes_text(text: str) -> list[list[str]]:
     """One class per line, synonyms separated by commas; blank lines and lines starting with '#' are skipped."""
     classes = [[n.strip() for n in line.split(",")] for line in text.splitlines()

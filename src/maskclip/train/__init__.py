@@ -8,10 +8,10 @@ and run folder), distributed (torchrun/DDP), project_run (the project store as a
 from .data import AugmentConfig, TrainItem
 from .loop import RunFolder, TrainConfig, TrainResult, load_student, train
 from .student import STUDENTS, Student, build_student, random_class_embeddings
-from .targets import IGNORE, TeacherCache, class_rows, guided_target, self_training_target
+from .targets import IGNORE, TeacherCache, guided_target, self_training_target
 
 __all__ = [
     "AugmentConfig", "TrainItem", "RunFolder", "TrainConfig", "TrainResult", "load_student", "train",
     "STUDENTS", "Student", "build_student", "random_class_embeddings", "IGNORE", "TeacherCache",
-    "class_rows", "guided_target", "self_training_target",
+    "guided_target", "self_training_target",
 ]

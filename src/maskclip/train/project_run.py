@@ -23,7 +23,8 @@ from . import distributed as D
 from .data import TrainItem, normalise, prediction_size, to_float_rgb
 from .loop import (CHECKPOINT_FORMAT, ResumeError, RunFolder, TrainConfig, TrainResult, StopFlag, load_student,
                    train)
-from .targets import TeacherCache, class_rows, fill_teacher_cache
+from ..text import prompt_rows
+from .targets import TeacherCache, fill_teacher_cache
 
 _OPEN: dict[str, object] = {}  # one Project instance per process and folder (loaders run in workers)
 
@@ -121,7 +122,7 @@ def train_project(project_dir: str | Path, run_dir: str | Path, config: TrainCon
         if not items:
             raise MaskCLIPError(f"project {project_dir} has no usable images")
         spec = clip_spec(project, model, pretrained)
-        rows, groups, names = class_rows(project.prompts, spec["segment"]["background"])
+        rows, groups, names, _ = prompt_rows(project.prompts, spec["segment"]["background"])
         embeddings = None
         if resume and run.checkpoint.is_file():
             saved = torch.load(run.checkpoint, map_location="cpu", weights_only=False)
@@ -215,8 +216,8 @@ def refine_project(project_dir: str | Path, run_dir: str | Path, *, device: str 
     student, record = load_student(run_dir)
     info = record.get("info", {})
     spec = info.get("clip")
-    rows, groups, names = class_rows(project.prompts, (spec or {}).get("segment", {}).get("background",
-                                                                                          project.background))
+    rows, groups, names, _ = prompt_rows(project.prompts, (spec or {}).get("segment", {}).get("background",
+                                                                                             project.background))
     if names != list(record.get("classes", [])) or rows != info.get("rows"):
         if spec is None:
             raise MaskCLIPError("the project's classes differ from the run's and the run records no CLIP model "

@@ -21,7 +21,7 @@ import json
 import re
 import shutil
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -55,33 +55,6 @@ def self_training_target(logits: torch.Tensor, target: torch.Tensor, verified: t
         if threshold is not None:
             pred = pred.masked_fill(conf < threshold, IGNORE)
         return torch.where(verified, target, pred)
-
-
-def class_rows(classes: Sequence, background: Iterable[str]) -> tuple[list[list[str]], list[int], list[str]]:
-    """Text rows of the student's classifier, mirroring `MaskCLIP.segment`'s output classes.
-
-    Returns (rows: one list of names per text-embedding row, groups: output class of each row,
-    output class names). User classes come first in order; the background prompts that no user class
-    already names become extra rows merged (max) into the user class called "background" or, when there
-    is none, into an appended "background" class.
-    """
-    from ..text import normalize_classes
-
-    user = normalize_classes(classes)
-    taken = {n.casefold() for names in user for n in names}
-    bg = [n for (n,) in normalize_classes([[b] for b in background], what="background prompt")
-          if n.casefold() not in taken]
-    rows = [list(names) for names in user]
-    groups = list(range(len(user)))
-    names = [names[0] for names in user]
-    if bg:
-        bg_index = next((i for i, ns in enumerate(user) if any(n.casefold() == "background" for n in ns)), None)
-        if bg_index is None:
-            bg_index = len(names)
-            names.append("background")
-        rows += [[b] for b in bg]
-        groups += [bg_index] * len(bg)
-    return rows, groups, names
 
 
 def _safe_name(key: str) -> str:
