@@ -13,7 +13,8 @@ Self-training is off by default here (--guided-fraction 1.0): it follows the off
 own arg-max of the same forward pass), which works from an ImageNet-initialised student; from random init
 on CPU the student is still weak when it starts, and self-training then collapses onto the few dominant
 classes (observed with --guided-fraction 0.5: the loss drops to ~0.01 and most classes vanish). Run with
---guided-fraction 0.1 / 0.5 to see it.
+--guided-fraction 0.1 / 0.5 to see it. The trainer's automatic switch makes the same choice for any student
+that starts without ImageNet weights (TrainConfig.resolve_self_training).
 
     .venv/bin/python bench/bench_student_vs_teacher.py --write   (defaults: the configuration in results.md)
 """

@@ -2,8 +2,9 @@
 
 It stages the bundled sample photos segmented by a tiny random-weight CLIP (no weights can be downloaded
 where the docs are built), starts "Refine dataset (MaskCLIP+)" with the light LR-ASPP student on the CPU,
-and takes the picture while the child process trains (progress, ETA and the loss curve of both phases
-visible). Closing the viewer afterwards cancels the run, as quitting napari does.
+and takes the picture while the child process trains (progress, ETA and the loss curve visible; the
+student has no ImageNet weights here, so the automatic choice keeps it on MaskCLIP's labels throughout).
+Closing the viewer afterwards cancels the run, as quitting napari does.
 """
 from __future__ import annotations
 

@@ -74,6 +74,15 @@ STUDENTS = (
     ("deeplabv3_resnet50", "DeepLabV3 ResNet-50"),
     ("deeplabv3_resnet101", "DeepLabV3 ResNet-101 (the paper's)"),
 )
+# the self-training choices: key, share of the iterations trained on MaskCLIP's labels before the student's
+# own predictions take over (None: the trainer decides), text
+SELF_TRAINING = (
+    ("auto", None, "auto (after 1/10 with ImageNet weights, off without)"),
+    ("paper", 0.1, "after 1/10 of the iterations (the paper)"),
+    ("half", 0.5, "after half of the iterations"),
+    ("off", 1.0, "off (MaskCLIP labels and verified pixels only)"),
+)
+GUIDED_FRACTIONS = {key: fraction for key, fraction, _ in SELF_TRAINING}
 PHASE_COLOURS = {"guided": "#e6a23c", "self-training": "#4a9eff"}
 
 
@@ -216,7 +225,7 @@ def describe_progress(progress: dict | None, eta: float | None = None) -> str:
 
 def train_arguments(project_root, run_dir, *, model: str, pretrained: str | None, device: str, iters: int,
                     student: str, batch_size: int, crop_size: int, base_size: int,
-                    imagenet: bool) -> list[str]:
+                    imagenet: bool, guided_fraction: float | None = None) -> list[str]:
     """`maskclip train` arguments (after `-m maskclip`) for a new run. pretrained None = random weights."""
     args = ["train", str(Path(project_root).resolve()), "--run", str(Path(run_dir).resolve()),
             "--model", model, "--pretrained", "none" if pretrained is None else str(pretrained),
@@ -224,6 +233,8 @@ def train_arguments(project_root, run_dir, *, model: str, pretrained: str | None
             "--crop-size", str(crop_size), "--base-size", str(base_size)]
     if not imagenet:
         args.append("--no-imagenet")
+    if guided_fraction is not None:
+        args += ["--guided-fraction", str(guided_fraction)]
     return args
 
 
@@ -431,8 +442,8 @@ class TrainingSection(QGroupBox):
         self.iters_spin.setRange(1, 1_000_000)
         self.iters_spin.setSingleStep(100)
         self.iters_spin.setValue(2000)
-        self.iters_spin.setToolTip("Training iterations; the first tenth learns from MaskCLIP's labels, the rest "
-                                   "from the network's own predictions (self-training)")
+        self.iters_spin.setToolTip("Training iterations (see Advanced → Self-training for how they are split "
+                                   "between MaskCLIP's labels and the network's own predictions)")
         self.student_combo = QComboBox()
         for name, text in STUDENTS:
             self.student_combo.addItem(text, name)
@@ -472,6 +483,14 @@ class TrainingSection(QGroupBox):
         aform.addRow("Crop size", self.crop_spin)
         aform.addRow("Short side", self.base_spin)
         aform.addRow(self.imagenet_check)
+        self.self_training_combo = QComboBox()
+        for key, _, text in SELF_TRAINING:
+            self.self_training_combo.addItem(text, key)
+        self.self_training_combo.setToolTip("When the network starts learning from its own predictions instead of "
+                                            "MaskCLIP's labels (verified pixels always stay ground truth). A "
+                                            "network without ImageNet weights collapses onto the commonest "
+                                            "classes when it self-trains early.")
+        aform.addRow("Self-training", self.self_training_combo)
         advanced.addWidget(inner)
         v.addWidget(advanced)
 
@@ -508,7 +527,7 @@ class TrainingSection(QGroupBox):
 
     def configure(self, *, iters: int | None = None, student: str | None = None, device: str | None = None,
                   batch_size: int | None = None, crop_size: int | None = None, base_size: int | None = None,
-                  imagenet: bool | None = None) -> None:
+                  imagenet: bool | None = None, self_training: str | None = None) -> None:
         """Set the section's fields (those given) as a user would; for scripts and tests."""
         if student is not None:
             index = self.student_combo.findData(student)
@@ -523,6 +542,11 @@ class TrainingSection(QGroupBox):
                 spin.setValue(value)
         if imagenet is not None:
             self.imagenet_check.setChecked(imagenet)
+        if self_training is not None:
+            index = self.self_training_combo.findData(self_training)
+            if index < 0:
+                raise ValueError(f"self_training must be one of {list(GUIDED_FRACTIONS)}")
+            self.self_training_combo.setCurrentIndex(index)
 
     def _show_message(self, text: str, error: bool = False) -> None:
         self.message.setStyleSheet("color: #e05555;" if error else "")
@@ -543,7 +567,7 @@ class TrainingSection(QGroupBox):
         self.resume_button.setEnabled(idle and resumable)
         self.refine_button.setEnabled(idle and self.run_dir is not None and (self.run_dir / "student.pt").is_file())
         for w in (self.iters_spin, self.student_combo, self.device_combo, self.batch_spin, self.crop_spin,
-                  self.base_spin, self.imagenet_check):
+                  self.base_spin, self.imagenet_check, self.self_training_combo):
             w.setEnabled(idle)
 
     # --- project --------------------------------------------------------------------------------
@@ -583,7 +607,8 @@ class TrainingSection(QGroupBox):
                                device=self.device_combo.currentText(), iters=self.iters_spin.value(),
                                student=self.student_combo.currentData(), batch_size=self.batch_spin.value(),
                                crop_size=self.crop_spin.value(), base_size=self.base_spin.value(),
-                               imagenet=self.imagenet_check.isChecked())
+                               imagenet=self.imagenet_check.isChecked(),
+                               guided_fraction=GUIDED_FRACTIONS[self.self_training_combo.currentData()])
         try:
             run_dir.mkdir(parents=True)
             (run_dir / LAUNCH_FILE).write_text(json.dumps({"train": args}, indent=1), encoding="utf-8")

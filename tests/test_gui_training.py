@@ -117,8 +117,13 @@ def test_run_folders_and_commands(tmp_path):
 
     parsed = build_parser().parse_args([*args, "--resume"])
     assert (parsed.iters, parsed.pretrained, parsed.no_imagenet, parsed.resume) == (5, "none", True, True)
+    assert parsed.guided_fraction is None  # auto: the trainer decides from the backbone's initialisation
     parsed = build_parser().parse_args(T.refine_arguments(tmp_path, second, "cpu"))
     assert parsed.command == "refine" and parsed.device == "cpu"
+    args = T.train_arguments(tmp_path, second, model="m", pretrained="openai", device="cpu", iters=5, student="auto",
+                             batch_size=2, crop_size=64, base_size=64, imagenet=True,
+                             guided_fraction=T.GUIDED_FRACTIONS["half"])
+    assert build_parser().parse_args(args).guided_fraction == 0.5 and "--no-imagenet" not in args
 
 
 def test_curve_geometry():

@@ -242,6 +242,22 @@ def test_phase_switch_happens_at_the_configured_iteration(tmp_path, monkeypatch,
     assert len(calls) == 20 - switch  # student targets used exactly in the self-training iterations
 
 
+def test_automatic_switch_turns_self_training_off_for_a_random_student(tmp_path):
+    items, teacher = make_setup(tmp_path)
+    said = []
+    cfg = small_config(iters=10, guided_fraction=None)  # imagenet_backbone=False: random initialisation
+    train(items, teacher, random_class_embeddings(2, 32), ["red", "blue"], tmp_path / "run", cfg, log=said.append)
+    assert [m["phase"] for m in metrics(tmp_path / "run")] == ["guided"] * 10
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["train"]["guided_fraction"] == 1.0 and saved["info"]["imagenet_backbone"] is False
+    assert any("self-training is off" in line for line in said)
+    # with ImageNet weights the paper's switch; an explicit choice is never overridden
+    with_imagenet = TrainConfig(iters=100)
+    assert not with_imagenet.resolve_self_training(True) and with_imagenet.switch_iteration == 10
+    explicit = TrainConfig(iters=100, self_train_start=30)
+    assert not explicit.resolve_self_training(False) and explicit.switch_iteration == 30
+
+
 def test_resume_reaches_the_same_state_as_an_uninterrupted_run(tmp_path):
     items, teacher = make_setup(tmp_path, verified=True)
     emb = random_class_embeddings(2, 32)

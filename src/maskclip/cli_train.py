@@ -53,7 +53,8 @@ def register(subparsers) -> None:
     p.add_argument("--base-size", type=int, metavar="PX",
                    help="short image side at scale 1 before random scaling 0.5-2 (default 512)")
     p.add_argument("--guided-fraction", type=float, metavar="F",
-                   help="share of the iterations trained on MaskCLIP labels before self-training (default 0.1)")
+                   help="share of the iterations trained on MaskCLIP labels before self-training (default: 0.1 "
+                        "with ImageNet backbone weights, 1.0 = no self-training without them)")
     p.add_argument("--self-train-start", type=int, metavar="N", help="self-training starts at this iteration")
     p.add_argument("--confidence-threshold", type=float, metavar="P",
                    help="ignore pixels whose MaskCLIP probability is below P (default: keep all)")

@@ -37,6 +37,7 @@ from .student import DEFAULT_LOGIT_SCALE, Student, build_student, resolve_studen
 from .targets import IGNORE, TeacherCache, self_training_target
 
 CHECKPOINT_FORMAT = 1
+PAPER_GUIDED_FRACTION = 0.1  # MaskCLIP+ starts self-training after the first tenth of the schedule
 PHASE_GUIDED = "guided"
 PHASE_SELF = "self-training"
 
@@ -59,7 +60,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     poly_power: float = 0.9
-    guided_fraction: float = 0.1          # share of the schedule trained on MaskCLIP's labels
+    guided_fraction: float | None = None  # share of the schedule trained on MaskCLIP's labels (None: auto)
     self_train_start: int | None = None   # explicit iteration (overrides guided_fraction)
     confidence_threshold: float | None = None   # teacher probability below -> ignored
     self_train_threshold: float | None = None   # student probability below -> ignored (self-training)
@@ -75,7 +76,18 @@ class TrainConfig:
         """First iteration of the self-training phase (== iters: no self-training)."""
         if self.self_train_start is not None:
             return max(0, min(self.iters, int(self.self_train_start)))
-        return max(0, min(self.iters, round(self.guided_fraction * self.iters)))
+        fraction = PAPER_GUIDED_FRACTION if self.guided_fraction is None else self.guided_fraction
+        return max(0, min(self.iters, round(fraction * self.iters)))
+
+    def resolve_self_training(self, imagenet_backbone: bool) -> bool:
+        """Settle an automatic switch (neither guided_fraction nor self_train_start given): the paper's
+        1/10 for a student that starts from ImageNet weights; no self-training for one that starts from
+        random weights, whose own early predictions collapse onto the dominant classes
+        (bench/bench_student_vs_teacher.py). True when it chose to turn self-training off."""
+        if self.guided_fraction is not None or self.self_train_start is not None:
+            return False
+        self.guided_fraction = PAPER_GUIDED_FRACTION if imagenet_backbone else 1.0
+        return not imagenet_backbone
 
     def phase(self, iteration: int) -> str:
         return PHASE_GUIDED if iteration < self.switch_iteration else PHASE_SELF
@@ -249,10 +261,13 @@ def train(items: Sequence[TrainItem], teacher: TeacherCache, class_embeddings: t
             raise ResumeError(f"the run was trained for classes {ckpt.get('classes')}, not {list(class_names)}; "
                               "start a new run folder")
 
-    if ctx.is_main:
-        run.create()
+    def write_config() -> None:
         run.write_json(run.config, {"train": config.to_dict(), "classes": list(class_names), "info": info,
                                     "world_size": ctx.world_size, "device": str(device)})
+
+    if ctx.is_main:
+        run.create()
+        write_config()
         run.write_progress(iteration=ckpt["iteration"] if ckpt else 0, total=config.iters,
                            phase=config.phase(ckpt["iteration"] if ckpt else 0), state="running",
                            error=None, world_size=ctx.world_size)
@@ -261,12 +276,21 @@ def train(items: Sequence[TrainItem], teacher: TeacherCache, class_embeddings: t
         model = build_student(name, class_embeddings, groups=class_groups,
                               imagenet_backbone=config.imagenet_backbone and ckpt is None,
                               logit_scale=config.logit_scale).to(device)
-        if ckpt is None and not model.imagenet_loaded:
-            info["imagenet_backbone"] = False
-            if config.switch_iteration < config.iters:
+        if ckpt is None:
+            if not model.imagenet_loaded:
+                info["imagenet_backbone"] = False
+            if config.resolve_self_training(model.imagenet_loaded):
+                say("the student starts from random weights: self-training is off (MaskCLIP labels and verified "
+                    "pixels only), as a random student's own labels collapse onto the dominant classes; "
+                    "--guided-fraction or --self-train-start turns it on")
+            elif not model.imagenet_loaded and config.switch_iteration < config.iters:
                 say(f"warning: the student starts from random weights and self-training begins at iteration "
                     f"{config.switch_iteration}; an untrained student's own labels can collapse onto the "
-                    "dominant classes (consider --guided-fraction 0.5 or 1.0)")
+                    "dominant classes")
+            if ctx.is_main:
+                write_config()  # with the settled switch and whether ImageNet weights were loaded
+        elif config.guided_fraction is None and config.self_train_start is None:
+            config.guided_fraction = ckpt["config"].get("guided_fraction")  # as settled when the run began
         optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                     weight_decay=config.weight_decay)
         use_amp = config.amp and device.type == "cuda"

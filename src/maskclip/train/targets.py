@@ -8,7 +8,7 @@
   As in the official code, the arg-max comes from the same (detached) forward pass. That presumes a
   student that is already good when the phase starts (ImageNet backbone): a randomly initialised one
   collapses onto the dominant classes (bench/bench_student_vs_teacher.py), so without ImageNet weights
-  use a later switch (--guided-fraction) or none (1.0).
+  the automatic switch turns self-training off (TrainConfig.resolve_self_training).
 
 Teacher labels are computed once per image and cached in the run folder (`TeacherCache`), keyed by the
 image and its content fingerprint, under a signature of everything that changes them (CLIP model and
