@@ -160,7 +160,11 @@ class AnnotatorWidget(QWidget):
         self.prev_button.clicked.connect(self.previous_image)
         self.next_button.clicked.connect(self.next_image)
         self.reviewed_button.clicked.connect(self.mark_reviewed)
-        for b in (self.prev_button, self.next_button, self.reviewed_button):
+        self.verify_class_button = QPushButton("Class ✓")
+        self.verify_class_button.setToolTip("Verify the pixels of the class selected as the labels layer's label "
+                                            "(its mask on this image is right as shown)")
+        self.verify_class_button.clicked.connect(self.verify_selected_class)
+        for b in (self.prev_button, self.next_button, self.reviewed_button, self.verify_class_button):
             row.addWidget(b)
         v.addLayout(row)
         self.accept_change_button = QPushButton("Image changed on disk: start over on the new content")
@@ -311,7 +315,7 @@ class AnnotatorWidget(QWidget):
         busy = self._worker is not None
         self.add_images_button.setEnabled(has_project)
         self.class_editor.setEnabled(has_project)
-        for b in (self.prev_button, self.next_button, self.reviewed_button):
+        for b in (self.prev_button, self.next_button, self.reviewed_button, self.verify_class_button):
             b.setEnabled(has_image)
         self.accept_change_button.setVisible(has_image and self.project.is_stale(self.current_id))
         self.segment_button.setEnabled(has_image and not busy)
@@ -794,18 +798,41 @@ class AnnotatorWidget(QWidget):
 
     def mark_reviewed(self) -> None:
         """Verify every labelled pixel of the current image."""
+        self._verify(None)
+
+    def verify_selected_class(self) -> None:
+        """Verify the pixels of the class selected in the labels layer's controls (its mask is right as
+        shown; painting the same class over it would change no pixel and so verify nothing)."""
+        layer = self.labels_layer
+        if layer is None or self.project is None:
+            return
+        index = int(layer.selected_label) - 1
+        if not 0 <= index < len(self.project.classes):
+            self.show_message("Select a class as the labels layer's label first.", error=True)
+            return
+        self._verify(index)
+
+    def _verify(self, class_index: int | None) -> None:
         if self.current_id is None or self.labels_layer is None:
             return
         self.save_current()
         labels = from_layer_values(self.labels_layer.data, len(self.project.classes))
+        if class_index is None:
+            verified, source = labels != 255, "reviewed"
+        else:
+            verified, source = self._verified | (labels == class_index), "verified class"
         try:
-            self.project.set_verified(self.current_id, labels != 255, source="reviewed")
+            self.project.set_verified(self.current_id, verified, source=source)
         except MaskCLIPError as exc:
             self._show_error(exc)
             return
-        self._verified = labels != 255
+        self._verified = verified
         self._refresh_item(self.current_id)
-        self.show_message(f"{self.current_id}: all {int(self._verified.sum())} labelled pixels verified.")
+        if class_index is None:
+            self.show_message(f"{self.current_id}: all {int(verified.sum())} labelled pixels verified.")
+        else:
+            name = self.project.class_names[class_index]
+            self.show_message(f"{self.current_id}: the {int((labels == class_index).sum())} '{name}' pixels verified.")
 
     def hideEvent(self, event):
         self.save_current()

@@ -186,8 +186,16 @@ def test_end_to_end(make_napari_viewer, qtbot, image_folder, checkpoint, tmp_pat
     widget.next_image()
     qtbot.mouseClick(widget.segment_button, Qt.MouseButton.LeftButton)
     wait_idle(qtbot, widget)
-    qtbot.mouseClick(widget.reviewed_button, Qt.MouseButton.LeftButton)
     second = widget.current_id
+    # first one class whose mask is right: the labels layer's selected class
+    shown = viewer.layers["labels"].data
+    present = int(np.bincount(shown.ravel()).argmax())  # the commonest class on this image
+    assert present > 0
+    viewer.layers["labels"].selected_label = present
+    qtbot.mouseClick(widget.verify_class_button, Qt.MouseButton.LeftButton)
+    np.testing.assert_array_equal(project.get_verified(second), shown == present)
+    assert project.history(second)[-1]["source"] == "verified class"
+    qtbot.mouseClick(widget.reviewed_button, Qt.MouseButton.LeftButton)
     assert project.image_state(second).status == "verified"
 
     # reopen: a new viewer and widget on the same folder find the same project
