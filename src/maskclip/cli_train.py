@@ -126,10 +126,12 @@ def run_refine(args: argparse.Namespace) -> int:
 
     from .train.project_run import refine_project
 
-    bar = tqdm(desc="refine", unit="image", file=sys.stderr)
+    bar = None  # created at the first report, once the run and the project have been checked
 
     def progress(done: int, total: int) -> None:
-        bar.total = total
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(desc="refine", unit="image", total=total, file=sys.stderr)
         bar.update(done - bar.n)
 
     try:
@@ -137,6 +139,7 @@ def run_refine(args: argparse.Namespace) -> int:
                                  log=lambda msg: print(f"maskclip refine: {msg}", file=sys.stderr),
                                  progress=progress)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     print(json.dumps(summary))
     return 0

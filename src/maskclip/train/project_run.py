@@ -147,7 +147,7 @@ def train_project(project_dir: str | Path, run_dir: str | Path, config: TrainCon
             clip_model = load_clip_model(spec, ctx.device, project.cache_dir, config.seed)
         if missing:
             say(f"computing MaskCLIP pseudo labels for {len(missing)} image(s) "
-                f"({spec['model']}, {spec['pretrained']})")
+                f"({spec['model']}, {spec['pretrained'] or 'random weights'})")
 
             def report(done: int) -> None:
                 if ctx.is_main:
@@ -233,6 +233,8 @@ def refine_project(project_dir: str | Path, run_dir: str | Path, *, device: str 
     todo = [s.id for i, s in enumerate(states) if i % world == rank and not s.stale]
     stale = [s.id for s in states if s.stale]
     changed_pixels = 0
+    if progress is not None:
+        progress(0, len(todo))
     for n, image_id in enumerate(todo, 1):
         before = project.get_labels(image_id)
         labels, conf = predict(student, project.get_image(image_id), base_size, dev)
