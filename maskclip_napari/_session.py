@@ -2,7 +2,8 @@
 
 `ModelSession` owns the loaded MaskCLIP model. A redraw whose image features and prompt embeddings the
 engine already holds in memory (`MaskCLIP.is_ready`) is cheap (cosine scores + PD + KS + upsampling) and
-may run on the GUI thread; anything else goes to a worker.
+may run on the GUI thread, unless the image is so large that even that part would hold the event loop
+too long; anything else goes to a worker.
 """
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ import numpy as np
 
 import maskclip
 from maskclip.images import read_image
+
+# Redraws of at most this many output values (pixels x classes) run on the GUI thread: 1024 x 1024 pixels
+# with 16 classes take ~40 ms on two CPU cores (bench/results.md: 512 x 512 x 21 in ~13 ms).
+GUI_THREAD_REDRAW_VALUES = 1 << 24
+
 
 @dataclass(frozen=True)
 class ModelChoice:
@@ -70,7 +76,11 @@ class ModelSession:
         return self.choice == choice and self.cache_dir == cache_dir
 
     def is_cheap(self, image: np.ndarray, method: Method) -> bool:
-        """True when segmenting needs neither the image encoder nor the text encoder."""
+        """True when segmenting needs neither the image encoder nor the text encoder and the image is small
+        enough for the rest to run on the GUI thread."""
+        classes = len(method.classes) + (1 if method.background else 0)
+        if image.shape[0] * image.shape[1] * classes > GUI_THREAD_REDRAW_VALUES:
+            return False
         return method.is_ready(self.model, image)
 
     def segment(self, image: np.ndarray, method: Method) -> maskclip.Segmentation:

@@ -133,3 +133,20 @@ def test_launcher_starts_and_saves_screenshot(tmp_path):
     assert shot.stat().st_size > 10_000
     project = Project.open(tmp_path / "cache" / "maskclip-napari" / "sample-project")
     assert len(project) == 4 and project.class_names[0] == "person"
+
+
+def test_redraws_of_large_images_leave_the_gui_thread(tiny_vit):
+    from maskclip_napari._session import GUI_THREAD_REDRAW_VALUES, Method, ModelChoice, ModelSession
+
+    session = ModelSession(ModelChoice("maskclip-tiny-vit", None, "cpu"), tiny_vit)
+    method = Method(classes=(("road",), ("car",), ("sky",)), background=(), scales=(64,))
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    side = int((GUI_THREAD_REDRAW_VALUES / 3) ** 0.5) + 1  # just over the budget with 3 classes
+    large = rng.integers(0, 255, (side, side, 3), dtype=np.uint8)
+    assert not session.is_cheap(small, method)  # nothing encoded yet
+    for image in (small, large):
+        session.segment(image, method)
+    assert session.is_cheap(small, method)
+    assert tiny_vit.is_ready(large, [["road"], ["car"], ["sky"]], background=(), scales=(64,))
+    assert not session.is_cheap(large, method)  # ready, but too many values for the GUI thread
