@@ -356,3 +356,10 @@ def test_train_and_refine_a_project_keep_verified_pixels_and_history(tmp_path):
     summary = refine_project(project.root, tmp_path / "run", device="cpu", log=lambda m: None)
     assert summary["classes"] == ["red", "blue", "green", "background"]
     assert np.array_equal(Project.open(project.root).get_labels(first)[:, :8], before[:, :8])
+
+
+def test_load_student_errors_name_the_problem(tmp_path):
+    with pytest.raises(MaskCLIPError, match="does not exist"):
+        load_student(tmp_path / "missing")
+    with pytest.raises(MaskCLIPError, match="holds no trained student"):
+        load_student(tmp_path)
