@@ -404,7 +404,7 @@ def load_student(run_dir: str | Path, map_location: str | torch.device = "cpu") 
 
     run = RunFolder(run_dir)
     if not run.path.is_dir():
-        raise MaskCLIPError(f"run folder {run.path} does not exist")
+        raise MaskCLIPError(f"run folder {run.path} does not exist; run `maskclip train` first")
     path = run.student if run.student.is_file() else run.checkpoint
     if not path.is_file():
         raise MaskCLIPError(f"{run.path} holds no trained student (no student.pt or checkpoints/last.pt); "
