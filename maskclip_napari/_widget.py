@@ -130,8 +130,25 @@ class AnnotatorWidget(QWidget):
         self._scroll, self._content = scroll, content
         layout = QVBoxLayout(content)
         layout.setContentsMargins(6, 6, 6, 6)
+        layout.addWidget(self._build_images_box())
+        layout.addWidget(self._build_classes_box())
+        layout.addWidget(self._build_maskclip_box())
+        self.training = TrainingSection(self)  # MaskCLIP+ training and refine, in child processes
+        layout.addWidget(self.training)
+        layout.addWidget(self._build_export_box())
 
-        # --- project and images ---
+        self.hover_label = QLabel("")
+        self.hover_label.setWordWrap(True)
+        layout.addWidget(self.hover_label)
+        self.message = QLabel("Open a folder of images to start.")
+        self.message.setWordWrap(True)
+        self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.message)
+        layout.addStretch(1)
+        self._load_method_controls(None)
+
+    def _build_images_box(self) -> QGroupBox:
+        """Open folder / add images, the image list, navigation and verification."""
         box = QGroupBox("Images")
         v = QVBoxLayout(box)
         row = QHBoxLayout()
@@ -174,9 +191,10 @@ class AnnotatorWidget(QWidget):
         self.accept_change_button.clicked.connect(self.accept_image_change)
         self.accept_change_button.setVisible(False)
         v.addWidget(self.accept_change_button)
-        layout.addWidget(box)
+        return box
 
-        # --- classes ---
+    def _build_classes_box(self) -> QGroupBox:
+        """The class editor (names, synonyms, colours, order, background prompts)."""
         box = QGroupBox("Classes")
         v = QVBoxLayout(box)
         self.class_editor = ClassEditor()
@@ -188,9 +206,10 @@ class AnnotatorWidget(QWidget):
         self.class_editor.reorder_requested.connect(lambda names: self._edit_classes("reorder_classes", names))
         self.class_editor.background_requested.connect(self._on_background)
         v.addWidget(self.class_editor)
-        layout.addWidget(box)
+        return box
 
-        # --- segmentation ---
+    def _build_maskclip_box(self) -> QGroupBox:
+        """KS / PD / threshold / scale, Segment image / all / Cancel, and the model choice."""
         box = QGroupBox("MaskCLIP")
         v = QVBoxLayout(box)
         form = QFormLayout()
@@ -273,12 +292,10 @@ class AnnotatorWidget(QWidget):
         for combo in (self.model_combo, self.weights_combo):
             combo.currentTextChanged.connect(self._on_model_choice_changed)
         self.device_combo.currentTextChanged.connect(self._on_model_choice_changed)
-        layout.addWidget(box)
+        return box
 
-        self.training = TrainingSection(self)  # MaskCLIP+ training and refine, in child processes
-        layout.addWidget(self.training)
-
-        # --- export ---
+    def _build_export_box(self) -> QGroupBox:
+        """Export format, verified-only and the Export button."""
         box = QGroupBox("Export")
         row = QHBoxLayout(box)
         self.export_format = QComboBox()
@@ -291,17 +308,7 @@ class AnnotatorWidget(QWidget):
         row.addWidget(self.export_format)
         row.addWidget(self.export_verified)
         row.addWidget(self.export_button)
-        layout.addWidget(box)
-
-        self.hover_label = QLabel("")
-        self.hover_label.setWordWrap(True)
-        layout.addWidget(self.hover_label)
-        self.message = QLabel("Open a folder of images to start.")
-        self.message.setWordWrap(True)
-        self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        layout.addWidget(self.message)
-        layout.addStretch(1)
-        self._load_method_controls(None)
+        return box
 
     def showEvent(self, event):
         # wide enough for every control once napari's style sheet applies: only vertical scrolling
