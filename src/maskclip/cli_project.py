@@ -1,4 +1,4 @@
-"""`maskclip project init|import-labels|status|segment|accept-changes` and `maskclip export` (annotation projects)."""
+"""`maskclip project init|import-labels|status|segment|accept-changes` and `maskclip export` (projects)."""
 from __future__ import annotations
 
 import argparse

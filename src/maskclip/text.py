@@ -120,7 +120,8 @@ def encode_text_cropped(clip_model: torch.nn.Module, tokens: torch.Tensor) -> to
         ends = (tokens == clip_model.text_eos_id).int().argmax(dim=-1)
     n = int(ends.max()) + 1
     cast_dtype = clip_model.transformer.get_cast_dtype()
-    x = clip_model.token_embedding(tokens[:, :n]).to(cast_dtype) + clip_model.positional_embedding[:n].to(cast_dtype)
+    x = clip_model.token_embedding(tokens[:, :n]).to(cast_dtype)
+    x = x + clip_model.positional_embedding[:n].to(cast_dtype)
     x = clip_model.ln_final(clip_model.transformer(x, attn_mask=clip_model.attn_mask[:n, :n]))
     x = x[torch.arange(x.shape[0], device=x.device), ends]
     projection = clip_model.text_projection
