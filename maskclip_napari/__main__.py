@@ -28,6 +28,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _fit_to_screen(viewer, most=(1600, 1000)) -> None:
+    """Open large enough for the image beside the docked annotator (napari's first-run window is small)."""
+    from qtpy.QtWidgets import QApplication
+
+    screen = QApplication.primaryScreen()
+    if screen is None:
+        return
+    free = screen.availableGeometry()
+    width, height = min(most[0], int(free.width() * 0.9)), min(most[1], int(free.height() * 0.9))
+    window = viewer.window._qt_window
+    if window.width() < width or window.height() < height:
+        window.resize(max(window.width(), width), max(window.height(), height))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import napari
@@ -41,13 +55,15 @@ def main(argv: list[str] | None = None) -> int:
         project = project or user_cache_dir() / "sample-project"
         classes_file = classes_file or sample_classes_file()
     viewer = napari.Viewer(title="MaskCLIP Annotator")
+    _fit_to_screen(viewer)
     widget = dock_annotator(viewer)
     widget.set_model_choice(model=args.model, weights=args.weights, device=args.device)
     if not widget.open_path(path, project_dir=project, classes_file=classes_file):
         print(f"error: {widget.message_text()}", file=sys.stderr)
-    if args.screenshot is not None:
-        from qtpy.QtCore import QTimer
+    from qtpy.QtCore import QTimer
 
+    QTimer.singleShot(0, viewer.reset_view)  # fit the image once the window has its final layout
+    if args.screenshot is not None:
         def shoot():
             viewer.screenshot(str(args.screenshot), canvas_only=False)
             viewer.close()
