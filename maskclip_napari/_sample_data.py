@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from maskclip.atomic import atomic_write
+
 # skimage.data name -> file stem. All four ship inside scikit-image (no download needed).
 SAMPLE_PHOTOS = {
     "astronaut": "astronaut",  # NASA, public domain
@@ -56,9 +58,8 @@ def write_sample_folder(dest: Path) -> Path:
     for name, stem in SAMPLE_PHOTOS.items():
         out = images / f"{stem}.jpg"
         if not out.exists():
-            tmp = out.with_suffix(".tmp.jpg")
-            Image.fromarray(_photo(name, MAX_SIDE)).save(tmp, quality=90)
-            os.replace(tmp, out)
+            with atomic_write(out, "wb") as f:
+                Image.fromarray(_photo(name, MAX_SIDE)).save(f, format="JPEG", quality=90)
     classes = Path(dest) / "classes.txt"
     if not classes.exists():
         classes.write_text("\n".join(SAMPLE_CLASSES) + "\n")

@@ -43,9 +43,6 @@ class Method:
     pd_threshold: float = 0.5
     scales: tuple[int, ...] = (336,)
 
-    def prompt_names(self) -> set[str]:
-        return {n for names in self.classes for n in names} | set(self.background)
-
     def segment(self, model: maskclip.MaskCLIP, image: np.ndarray) -> maskclip.Segmentation:
         return model.segment(image, [list(c) for c in self.classes], background=list(self.background),
                              key_smoothing=self.key_smoothing, prompt_denoising=self.prompt_denoising,

@@ -141,3 +141,6 @@ def test_is_ready_tells_when_segment_needs_no_encoder(tiny_vit):
     assert tiny_vit.is_ready(image, ["road"], background=())
     assert not tiny_vit.is_ready(image, ["road", "never seen before"], background=())  # text missing
     assert not tiny_vit.is_ready(image, ["road"], background=(), scales=(224,))  # features missing
+    # the same prompt layout as segment: a background prompt naming a class is dropped, not embedded
+    assert tiny_vit.is_ready(image, ["road"], background=("Road",))
+    assert not tiny_vit.is_ready(image, [], background=())  # invalid: segment reports it

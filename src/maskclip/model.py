@@ -18,13 +18,14 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
+from .atomic import atomic_write
 from .backbone import clip_mean_std, dense_encoder, load_clip, resolve_device
 from .cache import FeatureCache
 from .errors import MaskCLIPError
 from .geometry import scaled_size, upsample_accumulate, window_starts
 from .images import to_rgb_float
 from .refine import key_smooth, probabilities, prompt_denoise
-from .text import ClassSpec, TextEncoder, normalize_classes, prompt_rows
+from .text import ClassSpec, TextEncoder, prompt_rows
 
 DEFAULT_BACKGROUND = ("building", "ground", "grass", "tree", "sky")  # the official demo's background prompts
 DEFAULT_SCALES = (336,)  # short side in pixels; the paper's ensemble is (224, 336, 520)
@@ -141,9 +142,13 @@ class MaskCLIP:
                  background: Sequence[str] = DEFAULT_BACKGROUND, scales: Sequence[int] = DEFAULT_SCALES,
                  window: int = DEFAULT_WINDOW, stride: int = DEFAULT_STRIDE) -> bool:
         """True when `segment` with these arguments would run neither encoder (features in memory, every
-        name embedded): a GUI may then call it on its event loop."""
-        names = [n for names in normalize_classes(classes) for n in names] + [str(b).strip() for b in background]
-        return (self.text.has_names(names)
+        name embedded): a GUI may then call it on its event loop. Invalid classes are not ready (`segment`
+        reports them)."""
+        try:
+            rows = prompt_rows(classes, background)[0]
+        except MaskCLIPError:
+            return False
+        return (self.text.has_names([n for names in rows for n in names])
                 and self.cache.in_memory(self._feature_key(image, scales, window, stride)))
 
     def _compute_features(self, image: np.ndarray, scales: tuple[int, ...], window: int,
@@ -204,10 +209,8 @@ class MaskCLIP:
 
     def save_checkpoint(self, path: str | Path) -> None:
         """Write the open_clip state dict (loadable with `load(model_name, pretrained=path)`)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.clip.state_dict(), tmp)
-        os.replace(tmp, path)
+        with atomic_write(path, "wb") as f:
+            torch.save(self.clip.state_dict(), f)
 
 
 def load(model_name: str = "ViT-B-16", pretrained: str | os.PathLike | None = "openai",
