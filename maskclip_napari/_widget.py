@@ -43,6 +43,7 @@ from superqt import QCollapsible, QElidingLabel, QLabeledDoubleSlider
 from maskclip.errors import MaskCLIPError, WeightsUnavailableError
 from maskclip.export import FORMATS, export_project
 from maskclip.project import PROJECT_FILE, Project, StaleImageError
+from maskclip.settings import parse_pretrained
 from maskclip.text import parse_classes_file
 
 from ._class_editor import ClassEditor
@@ -443,7 +444,7 @@ class AnnotatorWidget(QWidget):
     def model_choice(self) -> ModelChoice:
         weights = self.weights_combo.currentText().strip()
         return ModelChoice(name=self.model_combo.currentText().strip() or "ViT-B-16",
-                           weights=None if weights in ("", "none", "random", RANDOM_WEIGHTS) else weights,
+                           weights=None if weights in ("", RANDOM_WEIGHTS) else parse_pretrained(weights),
                            device=self.device_combo.currentText())
 
     def method(self) -> Method:

@@ -165,24 +165,19 @@ def _accept_changes(args) -> int:
 def _segment(args) -> int:
     import maskclip
     from .project import Project
+    from .settings import clip_spec
 
     project = Project.open(args.dir)
     if not project.class_names:
         raise MaskCLIPError(f"project {args.dir} has no classes; add some first (project init --classes-file)")
-    settings = project.settings
-    model_cfg, method = settings.get("model", {}), settings.get("method", {})
-    pretrained = args.pretrained if args.pretrained is not None else model_cfg.get("pretrained")
-    if isinstance(pretrained, str) and pretrained.lower() == "none":
-        pretrained = None
-    model = maskclip.load(args.model or model_cfg.get("name", "ViT-B-16"), pretrained, args.device,
-                          dense_mode=model_cfg.get("dense_mode", "maskclip"), cache_dir=project.cache_dir)
-    options = {
-        "key_smoothing": method.get("key_smoothing", True) if args.key_smoothing is None else args.key_smoothing,
-        "prompt_denoising": (method.get("prompt_denoising", True) if args.prompt_denoising is None
-                             else args.prompt_denoising),
-        "pd_threshold": method.get("pd_threshold", 0.5) if args.pd_threshold is None else args.pd_threshold,
-        "scales": tuple(args.scales or method.get("scales", maskclip.DEFAULT_SCALES)),
-    }
+    spec = clip_spec(project, args.model, args.pretrained)
+    model = maskclip.load(spec["model"], spec["pretrained"], args.device, dense_mode=spec["dense_mode"],
+                          cache_dir=project.cache_dir)
+    options = spec["segment"]
+    for name in ("key_smoothing", "prompt_denoising", "pd_threshold", "scales"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
+    options["scales"] = tuple(options["scales"])
     ids = args.image_ids or project.image_ids
     done = skipped = 0
     for image_id in ids:
@@ -191,7 +186,7 @@ def _segment(args) -> int:
         if project.is_stale(image_id) or (args.only_unlabelled and project.has_labels(image_id)):
             skipped += 1
             continue
-        seg = model.segment(project.get_image(image_id), project.prompts, background=project.background, **options)
+        seg = model.segment(project.get_image(image_id), project.prompts, **options)
         project.merge_prediction(image_id, seg.labels, seg.probs.max(axis=0), class_names=seg.class_names,
                                  min_confidence=args.min_confidence, source=f"maskclip {model.model_name}")
         done += 1

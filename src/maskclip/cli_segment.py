@@ -17,17 +17,14 @@ from .errors import ImageReadError, MaskCLIPError
 from .images import list_images, read_image
 from .labels_io import write_classes_json, write_index_png
 from .model import DEFAULT_BACKGROUND, DEFAULT_SCALES, DEFAULT_STRIDE, DEFAULT_WINDOW, load
+from .settings import parse_pretrained
 from .text import parse_classes_file
-
-
-def _pretrained(value: str) -> str | None:
-    return None if value.strip().lower() in ("none", "random") else value
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model/--pretrained/--device, shared by every command that loads CLIP."""
     parser.add_argument("--model", default="ViT-B-16", help="open_clip architecture (default: ViT-B-16)")
-    parser.add_argument("--pretrained", default="openai", metavar="TAG_OR_PATH", type=_pretrained,
+    parser.add_argument("--pretrained", default="openai", metavar="TAG_OR_PATH", type=parse_pretrained,
                         help="open_clip weights tag (downloaded once), a local checkpoint file, or 'none' for "
                              "random weights (tests and benchmarks only) (default: openai)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")

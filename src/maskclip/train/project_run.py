@@ -19,11 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import MaskCLIPError
+from ..settings import clip_spec
+from ..text import prompt_rows
 from . import distributed as D
 from .data import TrainItem, normalise, prediction_size, to_float_rgb
 from .loop import (CHECKPOINT_FORMAT, ResumeError, RunFolder, TrainConfig, TrainResult, StopFlag, load_student,
                    train)
-from ..text import prompt_rows
 from .targets import TeacherCache, fill_teacher_cache
 
 _OPEN: dict[str, object] = {}  # one Project instance per process and folder (loaders run in workers)
@@ -59,24 +60,6 @@ def project_items(project) -> tuple[list[TrainItem], list[str]]:
                                load_annotation=functools.partial(_load_annotation, root, state.id),
                                fingerprint=project.record(state.id).sha256))
     return items, stale
-
-
-def clip_spec(project, model: str | None = None, pretrained: str | None = None) -> dict:
-    """CLIP model and MaskCLIP settings: the project's, with the command line's override."""
-    settings = project.settings
-    m = dict(settings.get("model", {}))
-    if model is not None:
-        m["name"] = model
-    if pretrained is not None:
-        m["pretrained"] = None if pretrained.lower() in ("none", "random") else pretrained
-    method = settings.get("method", {})
-    return {"model": m.get("name", "ViT-B-16"), "pretrained": m.get("pretrained", "openai"),
-            "dense_mode": m.get("dense_mode", "maskclip"),
-            "segment": {"background": list(project.background),
-                        "key_smoothing": bool(method.get("key_smoothing", True)),
-                        "prompt_denoising": bool(method.get("prompt_denoising", True)),
-                        "pd_threshold": float(method.get("pd_threshold", 0.5)),
-                        "scales": [int(s) for s in method.get("scales", [336])]}}
 
 
 def _weights_key(pretrained) -> str:
