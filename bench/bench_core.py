@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_file import machine_line, write_section  # noqa: E402
+from results_file import machine_line, timed, write_section  # noqa: E402
 
 import maskclip  # noqa: E402
 
@@ -32,15 +32,6 @@ CAMVID = ROOT.parent / "shared" / "data" / "camvid"
 HEADING = "## Core engine (bench/bench_core.py)"
 CLASSES_20 = ["road", "car", "person", "tree", "sky", "building", "bicycle", "bus", "dog", "cat", "chair", "table",
               "bottle", "boat", "horse", "sheep", "cow", "train", "plant", "sofa"]
-
-
-def timed(fn, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def reprompt(model, repeats: int, scales: tuple[int, ...]) -> dict:

@@ -13,7 +13,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from PIL import Image
 from maskclip.project import Project
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_file import RESULTS, machine_line, write_section  # noqa: E402
+from results_file import RESULTS, machine_line, timed, write_section  # noqa: E402
 
 HEADING = "## Project store (bench/bench_project_open.py)"
 
@@ -39,13 +38,8 @@ print(f"{t1 - t0:.4f} {t2 - t1:.4f} {n}")
 """
 
 
-def _timed(fn, repeat: int = 1) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def _median_time(fn, repeats: int = 1) -> float:
+    return statistics.median(timed(fn, repeats))
 
 
 def run(n_images: int, n_labelled: int, size: int) -> list[tuple[str, str]]:
@@ -57,23 +51,23 @@ def run(n_images: int, n_labelled: int, size: int) -> list[tuple[str, str]]:
         for i in range(n_images):
             Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(src / f"img{i:06d}.png")
         root = Path(tmp) / "proj"
-        t = _timed(lambda: Project.create(root, src, ["road", "car", "sky", "tree"]))
+        t = _median_time(lambda: Project.create(root, src, ["road", "car", "sky", "tree"]))
         rows.append((f"create (copy {n_images} images of {size}x{size})", f"{t:.1f} s"))
 
         out = subprocess.run([sys.executable, "-c", OPEN_IN_FRESH_PROCESS, str(root)], capture_output=True,
                              text=True, check=True).stdout.split()
         rows.append(("import maskclip.project (fresh interpreter)", f"{float(out[0]):.2f} s"))
         rows.append((f"Project.open, fresh interpreter ({out[2]} images)", f"{float(out[1]) * 1000:.0f} ms"))
-        rows.append(("Project.open, in process (median of 5)", f"{_timed(lambda: Project.open(root), 5) * 1000:.0f} ms"))
+        rows.append(("Project.open, in process (median of 5)", f"{_median_time(lambda: Project.open(root), 5) * 1000:.0f} ms"))
 
         p = Project.open(root)
         ids = p.image_ids[:n_labelled]
         write_times, merge_times, read_times = [], [], []
         for image_id in ids:
             labels = rng.integers(0, 4, (size, size)).astype(np.uint8)
-            write_times.append(_timed(lambda: p.set_labels(image_id, labels, verified=labels == 0)))
-            merge_times.append(_timed(lambda: p.merge_prediction(image_id, rng.integers(0, 4, (size, size)))))
-            read_times.append(_timed(lambda: p.get_labels_and_verified(image_id)))
+            write_times.append(_median_time(lambda: p.set_labels(image_id, labels, verified=labels == 0)))
+            merge_times.append(_median_time(lambda: p.merge_prediction(image_id, rng.integers(0, 4, (size, size)))))
+            read_times.append(_median_time(lambda: p.get_labels_and_verified(image_id)))
         p.flush()
         rows.append((f"set_labels with verified mask (median of {len(ids)})",
                      f"{statistics.median(write_times) * 1000:.1f} ms"))
@@ -81,11 +75,11 @@ def run(n_images: int, n_labelled: int, size: int) -> list[tuple[str, str]]:
         rows.append(("get_labels_and_verified (median)", f"{statistics.median(read_times) * 1000:.2f} ms"))
 
         (root / "summary.json").unlink()
-        cold = _timed(lambda: Project.open(root).list_images())
-        warm = _timed(lambda: Project.open(root).list_images(), 3)
+        cold = _median_time(lambda: Project.open(root).list_images())
+        warm = _median_time(lambda: Project.open(root).list_images(), 3)
         rows.append((f"open + list_images, {n_labelled} labelled, no summary cache", f"{cold * 1000:.0f} ms"))
         rows.append(("open + list_images, summary cache present (median of 3)", f"{warm * 1000:.0f} ms"))
-        rows.append(("open + status() (per-class counts)", f"{_timed(lambda: Project.open(root).status()) * 1000:.0f} ms"))
+        rows.append(("open + status() (per-class counts)", f"{_median_time(lambda: Project.open(root).status()) * 1000:.0f} ms"))
     return rows
 
 

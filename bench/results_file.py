@@ -1,4 +1,5 @@
-"""bench/results.md is shared by all benchmarks; each one replaces only its own "## ..." section."""
+"""What the benchmarks share: bench/results.md, where each one replaces only its own "## ..." section, the
+machine line and a timer."""
 from __future__ import annotations
 
 import platform
@@ -9,6 +10,16 @@ from maskclip.atomic import atomic_write
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
 TITLE = "# Benchmark results\n"
+
+
+def timed(fn, repeats: int) -> list[float]:
+    """Wall-clock seconds of `repeats` calls of fn()."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
 
 
 def machine_line() -> str:
