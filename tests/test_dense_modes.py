@@ -45,7 +45,7 @@ def official_last_block(mode, block, x, grid):
     elif mode == "clearclip":
         weights = F.softmax(qq, dim=-1)
     else:
-        weights = F.softmax(kk + naclip_omega(*grid), dim=-1)
+        weights = F.softmax(kk + naclip_omega(*grid).to(kk.device), dim=-1)
     out = torch.bmm(weights, v).transpose(0, 1).contiguous().view(length, bsz, embed_dim)
     out = attn.out_proj(out)
     if mode == "sclip":

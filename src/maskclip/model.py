@@ -27,15 +27,13 @@ from .cache import FeatureCache
 from .errors import MaskCLIPError
 from .geometry import scaled_size, upsample_accumulate, window_starts
 from .images import to_rgb_float
-from .options import MODE_DEFAULTS, SegmentOptions
+from .options import SegmentOptions
 from .pamr import pamr
 from .refine import key_smooth, key_smooth_official, probabilities, prompt_denoise
 from .text import ClassSpec, TextEncoder, prompt_rows
 
 DEFAULT_BACKGROUND = ("building", "ground", "grass", "tree", "sky")  # the official demo's background prompts
 DEFAULT_SCALES = (336,)  # short side in pixels; the paper's ensemble is (224, 336, 520)
-DEFAULT_WINDOW = MODE_DEFAULTS["maskclip"].window  # larger scaled images are encoded in overlapping windows
-DEFAULT_STRIDE = MODE_DEFAULTS["maskclip"].stride
 FEATURE_FORMAT = 2  # bump when the cached tensors change meaning (2: batch-first last block, activation)
 
 

@@ -89,7 +89,8 @@ class SegmentOptions:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
-            raise MaskCLIPError(f"unknown segmentation option(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+            raise MaskCLIPError(f"unknown segmentation option(s) {', '.join(unknown)} "
+                                f"(known: {', '.join(sorted(names))})")
         values = dict(values)
         if values.get("pamr_dilations") is not None:
             values["pamr_dilations"] = tuple(int(d) for d in values["pamr_dilations"])
@@ -114,15 +115,18 @@ class SegmentOptions:
             if not ok:
                 raise MaskCLIPError(message)
 
-        check(0.0 <= self.pd_threshold <= 1.0, f"the prompt denoising threshold must lie in [0, 1], got {self.pd_threshold}")
-        check(self.temperature is None or self.temperature > 0, f"the temperature must be positive, got {self.temperature}")
+        check(0.0 <= self.pd_threshold <= 1.0,
+              f"the prompt denoising threshold must lie in [0, 1], got {self.pd_threshold}")
+        check(self.temperature is None or self.temperature > 0,
+              f"the temperature must be positive, got {self.temperature}")
         check(self.ks_variant in KS_VARIANTS, f"ks_variant must be one of {KS_VARIANTS}, got {self.ks_variant!r}")
         check(self.bg_threshold is None or 0.0 <= self.bg_threshold <= 1.0,
               f"the background threshold must lie in [0, 1], got {self.bg_threshold}")
         check(self.synonyms in SYNONYM_MERGES, f"synonyms must be one of {SYNONYM_MERGES}, got {self.synonyms!r}")
         check(self.pamr_steps >= 0 and all(d >= 1 for d in self.pamr_dilations) and bool(self.pamr_dilations),
               f"PAMR needs steps >= 0 and dilations >= 1, got {self.pamr_steps} and {self.pamr_dilations}")
-        check(self.scale_fusion in SCALE_FUSIONS, f"scale_fusion must be one of {SCALE_FUSIONS}, got {self.scale_fusion!r}")
+        check(self.scale_fusion in SCALE_FUSIONS,
+              f"scale_fusion must be one of {SCALE_FUSIONS}, got {self.scale_fusion!r}")
         check(self.window is None or self.window >= 1, f"the window must be positive, got {self.window}")
         check(self.stride is None or self.stride >= 1, f"the stride must be positive, got {self.stride}")
 
