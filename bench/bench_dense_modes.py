@@ -49,6 +49,7 @@ def dense_times(model, x, repeats):
     for _ in range(repeats):
         for m in MODES:
             times[m] += timed(lambda: (model.encode_dense(x, m), sync(model.device)), 1)
+    print("dense pass:", {m: round(statistics.median(t), 3) for m, t in times.items()}, flush=True)
     return {m: statistics.median(t) for m, t in times.items()}
 
 
@@ -67,6 +68,7 @@ def segment_times(model, image, repeats):
     for _ in range(max(1, repeats // 2)):
         for m in MODES:
             times[m] += timed(lambda: run(m), 1)
+    print("segment:", {m: round(statistics.median(t), 2) for m, t in times.items()}, flush=True)
     return {m: statistics.median(t) for m, t in times.items()}
 
 
@@ -74,10 +76,7 @@ def last_block_memory(model, x):
     """Per mode: peak CUDA bytes of the dense pass, or bytes allocated by the last block on the CPU."""
     visual = model.clip.visual
     with torch.inference_mode():
-        tokens = visual._embeds(x.to(model.device))
-        for block in visual.transformer.resblocks[:-1]:
-            tokens = block(tokens)
-    grid = (x.shape[-2] // 16, x.shape[-1] // 16)
+        tokens, grid = model._encoder("maskclip").tokens_before_last_block(x.to(model.device))
     out = {}
     for m in MODES:
         if model.device.type == "cuda":

@@ -123,3 +123,11 @@ def test_features_are_cached_per_mode_with_the_mode_parameters(tiny_vit):
     assert not tiny_vit.is_ready(image, ["a", "b"], dense_mode="sclip")
     np.testing.assert_array_equal(a.probs, b.probs)
     assert tiny_vit.stats["image_encoder_runs"] == after_naclip + 1  # only the maskclip encode in between
+
+
+def test_every_mode_smooths_with_the_last_block_keys(tiny_vit):
+    """Keys for KS are the last block's k through out_proj in every mode (MaskCLIP's official choice)."""
+    x = torch.randn(2, 3, 64, 96)
+    keys = tiny_vit.encode_dense(x, "maskclip").keys
+    for mode in ("sclip", "clearclip", "naclip"):
+        torch.testing.assert_close(tiny_vit.encode_dense(x, mode).keys, keys)

@@ -83,6 +83,11 @@ def test_state_dict_from_an_openai_archive_loads_with_quick_gelu(tmp_path):
     torch.save(model.clip.state_dict(), tmp_path / "plain.pt")  # no mark: open_clip's default (GELU)
     plain = maskclip.load("maskclip-tiny-vit", pretrained=tmp_path / "plain.pt", device="cpu")
     assert _activations(plain) == {torch.nn.GELU}
+    hub = tmp_path / "models--timm--vit_base_patch16_clip_224.openai" / "snapshots" / "abc"
+    hub.mkdir(parents=True)  # a file of a Hugging Face repository of OpenAI weights
+    torch.save(model.clip.state_dict(), hub / "open_clip_pytorch_model.bin")
+    assert _activations(maskclip.load("maskclip-tiny-vit", pretrained=hub / "open_clip_pytorch_model.bin")) == \
+        {QuickGELU}
     model.save_checkpoint(tmp_path / "ours.pt")  # our checkpoints record the activation
     assert _activations(maskclip.load("maskclip-tiny-vit", pretrained=tmp_path / "ours.pt")) == {QuickGELU}
 

@@ -242,7 +242,7 @@ def clearclip_last_block(block, x, grid):
     return block.ls_1(_merge(block, F.scaled_dot_product_attention(q, q, v))), keys
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=4)
 def neighbourhood_bias(grid: tuple[int, int], sigma: float, device: torch.device) -> torch.Tensor:
     """NACLIP's Omega [1 + h*w, 1 + h*w]: exp(-d^2 / (2 sigma^2)) over patch-grid distance d, 0 on the class
     token's row and column."""
@@ -326,10 +326,10 @@ class ViTDense:
             self._pos_cache[key] = torch.cat([pos[:1], table], dim=0)
         return self._pos_cache[key]
 
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def tokens_before_last_block(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """(tokens [B, 1 + h*w, C] batch-first, class token first, patch grid (h, w)) entering the last block."""
         v = self.visual
-        x = _pad_to_multiple(x, self.stride)
-        x = v.conv1(x)
+        x = v.conv1(_pad_to_multiple(x, self.stride))
         batch, width, gh, gw = x.shape
         x = x.flatten(2).transpose(1, 2)
         cls = v.class_embedding.to(x.dtype).expand(batch, 1, width)
@@ -340,12 +340,15 @@ class ViTDense:
             x = x.transpose(0, 1)
         for block in v.transformer.resblocks[:-1]:
             x = block(x)
-        if not batch_first:
-            x = x.transpose(0, 1)
+        return (x if batch_first else x.transpose(0, 1)), (gh, gw)
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        v = self.visual
+        x, (gh, gw) = self.tokens_before_last_block(x)
         # the last block batch-first with the class token inside: real attention modes mix tokens
         x, keys = self.last_block(v.transformer.resblocks[-1], x, (gh, gw))
         features = v.ln_post(x)[:, 1:] @ v.proj
-        to_map = lambda t: t.transpose(1, 2).reshape(batch, t.shape[-1], gh, gw)  # noqa: E731
+        to_map = lambda t: t.transpose(1, 2).reshape(x.shape[0], t.shape[-1], gh, gw)  # noqa: E731
         return to_map(features), to_map(keys[:, 1:])
 
 

@@ -256,22 +256,7 @@ class MaskCLIP:
         height, width = image.shape[:2]
         acc = torch.zeros(len(class_names), height, width)
         for short_side, scale_maps in zip(scales, maps):
-            features = scale_maps["features"].to(self.device)
-            grid = features.shape[1:]
-            # window-normalised features are averages of unit vectors: scoring them as they are averages
-            # the windows' cosines (the successors' logit averaging); renormalising would not
-            features = features.flatten(1) if o.window_norm else F.normalize(features.flatten(1), dim=0)
-            scores = text @ features
-            if o.prompt_denoising:
-                scores, _ = prompt_denoise(scores, o.pd_threshold, o.temperature)
-            probs = probabilities(scores, o.temperature)
-            if o.key_smoothing:
-                keys = scale_maps["keys"].to(self.device).flatten(1)
-                probs = key_smooth(probs, keys) if o.ks_variant == "cosine" else \
-                    key_smooth_official(probs, keys, o.ks_threshold)
-            if o.scale_fusion == "softmax1":  # mmseg's aug_test: softmax of the head's output at temperature 1
-                probs = torch.softmax(probs if o.key_smoothing else scores, dim=0)
-            merged = torch.stack([probs[rows].amax(dim=0) for rows in groups]).view(len(groups), *grid)
+            merged = self._class_maps(text, groups, scale_maps, o)
             if o.pamr:
                 rgb = self._scaled_rgb(image, short_side)[0]
                 merged = F.interpolate(merged[None], size=rgb.shape[-2:], mode="bilinear", align_corners=False)[0]
@@ -284,6 +269,27 @@ class MaskCLIP:
             acc, class_names, bg_index, labels = _threshold_background(acc, class_names, bg_index, best, labels,
                                                                        o.bg_threshold)
         return Segmentation(acc.numpy(), labels.to(torch.int32).numpy(), class_names, bg_index)
+
+    def _class_maps(self, text: torch.Tensor, groups: list[list[int]], scale_maps: dict,
+                    o: SegmentOptions) -> torch.Tensor:
+        """One scale's output-class maps on the patch grid [K, h, w]: cosine scores -> PD -> softmax -> KS
+        -> (softmax-1 fusion form) -> max over each class's rows."""
+        features = scale_maps["features"].to(self.device)
+        grid = features.shape[1:]
+        # window-normalised features are averages of unit vectors: scoring them as they are averages the
+        # windows' cosines (the successors' logit averaging); renormalising would not
+        features = features.flatten(1) if o.window_norm else F.normalize(features.flatten(1), dim=0)
+        scores = text @ features
+        if o.prompt_denoising:
+            scores, _ = prompt_denoise(scores, o.pd_threshold, o.temperature)
+        probs = probabilities(scores, o.temperature)
+        if o.key_smoothing:
+            keys = scale_maps["keys"].to(self.device).flatten(1)
+            probs = key_smooth(probs, keys) if o.ks_variant == "cosine" else \
+                key_smooth_official(probs, keys, o.ks_threshold)
+        if o.scale_fusion == "softmax1":  # mmseg's aug_test: softmax of the head's output at temperature 1
+            probs = torch.softmax(probs if o.key_smoothing else scores, dim=0)
+        return torch.stack([probs[rows].amax(dim=0) for rows in groups]).view(len(groups), *grid)
 
     def save_checkpoint(self, path: str | Path) -> None:
         """Write the open_clip state dict and its activation (loadable with `load(model_name, pretrained=path)`
