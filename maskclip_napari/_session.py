@@ -42,15 +42,20 @@ class Method:
     prompt_denoising: bool = True
     pd_threshold: float = 0.5
     scales: tuple[int, ...] = (336,)
+    dense_mode: str = "maskclip"
+    other_options: tuple[tuple[str, object], ...] = ()  # further SegmentOptions fields from the project settings
+
+    def _kwargs(self) -> dict:
+        return dict(background=list(self.background), scales=self.scales, dense_mode=self.dense_mode,
+                    key_smoothing=self.key_smoothing, prompt_denoising=self.prompt_denoising,
+                    pd_threshold=self.pd_threshold, **dict(self.other_options))
 
     def segment(self, model: maskclip.MaskCLIP, image: np.ndarray) -> maskclip.Segmentation:
-        return model.segment(image, [list(c) for c in self.classes], background=list(self.background),
-                             key_smoothing=self.key_smoothing, prompt_denoising=self.prompt_denoising,
-                             pd_threshold=self.pd_threshold, scales=self.scales)
+        return model.segment(image, [list(c) for c in self.classes], **self._kwargs())
 
     def is_ready(self, model: maskclip.MaskCLIP, image: np.ndarray) -> bool:
-        return model.is_ready(image, [list(c) for c in self.classes], background=list(self.background),
-                              scales=self.scales)
+        """Features of this dense mode in memory and every name embedded (another mode re-encodes)."""
+        return model.is_ready(image, [list(c) for c in self.classes], **self._kwargs())
 
 
 @dataclass

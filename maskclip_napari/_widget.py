@@ -43,7 +43,8 @@ from superqt import QCollapsible, QElidingLabel, QLabeledDoubleSlider
 from maskclip.errors import MaskCLIPError, WeightsUnavailableError
 from maskclip.export import FORMATS, export_project
 from maskclip.project import PROJECT_FILE, Project, StaleImageError
-from maskclip.settings import parse_pretrained
+from maskclip.options import DENSE_MODE_NAMES, MODE_DEFAULTS
+from maskclip.settings import clip_spec, parse_pretrained
 from maskclip.text import parse_classes_file
 
 from ._class_editor import ClassEditor
@@ -56,6 +57,8 @@ from ._layers import (
 )
 from ._session import JobResult, Method, ModelChoice, ModelSession, segment_job
 from ._training import TrainingSection
+
+DENSE_MODE_LABELS = {"maskclip": "MaskCLIP", "sclip": "SCLIP", "clearclip": "ClearCLIP", "naclip": "NACLIP"}
 
 IMAGE_LAYER = "image"
 LABELS_LAYER = "labels"
@@ -209,6 +212,30 @@ class AnnotatorWidget(QWidget):
         v.addWidget(self.class_editor)
         return box
 
+    def _build_dense_mode_row(self, form: QFormLayout) -> None:
+        """The dense mode combo: MaskCLIP or a training-free successor (each with its own KS/PD defaults)."""
+        self.dense_mode_combo = QComboBox()
+        for mode in DENSE_MODE_NAMES:
+            self.dense_mode_combo.addItem(DENSE_MODE_LABELS[mode], mode)
+        self.dense_mode_combo.setToolTip(
+            "How CLIP's last block makes per-patch features. SCLIP / ClearCLIP / NACLIP (ViT models) give "
+            "cleaner masks than MaskCLIP at the same cost; changing it re-encodes the image once")
+        self.dense_mode_combo.currentIndexChanged.connect(self._on_dense_mode_changed)
+        form.addRow("Dense mode", self.dense_mode_combo)
+
+    def dense_mode(self) -> str:
+        return self.dense_mode_combo.currentData() or "maskclip"
+
+    def _on_dense_mode_changed(self, *_):
+        """The mode's own KS / PD defaults (the successors' papers use neither), then a redraw."""
+        defaults = MODE_DEFAULTS[self.dense_mode()]
+        for check, on in ((self.ks_check, defaults.key_smoothing), (self.pd_check, defaults.prompt_denoising)):
+            check.blockSignals(True)
+            check.setChecked(on)
+            check.blockSignals(False)
+        self.pd_slider.setEnabled(self.pd_check.isChecked())
+        self._schedule_redraw()
+
     def _build_maskclip_box(self) -> QGroupBox:
         """KS / PD / threshold / scale, Segment image / all / Cancel, and the model choice."""
         box = QGroupBox("MaskCLIP")
@@ -222,6 +249,7 @@ class AnnotatorWidget(QWidget):
         toggles.addWidget(self.ks_check)
         toggles.addWidget(self.pd_check)
         form.addRow(toggles)
+        self._build_dense_mode_row(form)
         self.pd_slider = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
         self.pd_slider.setRange(0.0, 1.0)
         self.pd_slider.setSingleStep(0.05)
@@ -414,7 +442,7 @@ class AnnotatorWidget(QWidget):
         settings = settings or {}
         method = settings.get("method", {})
         model = settings.get("model", {})
-        widgets = (self.ks_check, self.pd_check, self.pd_slider, self.scale_spin,
+        widgets = (self.ks_check, self.pd_check, self.pd_slider, self.scale_spin, self.dense_mode_combo,
                    self.model_combo, self.weights_combo, self.device_combo)
         for w in widgets:
             w.blockSignals(True)
@@ -423,6 +451,7 @@ class AnnotatorWidget(QWidget):
             self.pd_check.setChecked(bool(method.get("prompt_denoising", True)))
             self.pd_slider.setValue(float(method.get("pd_threshold", 0.5)))
             self.scale_spin.setValue(int((method.get("scales") or [336])[0]))
+            self.dense_mode_combo.setCurrentIndex(max(0, self.dense_mode_combo.findData(model.get("dense_mode"))))
             self.model_combo.setCurrentText(model.get("name", "ViT-B-16"))
             weights = model.get("pretrained", "openai")
             self.weights_combo.setCurrentText(RANDOM_WEIGHTS if weights is None else str(weights))
@@ -451,14 +480,23 @@ class AnnotatorWidget(QWidget):
         p = self.project
         return Method(classes=tuple(tuple(c) for c in p.prompts), background=tuple(p.background),
                       key_smoothing=self.ks_check.isChecked(), prompt_denoising=self.pd_check.isChecked(),
-                      pd_threshold=round(float(self.pd_slider.value()), 4), scales=(int(self.scale_spin.value()),))
+                      pd_threshold=round(float(self.pd_slider.value()), 4), scales=(int(self.scale_spin.value()),),
+                      dense_mode=self.dense_mode(), other_options=self._other_options())
+
+    def _other_options(self) -> tuple:
+        """SegmentOptions set in the project's settings (CLI or API) that have no control here; the
+        mode-dependent ones only while the project's stored mode is shown."""
+        spec = clip_spec(self.project, dense_mode=self.dense_mode())["segment"]
+        shown = ("key_smoothing", "prompt_denoising", "pd_threshold")
+        return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in spec.items()
+                     if k not in shown and k not in ("background", "scales"))
 
     def _save_settings(self) -> None:
         if self.project is None:
             return
         choice = self.model_choice()
         m = self.method() if self.project.classes else None
-        update = {"model": {"name": choice.name, "pretrained": choice.weights},
+        update = {"model": {"name": choice.name, "pretrained": choice.weights, "dense_mode": self.dense_mode()},
                   "annotator": {"device": choice.device}}
         if m is not None:
             update["method"] = {"key_smoothing": m.key_smoothing, "prompt_denoising": m.prompt_denoising,

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from .cli_options import add_dense_mode_arguments, add_option_arguments, option_kwargs
 from .errors import MaskCLIPError
 
 
@@ -45,9 +46,8 @@ def register(subparsers) -> None:
     p.add_argument("--pretrained", help="open_clip tag or checkpoint file; 'none' = random weights")
     p.add_argument("--device", default="auto")
     p.add_argument("--scales", type=int, nargs="+", help="short sides of the multi-scale ensemble")
-    p.add_argument("--key-smoothing", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--prompt-denoising", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--pd-threshold", type=float)
+    add_dense_mode_arguments(p)
+    add_option_arguments(p)
     p.add_argument("--min-confidence", type=float, default=0.0,
                    help="pixels whose top probability is below this stay unlabelled (255)")
     p.add_argument("--only-unlabelled", action="store_true", help="skip images that already have labels")
@@ -170,13 +170,12 @@ def _segment(args) -> int:
     project = Project.open(args.dir)
     if not project.class_names:
         raise MaskCLIPError(f"project {args.dir} has no classes; add some first (project init --classes-file)")
-    spec = clip_spec(project, args.model, args.pretrained)
+    spec = clip_spec(project, args.model, args.pretrained, args.dense_mode, args.quick_gelu, option_kwargs(args))
     model = maskclip.load(spec["model"], spec["pretrained"], args.device, dense_mode=spec["dense_mode"],
-                          cache_dir=project.cache_dir)
+                          quick_gelu=spec["quick_gelu"], cache_dir=project.cache_dir)
     options = spec["segment"]
-    for name in ("key_smoothing", "prompt_denoising", "pd_threshold", "scales"):
-        if getattr(args, name) is not None:
-            options[name] = getattr(args, name)
+    if args.scales is not None:
+        options["scales"] = args.scales
     options["scales"] = tuple(options["scales"])
     ids = args.image_ids or project.image_ids
     done = skipped = 0

@@ -16,43 +16,36 @@ from tqdm import tqdm
 from .errors import ImageReadError, MaskCLIPError
 from .images import list_images, read_image
 from .labels_io import write_classes_json, write_index_png
-from .model import DEFAULT_BACKGROUND, DEFAULT_SCALES, DEFAULT_STRIDE, DEFAULT_WINDOW, load
+from .model import DEFAULT_BACKGROUND, DEFAULT_SCALES, load
+from .cli_options import add_dense_mode_arguments, add_option_arguments, option_kwargs
 from .settings import parse_pretrained
 from .text import parse_classes_file
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """--model/--pretrained/--device, shared by every command that loads CLIP."""
+    """--model/--pretrained/--device/--dense-mode/--quick-gelu, shared by every command that loads CLIP."""
     parser.add_argument("--model", default="ViT-B-16", help="open_clip architecture (default: ViT-B-16)")
     parser.add_argument("--pretrained", default="openai", metavar="TAG_OR_PATH", type=parse_pretrained,
                         help="open_clip weights tag (downloaded once), a local checkpoint file, or 'none' for "
                              "random weights (tests and benchmarks only) (default: openai)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    add_dense_mode_arguments(parser, default="maskclip")
 
 
 def add_method_arguments(parser: argparse.ArgumentParser) -> None:
-    """MaskCLIP settings, shared by every command that segments."""
-    parser.add_argument("--key-smoothing", action=argparse.BooleanOptionalAction, default=True,
-                        help="smooth class probabilities by key similarity (default: on)")
-    parser.add_argument("--prompt-denoising", action=argparse.BooleanOptionalAction, default=True,
-                        help="drop classes that are nowhere confident (default: on)")
-    parser.add_argument("--pd-threshold", type=float, default=0.5, help="prompt denoising threshold (default 0.5)")
+    """Scales, background prompts and segmentation options, for commands that segment plain images."""
     parser.add_argument("--scales", type=int, nargs="+", default=list(DEFAULT_SCALES), metavar="SHORT_SIDE",
                         help=f"short side(s) in pixels, results averaged (default {DEFAULT_SCALES[0]}; the "
                              "paper's ensemble: 224 336 520)")
     parser.add_argument("--background", nargs="*", default=list(DEFAULT_BACKGROUND), metavar="PROMPT",
                         help="background prompts merged into one 'background' label (default: "
                              f"{' '.join(DEFAULT_BACKGROUND)}); give the flag alone for none")
-    parser.add_argument("--window", type=int, default=DEFAULT_WINDOW,
-                        help=f"sliding-window size in pixels after scaling (default {DEFAULT_WINDOW})")
-    parser.add_argument("--stride", type=int, default=DEFAULT_STRIDE,
-                        help=f"sliding-window stride (default {DEFAULT_STRIDE})")
+    add_option_arguments(parser)
 
 
 def method_kwargs(args: argparse.Namespace) -> dict:
-    return dict(key_smoothing=args.key_smoothing, prompt_denoising=args.prompt_denoising,
-                pd_threshold=args.pd_threshold, scales=tuple(args.scales), background=tuple(args.background),
-                window=args.window, stride=args.stride)
+    return dict(scales=tuple(args.scales), background=tuple(args.background), dense_mode=args.dense_mode,
+                **option_kwargs(args))
 
 
 def register(subparsers) -> None:
@@ -90,12 +83,14 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise MaskCLIPError(f"cannot create output folder {out}: {exc.strerror or exc}") from None
 
-    model = load(args.model, args.pretrained, args.device, cache_dir=args.cache_dir)
+    model = load(args.model, args.pretrained, args.device, dense_mode=args.dense_mode, quick_gelu=args.quick_gelu,
+                 cache_dir=args.cache_dir)
     weights = args.pretrained if args.pretrained is not None else "random weights"
     print(f"maskclip segment: {len(images)} image(s), {args.model} ({weights}) on {model.device}", file=sys.stderr)
     kwargs = method_kwargs(args)
     start = time.perf_counter()
-    model.encode_prompts(classes, kwargs["background"])  # once, before the per-image loop
+    _, options = model.options(args.dense_mode, **option_kwargs(args))  # checks the options before any work
+    model.encode_prompts(classes, kwargs["background"], options.synonyms == "max")
     print(f"maskclip segment: class prompts embedded in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     failed, class_names, start = [], None, time.perf_counter()
     for path in tqdm(images, desc="segment", unit="img", file=sys.stderr):

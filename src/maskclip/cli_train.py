@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from .cli_options import add_dense_mode_arguments, add_option_arguments, option_kwargs
 from .errors import MaskCLIPError
 
 # option -> (TrainConfig field, or "augment.<field>")
@@ -46,6 +47,8 @@ def register(subparsers) -> None:
     p.add_argument("--model", metavar="NAME", help="CLIP architecture for the pseudo labels (default: the project's)")
     p.add_argument("--pretrained", metavar="TAG_OR_PATH",
                    help="CLIP weights: open_clip tag, checkpoint file, or 'none' for random (default: the project's)")
+    add_dense_mode_arguments(p)
+    add_option_arguments(p)
     p.add_argument("--resume", action="store_true",
                    help="continue from RUN_DIR/checkpoints/last.pt with the run's saved settings")
     p.add_argument("--lr", type=float, help="initial learning rate (default 0.01, poly decay)")
@@ -110,6 +113,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise MaskCLIPError("--iters must be at least 1")
     config = _config(args)
     result = train_project(args.project, args.run, config, model=args.model, pretrained=args.pretrained,
+                           dense_mode=args.dense_mode, quick_gelu=args.quick_gelu, options=option_kwargs(args),
                            device=args.device, resume=args.resume,
                            log=lambda msg: print(f"maskclip train: {msg}", file=sys.stderr, flush=True))
     if result.state == "cancelled":

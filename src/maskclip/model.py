@@ -1,13 +1,15 @@
 """The MaskCLIP model object: dense features, class embeddings and full-resolution segmentation.
 
-Data flow (DESIGN.md section 2): image -> dense features per scale (expensive, cached) -> cosine scores
-against class embeddings -> PD, softmax, KS -> background merge -> bilinear upsampling, scale average ->
-labels. Changing classes, toggles or thresholds only redoes the part after the cache.
+Data flow (DESIGN.md section 2): image -> dense features per scale and dense mode (expensive, cached) ->
+cosine scores against class embeddings -> PD, softmax, KS -> background / synonym merge -> PAMR ->
+bilinear upsampling, scale average -> labels (-> background threshold). Changing classes or any
+`SegmentOptions` field except the window ones only redoes the part after the cache.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -19,19 +21,20 @@ import torch.nn.functional as F
 
 from . import __version__
 from .atomic import atomic_write
-from .backbone import clip_mean_std, dense_encoder, load_clip, resolve_device
+from .backbone import (CHECKPOINT_QUICK_GELU_KEY, clip_mean_std, dense_encoder, dense_mode_key, load_clip,
+                       resolve_device, uses_quick_gelu)
 from .cache import FeatureCache
 from .errors import MaskCLIPError
 from .geometry import scaled_size, upsample_accumulate, window_starts
 from .images import to_rgb_float
-from .refine import key_smooth, probabilities, prompt_denoise
+from .options import SegmentOptions
+from .pamr import pamr
+from .refine import key_smooth, key_smooth_official, probabilities, prompt_denoise
 from .text import ClassSpec, TextEncoder, prompt_rows
 
 DEFAULT_BACKGROUND = ("building", "ground", "grass", "tree", "sky")  # the official demo's background prompts
 DEFAULT_SCALES = (336,)  # short side in pixels; the paper's ensemble is (224, 336, 520)
-DEFAULT_WINDOW = 768  # scaled images larger than this (either side) are encoded in overlapping windows
-DEFAULT_STRIDE = 512
-FEATURE_FORMAT = 1  # bump when the cached tensors change meaning
+FEATURE_FORMAT = 2  # bump when the cached tensors change meaning (2: batch-first last block, activation)
 
 
 @dataclass
@@ -57,7 +60,12 @@ def image_digest(image: np.ndarray) -> str:
 
 
 class MaskCLIP:
-    """MaskCLIP on top of an open_clip model. Thread-safe enough for one worker plus the GUI thread."""
+    """MaskCLIP on top of an open_clip model. Thread-safe enough for one worker plus the GUI thread.
+
+    `dense_mode` is the default last-block variant; `segment` and friends take another per call. Each mode
+    has its own feature cache (its signature names the mode and its parameters), so switching back and
+    forth re-encodes nothing twice.
+    """
 
     def __init__(self, clip_model: torch.nn.Module, tokenizer, *, model_name: str, weights_id: str,
                  device: str | torch.device = "auto", dense_mode: str = "maskclip",
@@ -66,42 +74,88 @@ class MaskCLIP:
         self.clip = clip_model.to(self.device).eval()
         self.model_name = model_name
         self.weights_id = weights_id
+        self.quick_gelu = uses_quick_gelu(self.clip)
         self.dense_mode = dense_mode
-        self._dense = dense_encoder(self.clip, dense_mode)
-        self.stride = self._dense.stride  # output stride in pixels: the patch size, or 32 for ResNets
+        self._cache_dir, self._cache_bytes = cache_dir, cache_bytes
+        self._encoders: dict[str, object] = {}
+        self._caches: dict[str, FeatureCache] = {}
+        self._lock = threading.Lock()
+        self.stride = self._encoder(dense_mode).stride  # output stride in pixels: patch size, or 32 for ResNets
         mean, std = clip_mean_std(self.clip)
         self._mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
         self.text = TextEncoder(self.clip, tokenizer, self.device)
-        self.cache = FeatureCache(self.signature, max_bytes=cache_bytes, disk_dir=cache_dir)
         self.stats = {"image_encoder_runs": 0}
+
+    def _encoder(self, mode: str):
+        """The dense extractor of a mode (built once; unknown modes and ResNet + non-maskclip are errors)."""
+        with self._lock:
+            if mode not in self._encoders:
+                self._encoders[mode] = dense_encoder(self.clip, mode)
+            return self._encoders[mode]
+
+    def feature_cache(self, dense_mode: str | None = None) -> FeatureCache:
+        mode = dense_mode or self.dense_mode
+        self._encoder(mode)
+        with self._lock:
+            if mode not in self._caches:
+                self._caches[mode] = FeatureCache(self.signature_for(mode), max_bytes=self._cache_bytes,
+                                                  disk_dir=self._cache_dir)
+            return self._caches[mode]
+
+    @property
+    def cache(self) -> FeatureCache:
+        return self.feature_cache()
+
+    def signature_for(self, dense_mode: str) -> dict:
+        """What cached features depend on, besides the image, the scales and the windows."""
+        return {"model": self.model_name, "weights": self.weights_id,
+                "activation": "quick_gelu" if self.quick_gelu else "gelu",
+                "dense_mode": dense_mode_key(dense_mode), "format": FEATURE_FORMAT, "maskclip": __version__}
 
     @property
     def signature(self) -> dict:
-        """What the cached features depend on, besides the image and the scales."""
-        return {"model": self.model_name, "weights": self.weights_id, "dense_mode": self.dense_mode,
-                "format": FEATURE_FORMAT, "maskclip": __version__}
+        return self.signature_for(self.dense_mode)
+
+    def options(self, dense_mode: str | None = None, options: SegmentOptions | None = None,
+                **fields) -> tuple[str, SegmentOptions]:
+        """(mode, options with the mode's defaults filled in): what `segment` will use for these arguments."""
+        mode = dense_mode or self.dense_mode
+        options = options or SegmentOptions()
+        if fields:
+            options = options.updated(**fields)
+        return mode, options.resolved(mode)
 
     # --- the expensive part ------------------------------------------------------------------------
     @torch.inference_mode()
-    def encode_dense(self, x: torch.Tensor) -> DenseFeatures:
+    def encode_dense(self, x: torch.Tensor, dense_mode: str | None = None) -> DenseFeatures:
         """Dense features of a normalised batch [B, 3, H, W]; sides are zero-padded to the output stride."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise MaskCLIPError(f"encode_dense expects a [B, 3, H, W] tensor, got {tuple(x.shape)}")
+        encoder = self._encoder(dense_mode or self.dense_mode)
         self.stats["image_encoder_runs"] += 1
-        features, keys = self._dense(x.to(self.device, torch.float32))
+        features, keys = encoder(x.to(self.device, torch.float32))
         return DenseFeatures(features.float(), keys.float())
 
     def normalize(self, rgb: torch.Tensor) -> torch.Tensor:
         """CLIP's mean/std normalisation of [B, 3, H, W] RGB in [0, 1]."""
         return (rgb - self._mean) / self._std
 
-    def _encode_windows(self, x: torch.Tensor, window: int, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Dense maps of one normalised image [1, 3, H, W]; overlapping windows are averaged on the patch grid."""
+    def _encode_windows(self, x: torch.Tensor, window: int, stride: int, mode: str,
+                        window_norm: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dense maps of one normalised image [1, 3, H, W]; overlapping windows are averaged on the patch grid.
+
+        With `window_norm` each window's features are L2-normalised first: cosine scores are linear in them,
+        so this equals averaging per-window logits (the successors' sliding-window inference).
+        """
+        def encode(crop):
+            dense = self.encode_dense(crop, mode)
+            features = F.normalize(dense.features[0], dim=0) if window_norm else dense.features[0]
+            return features, dense.keys[0]
+
         _, _, height, width = x.shape
         if height <= window and width <= window:
-            dense = self.encode_dense(x)
-            return dense.features[0], dense.keys[0]
+            return encode(x)
         s = self.stride
         window = max(s, window // s * s)
         stride = max(s, stride // s * s)
@@ -110,58 +164,66 @@ class MaskCLIP:
         count = torch.zeros(height // s, width // s, device=self.device)
         for top in window_starts(height, wh, stride):
             for left in window_starts(width, ww, stride):
-                dense = self.encode_dense(x[:, :, top:top + wh, left:left + ww])
+                crop_features, crop_keys = encode(x[:, :, top:top + wh, left:left + ww])
                 if features is None:
-                    features = torch.zeros(dense.features.shape[1], height // s, width // s, device=self.device)
-                    keys = torch.zeros(dense.keys.shape[1], height // s, width // s, device=self.device)
+                    features = torch.zeros(crop_features.shape[0], height // s, width // s, device=self.device)
+                    keys = torch.zeros(crop_keys.shape[0], height // s, width // s, device=self.device)
                 rows, cols = slice(top // s, (top + wh) // s), slice(left // s, (left + ww) // s)
-                features[:, rows, cols] += dense.features[0]
-                keys[:, rows, cols] += dense.keys[0]
+                features[:, rows, cols] += crop_features
+                keys[:, rows, cols] += crop_keys
                 count[rows, cols] += 1
         return features / count, keys / count
 
     @torch.inference_mode()
     def image_features(self, image: np.ndarray, scales: Sequence[int] = DEFAULT_SCALES,
-                       window: int = DEFAULT_WINDOW, stride: int = DEFAULT_STRIDE) -> list[dict[str, torch.Tensor]]:
-        """Per scale, {'features': [D, h, w], 'keys': [C, h, w]} on the CPU; cached per image content."""
-        scales = tuple(int(s) for s in scales)
-        if not scales or min(scales) < 1:
-            raise MaskCLIPError(f"scales must be positive short-side lengths in pixels, got {scales}")
-        key = self._feature_key(image, scales, window, stride)
-        entry = self.cache.get(key)
+                       window: int | None = None, stride: int | None = None, *, dense_mode: str | None = None,
+                       window_norm: bool | None = None) -> list[dict[str, torch.Tensor]]:
+        """Per scale, {'features': [D, h, w], 'keys': [C, h, w]} on the CPU; cached per image content.
+        None = the mode's default (`options.MODE_DEFAULTS`)."""
+        mode, o = self.options(dense_mode, window=window, stride=stride, window_norm=window_norm)
+        scales = _checked_scales(scales)
+        key = self._feature_key(image, scales, o)
+        cache = self.feature_cache(mode)
+        entry = cache.get(key)
         if entry is None:
-            entry = self._compute_features(image, scales, window, stride)
-            self.cache.put(key, entry)
+            entry = self._compute_features(image, scales, o, mode)
+            cache.put(key, entry)
         return [{"features": entry[f"features{i}"], "keys": entry[f"keys{i}"]} for i in range(len(scales))]
 
     @staticmethod
-    def _feature_key(image: np.ndarray, scales: Sequence[int], window: int, stride: int) -> str:
-        return f"{image_digest(image)}|scales={tuple(int(s) for s in scales)}|window={window}|stride={stride}"
+    def _feature_key(image: np.ndarray, scales: Sequence[int], o: SegmentOptions) -> str:
+        return (f"{image_digest(image)}|scales={tuple(int(s) for s in scales)}|window={o.window}|stride={o.stride}"
+                f"|window_norm={o.window_norm}")
 
     def is_ready(self, image: np.ndarray, classes: Sequence[ClassSpec], *,
                  background: Sequence[str] = DEFAULT_BACKGROUND, scales: Sequence[int] = DEFAULT_SCALES,
-                 window: int = DEFAULT_WINDOW, stride: int = DEFAULT_STRIDE) -> bool:
+                 dense_mode: str | None = None, options: SegmentOptions | None = None, **fields) -> bool:
         """True when `segment` with these arguments would run neither encoder (features in memory, every
-        name embedded): a GUI may then call it on its event loop. Invalid classes are not ready (`segment`
+        name embedded): a GUI may then call it on its event loop. Invalid arguments are not ready (`segment`
         reports them)."""
         try:
-            rows = prompt_rows(classes, background)[0]
+            mode, o = self.options(dense_mode, options, **fields)
+            rows = prompt_rows(classes, background, o.synonyms == "max")[0]
+            key = self._feature_key(image, _checked_scales(scales), o)
+            cache = self.feature_cache(mode)
         except MaskCLIPError:
             return False
-        return (self.text.has_names([n for names in rows for n in names])
-                and self.cache.in_memory(self._feature_key(image, scales, window, stride)))
+        return self.text.has_names([n for names in rows for n in names]) and cache.in_memory(key)
 
-    def _compute_features(self, image: np.ndarray, scales: tuple[int, ...], window: int,
-                          stride: int) -> dict[str, torch.Tensor]:
+    def _scaled_rgb(self, image: np.ndarray, short_side: int) -> torch.Tensor:
+        """The image as [1, 3, h, w] RGB in [0, 1] at the size encoded for `short_side`."""
         rgb = torch.from_numpy(to_rgb_float(image)).permute(2, 0, 1)[None].to(self.device)
         height, width = rgb.shape[-2:]
+        size = scaled_size(height, width, short_side, self.stride)
+        return F.interpolate(rgb, size=size, mode="bilinear", align_corners=False, antialias=size[0] < height)
+
+    def _compute_features(self, image: np.ndarray, scales: tuple[int, ...], o: SegmentOptions,
+                          mode: str) -> dict[str, torch.Tensor]:
         entry = {}
         for i, short_side in enumerate(scales):
-            size = scaled_size(height, width, short_side, self.stride)
-            resized = F.interpolate(rgb, size=size, mode="bilinear", align_corners=False,
-                                    antialias=size[0] < height)
-            features, keys = self._encode_windows(self.normalize(resized), window, stride)
-            entry[f"features{i}"], entry[f"keys{i}"] = features, keys
+            x = self.normalize(self._scaled_rgb(image, short_side))
+            entry[f"features{i}"], entry[f"keys{i}"] = self._encode_windows(x, o.window, o.stride, mode,
+                                                                            o.window_norm)
         return entry
 
     # --- the cheap part ----------------------------------------------------------------------------
@@ -169,59 +231,103 @@ class MaskCLIP:
         """[K, D] L2-normalised class embeddings (85-template ensemble, synonyms averaged, cached per name)."""
         return self.text.class_embeddings(classes)
 
-    def encode_prompts(self, classes: Sequence[ClassSpec], background: Sequence[str] = DEFAULT_BACKGROUND):
+    def encode_prompts(self, classes: Sequence[ClassSpec], background: Sequence[str] = DEFAULT_BACKGROUND,
+                       split_synonyms: bool = False):
         """The text side of `segment`: (text rows [R, D], output class names, output class -> its rows,
         index of the background class or None); see `text.prompt_rows`."""
-        rows, row_class, class_names, bg_index = prompt_rows(classes, background)
+        rows, row_class, class_names, bg_index = prompt_rows(classes, background, split_synonyms)
         groups = [[r for r, k in enumerate(row_class) if k == c] for c in range(len(class_names))]
         return self.encode_text(rows), class_names, groups, bg_index
 
     @torch.inference_mode()
     def segment(self, image: np.ndarray, classes: Sequence[ClassSpec], *,
-                background: Sequence[str] = DEFAULT_BACKGROUND, key_smoothing: bool = True,
-                prompt_denoising: bool = True, pd_threshold: float = 0.5,
-                scales: Sequence[int] = DEFAULT_SCALES, window: int = DEFAULT_WINDOW,
-                stride: int = DEFAULT_STRIDE) -> Segmentation:
-        """Full-resolution class confidences and labels for one image."""
-        if not 0.0 <= pd_threshold <= 1.0:
-            raise MaskCLIPError(f"the prompt denoising threshold must lie in [0, 1], got {pd_threshold}")
-        text, class_names, groups, bg_index = self.encode_prompts(classes, background)
-        text = text.to(self.device)
+                background: Sequence[str] = DEFAULT_BACKGROUND, scales: Sequence[int] = DEFAULT_SCALES,
+                dense_mode: str | None = None, options: SegmentOptions | None = None, **fields) -> Segmentation:
+        """Full-resolution class confidences and labels for one image.
 
-        maps = self.image_features(image, scales, window, stride)
+        `options` (or its fields as keyword arguments, e.g. key_smoothing=False) say how scores become
+        probabilities; what they leave at None follows the dense mode's defaults.
+        """
+        mode, o = self.options(dense_mode, options, **fields)
+        text, class_names, groups, bg_index = self.encode_prompts(classes, background, o.synonyms == "max")
+        text = text.to(self.device)
+        scales = _checked_scales(scales)
+        maps = self.image_features(image, scales, o.window, o.stride, dense_mode=mode, window_norm=o.window_norm)
         height, width = image.shape[:2]
         acc = torch.zeros(len(class_names), height, width)
-        for scale_maps in maps:
-            features = scale_maps["features"].to(self.device)
-            grid = features.shape[1:]
-            scores = text @ F.normalize(features.flatten(1), dim=0)
-            if prompt_denoising:
-                scores, _ = prompt_denoise(scores, pd_threshold)
-            probs = probabilities(scores)
-            if key_smoothing:
-                probs = key_smooth(probs, scale_maps["keys"].to(self.device).flatten(1))
-            merged = torch.stack([probs[rows].amax(dim=0) for rows in groups]).view(len(groups), *grid)
+        for short_side, scale_maps in zip(scales, maps):
+            merged = self._class_maps(text, groups, scale_maps, o)
+            if o.pamr:
+                rgb = self._scaled_rgb(image, short_side)[0]
+                merged = F.interpolate(merged[None], size=rgb.shape[-2:], mode="bilinear", align_corners=False)[0]
+                merged = pamr(rgb, merged, o.pamr_steps, o.pamr_dilations)
             upsample_accumulate(acc, merged, weight=1.0 / len(maps))
         # torch's max over the leading axis is ~2x faster than numpy's argmax and ~15x faster than torch's
         # argmax on the CPU; like argmax it returns the first index among equal maxima
-        labels = acc.max(dim=0).indices.to(torch.int32)
-        return Segmentation(acc.numpy(), labels.numpy(), class_names, bg_index)
+        best, labels = acc.max(dim=0)
+        if o.bg_threshold is not None:
+            acc, class_names, bg_index, labels = _threshold_background(acc, class_names, bg_index, best, labels,
+                                                                       o.bg_threshold)
+        return Segmentation(acc.numpy(), labels.to(torch.int32).numpy(), class_names, bg_index)
+
+    def _class_maps(self, text: torch.Tensor, groups: list[list[int]], scale_maps: dict,
+                    o: SegmentOptions) -> torch.Tensor:
+        """One scale's output-class maps on the patch grid [K, h, w]: cosine scores -> PD -> softmax -> KS
+        -> (softmax-1 fusion form) -> max over each class's rows."""
+        features = scale_maps["features"].to(self.device)
+        grid = features.shape[1:]
+        # window-normalised features are averages of unit vectors: scoring them as they are averages the
+        # windows' cosines (the successors' logit averaging); renormalising would not
+        features = features.flatten(1) if o.window_norm else F.normalize(features.flatten(1), dim=0)
+        scores = text @ features
+        if o.prompt_denoising:
+            scores, _ = prompt_denoise(scores, o.pd_threshold, o.temperature)
+        probs = probabilities(scores, o.temperature)
+        if o.key_smoothing:
+            keys = scale_maps["keys"].to(self.device).flatten(1)
+            probs = key_smooth(probs, keys) if o.ks_variant == "cosine" else \
+                key_smooth_official(probs, keys, o.ks_threshold)
+        if o.scale_fusion == "softmax1":  # mmseg's aug_test: softmax of the head's output at temperature 1
+            probs = torch.softmax(probs if o.key_smoothing else scores, dim=0)
+        return torch.stack([probs[rows].amax(dim=0) for rows in groups]).view(len(groups), *grid)
 
     def save_checkpoint(self, path: str | Path) -> None:
-        """Write the open_clip state dict (loadable with `load(model_name, pretrained=path)`)."""
+        """Write the open_clip state dict and its activation (loadable with `load(model_name, pretrained=path)`
+        and by open_clip, which reads "state_dict")."""
         with atomic_write(path, "wb") as f:
-            torch.save(self.clip.state_dict(), f)
+            torch.save({"state_dict": self.clip.state_dict(), CHECKPOINT_QUICK_GELU_KEY: self.quick_gelu}, f)
+
+
+def _checked_scales(scales: Sequence[int]) -> tuple[int, ...]:
+    scales = tuple(int(s) for s in scales)
+    if not scales or min(scales) < 1:
+        raise MaskCLIPError(f"scales must be positive short-side lengths in pixels, got {scales}")
+    return scales
+
+
+def _threshold_background(probs, class_names, bg_index, best, labels, threshold):
+    """Pixels whose best class probability is below `threshold` become background (appended when no class
+    absorbs the background prompts; its confidence is 1 - best where it wins by the threshold, else 0)."""
+    unsure = best < threshold
+    if bg_index is None:
+        bg_index = len(class_names)
+        class_names = [*class_names, "background"]
+        probs = torch.cat([probs, torch.where(unsure, 1.0 - best, 0.0)[None]])
+    return probs, class_names, bg_index, torch.where(unsure, bg_index, labels)
 
 
 def load(model_name: str = "ViT-B-16", pretrained: str | os.PathLike | None = "openai",
-         device: str | torch.device = "auto", *, dense_mode: str = "maskclip",
+         device: str | torch.device = "auto", *, dense_mode: str = "maskclip", quick_gelu: bool | None = None,
          cache_dir: str | Path | None = None, cache_bytes: int = 512 << 20) -> MaskCLIP:
     """Load an open_clip model for MaskCLIP.
 
     pretrained: an open_clip tag (downloaded on first use, then cached by open_clip), a local checkpoint
     file (OpenAI .pt or open_clip state dict), or None for random weights (tests and benchmarks).
+    dense_mode: maskclip, sclip, clearclip or naclip (the default of `segment`; ViTs only for the last three).
+    quick_gelu: None decides from the weights (OpenAI's: QuickGELU), True / False force the activation.
     """
-    clip_model, weights_id = load_clip(model_name, None if pretrained is None else os.fspath(pretrained))
+    clip_model, weights_id = load_clip(model_name, None if pretrained is None else os.fspath(pretrained),
+                                       quick_gelu)
     return MaskCLIP(clip_model, open_clip.get_tokenizer(model_name), model_name=model_name,
                     weights_id=weights_id, device=device, dense_mode=dense_mode, cache_dir=cache_dir,
                     cache_bytes=cache_bytes)

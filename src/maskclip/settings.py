@@ -4,7 +4,13 @@ No torch here: the CLI parses arguments with it before any model is loaded.
 """
 from __future__ import annotations
 
+import dataclasses
+
+from .options import ModeDefaults, option_names
+
 RANDOM_WEIGHTS_SPELLINGS = ("none", "random")
+# options whose defaults depend on the dense mode: stored values belong to the project's stored mode
+MODE_DEPENDENT = tuple(f.name for f in dataclasses.fields(ModeDefaults))
 
 
 def parse_pretrained(value: str | None) -> str | None:
@@ -15,19 +21,26 @@ def parse_pretrained(value: str | None) -> str | None:
     return value
 
 
-def clip_spec(project, model: str | None = None, pretrained: str | None = None) -> dict:
-    """CLIP model and MaskCLIP settings of a project, with a command line's --model / --pretrained."""
+def clip_spec(project, model: str | None = None, pretrained: str | None = None, dense_mode: str | None = None,
+              quick_gelu: bool | None = None, options: dict | None = None) -> dict:
+    """CLIP model and segmentation settings of a project, with a command line's overrides (None = the
+    project's). `segment` holds `MaskCLIP.segment` keyword arguments: the background, the scales and the
+    explicitly set `SegmentOptions` fields (the rest follow the dense mode). Overriding the dense mode with
+    another one drops the stored mode-dependent options (KS, PD, temperature, windows): they were chosen
+    for the stored mode."""
     settings = project.settings
     m = dict(settings.get("model", {}))
     if model is not None:
         m["name"] = model
     if pretrained is not None:
         m["pretrained"] = parse_pretrained(pretrained)
+    stored_mode = m.get("dense_mode", "maskclip")
+    mode = dense_mode or stored_mode
     method = settings.get("method", {})
+    segment = {k: method[k] for k in option_names() if method.get(k) is not None
+               and (mode == stored_mode or k not in MODE_DEPENDENT)}
+    segment.update({k: v for k, v in (options or {}).items() if v is not None})
     return {"model": m.get("name", "ViT-B-16"), "pretrained": m.get("pretrained", "openai"),
-            "dense_mode": m.get("dense_mode", "maskclip"),
+            "dense_mode": mode, "quick_gelu": m.get("quick_gelu") if quick_gelu is None else quick_gelu,
             "segment": {"background": list(project.background),
-                        "key_smoothing": bool(method.get("key_smoothing", True)),
-                        "prompt_denoising": bool(method.get("prompt_denoising", True)),
-                        "pd_threshold": float(method.get("pd_threshold", 0.5)),
-                        "scales": [int(s) for s in method.get("scales", [336])]}}
+                        "scales": [int(s) for s in method.get("scales", [336])], **segment}}

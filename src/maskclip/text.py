@@ -52,7 +52,7 @@ def normalize_classes(classes: Iterable[ClassSpec], what: str = "class") -> list
     return result
 
 
-def prompt_rows(classes: Iterable[ClassSpec], background: Iterable[str]
+def prompt_rows(classes: Iterable[ClassSpec], background: Iterable[str], split_synonyms: bool = False
                 ) -> tuple[list[list[str]], list[int], list[str], int | None]:
     """How classes and background prompts become text-embedding rows and output classes (MaskCLIP's
     `segment` and the MaskCLIP+ student's classifier both follow it).
@@ -60,7 +60,9 @@ def prompt_rows(classes: Iterable[ClassSpec], background: Iterable[str]
     Returns (rows: the names of each row, row_class: the output class of each row, class names,
     index of the background class or None). User classes come first, in order; background prompts that
     no user class already names become extra rows merged (max) into the user class called "background"
-    or, when there is none, into an appended "background" class.
+    or, when there is none, into an appended "background" class. `split_synonyms` gives each synonym its
+    own row (merged by max like the background prompts, as SCLIP / ClearCLIP / NACLIP do) instead of one
+    row averaging the class's names.
     """
     user = normalize_classes(classes)
     if not user:
@@ -68,8 +70,12 @@ def prompt_rows(classes: Iterable[ClassSpec], background: Iterable[str]
     taken = {n.casefold() for names in user for n in names}
     bg = [n for (n,) in normalize_classes([[b] for b in background], what="background prompt")
           if n.casefold() not in taken]
-    rows = [list(names) for names in user]
-    row_class = list(range(len(user)))
+    if split_synonyms:
+        rows = [[n] for names in user for n in names]
+        row_class = [c for c, names in enumerate(user) for _ in names]
+    else:
+        rows = [list(names) for names in user]
+        row_class = list(range(len(user)))
     names = [names[0] for names in user]
     bg_index = next((i for i, ns in enumerate(user) if any(n.casefold() == "background" for n in ns)), None)
     if bg:

@@ -79,11 +79,13 @@ def load_clip_model(spec: dict, device: torch.device, cache_dir, seed: int = 0):
 
     torch.manual_seed(seed)
     return maskclip.load(spec["model"], spec["pretrained"], device=device, dense_mode=spec["dense_mode"],
+                         quick_gelu=spec.get("quick_gelu"),
                          cache_dir=cache_dir)
 
 
 def train_project(project_dir: str | Path, run_dir: str | Path, config: TrainConfig, *,
-                  model: str | None = None, pretrained: str | None = None, device: str = "auto",
+                  model: str | None = None, pretrained: str | None = None, dense_mode: str | None = None,
+                  quick_gelu: bool | None = None, options: dict | None = None, device: str = "auto",
                   resume: bool = False, log: Callable[[str], None] = print,
                   stop: Callable[[int], bool] | None = None) -> TrainResult:
     """Pseudo-label the project with MaskCLIP (cached) and train a student; DDP under torchrun."""
@@ -104,7 +106,7 @@ def train_project(project_dir: str | Path, run_dir: str | Path, config: TrainCon
                 + (" ..." if len(stale) > 5 else ""))
         if not items:
             raise MaskCLIPError(f"project {project_dir} has no usable images")
-        spec = clip_spec(project, model, pretrained)
+        spec = clip_spec(project, model, pretrained, dense_mode, quick_gelu, options)
         rows, groups, names, _ = prompt_rows(project.prompts, spec["segment"]["background"])
         embeddings = None
         if resume and run.checkpoint.is_file():
@@ -117,7 +119,7 @@ def train_project(project_dir: str | Path, run_dir: str | Path, config: TrainCon
             del saved
         teacher = TeacherCache(run.teacher, {
             "model": spec["model"], "weights": _weights_key(spec["pretrained"]), "dense_mode": spec["dense_mode"],
-            "rows": rows, "groups": groups, "segment": spec["segment"]})
+            "quick_gelu": spec["quick_gelu"], "rows": rows, "groups": groups, "segment": spec["segment"]})
         if ctx.is_main:
             run.create()
             teacher.open()
