@@ -73,16 +73,16 @@ REDRAW_DEBOUNCE_MS = 120
 MODELS = ("ViT-B-16", "ViT-B-32", "ViT-L-14", "RN50", "RN101", "maskclip-tiny-vit", "maskclip-tiny-rn")
 RANDOM_WEIGHTS = "random (untrained, for testing)"
 STATUS_COLOURS = {"unlabelled": "#7f7f7f", "labelled": "#e6a23c", "verified": "#4caf50", "stale": "#e05555"}
-# napari keybindings (viewer-wide; none is one of napari's defaults). The number keys 1-9 pick classes on
+# napari keybindings (viewer-wide; none is one of napari's default keys for any layer). The number keys 1-9 pick classes on
 # the labels layer instead of napari's mode keys, whose letter keys (E, P, F, L, Z) stay.
 SHORTCUTS = {
     "next_image": "PageDown",
     "previous_image": "PageUp",
     "segment_current": "G",
-    "mark_reviewed": "R",
-    "verify_selected_class": "Shift-R",
+    "mark_reviewed": "Shift-R",
+    "verify_selected_class": "Shift-C",
     "toggle_key_smoothing": "K",
-    "toggle_prompt_denoising": "D",
+    "toggle_prompt_denoising": "Shift-D",
 }
 # the core's command-line phrasing, as the annotator says it
 GUI_WORDING = (
@@ -759,7 +759,7 @@ class AnnotatorWidget(QWidget):
         self._updating_list = False
         self.viewer.canvas.overlays.text.text = image_id
         if loaded.stale_error is not None:
-            self.stale_label.setText(str(loaded.stale_error))
+            self.stale_label.setText(gui_text(str(loaded.stale_error)))
             self._show_error(loaded.stale_error)
             self._refresh_item(image_id)  # the list may still show the state from before the change
         elif self.message.text().startswith("Reading "):
@@ -821,7 +821,7 @@ class AnnotatorWidget(QWidget):
         self._dirty = False
         self._set_labels_data(loaded.values, editable=loaded.stale_error is None)
         if loaded.stale_error is not None:
-            self.stale_label.setText(str(loaded.stale_error))
+            self.stale_label.setText(gui_text(str(loaded.stale_error)))
 
     def _set_labels_data(self, values: np.ndarray, editable: bool = True) -> None:
         """Put values in the labels layer (made on first use); the undo history starts over."""
@@ -865,7 +865,10 @@ class AnnotatorWidget(QWidget):
         """One colour-mapped image layer per project class, showing the current segmentation.
 
         Only visible layers receive new data right away; hidden ones are filled when the user shows them,
-        so a redraw costs one layer update per visible map, not one per class.
+        so a redraw costs one layer update per visible map, not one per class. The layers are made with the
+        first segmentation (before it they would only show zeros, and each napari layer takes a GUI-thread
+        turn to make); hidden ones left from a differently sized image get that image's size at once, so
+        the view fits the image shown.
         """
         p = self.project
         if p is None or self._image is None:
@@ -880,6 +883,8 @@ class AnnotatorWidget(QWidget):
         existing = self.confidence_layers
         for name in p.class_names:
             layer = existing.get(name)
+            if layer is None and self.segmentation is None:
+                continue
             if layer is None:
                 layer = self.viewer.add_image(np.zeros(shape, np.float32), name=CONFIDENCE_PREFIX + name,
                                               colormap=confidence_colormap(name, colours[name]),
@@ -895,6 +900,8 @@ class AnnotatorWidget(QWidget):
             layer.metadata["maskclip_stale"] = True
             if layer.visible:
                 self._fill_confidence(layer)
+            elif layer.data.shape != shape:
+                layer.data = np.zeros(shape, np.float32)
         if self.labels_layer is not None:
             self.viewer.layers.selection.active = self.labels_layer
 
