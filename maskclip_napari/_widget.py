@@ -73,8 +73,8 @@ REDRAW_DEBOUNCE_MS = 120
 MODELS = ("ViT-B-16", "ViT-B-32", "ViT-L-14", "RN50", "RN101", "maskclip-tiny-vit", "maskclip-tiny-rn")
 RANDOM_WEIGHTS = "random (untrained, for testing)"
 STATUS_COLOURS = {"unlabelled": "#7f7f7f", "labelled": "#e6a23c", "verified": "#4caf50", "stale": "#e05555"}
-# napari keybindings (viewer-wide; none is one of napari's default keys for any layer). The number keys 1-9 pick classes on
-# the labels layer instead of napari's mode keys, whose letter keys (E, P, F, L, Z) stay.
+# napari keybindings (viewer-wide; none is one of napari's default keys for any layer). The number keys 1-9
+# pick classes on the labels layer instead of napari's mode keys, whose letter keys (E, P, F, L, Z) stay.
 SHORTCUTS = {
     "next_image": "PageDown",
     "previous_image": "PageUp",
@@ -196,6 +196,9 @@ class AnnotatorWidget(QWidget):
         self.busy_bar.setRange(0, 0)  # busy: an indefinite animation
         self.busy_bar.setTextVisible(False)
         self.busy_bar.setMaximumHeight(6)
+        policy = self.busy_bar.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)  # showing it must not re-lay out the whole dock
+        self.busy_bar.setSizePolicy(policy)
         self.busy_bar.setVisible(False)
         v.addWidget(self.message)
         v.addWidget(self.busy_bar)
@@ -479,8 +482,8 @@ class AnnotatorWidget(QWidget):
                 return False
             self._show_opened(opened)
             return True
-        self._start_loader(open_job, self._show_opened, Path(path), project_dir, classes_file,
-                           message=f"Opening {Path(path).name}…")
+        self._start_loader(open_job, lambda opened: self._show_opened(opened, split=True), Path(path), project_dir,
+                           classes_file, message=f"Opening {Path(path).name}…")
         return True
 
     def _start_loader(self, job, on_done, *args, message: str) -> None:
@@ -512,10 +515,10 @@ class AnnotatorWidget(QWidget):
         self._set_enabled()
         worker.start()
 
-    def _show_opened(self, opened: OpenedProject) -> None:
-        self.open_project(opened.project, opened)
+    def _show_opened(self, opened: OpenedProject, split: bool = False) -> None:
+        self.open_project(opened.project, opened, split=split)
 
-    def open_project(self, project: Project, opened: OpenedProject | None = None) -> None:
+    def open_project(self, project: Project, opened: OpenedProject | None = None, split: bool = False) -> None:
         self.save_current()
         self.cancel()
         self.project = project
@@ -532,7 +535,7 @@ class AnnotatorWidget(QWidget):
         note = self._describe_skipped(project.skipped_images)
         self.show_message(f"Opened {project.root.name}: {len(project)} images.{note}", error=bool(note))
         if opened is not None and opened.first is not None:
-            self._show_loaded(opened.first)
+            self._show_loaded(opened.first, split=split)
         elif len(project):
             last = project.settings.get("annotator", {}).get("last_image")
             self.show_image(last if last in project else project.image_ids[0])
@@ -728,7 +731,8 @@ class AnnotatorWidget(QWidget):
             self._updating_list = True
             self.image_list.setCurrentRow(self.project.image_ids.index(image_id))  # the click shows at once
             self._updating_list = False
-            self._start_loader(load_image, self._show_loaded, self.project, image_id, message=f"Reading {image_id}…")
+            self._start_loader(load_image, lambda loaded: self._show_loaded(loaded, split=True), self.project,
+                               image_id, message=f"Reading {image_id}…")
             return
         try:
             loaded = load_image(self.project, image_id)
@@ -737,17 +741,34 @@ class AnnotatorWidget(QWidget):
             return
         self._show_loaded(loaded)
 
-    def _show_loaded(self, loaded: LoadedImage) -> None:
-        """Show an image read by load_image (on the GUI thread: layer updates only, no disk reads)."""
+    def _show_loaded(self, loaded: LoadedImage, split: bool = False) -> None:
+        """Show an image read by load_image (on the GUI thread: layer updates only, no disk reads).
+
+        split=True (a worker's result): when napari still has to make the image and labels layers (a few
+        hundred milliseconds each here), the labels come one event-loop turn after the image, so the
+        viewer repaints and takes input in between.
+        """
         p, image_id = self.project, loaded.image_id
         if p is None or image_id not in p:
             return
         self.save_current()  # edits made while it was being read
         new_shape = self._image is None or self._image.shape[:2] != loaded.image.shape[:2]
+        first_layers = self.image_layer is None and self.labels_layer is None
+        self._set_image_layer(loaded.image)
+        if split and first_layers:
+            token = self._load_token
+            QTimer.singleShot(0, lambda: token == self._load_token and self._show_labels(loaded, new_shape))
+        else:
+            self._show_labels(loaded, new_shape)
+
+    def _show_labels(self, loaded: LoadedImage, new_shape: bool) -> None:
+        """The rest of _show_loaded: labels, confidence layers, view, list and settings."""
+        p, image_id = self.project, loaded.image_id
+        if p is None or image_id not in p:
+            return
         self.current_id = image_id
         self._image = loaded.image
         self.segmentation = None
-        self._set_image_layer(loaded.image)
         self._verified = loaded.verified
         self._dirty = False
         self._set_labels_data(loaded.values, editable=loaded.stale_error is None)
@@ -893,7 +914,8 @@ class AnnotatorWidget(QWidget):
                 layer.metadata["maskclip_colour"] = colours[name]
                 layer.events.visible.connect(self._on_confidence_visible)
                 if self.labels_layer is not None:  # keep the labels on top
-                    self.viewer.layers.move(self.viewer.layers.index(layer), self.viewer.layers.index(self.labels_layer))
+                    layers = self.viewer.layers
+                    layers.move(layers.index(layer), layers.index(self.labels_layer))
             elif layer.metadata.get("maskclip_colour") != colours[name]:
                 layer.colormap = confidence_colormap(name, colours[name])
                 layer.metadata["maskclip_colour"] = colours[name]
