@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -1098,29 +1099,59 @@ class AnnotatorWidget(QWidget):
             self.brush_label.setText(f"Brush: <span style='color: rgb({r},{g},{b})'>■</span> {name} "
                                      f"(label {index + 1}{', key ' + str(index + 1) if index < 9 else ''})")
 
+    def _on_shortcut(self, name: str) -> None:
+        """What a SHORTCUTS key does: the same as its control (navigation reads in a worker)."""
+        if name == "next_image":
+            self._step(+1, background=True)
+        elif name == "previous_image":
+            self._step(-1, background=True)
+        elif name == "toggle_key_smoothing":
+            self.ks_check.toggle()
+        elif name == "toggle_prompt_denoising":
+            self.pd_check.toggle()
+        else:
+            getattr(self, name)()
+
     def _bind_layer_keys(self, layer) -> None:
         """Ctrl+Z / Ctrl+Shift+Z undo and redo labels and verified pixels together; 1-9 pick classes."""
         from app_model.types import KeyCode, KeyMod
 
-        layer.bind_key(KeyMod.CtrlCmd | KeyCode.KeyZ, lambda _layer: self.undo(), overwrite=True)
-        layer.bind_key(KeyMod.CtrlCmd | KeyMod.Shift | KeyCode.KeyZ, lambda _layer: self.redo(), overwrite=True)
+        widget = weakref.ref(self)  # the layer must not keep the widget (and its viewer) alive
+
+        def call(method, *args):
+            def press(_layer):
+                target = widget()
+                if target is not None:
+                    getattr(target, method)(*args)
+            return press
+
+        layer.bind_key(KeyMod.CtrlCmd | KeyCode.KeyZ, call("undo"), overwrite=True)
+        layer.bind_key(KeyMod.CtrlCmd | KeyMod.Shift | KeyCode.KeyZ, call("redo"), overwrite=True)
         for n in range(1, 10):
-            layer.bind_key(str(n), lambda _layer, index=n - 1: self.select_class(index), overwrite=True)
+            layer.bind_key(str(n), call("select_class", n - 1), overwrite=True)
 
     def _bind_shortcuts(self) -> None:
-        """SHORTCUTS on the viewer, and in the tooltips of the controls they press."""
+        """SHORTCUTS on the viewer, and in the tooltips of the controls they press. The viewer holds the
+        widget only weakly through them (a strong reference kept closed viewers alive)."""
         actions = {
-            "next_image": (lambda: self._step(+1, background=True), self.next_button),
-            "previous_image": (lambda: self._step(-1, background=True), self.prev_button),
-            "segment_current": (self.segment_current, self.segment_button),
-            "mark_reviewed": (self.mark_reviewed, self.reviewed_button),
-            "verify_selected_class": (self.verify_selected_class, self.verify_class_button),
-            "toggle_key_smoothing": (self.ks_check.toggle, self.ks_check),
-            "toggle_prompt_denoising": (self.pd_check.toggle, self.pd_check),
+            "next_image": self.next_button,
+            "previous_image": self.prev_button,
+            "segment_current": self.segment_button,
+            "mark_reviewed": self.reviewed_button,
+            "verify_selected_class": self.verify_class_button,
+            "toggle_key_smoothing": self.ks_check,
+            "toggle_prompt_denoising": self.pd_check,
         }
-        for name, (action, control) in actions.items():
+        widget = weakref.ref(self)
+        for name, control in actions.items():
             key = SHORTCUTS[name]
-            self.viewer.bind_key(key, lambda _viewer, action=action: action(), overwrite=True)
+
+            def press(_viewer, name=name):
+                target = widget()
+                if target is not None:
+                    target._on_shortcut(name)
+
+            self.viewer.bind_key(key, press, overwrite=True)
             tip = control.toolTip()
             control.setToolTip(f"{tip} [{key}]" if tip else f"[{key}]")
 
