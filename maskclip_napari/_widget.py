@@ -502,6 +502,10 @@ class AnnotatorWidget(QWidget):
         def failed(exc):
             if token == self._load_token:
                 self._show_error(exc)
+                if self.project is not None and self.current_id in self.project:  # the list shows what is shown
+                    self._updating_list = True
+                    self.image_list.setCurrentRow(self.project.image_ids.index(self.current_id))
+                    self._updating_list = False
 
         def finished():
             if worker is self._loader:

@@ -71,6 +71,30 @@ def test_busy_bar_while_reading(make_napari_viewer, qtbot, image_folder):
     wait_shown(qtbot, widget, widget.project.image_ids[1])
     assert viewer.layers["image"].data.shape[:2] == viewer.layers["labels"].data.shape
 
+    # an image that cannot be read: the error at the top, the list back on the image shown
+    widget.project.image_path(widget.project.image_ids[2]).write_bytes(b"gone")
+    qtbot.mouseClick(widget.next_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not widget.loading, timeout=JOB_TIMEOUT_MS)
+    assert widget.current_id == widget.project.image_ids[1] and widget.image_list.currentRow() == 1
+    assert widget.project.image_ids[2] in widget.message_text()
+
+
+def test_busy_while_the_model_loads(make_napari_viewer, qtbot, image_folder, checkpoint):
+    viewer, widget = opened(make_napari_viewer, qtbot, image_folder)
+    add_class(qtbot, widget, "road")
+    widget.set_model_choice("maskclip-tiny-vit", str(checkpoint), "cpu")
+    seen = []
+    timer = QTimer(interval=1)
+    timer.timeout.connect(lambda: seen.append((widget.message_text(), widget.progress.maximum(),
+                                                widget.busy_bar.isHidden())))
+    timer.start()
+    qtbot.mouseClick(widget.segment_button, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, widget)
+    timer.stop()
+    loading = [s for s in seen if s[0].startswith("Loading")]
+    assert loading and all(maximum == 0 and not hidden for _, maximum, hidden in loading)
+    assert widget.progress.maximum() == 1 and widget.busy_bar.isHidden()
+
 
 def test_reviewed_is_undone_with_its_verified_pixels(make_napari_viewer, qtbot, image_folder):
     viewer, widget = opened(make_napari_viewer, qtbot, image_folder)
