@@ -23,7 +23,7 @@ import weakref
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
     QApplication,
@@ -70,6 +70,7 @@ IMAGE_LAYER = "image"
 LABELS_LAYER = "labels"
 CONFIDENCE_PREFIX = "confidence: "
 AUTOSAVE_MS = 300
+REMEMBER_IMAGE_MS = 1000
 REDRAW_DEBOUNCE_MS = 120
 MODELS = ("ViT-B-16", "ViT-B-32", "ViT-L-14", "RN50", "RN101", "maskclip-tiny-vit", "maskclip-tiny-rn")
 RANDOM_WEIGHTS = "random (untrained, for testing)"
@@ -112,6 +113,7 @@ class AnnotatorWidget(QWidget):
 
     def __init__(self, napari_viewer):
         super().__init__()
+        self._watched_window = None
         self.viewer = napari_viewer
         self.project: Project | None = None
         self.session: ModelSession | None = None
@@ -140,6 +142,10 @@ class AnnotatorWidget(QWidget):
         self._autosave.timeout.connect(self.save_current)
         self._redraw_timer = QTimer(self, singleShot=True, interval=REDRAW_DEBOUNCE_MS)
         self._redraw_timer.timeout.connect(self._on_method_changed)
+        # the image shown is written to the project once navigation pauses (a project.json write per
+        # image would cost every Next its own disk sync)
+        self._remember_timer = QTimer(self, singleShot=True, interval=REMEMBER_IMAGE_MS)
+        self._remember_timer.timeout.connect(self._remember_image)
         self.viewer.cursor.events.position.connect(self._on_cursor)
         self.viewer.layers.events.inserted.connect(self._keep_image_at_bottom)
         overlay = self.viewer.canvas.overlays.text
@@ -148,7 +154,7 @@ class AnnotatorWidget(QWidget):
         overlay.visible = True
         app = QApplication.instance()
         if app is not None:
-            app.aboutToQuit.connect(self.save_current)
+            app.aboutToQuit.connect(self._flush)
         self._bind_shortcuts()
         self._set_enabled()
         self._show_model_state()
@@ -523,8 +529,20 @@ class AnnotatorWidget(QWidget):
     def _show_opened(self, opened: OpenedProject, split: bool = False) -> None:
         self.open_project(opened.project, opened, split=split)
 
+    def _remember_image(self) -> None:
+        """Write the image shown as the project's last image (reopening shows it first)."""
+        self._remember_timer.stop()
+        if self.project is None or self.current_id is None:
+            return
+        try:
+            self.project.update_settings({"annotator": {"last_image": self.current_id}})
+        except MaskCLIPError as exc:
+            self._show_error(exc)
+
     def open_project(self, project: Project, opened: OpenedProject | None = None, split: bool = False) -> None:
         self.save_current()
+        if self._remember_timer.isActive():
+            self._remember_image()
         self.cancel()
         self.project = project
         self.current_id = None
@@ -790,10 +808,8 @@ class AnnotatorWidget(QWidget):
             self._refresh_item(image_id)  # the list may still show the state from before the change
         elif self.message.text().startswith("Reading "):
             self.show_message(f"{image_id} ({p.image_ids.index(image_id) + 1}/{len(p)}).")
-        try:
-            p.update_settings({"annotator": {"last_image": image_id}})
-        except MaskCLIPError as exc:
-            self._show_error(exc)
+        self._remember_timer.start()
+        self._watch_window()
         self._set_enabled()
         if self.session is not None and p.classes and p.has_labels(image_id):
             self._request_redraw(merge=False)  # confidence maps of an image segmented before
@@ -1159,9 +1175,35 @@ class AnnotatorWidget(QWidget):
             tip = control.toolTip()
             control.setToolTip(f"{tip} [{key}]" if tip else f"[{key}]")
 
-    def hideEvent(self, event):
+    def _flush(self) -> None:
+        """Write what waits on a timer: the current edits and the image shown."""
         self.save_current()
+        if self._remember_timer.isActive():
+            self._remember_image()
+
+    def hideEvent(self, event):
+        self._flush()
         super().hideEvent(event)
+
+    def _watch_window(self) -> None:
+        """Watch the viewer's main window (the root of the parent chain) for its Close event: closing napari
+        writes what waits on a timer, also when the dock was never shown."""
+        root = self
+        while root.parent() is not None:
+            root = root.parent()
+        if root is not self and root is not self._watched_window:
+            if self._watched_window is not None:
+                self._watched_window.removeEventFilter(self)
+            root.installEventFilter(self)
+            self._watched_window = root
+
+    def eventFilter(self, obj, event):
+        # getattr: napari may tear this widget's Python side down before the window stops sending events
+        if obj is getattr(self, "_watched_window", None) and event.type() == QEvent.Type.Close:
+            obj.removeEventFilter(self)
+            self._watched_window = None
+            self._flush()
+        return False
 
     # ============================================================================================
     # Segmentation
