@@ -58,11 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     _fit_to_screen(viewer)
     widget = dock_annotator(viewer)
     widget.set_model_choice(model=args.model, weights=args.weights, device=args.device)
-    if not widget.open_path(path, project_dir=project, classes_file=classes_file):
-        print(f"error: {widget.message_text()}", file=sys.stderr)
     from qtpy.QtCore import QTimer
 
-    QTimer.singleShot(0, viewer.reset_view)  # fit the image once the window has its final layout
+    if args.screenshot is not None:  # the screenshot needs the project shown: open it before the loop
+        if not widget.open_path(path, project_dir=project, classes_file=classes_file):
+            print(f"error: {widget.message_text()}", file=sys.stderr)
+        QTimer.singleShot(0, viewer.reset_view)  # fit the image once the window has its final layout
+    else:  # read in a worker: the window shows at once, the image when read (fitted to the view then)
+        widget.open_path(path, project_dir=project, classes_file=classes_file, background=True)
     if args.screenshot is not None:
         def shoot():
             viewer.screenshot(str(args.screenshot), canvas_only=False)

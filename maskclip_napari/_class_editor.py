@@ -2,7 +2,8 @@
 
 The editor holds no state of its own: it shows the project's classes and turns each edit into one request
 signal. The annotator applies the request to the project and calls `set_classes` again with the result,
-so a refused edit (duplicate name, ...) simply snaps back.
+so a refused edit (duplicate name, ...) simply snaps back. Selecting a row says which class the user
+wants to paint (`class_selected`); `select_class` shows a choice made elsewhere (the labels layer).
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ class ClassEditor(QWidget):
     colour_requested = Signal(str, tuple)
     reorder_requested = Signal(list)
     background_requested = Signal(list)
+    class_selected = Signal(str)  # the user selected a row
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -60,7 +62,9 @@ class ClassEditor(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setMinimumHeight(120)
+        self.table.setToolTip("Select a class to paint it (or press its number key 1-9 over the image)")
         self.table.itemChanged.connect(self._on_item_changed)
+        self.table.itemSelectionChanged.connect(self._on_selection)
         self.table.cellDoubleClicked.connect(self._on_double_click)
 
         self.new_name = QLineEdit()
@@ -121,6 +125,22 @@ class ClassEditor(QWidget):
                 self.table.selectRow(self._names.index(selected))
         finally:
             self._updating = False
+
+    def select_class(self, name: str | None) -> None:
+        """Select the row of `name` (none for None or an unknown name) without emitting class_selected."""
+        self._updating = True
+        try:
+            if name in self._names:
+                self.table.selectRow(self._names.index(name))
+            else:
+                self.table.clearSelection()
+        finally:
+            self._updating = False
+
+    def _on_selection(self) -> None:
+        name = self.selected_name()
+        if not self._updating and name is not None:
+            self.class_selected.emit(name)
 
     def selected_name(self) -> str | None:
         rows = {i.row() for i in self.table.selectedIndexes()}

@@ -40,5 +40,5 @@ def read_into_annotator(path):
     if isinstance(path, list):
         path = path[0]
     viewer = napari.current_viewer()
-    dock_annotator(viewer).open_path(Path(path))
+    dock_annotator(viewer).open_path(Path(path), background=True)  # read in a worker: napari stays responsive
     return [(None,)]

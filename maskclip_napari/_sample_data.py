@@ -1,8 +1,8 @@
 """Offline sample data: public-domain / CC0 photos bundled with scikit-image.
 
-The napari "sample data" menu gets them as plain image layers; the launcher and the widget open them as an
-image folder (a small copy lives in the repository's sample_data/images, and an installed package writes
-the same files to a user cache folder on first use).
+napari's "sample data" menu and the launcher open them in the annotator as an image folder with its
+project in the user cache folder (a small copy lives in the repository's sample_data/images, and an
+installed package writes the same files to a user cache folder on first use).
 """
 from __future__ import annotations
 
@@ -40,13 +40,24 @@ def _photo(name: str, max_side: int | None = None) -> np.ndarray:
 
 
 def sample_scenes():
-    """napari sample data: the photos as separate RGB image layers."""
-    return [(_photo(name), {"name": stem, "rgb": True}, "image") for name, stem in SAMPLE_PHOTOS.items()]
+    """napari sample data: the photos open in the annotator (docked if needed) as its project, instead of
+    plain image layers stacked over an open project.
 
+    napari insists on layer data from a sample: the annotator's own image layer is handed back as that
+    (same name and pixels; the annotator keeps it at the bottom of the layer list)."""
+    import napari
 
-def sample_astronaut():
-    """napari sample data: one photo (a person, a flag, a scene)."""
-    return [(_photo("astronaut"), {"name": "astronaut", "rgb": True}, "image")]
+    from ._dock import dock_annotator
+    from ._widget import IMAGE_LAYER
+
+    viewer = napari.current_viewer()
+    widget = dock_annotator(viewer)
+    if not widget.open_path(sample_folder(), project_dir=user_cache_dir() / "sample-project",
+                            classes_file=sample_classes_file()):
+        raise RuntimeError(widget.message_text())
+    layer = widget.image_layer
+    viewer.layers.remove(layer)
+    return [(layer.data, {"name": IMAGE_LAYER, "rgb": layer.rgb}, "image")]
 
 
 def write_sample_folder(dest: Path) -> Path:

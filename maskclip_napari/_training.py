@@ -201,10 +201,11 @@ def format_duration(seconds: float) -> str:
     return f"{s // 3600} h {(s % 3600) // 60:02d} min"
 
 
-def describe_progress(progress: dict | None, eta: float | None = None) -> str:
-    """One status line from progress.json (and an ETA)."""
+def describe_progress(progress: dict | None, eta: float | None = None, running: bool = True) -> str:
+    """One status line from progress.json (and an ETA). A run with no progress.json whose process is not
+    running (killed before its first progress report) failed; it is not still starting."""
     if not progress:
-        return "starting…"
+        return "starting…" if running else "failed before its first progress report (nothing to resume)"
     state, phase = progress.get("state", "running"), progress.get("phase")
     if state == "running" and phase == "pseudo-labels":
         done, total = progress.get("teacher_done"), progress.get("teacher_total")
@@ -706,7 +707,7 @@ class TrainingSection(QGroupBox):
         if progress and self._metrics is not None:
             eta = estimate_eta(self._metrics.records, progress.get("total", 0),
                                since=self._started_at if self.running else None)
-        self.status_label.setText(describe_progress(progress, eta))
+        self.status_label.setText(describe_progress(progress, eta, running=self.running))
         if not progress:
             return
         if progress.get("phase") == "pseudo-labels" and progress.get("state") == "running":

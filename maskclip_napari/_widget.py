@@ -9,15 +9,21 @@ Layers it manages (names are stable; the user may hide or restyle them):
 - "image": the current image;
 - "confidence: <class>": one colour-mapped map per class, hidden until the user toggles it;
 - "labels": the editable labels (class i shown as value i + 1, 0 = unlabelled). Paint, fill and erase
-  strokes mark the touched pixels verified; every change is autosaved to the project.
+  strokes mark the touched pixels verified; every change is autosaved to the project, and Ctrl+Z / Ctrl+Shift+Z
+  undo and redo labels and verified pixels together (`_history.EditHistory`).
+
+Reading images and labels (opening a project, moving to another image) runs in a worker too (`_loading`).
+Keyboard shortcuts (SHORTCUTS) are napari keybindings on the viewer, the number keys on the labels layer.
 """
 from __future__ import annotations
 
+import re
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
     QApplication,
@@ -31,7 +37,9 @@ from qtpy.QtWidgets import (
     QLabel,
     QListWidget,
     QListWidgetItem,
+    QDoubleSpinBox,
     QProgressBar,
+    QMessageBox,
     QPushButton,
     QScrollArea,
     QSpinBox,
@@ -42,12 +50,12 @@ from superqt import QCollapsible, QElidingLabel, QLabeledDoubleSlider
 
 from maskclip.errors import MaskCLIPError, WeightsUnavailableError
 from maskclip.export import FORMATS, export_project
-from maskclip.project import PROJECT_FILE, Project, StaleImageError
 from maskclip.options import DENSE_MODE_NAMES, MODE_DEFAULTS
+from maskclip.project import Project
 from maskclip.settings import clip_spec, parse_pretrained
-from maskclip.text import parse_classes_file
 
 from ._class_editor import ClassEditor
+from ._history import EditHistory
 from ._layers import (
     confidence_colormap,
     from_layer_values,
@@ -55,6 +63,7 @@ from ._layers import (
     labels_features,
     to_layer_values,
 )
+from ._loading import PROJECT_SUBFOLDER, LoadedImage, OpenedProject, load_image, open_job
 from ._session import JobResult, Method, ModelChoice, ModelSession, segment_job
 from ._training import TrainingSection
 
@@ -63,12 +72,37 @@ DENSE_MODE_LABELS = {"maskclip": "MaskCLIP", "sclip": "SCLIP", "clearclip": "Cle
 IMAGE_LAYER = "image"
 LABELS_LAYER = "labels"
 CONFIDENCE_PREFIX = "confidence: "
-PROJECT_SUBFOLDER = "maskclip-project"  # where an image folder's project lives by default
 AUTOSAVE_MS = 300
+REMEMBER_IMAGE_MS = 1000
 REDRAW_DEBOUNCE_MS = 120
 MODELS = ("ViT-B-16", "ViT-B-32", "ViT-L-14", "RN50", "RN101", "maskclip-tiny-vit", "maskclip-tiny-rn")
 RANDOM_WEIGHTS = "random (untrained, for testing)"
 STATUS_COLOURS = {"unlabelled": "#7f7f7f", "labelled": "#e6a23c", "verified": "#4caf50", "stale": "#e05555"}
+# napari keybindings (viewer-wide; none is one of napari's default keys for any layer). The number keys 1-9
+# pick classes on the labels layer instead of napari's mode keys, whose letter keys (E, P, F, L, Z) stay.
+SHORTCUTS = {
+    "next_image": "PageDown",
+    "previous_image": "PageUp",
+    "segment_current": "G",
+    "mark_reviewed": "Shift-R",
+    "verify_selected_class": "Shift-C",
+    "toggle_key_smoothing": "K",
+    "toggle_prompt_denoising": "Shift-D",
+}
+# the core's command-line phrasing, as the annotator says it
+GUI_WORDING = (
+    (re.compile(r"; use --device cpu"), ": choose the cpu device under 'Model, weights and device'"),
+    (re.compile(r", or --pretrained \S+ on the command line"), ""),
+    (re.compile(r" \(or pass overwrite=True / --overwrite\)"), ""),
+    (re.compile(r"accept the new content \(Project\.accept_image_change\) to start over"),
+     "press 'Image changed on disk: start over on the new content'"),
+)
+
+
+def gui_text(text: str) -> str:
+    for pattern, replacement in GUI_WORDING:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 def _status_icon(status: str) -> QIcon:
@@ -82,6 +116,7 @@ class AnnotatorWidget(QWidget):
 
     def __init__(self, napari_viewer):
         super().__init__()
+        self._watched_window = None
         self.viewer = napari_viewer
         self.project: Project | None = None
         self.session: ModelSession | None = None
@@ -91,11 +126,15 @@ class AnnotatorWidget(QWidget):
         self.last_redraw_blocking_s: float | None = None
         self.redraw_count = 0
         self._image: np.ndarray | None = None
-        self._verified: np.ndarray | None = None
-        self._saved_values: np.ndarray | None = None  # the labels layer as last loaded or saved
-        self._dirty = False
+        self._verified: np.ndarray | None = None  # the current image's verified mask, edits included
+        self._recorded: np.ndarray | None = None  # the labels layer's values as of the last recorded edit
+        self._history = EditHistory()
+        self._dirty = False  # recorded edits not yet saved
+        self._loader = None  # the worker reading a project or an image
+        self._load_token = 0  # only the latest request's result is shown
         self._worker = None
         self._worker_kind = ""
+        self._job_range = 1  # the running job's image count (the progress bar is busy while the model loads)
         self._job_failed = False
         self._pending_merge: bool | None = None  # a redraw waiting for the running job (merge or not)
         self._conf_visible: dict[str, bool] = {}
@@ -106,14 +145,20 @@ class AnnotatorWidget(QWidget):
         self._autosave.timeout.connect(self.save_current)
         self._redraw_timer = QTimer(self, singleShot=True, interval=REDRAW_DEBOUNCE_MS)
         self._redraw_timer.timeout.connect(self._on_method_changed)
+        # the image shown is written to the project once navigation pauses (a project.json write per
+        # image would cost every Next its own disk sync)
+        self._remember_timer = QTimer(self, singleShot=True, interval=REMEMBER_IMAGE_MS)
+        self._remember_timer.timeout.connect(self._remember_image)
         self.viewer.cursor.events.position.connect(self._on_cursor)
+        self.viewer.layers.events.inserted.connect(self._keep_image_at_bottom)
         overlay = self.viewer.canvas.overlays.text
         overlay.position = "bottom_left"
         overlay.font_size = 10
         overlay.visible = True
         app = QApplication.instance()
         if app is not None:
-            app.aboutToQuit.connect(self.save_current)
+            app.aboutToQuit.connect(self._flush)
+        self._bind_shortcuts()
         self._set_enabled()
         self._show_model_state()
 
@@ -124,6 +169,7 @@ class AnnotatorWidget(QWidget):
         # the controls scroll instead of being squeezed when the window is short
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self._build_status_box())  # above the scrolled controls: always in sight
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
@@ -144,12 +190,29 @@ class AnnotatorWidget(QWidget):
         self.hover_label = QLabel("")
         self.hover_label.setWordWrap(True)
         layout.addWidget(self.hover_label)
+        layout.addStretch(1)
+        self._load_method_controls(None)
+
+    def _build_status_box(self) -> QWidget:
+        """The message line and a busy bar, at the top of the dock where the user looks."""
+        box = QWidget()
+        v = QVBoxLayout(box)
+        v.setContentsMargins(6, 6, 6, 0)
+        v.setSpacing(2)
         self.message = QLabel("Open a folder of images to start.")
         self.message.setWordWrap(True)
         self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        layout.addWidget(self.message)
-        layout.addStretch(1)
-        self._load_method_controls(None)
+        self.busy_bar = QProgressBar()
+        self.busy_bar.setRange(0, 0)  # busy: an indefinite animation
+        self.busy_bar.setTextVisible(False)
+        self.busy_bar.setMaximumHeight(6)
+        policy = self.busy_bar.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)  # showing it must not re-lay out the whole dock
+        self.busy_bar.setSizePolicy(policy)
+        self.busy_bar.setVisible(False)
+        v.addWidget(self.message)
+        v.addWidget(self.busy_bar)
+        return box
 
     def _build_images_box(self) -> QGroupBox:
         """Open folder / add images, the image list, navigation and verification."""
@@ -177,9 +240,10 @@ class AnnotatorWidget(QWidget):
         self.prev_button = QPushButton("◀ Previous")
         self.next_button = QPushButton("Next ▶")
         self.reviewed_button = QPushButton("Reviewed ✓")
-        self.reviewed_button.setToolTip("Verify every labelled pixel of this image (the labels as shown are correct)")
-        self.prev_button.clicked.connect(self.previous_image)
-        self.next_button.clicked.connect(self.next_image)
+        self.reviewed_button.setToolTip("Verify every pixel of this image: the labels as shown are correct, "
+                                        "unlabelled pixels are background")
+        self.prev_button.clicked.connect(lambda: self._step(-1, background=True))
+        self.next_button.clicked.connect(lambda: self._step(+1, background=True))
         self.reviewed_button.clicked.connect(self.mark_reviewed)
         self.verify_class_button = QPushButton("Class ✓")
         self.verify_class_button.setToolTip("Verify the pixels of the class selected as the labels layer's label "
@@ -194,6 +258,11 @@ class AnnotatorWidget(QWidget):
                                              "restoring the old file brings them back instead.")
         self.accept_change_button.clicked.connect(self.accept_image_change)
         self.accept_change_button.setVisible(False)
+        self.stale_label = QLabel()  # why the image shows no labels, for as long as it is stale
+        self.stale_label.setWordWrap(True)
+        self.stale_label.setStyleSheet("color: #e05555;")
+        self.stale_label.setVisible(False)
+        v.addWidget(self.stale_label)
         v.addWidget(self.accept_change_button)
         return box
 
@@ -209,7 +278,11 @@ class AnnotatorWidget(QWidget):
         self.class_editor.colour_requested.connect(lambda n, c: self._edit_classes("set_class_colour", n, c))
         self.class_editor.reorder_requested.connect(lambda names: self._edit_classes("reorder_classes", names))
         self.class_editor.background_requested.connect(self._on_background)
+        self.class_editor.class_selected.connect(lambda name: self.select_class(self.project.class_index(name)))
         v.addWidget(self.class_editor)
+        self.brush_label = QLabel()  # which class the brush paints (napari's label box shows only a number)
+        self.brush_label.setToolTip("The labels layer's selected label: select a class row or press 1-9")
+        v.addWidget(self.brush_label)
         return box
 
     def _build_dense_mode_row(self, form: QFormLayout) -> None:
@@ -332,10 +405,20 @@ class AnnotatorWidget(QWidget):
         self.export_format.setToolTip("voc: indexed PNGs + image sets; coco: RLE annotations.json; "
                                       "index: one indexed PNG per image + classes.json")
         self.export_verified = QCheckBox("verified only")
+        self.export_val = QDoubleSpinBox()
+        self.export_val.setRange(0, 50)
+        self.export_val.setDecimals(0)
+        self.export_val.setSingleStep(5)
+        self.export_val.setValue(10)
+        self.export_val.setSuffix(" % val")
+        self.export_val.setToolTip("Share of the images in the VOC validation split (ImageSets/Segmentation/"
+                                   "val.txt; 0 = none). With at least two images, a non-zero share keeps one.")
         self.export_button = QPushButton("Export…")
+        self.export_button.setToolTip("Choose a folder; a folder that is not empty asks before files are replaced")
         self.export_button.clicked.connect(self._choose_export)
         row.addWidget(self.export_format)
         row.addWidget(self.export_verified)
+        row.addWidget(self.export_val)
         row.addWidget(self.export_button)
         return box
 
@@ -353,16 +436,27 @@ class AnnotatorWidget(QWidget):
         self.class_editor.setEnabled(has_project)
         for b in (self.prev_button, self.next_button, self.reviewed_button, self.verify_class_button):
             b.setEnabled(has_image)
-        self.accept_change_button.setVisible(has_image and self.project.is_stale(self.current_id))
+        stale = has_image and self.project.is_stale(self.current_id)
+        self.accept_change_button.setVisible(stale)
+        self.stale_label.setVisible(stale)
+        self.open_folder_button.setEnabled(self._loader is None or self.current_id is not None)
         self.segment_button.setEnabled(has_image and not busy)
         self.segment_all_button.setEnabled(has_project and not busy)
         self.load_button.setEnabled(not busy)
         self.export_button.setEnabled(has_project and not busy)
         self.cancel_button.setEnabled(busy)
+        self.busy_bar.setVisible(self._loader is not None or (busy and self.progress.maximum() == 0))
 
     def show_message(self, text: str, error: bool = False) -> None:
+        """At the top of the dock and in napari's status bar; errors also as a napari notification."""
+        text = gui_text(text)
         self.message.setStyleSheet("color: #e05555;" if error else "")
         self.message.setText(text)
+        self.viewer.status = text
+        if error:
+            from napari.utils.notifications import show_error
+
+            show_error(text)
 
     def message_text(self) -> str:
         return self.message.text()
@@ -372,13 +466,18 @@ class AnnotatorWidget(QWidget):
         text = str(exc) if isinstance(exc, MaskCLIPError) else f"{type(exc).__name__}: {exc}"
         self.show_message(text, error=True)
 
+    @property
+    def loading(self) -> bool:
+        """Whether a project or an image is being read in the background."""
+        return self._loader is not None
+
     # ============================================================================================
     # Opening
     # ============================================================================================
     def _choose_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open an image folder or a MaskCLIP project")
         if folder:
-            self.open_path(Path(folder))
+            self.open_path(Path(folder), background=True)
 
     def _choose_images(self) -> None:
         files, _ = QFileDialog.getOpenFileNames(self, "Add images to the project")
@@ -389,48 +488,107 @@ class AnnotatorWidget(QWidget):
                 self._show_error(exc)
                 return
             self._fill_image_list()
-            skipped = f"; skipped {len(report.skipped)} (unreadable or already present)" if report.skipped else ""
-            self.show_message(f"Added {len(report.added)} images{skipped}.")
+            unreadable = [(p, r) for p, r in report.skipped if r != "already in the project"]
+            present = len(report.skipped) - len(unreadable)
+            text = f"Added {len(report.added)} images."
+            if present:
+                text += f" {present} were already in the project."
+            self.show_message(text + self._describe_skipped(unreadable), error=bool(unreadable))
 
-    def open_path(self, path: Path, project_dir: Path | None = None, classes_file: Path | None = None) -> bool:
-        """Open a project folder, or an image folder (its project is created on first use). False on error."""
-        path = Path(path)
-        try:
-            if (path / PROJECT_FILE).is_file():
-                project = Project.open(path)
-            elif path.is_dir():
-                project_dir = Path(project_dir) if project_dir else path / PROJECT_SUBFOLDER
-                if (project_dir / PROJECT_FILE).is_file():
-                    project = Project.open(project_dir)
-                    project.add_images(path)  # pick up images added to the folder since (known ones are skipped)
-                else:
-                    classes = parse_classes_file(classes_file) if classes_file else ()
-                    project = Project.create(project_dir, images=path, classes=classes, copy=False)
-            else:
-                raise MaskCLIPError(f"{path} is not a folder; open a folder of images or a project folder")
-        except MaskCLIPError as exc:
-            self._show_error(exc)
-            return False
-        self.open_project(project)
+    @staticmethod
+    def _describe_skipped(skipped) -> str:
+        """The unreadable files by name (the first few) and why."""
+        if not skipped:
+            return ""
+        shown = "; ".join(f"{Path(p).name} ({r})" for p, r in skipped[:3])
+        more = f"; and {len(skipped) - 3} more (maskclip project status lists them)" if len(skipped) > 3 else ""
+        return f" Skipped {len(skipped)} unreadable files: {shown}{more}."
+
+    def open_path(self, path: Path, project_dir: Path | None = None, classes_file: Path | None = None,
+                  background: bool = False) -> bool:
+        """Open a project folder, or an image folder (its project is created on first use; a folder without
+        images is refused). background=True reads in a worker (the GUI's way: the viewer stays responsive)
+        and returns True at once; otherwise it returns when the project shows, False on error."""
+        if not background:
+            try:
+                opened = open_job(Path(path), project_dir, classes_file)
+            except MaskCLIPError as exc:
+                self._show_error(exc)
+                return False
+            self._show_opened(opened)
+            return True
+        self._start_loader(open_job, lambda opened: self._show_opened(opened, split=True), Path(path), project_dir,
+                           classes_file, message=f"Opening {Path(path).name}…")
         return True
 
-    def open_project(self, project: Project) -> None:
+    def _start_loader(self, job, on_done, *args, message: str) -> None:
+        """Run a reading job in a worker; only the latest request's result is shown."""
+        from napari.qt.threading import create_worker
+
+        self._load_token += 1
+        token = self._load_token
+        worker = create_worker(job, *args, _ignore_errors=True)
+
+        def done(result):
+            if token == self._load_token:
+                on_done(result)
+
+        def failed(exc):
+            if token == self._load_token:
+                self._show_error(exc)
+                if self.project is not None and self.current_id in self.project:  # the list shows what is shown
+                    self._updating_list = True
+                    self.image_list.setCurrentRow(self.project.image_ids.index(self.current_id))
+                    self._updating_list = False
+
+        def finished():
+            if worker is self._loader:
+                self._loader = None
+                self._set_enabled()
+
+        worker.returned.connect(done)
+        worker.errored.connect(failed)
+        worker.finished.connect(finished)
+        self._loader = worker
+        self.show_message(message)
+        self._set_enabled()
+        worker.start()
+
+    def _show_opened(self, opened: OpenedProject, split: bool = False) -> None:
+        self.open_project(opened.project, opened, split=split)
+
+    def _remember_image(self) -> None:
+        """Write the image shown as the project's last image (reopening shows it first)."""
+        self._remember_timer.stop()
+        if self.project is None or self.current_id is None:
+            return
+        try:
+            self.project.update_settings({"annotator": {"last_image": self.current_id}})
+        except MaskCLIPError as exc:
+            self._show_error(exc)
+
+    def open_project(self, project: Project, opened: OpenedProject | None = None, split: bool = False) -> None:
         self.save_current()
+        if self._remember_timer.isActive():
+            self._remember_image()
         self.cancel()
         self.project = project
         self.current_id = None
         self.segmentation = None
+        self._image = None
         self._remove_confidence_layers()
         self.project_label.setText(str(project.root))
         self.project_label.setToolTip(str(project.root))
         self._load_method_controls(project.settings)
+        self._show_model_state()
         self._show_classes()
-        self._fill_image_list()
-        skipped = project.skipped_images
-        note = f" {len(skipped)} unreadable files were skipped." if skipped else ""
-        self.show_message(f"Opened {project.root.name}: {len(project)} images.{note}")
-        last = project.settings.get("annotator", {}).get("last_image")
-        if len(project):
+        self._fill_image_list(opened.states if opened is not None else None)
+        note = self._describe_skipped(project.skipped_images)
+        self.show_message(f"Opened {project.root.name}: {len(project)} images.{note}", error=bool(note))
+        if opened is not None and opened.first is not None:
+            self._show_loaded(opened.first, split=split)
+        elif len(project):
+            last = project.settings.get("annotator", {}).get("last_image")
             self.show_image(last if last in project else project.image_ids[0])
         self.training.set_project(project)
         self._set_enabled()
@@ -570,11 +728,11 @@ class AnnotatorWidget(QWidget):
     # ============================================================================================
     # Image list and navigation
     # ============================================================================================
-    def _fill_image_list(self) -> None:
+    def _fill_image_list(self, states=None) -> None:
         self._updating_list = True
         try:
             self.image_list.clear()
-            for state in self.project.list_images():
+            for state in states if states is not None else self.project.list_images():
                 item = QListWidgetItem()
                 self._describe_item(item, state)
                 self.image_list.addItem(item)
@@ -586,8 +744,16 @@ class AnnotatorWidget(QWidget):
     @staticmethod
     def _describe_item(item: QListWidgetItem, state) -> None:
         status = state.status
-        if status in ("labelled", "verified"):
+        if status == "stale":
+            text = f"{state.id}   stale: changed on disk"
+        elif state.labelled_pixels:
             text = f"{state.id}   {state.labelled_fraction:.0%} labelled, {state.verified_fraction:.0%} verified"
+        elif status == "verified":
+            text = f"{state.id}   verified: all background"
+        elif status == "unlabelled" and state.rev:
+            text = f"{state.id}   all background (segmented, not verified)"
+        elif status == "unlabelled":
+            text = f"{state.id}   not segmented yet"
         else:
             text = f"{state.id}   {status}"
         item.setText(text)
@@ -604,7 +770,7 @@ class AnnotatorWidget(QWidget):
     def _on_list_row(self, row: int) -> None:
         if self._updating_list or self.project is None or not 0 <= row < len(self.project):
             return
-        self.show_image(self.project.image_ids[row])
+        self.show_image(self.project.image_ids[row], background=True)
 
     def next_image(self) -> None:
         self._step(+1)
@@ -612,35 +778,76 @@ class AnnotatorWidget(QWidget):
     def previous_image(self) -> None:
         self._step(-1)
 
-    def _step(self, step: int) -> None:
+    def _step(self, step: int, background: bool = False) -> None:
         if self.project is None or self.current_id is None:
             return
         ids = self.project.image_ids
-        self.show_image(ids[(ids.index(self.current_id) + step) % len(ids)])
+        self.show_image(ids[(ids.index(self.current_id) + step) % len(ids)], background=background)
 
-    def show_image(self, image_id: str) -> None:
-        """Make `image_id` the current image: its pixels, stored labels and (when cheap) confidences."""
+    def show_image(self, image_id: str, background: bool = False) -> None:
+        """Make `image_id` the current image: its pixels, stored labels and (when cheap) confidences.
+        background=True reads the files in a worker (the GUI's way) and shows them when read."""
         self.save_current()
-        p = self.project
+        if background:
+            self._updating_list = True
+            self.image_list.setCurrentRow(self.project.image_ids.index(image_id))  # the click shows at once
+            self._updating_list = False
+            self._start_loader(load_image, lambda loaded: self._show_loaded(loaded, split=True), self.project,
+                               image_id, message=f"Reading {image_id}…")
+            return
         try:
-            image = p.get_image(image_id)
+            loaded = load_image(self.project, image_id)
         except MaskCLIPError as exc:
             self._show_error(exc)
             return
+        self._show_loaded(loaded)
+
+    def _show_loaded(self, loaded: LoadedImage, split: bool = False) -> None:
+        """Show an image read by load_image (on the GUI thread: layer updates only, no disk reads).
+
+        split=True (a worker's result): when napari still has to make the image and labels layers (a few
+        hundred milliseconds each here), the labels come one event-loop turn after the image, so the
+        viewer repaints and takes input in between.
+        """
+        p, image_id = self.project, loaded.image_id
+        if p is None or image_id not in p:
+            return
+        self.save_current()  # edits made while it was being read
+        new_shape = self._image is None or self._image.shape[:2] != loaded.image.shape[:2]
+        first_layers = self.image_layer is None and self.labels_layer is None
+        self._set_image_layer(loaded.image)
+        if split and first_layers:
+            token = self._load_token
+            QTimer.singleShot(0, lambda: token == self._load_token and self._show_labels(loaded, new_shape))
+        else:
+            self._show_labels(loaded, new_shape)
+
+    def _show_labels(self, loaded: LoadedImage, new_shape: bool) -> None:
+        """The rest of _show_loaded: labels, confidence layers, view, list and settings."""
+        p, image_id = self.project, loaded.image_id
+        if p is None or image_id not in p:
+            return
         self.current_id = image_id
-        self._image = image
+        self._image = loaded.image
         self.segmentation = None
-        self._set_image_layer(image)
-        self._reload_labels()
+        self._verified = loaded.verified
+        self._dirty = False
+        self._set_labels_data(loaded.values, editable=loaded.stale_error is None)
         self._update_confidence_layers()
+        if new_shape:
+            self.viewer.reset_view()  # after every layer has the new size: the view fits this image
         self._updating_list = True
         self.image_list.setCurrentRow(p.image_ids.index(image_id))
         self._updating_list = False
         self.viewer.canvas.overlays.text.text = image_id
-        try:
-            p.update_settings({"annotator": {"last_image": image_id}})
-        except MaskCLIPError as exc:
-            self._show_error(exc)
+        if loaded.stale_error is not None:
+            self.stale_label.setText(gui_text(str(loaded.stale_error)))
+            self._show_error(loaded.stale_error)
+            self._refresh_item(image_id)  # the list may still show the state from before the change
+        elif self.message.text().startswith("Reading "):
+            self.show_message(f"{image_id} ({p.image_ids.index(image_id) + 1}/{len(p)}).")
+        self._remember_timer.start()
+        self._watch_window()
         self._set_enabled()
         if self.session is not None and p.classes and p.has_labels(image_id):
             self._request_redraw(merge=False)  # confidence maps of an image segmented before
@@ -649,22 +856,24 @@ class AnnotatorWidget(QWidget):
         rgb = image.ndim == 3 and image.shape[2] in (3, 4)
         layer = self.image_layer
         if layer is not None and layer.rgb == rgb:
-            new_shape = layer.data.shape != image.shape
             layer.data = image
             if not rgb or image.dtype != np.uint8:
                 layer.reset_contrast_limits()
-            if new_shape:
-                self.viewer.reset_view()
             return
         if layer is not None:
             self.viewer.layers.remove(layer)
         layer = self.viewer.add_image(image, name=IMAGE_LAYER, rgb=rgb)
         self.viewer.layers.move(self.viewer.layers.index(layer), 0)
-        self.viewer.reset_view()
 
     # ============================================================================================
     # Layers
     # ============================================================================================
+    def _keep_image_at_bottom(self, event) -> None:
+        """An "image" layer added from outside (the sample data hands it back) goes under the labels."""
+        layer = event.value
+        if layer.name == IMAGE_LAYER and self.viewer.layers.index(layer) != 0:
+            self.viewer.layers.move(self.viewer.layers.index(layer), 0)
+
     def _layer(self, name: str):
         return self.viewer.layers[name] if name in self.viewer.layers else None
 
@@ -682,37 +891,37 @@ class AnnotatorWidget(QWidget):
                 if layer.name.startswith(CONFIDENCE_PREFIX)}
 
     def _reload_labels(self) -> None:
-        """Show the project's stored labels of the current image (resets the layer's undo history)."""
-        p, image_id = self.project, self.current_id
-        stale = False
+        """Show the project's stored labels of the current image (clears the undo history)."""
         try:
-            labels, verified = p.get_labels_and_verified(image_id)
-        except StaleImageError as exc:
-            labels, verified = p.get_labels_and_verified(image_id, allow_stale=True)
-            labels = np.full_like(labels, 255)
-            verified = np.zeros_like(verified)
-            stale = True
+            loaded = load_image(self.project, self.current_id)
+        except MaskCLIPError as exc:
             self._show_error(exc)
-            self._refresh_item(image_id)  # the list may still show the state from before the change
-        self._verified = verified
+            return
+        self._verified = loaded.verified
         self._dirty = False
-        self._set_labels_data(to_layer_values(labels), editable=not stale)
+        self._set_labels_data(loaded.values, editable=loaded.stale_error is None)
+        if loaded.stale_error is not None:
+            self.stale_label.setText(gui_text(str(loaded.stale_error)))
 
     def _set_labels_data(self, values: np.ndarray, editable: bool = True) -> None:
+        """Put values in the labels layer (made on first use); the undo history starts over."""
         p = self.project
         table = (tuple(p.class_names), tuple(p.class_colours))
         layer = self.labels_layer
         if layer is None or layer.data.shape != values.shape:
+            selected = layer.selected_label if layer is not None else 1
             if layer is not None:
                 self.viewer.layers.remove(layer)
             layer = self.viewer.add_labels(values, name=LABELS_LAYER, opacity=0.55,
                                            colormap=labels_colormap(p.class_colours),
                                            features=labels_features(p.class_names))
             layer.events.paint.connect(self._on_paint)
-            layer.selected_label = 1
+            layer.events.selected_label.connect(self._on_selected_label)
+            self._bind_layer_keys(layer)
+            layer.selected_label = selected
         else:
             mode = layer.mode
-            layer.editable = False  # drops the undo history: it belongs to the previous labels
+            layer.editable = False  # drops napari's own undo history: it belongs to the previous labels
             layer.data = values
             if layer.metadata.get("maskclip_classes") != table:
                 layer.colormap = labels_colormap(p.class_colours)
@@ -722,8 +931,10 @@ class AnnotatorWidget(QWidget):
                 layer.mode = mode
         layer.metadata["maskclip_classes"] = table
         layer.editable = editable  # a stale image's labels are not applied, so they cannot be edited
-        self._saved_values = np.array(values, copy=True) if editable else None
+        self._recorded = np.array(values, copy=True) if editable else None
+        self._history.clear()
         self.viewer.layers.selection.active = layer
+        self._on_selected_label()
 
     def _remove_confidence_layers(self) -> None:
         for name, layer in self.confidence_layers.items():
@@ -734,7 +945,10 @@ class AnnotatorWidget(QWidget):
         """One colour-mapped image layer per project class, showing the current segmentation.
 
         Only visible layers receive new data right away; hidden ones are filled when the user shows them,
-        so a redraw costs one layer update per visible map, not one per class.
+        so a redraw costs one layer update per visible map, not one per class. The layers are made with the
+        first segmentation (before it they would only show zeros, and each napari layer takes a GUI-thread
+        turn to make); hidden ones left from a differently sized image get that image's size at once, so
+        the view fits the image shown.
         """
         p = self.project
         if p is None or self._image is None:
@@ -749,6 +963,8 @@ class AnnotatorWidget(QWidget):
         existing = self.confidence_layers
         for name in p.class_names:
             layer = existing.get(name)
+            if layer is None and self.segmentation is None:
+                continue
             if layer is None:
                 layer = self.viewer.add_image(np.zeros(shape, np.float32), name=CONFIDENCE_PREFIX + name,
                                               colormap=confidence_colormap(name, colours[name]),
@@ -757,13 +973,16 @@ class AnnotatorWidget(QWidget):
                 layer.metadata["maskclip_colour"] = colours[name]
                 layer.events.visible.connect(self._on_confidence_visible)
                 if self.labels_layer is not None:  # keep the labels on top
-                    self.viewer.layers.move(self.viewer.layers.index(layer), self.viewer.layers.index(self.labels_layer))
+                    layers = self.viewer.layers
+                    layers.move(layers.index(layer), layers.index(self.labels_layer))
             elif layer.metadata.get("maskclip_colour") != colours[name]:
                 layer.colormap = confidence_colormap(name, colours[name])
                 layer.metadata["maskclip_colour"] = colours[name]
             layer.metadata["maskclip_stale"] = True
             if layer.visible:
                 self._fill_confidence(layer)
+            elif layer.data.shape != shape:
+                layer.data = np.zeros(shape, np.float32)
         if self.labels_layer is not None:
             self.viewer.layers.selection.active = self.labels_layer
 
@@ -786,37 +1005,64 @@ class AnnotatorWidget(QWidget):
     # Corrections and saving
     # ============================================================================================
     def _on_paint(self, event) -> None:
-        """A brush, fill, polygon or erase stroke ended: save soon (its pixels become verified then)."""
-        self._dirty = True
+        """A brush, fill, polygon or erase stroke ended: one undo step; save soon (its pixels are verified).
+        napari may announce a stroke before its last pixels are written: the step is taken on the next turn."""
+        QTimer.singleShot(0, self._record_edit)
         self._autosave.start()
 
-    def save_current(self) -> None:
-        """Write the current image's labels to the project if they changed; changed pixels become verified.
-
-        The change is measured against what was last loaded or saved, so every way of editing counts
-        (paint, fill, erase, polygon, a script writing to layer.data) and so does undo: a stroke undone
-        before the save changes nothing. Painting a class over pixels that already have it changes
-        nothing either; "Reviewed ✓" confirms a whole image as shown.
-        """
-        self._autosave.stop()
+    def _record_edit(self) -> None:
+        """Turn what changed in the labels layer since the last record into one undo step; changed pixels
+        become verified (a stroke is a correction; an erased pixel is confirmed background). Every way of
+        editing counts (paint, fill, erase, polygon, a script writing to layer.data)."""
         layer = self.labels_layer
-        if self.project is None or self.current_id is None or layer is None or self._saved_values is None:
+        if layer is None or self._recorded is None or layer.data.shape != self._recorded.shape:
             return
-        changed = layer.data != self._saved_values
+        changed = layer.data != self._recorded
         if not changed.any():
-            self._dirty = False
             return
-        labels = from_layer_values(layer.data, len(self.project.classes))
         verified = self._verified | changed
+        self._history.record(self._recorded, self._verified, layer.data, verified)
+        self._recorded = np.array(layer.data, copy=True)
+        self._verified = verified
+        self._dirty = True
+
+    def save_current(self, source: str = "annotator") -> None:
+        """Write the current image's recorded edits (labels and verified mask) to the project."""
+        self._autosave.stop()
+        self._record_edit()
+        if self.project is None or self.current_id is None or self._recorded is None or not self._dirty:
+            return
+        labels = from_layer_values(self._recorded, len(self.project.classes))
         try:
-            self.project.set_labels(self.current_id, labels, verified=verified, source="annotator")
+            self.project.set_labels(self.current_id, labels, verified=self._verified, source=source)
         except MaskCLIPError as exc:
             self._show_error(exc)
             return
-        self._verified = verified & (labels != 255)  # the project's rule: unlabelled pixels are not verified
         self._dirty = False
-        self._saved_values = np.array(layer.data, copy=True)
         self._refresh_item(self.current_id)
+
+    def undo(self) -> None:
+        """Undo the last edit of this image (stroke, fill, Reviewed ✓, Class ✓): labels and verified pixels
+        go back together, and are saved."""
+        self._undo_redo(self._history.undo, "Undone")
+
+    def redo(self) -> None:
+        self._undo_redo(self._history.redo, "Redone")
+
+    def _undo_redo(self, apply, done: str) -> None:
+        layer = self.labels_layer
+        if layer is None or self._recorded is None or self.current_id is None:
+            return
+        self._record_edit()  # a stroke not yet recorded is the step to undo
+        values, verified = np.array(layer.data, copy=True), self._verified.copy()
+        if not apply(values, verified):
+            self.show_message(f"Nothing to {done[:-2].lower()} on {self.current_id}.")
+            return
+        layer.data[...] = values
+        layer.refresh()
+        self._recorded, self._verified, self._dirty = values, verified, True
+        self.save_current(source=done.lower())
+        self.show_message(f"{done} the last edit of {self.current_id}.")
 
     def refresh_from_project(self) -> None:
         """Show labels another process wrote (maskclip refine): the image list and the current image."""
@@ -843,7 +1089,8 @@ class AnnotatorWidget(QWidget):
         self.show_image(image_id)
 
     def mark_reviewed(self) -> None:
-        """Verify every labelled pixel of the current image."""
+        """Verify the whole current image as shown: labelled pixels keep their class, unlabelled ones are
+        confirmed background (so an image with none of the classes can be verified too)."""
         self._verify(None)
 
     def verify_selected_class(self) -> None:
@@ -859,30 +1106,142 @@ class AnnotatorWidget(QWidget):
         self._verify(index)
 
     def _verify(self, class_index: int | None) -> None:
-        if self.current_id is None or self.labels_layer is None:
+        """Verify pixels as one undoable edit."""
+        if self.current_id is None or self.labels_layer is None or self._recorded is None:
             return
-        self.save_current()
-        labels = from_layer_values(self.labels_layer.data, len(self.project.classes))
+        self._record_edit()
+        values = self._recorded
         if class_index is None:
-            verified, source = labels != 255, "reviewed"
+            verified, source = np.ones(values.shape, bool), "reviewed"
         else:
-            verified, source = self._verified | (labels == class_index), "verified class"
-        try:
-            self.project.set_verified(self.current_id, verified, source=source)
-        except MaskCLIPError as exc:
-            self._show_error(exc)
-            return
-        self._verified = verified
+            verified, source = self._verified | (values == class_index + 1), "verified class"
+        if self._history.record(values, self._verified, values, verified):
+            self._verified, self._dirty = verified, True
+        self.save_current(source=source)
+        if self._dirty:
+            return  # the save failed and said why
         self._refresh_item(self.current_id)
+        labelled = int((values > 0).sum())
         if class_index is None:
-            self.show_message(f"{self.current_id}: all {int(verified.sum())} labelled pixels verified.")
+            self.show_message(f"{self.current_id}: reviewed: {labelled} labelled and {values.size - labelled} "
+                              "background pixels verified.")
         else:
             name = self.project.class_names[class_index]
-            self.show_message(f"{self.current_id}: the {int((labels == class_index).sum())} '{name}' pixels verified.")
+            self.show_message(f"{self.current_id}: the {int((values == class_index + 1).sum())} '{name}' pixels "
+                              "verified.")
+
+    # ============================================================================================
+    # Brush class and shortcuts
+    # ============================================================================================
+    def select_class(self, index: int) -> None:
+        """Paint with class `index` (0-based): the labels layer's selected label, the class table's row."""
+        if self.project is None or not 0 <= index < len(self.project.classes):
+            return
+        layer = self.labels_layer
+        if layer is not None:
+            layer.selected_label = index + 1
+            if layer.mode in ("pan_zoom", "transform", "picker") and layer.editable:
+                layer.mode = "paint"
+
+    def _on_selected_label(self, event=None) -> None:
+        layer, p = self.labels_layer, self.project
+        if layer is None or p is None:
+            return
+        index = int(layer.selected_label) - 1
+        name = p.class_names[index] if 0 <= index < len(p.classes) else None
+        self.class_editor.select_class(name)
+        if name is None:
+            self.brush_label.setText(f"Brush: label {index + 1} (not a class: select one, or press 1-9)")
+        else:
+            r, g, b = p.class_colours[index]
+            self.brush_label.setText(f"Brush: <span style='color: rgb({r},{g},{b})'>■</span> {name} "
+                                     f"(label {index + 1}{', key ' + str(index + 1) if index < 9 else ''})")
+
+    def _on_shortcut(self, name: str) -> None:
+        """What a SHORTCUTS key does: the same as its control (navigation reads in a worker)."""
+        if name == "next_image":
+            self._step(+1, background=True)
+        elif name == "previous_image":
+            self._step(-1, background=True)
+        elif name == "toggle_key_smoothing":
+            self.ks_check.toggle()
+        elif name == "toggle_prompt_denoising":
+            self.pd_check.toggle()
+        else:
+            getattr(self, name)()
+
+    def _bind_layer_keys(self, layer) -> None:
+        """Ctrl+Z / Ctrl+Shift+Z undo and redo labels and verified pixels together; 1-9 pick classes."""
+        from app_model.types import KeyCode, KeyMod
+
+        widget = weakref.ref(self)  # the layer must not keep the widget (and its viewer) alive
+
+        def call(method, *args):
+            def press(_layer):
+                target = widget()
+                if target is not None:
+                    getattr(target, method)(*args)
+            return press
+
+        layer.bind_key(KeyMod.CtrlCmd | KeyCode.KeyZ, call("undo"), overwrite=True)
+        layer.bind_key(KeyMod.CtrlCmd | KeyMod.Shift | KeyCode.KeyZ, call("redo"), overwrite=True)
+        for n in range(1, 10):
+            layer.bind_key(str(n), call("select_class", n - 1), overwrite=True)
+
+    def _bind_shortcuts(self) -> None:
+        """SHORTCUTS on the viewer, and in the tooltips of the controls they press. The viewer holds the
+        widget only weakly through them (a strong reference kept closed viewers alive)."""
+        actions = {
+            "next_image": self.next_button,
+            "previous_image": self.prev_button,
+            "segment_current": self.segment_button,
+            "mark_reviewed": self.reviewed_button,
+            "verify_selected_class": self.verify_class_button,
+            "toggle_key_smoothing": self.ks_check,
+            "toggle_prompt_denoising": self.pd_check,
+        }
+        widget = weakref.ref(self)
+        for name, control in actions.items():
+            key = SHORTCUTS[name]
+
+            def press(_viewer, name=name):
+                target = widget()
+                if target is not None:
+                    target._on_shortcut(name)
+
+            self.viewer.bind_key(key, press, overwrite=True)
+            tip = control.toolTip()
+            control.setToolTip(f"{tip} [{key}]" if tip else f"[{key}]")
+
+    def _flush(self) -> None:
+        """Write what waits on a timer: the current edits and the image shown."""
+        self.save_current()
+        if self._remember_timer.isActive():
+            self._remember_image()
 
     def hideEvent(self, event):
-        self.save_current()
+        self._flush()
         super().hideEvent(event)
+
+    def _watch_window(self) -> None:
+        """Watch the viewer's main window (the root of the parent chain) for its Close event: closing napari
+        writes what waits on a timer, also when the dock was never shown."""
+        root = self
+        while root.parent() is not None:
+            root = root.parent()
+        if root is not self and root is not self._watched_window:
+            if self._watched_window is not None:
+                self._watched_window.removeEventFilter(self)
+            root.installEventFilter(self)
+            self._watched_window = root
+
+    def eventFilter(self, obj, event):
+        # getattr: napari may tear this widget's Python side down before the window stops sending events
+        if obj is getattr(self, "_watched_window", None) and event.type() == QEvent.Type.Close:
+            obj.removeEventFilter(self)
+            self._watched_window = None
+            self._flush()
+        return False
 
     # ============================================================================================
     # Segmentation
@@ -984,7 +1343,8 @@ class AnnotatorWidget(QWidget):
         worker.errored.connect(self._on_job_error)
         worker.finished.connect(lambda: self._on_job_finished(worker))
         self._worker, self._worker_kind, self._job_failed = worker, kind, False
-        self.progress.setRange(0, max(len(images), 1))
+        self._job_range = max(len(images), 1)
+        self.progress.setRange(0, self._job_range)
         self.progress.setValue(0)
         self.progress.setFormat(f"{kind}: %v/%m")
         self._set_enabled()
@@ -993,10 +1353,17 @@ class AnnotatorWidget(QWidget):
     def _on_job_yield(self, value, project, method, merge) -> None:
         if isinstance(value, str):
             self.show_message(value)
+            if value.startswith("Loading "):  # the model load gives no progress: a busy bar until it ends
+                self.progress.setRange(0, 0)
+                self.progress.setFormat("Loading model…")
+                self._set_enabled()
         elif isinstance(value, ModelSession):
             self.session = value
             self._show_model_state()
             self.show_message(f"Loaded {value.choice.describe()}.")
+            self.progress.setRange(0, max(self._job_range, 1))
+            self.progress.setFormat(f"{self._worker_kind}: %v/%m")
+            self._set_enabled()
         elif isinstance(value, JobResult):
             self.progress.setValue(value.done)
             if project is self.project and value.image_id in project:
@@ -1008,12 +1375,15 @@ class AnnotatorWidget(QWidget):
         if isinstance(exc, WeightsUnavailableError):
             self.message.setText(self.message.text() + "\n\nIn the annotator: open 'Model, weights and device' "
                                  "and choose a local checkpoint file with the … button.")
+            self.model_label.setText(f"{self.model_label.text()} Could not load: see the message at the top.")
 
     def _on_job_finished(self, worker) -> None:
         if worker is not self._worker:
             return
         self._worker = None
-        self.progress.setRange(0, max(self.progress.maximum(), 1))
+        if self.progress.maximum() == 0:  # ended during the model load or an export
+            self.progress.setRange(0, max(self._job_range, 1))
+            self.progress.setFormat(f"{self._worker_kind}: %v/%m")
         self._set_enabled()
         if worker.abort_requested:
             self.show_message(f"{self._worker_kind}: cancelled.")
@@ -1084,26 +1454,55 @@ class AnnotatorWidget(QWidget):
         self.viewer.canvas.overlays.text.text = text
 
     def _choose_export(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Export into an empty folder")
-        if folder:
-            self.export(Path(folder), self.export_format.currentText(), self.export_verified.isChecked())
+        """Ask for a folder; a folder that is not empty asks whether to replace files or choose another."""
+        while True:
+            folder = QFileDialog.getExistingDirectory(self, "Export into a folder")
+            if not folder:
+                return
+            out = Path(folder)
+            if not (out.is_dir() and any(out.iterdir())):
+                overwrite = False
+                break
+            answer = self._ask_overwrite(out)
+            if answer == "cancel":
+                return
+            if answer == "overwrite":
+                overwrite = True
+                break
+        self.export(out, self.export_format.currentText(), self.export_verified.isChecked(), overwrite=overwrite)
 
-    def export(self, out: Path, fmt: str, verified_only: bool = False):
-        """Export the project in a worker (a fresh Project instance reads the committed files). Returns it."""
+    def _ask_overwrite(self, out: Path) -> str:
+        """'overwrite', 'another' (choose another folder) or 'cancel'."""
+        box = QMessageBox(QMessageBox.Icon.Question, "Export folder is not empty", f"{out} is not empty.",
+                          parent=self)
+        box.setInformativeText("Replace the files this export writes there (other files stay as they are), "
+                               "or choose another folder?")
+        replace = box.addButton("Replace files", QMessageBox.ButtonRole.AcceptRole)
+        another = box.addButton("Choose another folder…", QMessageBox.ButtonRole.ActionRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setObjectName("maskclip-export-overwrite")
+        box.exec_()
+        clicked = box.clickedButton()
+        return "overwrite" if clicked is replace else "another" if clicked is another else "cancel"
+
+    def export(self, out: Path, fmt: str, verified_only: bool = False, overwrite: bool = False,
+               val_fraction: float | None = None):
+        """Export the project in a worker (a fresh Project instance reads the committed files). Returns it.
+        val_fraction: the VOC validation share (default: the export box's setting)."""
         from napari.qt.threading import create_worker
 
         if self.project is None or self._worker is not None:
             return None
         self.save_current()
         root = self.project.root
+        val = self.export_val.value() / 100 if val_fraction is None else val_fraction
 
         def run():
-            return export_project(Project.open(root), out, fmt, verified_only=verified_only)
+            return export_project(Project.open(root), out, fmt, verified_only=verified_only, val_fraction=val,
+                                  overwrite=overwrite)
 
         worker = create_worker(run, _ignore_errors=True)
-        worker.returned.connect(lambda report: self.show_message(
-            f"Exported {len(report.exported)} images as {fmt} to {out}"
-            + (f" ({len(report.skipped)} skipped)" if report.skipped else "") + "."))
+        worker.returned.connect(lambda report: self._show_export(report, fmt, out))
         worker.errored.connect(self._on_job_error)
         worker.finished.connect(lambda: self._on_job_finished(worker))
         self._worker, self._worker_kind, self._job_failed = worker, "Export", False
@@ -1112,3 +1511,13 @@ class AnnotatorWidget(QWidget):
         self._set_enabled()
         worker.start()
         return worker
+
+    def _show_export(self, report, fmt: str, out: Path) -> None:
+        text = f"Exported {len(report.exported)} images as {fmt} to {out}."
+        if fmt == "voc":
+            text += f" Split: {len(report.splits['train'])} train, {len(report.splits['val'])} val."
+        if report.skipped:
+            shown = "; ".join(f"{image_id} ({reason})" for image_id, reason in report.skipped[:3])
+            more = f"; and {len(report.skipped) - 3} more" if len(report.skipped) > 3 else ""
+            text += f" Skipped {len(report.skipped)}: {shown}{more}."
+        self.show_message(text, error=bool(report.skipped))

@@ -234,3 +234,19 @@ def test_camvid_verified_labels_export_identical_to_ground_truth(tmp_path):
         np.testing.assert_array_equal(read_label_image(tmp_path / "voc" / "SegmentationClass" / f"{path.stem}.png"),
                                       truth)
         np.testing.assert_array_equal(coco.read(path.stem), truth)
+
+
+def test_voc_val_split_is_never_empty_when_asked_for(tmp_path):
+    """A small export with a validation share gets at least one val image; share 0 gets none."""
+    rng = np.random.default_rng(0)
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("x1", "x2"):
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(src / f"{name}.png")
+    project = Project.create(tmp_path / "proj", src, ["a"])
+    for image_id in project.image_ids:
+        project.set_labels(image_id, np.zeros((8, 8), np.uint8))
+    report = export_project(project, tmp_path / "voc", "voc", val_fraction=0.01)
+    assert len(report.splits["val"]) == 1 and len(report.splits["train"]) == 1
+    report = export_project(project, tmp_path / "voc0", "voc", val_fraction=0.0)
+    assert report.splits["val"] == [] and len(report.splits["train"]) == 2

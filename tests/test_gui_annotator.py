@@ -19,6 +19,7 @@ pytest.importorskip("pytestqt")
 from qtpy.QtCore import Qt  # noqa: E402
 
 from maskclip.labels_io import read_label_image  # noqa: E402
+from maskclip_napari._layers import from_layer_values  # noqa: E402
 
 pytestmark = pytest.mark.gui
 if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
@@ -61,6 +62,20 @@ def annotator(viewer):
 
 def wait_idle(qtbot, widget):
     qtbot.waitUntil(lambda: widget._worker is None, timeout=JOB_TIMEOUT_MS)
+
+
+def from_layer(values):
+    return from_layer_values(values, 255)
+
+
+def wait_shown(qtbot, widget, image_id):
+    """Navigation reads in a worker: wait until `image_id` is the image shown."""
+    qtbot.waitUntil(lambda: not widget.loading and widget.current_id == image_id, timeout=JOB_TIMEOUT_MS)
+
+
+def press(viewer, key):
+    """A key press as napari dispatches it (active layer's bindings, then the viewer's)."""
+    return viewer.window._qt_viewer._key_map_handler.press_key(key)
 
 
 def add_class(qtbot, widget, text):
@@ -145,25 +160,34 @@ def test_end_to_end(make_napari_viewer, qtbot, image_folder, checkpoint, tmp_pat
     labels_layer.paint((r, c), fix)
     changed = labels_layer.data != untouched
     assert changed.sum() > 20 and (labels_layer.data[changed] == fix).all()
-    assert widget._dirty  # the paint event schedules the autosave
-    qtbot.waitUntil(lambda: not widget._dirty, timeout=3000)
+    assert widget._autosave.isActive()  # the paint event schedules the autosave
+    qtbot.waitUntil(lambda: not widget._autosave.isActive() and not widget._dirty, timeout=3000)
     np.testing.assert_array_equal(widget._verified, changed)
     verified_before_nav = widget._verified.copy()
     np.testing.assert_array_equal(project.get_verified(first), verified_before_nav)
 
-    # a stroke undone before the autosave leaves no trace; an undo after it is saved at the next save point
+    # Ctrl+Z / Ctrl+Shift+Z: labels and verified pixels go back (and forward) together, saved at once
     value = 1 if untouched[5, 5] != 1 else 2
+    labels_before = project.get_labels(first).copy()
     labels_layer.paint((5, 5), value)
-    labels_layer.undo()
+    assert press(viewer, "Control-Z")  # a stroke not saved yet leaves no trace
     widget.save_current()
+    np.testing.assert_array_equal(project.get_labels(first), labels_before)
     np.testing.assert_array_equal(project.get_verified(first), verified_before_nav)
     labels_layer.paint((5, 5), value)
     widget.save_current()
     assert project.get_labels(first)[5, 5] == value - 1 and project.get_verified(first)[5, 5]
-    labels_layer.undo()
-    widget.save_current()
-    assert project.get_labels(first)[5, 5] == (untouched[5, 5] - 1 if untouched[5, 5] else 255)
-    verified_before_nav = widget._verified.copy()
+    press(viewer, "Control-Z")  # a saved stroke: undone in the project too, its pixels no longer verified
+    np.testing.assert_array_equal(project.get_labels(first), labels_before)
+    np.testing.assert_array_equal(project.get_verified(first), verified_before_nav)
+    press(viewer, "Control-Shift-Z")
+    assert project.get_labels(first)[5, 5] == value - 1 and project.get_verified(first)[5, 5]
+    press(viewer, "Control-Z")
+    widget.save_current()  # nothing left to write: the undo was saved as it happened
+    np.testing.assert_array_equal(project.get_labels(first), labels_before)
+    np.testing.assert_array_equal(project.get_verified(first), verified_before_nav)
+    np.testing.assert_array_equal(from_layer(labels_layer.data), labels_before)
+    assert "Undone" in widget.message_text()
 
     # re-segmenting never overwrites verified pixels
     widget.ks_check.setChecked(True)
@@ -172,7 +196,7 @@ def test_end_to_end(make_napari_viewer, qtbot, image_folder, checkpoint, tmp_pat
 
     # move to another image and back
     qtbot.mouseClick(widget.next_button, Qt.MouseButton.LeftButton)
-    assert widget.current_id == project.image_ids[1]
+    wait_shown(qtbot, widget, project.image_ids[1])
     assert not widget.project.has_labels(widget.current_id)
     assert viewer.layers["labels"].data.max() == 0
     widget.previous_image()
@@ -331,19 +355,33 @@ def test_segment_all_and_cancel(make_napari_viewer, qtbot, image_folder, checkpo
     assert "cancel" in widget.message_text()
 
 
-def test_reader_opens_folder_in_annotator(make_napari_viewer, image_folder):
+def test_reader_opens_folder_in_annotator(make_napari_viewer, qtbot, image_folder):
     viewer = make_napari_viewer()
     layers = viewer.open(str(image_folder), plugin="maskclip-napari")
     assert layers == []
     widget = annotator(viewer)
+    qtbot.waitUntil(lambda: widget.current_id is not None and not widget.loading, timeout=JOB_TIMEOUT_MS)
     assert widget.project is not None and widget.project.root == image_folder / "maskclip-project"
     assert "image" in viewer.layers and "labels" in viewer.layers
 
 
-def test_sample_data(make_napari_viewer):
+def test_sample_data_opens_in_the_annotator(make_napari_viewer, qtbot, image_folder, tmp_path, monkeypatch):
+    """The sample photos become the annotator's project (in the user cache), even over an open project."""
     from maskclip_napari._dock import ensure_registered
+    from maskclip_napari._sample_data import SAMPLE_PHOTOS
 
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     ensure_registered()
     viewer = make_napari_viewer()
-    layers = viewer.open_sample("maskclip-napari", "scenes")
-    assert len(layers) == 4 and all(layer.rgb for layer in layers)
+    widget = annotator(viewer)
+    assert widget.open_path(image_folder)
+    viewer.open_sample("maskclip-napari", "scenes")
+    assert widget.project.root == tmp_path / "cache" / "maskclip-napari" / "sample-project"
+    assert sorted(widget.project.image_ids) == sorted(SAMPLE_PHOTOS.values())
+    assert "person" in widget.project.class_names
+    assert [layer.name for layer in viewer.layers if layer._type_string == "image"
+            and not layer.name.startswith("confidence")] == ["image"]  # no plain photo layers
+    assert viewer.layers.index("image") == 0 and viewer.layers[-1].name == "labels"
+    assert viewer.layers["image"].data.shape[:2] == viewer.layers["labels"].data.shape
+    widget.next_image()  # the annotator keeps using the handed-back layer
+    assert viewer.layers["image"].data.shape[:2] == viewer.layers["labels"].data.shape

@@ -71,6 +71,7 @@ def test_eta_uses_only_records_of_the_current_process():
 
 def test_describe_progress():
     assert T.describe_progress(None) == "starting…"
+    assert T.describe_progress(None, running=False).startswith("failed")  # killed before its first report
     assert T.describe_progress({"state": "running", "phase": "pseudo-labels", "teacher_done": 2,
                                 "teacher_total": 5}) == "MaskCLIP pseudo labels 2/5"
     running = {"state": "running", "phase": "guided", "iteration": 30, "total": 200, "loss": 0.51234}

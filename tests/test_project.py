@@ -97,9 +97,30 @@ def test_labels_roundtrip_stats_and_status(project):
     assert reopened.class_pixel_counts(verified_only=True) == {"road": 3 * W, "car": 0, "sky": 0}
     status = reopened.status()
     assert status["images"] == 3 and status["labelled"] == 1 and status["stale"] == []
-    reopened.set_verified("a", np.ones((H, W), bool))  # unlabelled pixels cannot be verified
+    reopened.set_verified("a", np.ones((H, W), bool))  # verified unlabelled pixels: confirmed background
     assert reopened.image_state("a").status == "verified"
-    np.testing.assert_array_equal(reopened.get_verified("a"), lab != 255)
+    assert reopened.image_state("a").verified_background_pixels == int((lab == 255).sum())
+    np.testing.assert_array_equal(reopened.get_verified("a"), np.ones((H, W), bool))
+
+
+def test_background_can_be_verified(project):
+    """An image where none of the classes appears can be confirmed; predictions keep it unlabelled."""
+    nothing = np.full((H, W), 255, np.uint8)
+    project.merge_prediction("b", nothing, source="maskclip")
+    state = project.image_state("b")
+    assert state.rev == 1 and state.status == "unlabelled"  # segmented, all background, not yet reviewed
+    assert project.image_state("c").rev == 0  # never segmented
+    project.set_verified("b", np.ones((H, W), bool), source="reviewed")
+    assert project.image_state("b").status == "verified"
+    merged = project.merge_prediction("b", np.zeros((H, W), np.uint8), source="maskclip")
+    assert (merged == 255).all() and project.get_verified("b").all()
+    assert {s.id: s.status for s in Project.open(project.root).list_images()}["b"] == "verified"
+    # a removed class's verified pixels lose their flag; confirmed background keeps it
+    lab = _labels([3, 4, 2])
+    project.set_labels("a", lab, verified=np.ones((H, W), bool))
+    project.remove_class("car")
+    verified = project.get_verified("a")
+    assert not verified[lab == 1].any() and verified[lab == 255].all() and verified[lab == 0].all()
 
 
 def test_invalid_labels_are_refused(project):

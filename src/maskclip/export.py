@@ -83,7 +83,8 @@ def export_project(project, out: str | os.PathLike, format: str, *, verified_onl
     """Write the project's labels as a dataset in `format` ('voc', 'coco' or 'index') under `out`.
 
     `out` must be absent or empty unless overwrite=True (then files are replaced, none deleted).
-    images=False leaves the images out (coco/voc). val_fraction sets the VOC val split share.
+    images=False leaves the images out (coco/voc). val_fraction sets the VOC val split share (a non-zero
+    share of two or more images puts at least one in val).
     """
     if format not in FORMATS:
         raise ExportError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
@@ -166,10 +167,13 @@ def _write_image(project, image_id: str, folder: Path, jpeg: bool) -> str:
     return name
 
 
+def _split_key(image_id: str) -> int:
+    return int(hashlib.sha1(image_id.encode("utf-8")).hexdigest()[:8], 16) % 10000
+
+
 def _is_val(image_id: str, val_fraction: float) -> bool:
     """Stable split: depends on the id only, so adding images never moves old ones between splits."""
-    h = int(hashlib.sha1(image_id.encode("utf-8")).hexdigest()[:8], 16)
-    return h % 10000 < round(val_fraction * 10000)
+    return _split_key(image_id) < round(val_fraction * 10000)
 
 
 def _write_lines(path: Path, lines: list[str]) -> None:
@@ -187,6 +191,11 @@ def _export_voc(project, out, items, report, images: bool, val_fraction: float) 
         if images:
             _write_image(project, image_id, jpg_dir, jpeg=True)
         splits["val" if _is_val(image_id, val_fraction) else "train"].append(image_id)
+    if val_fraction > 0 and not splits["val"] and len(splits["train"]) >= 2:
+        # a small export would get an empty val split: the image with the lowest key is the one
+        first = min(splits["train"], key=_split_key)
+        splits["train"].remove(first)
+        splits["val"].append(first)
     splits["trainval"] = sorted(splits["train"] + splits["val"])
     for name, ids in splits.items():
         _write_lines(sets_dir / f"{name}.txt", ids)

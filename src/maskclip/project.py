@@ -58,7 +58,8 @@ Why this shape:
 - Labels belong to the image content they were made on (sha256). When an image file changes on disk
   the image is reported stale and its labels are not applied (get_labels raises StaleImageError) until
   `accept_image_change` decides what to do.
-- Invariant: verified pixels are always labelled (verified & labels == 255 is cleared on write).
+- A verified unlabelled (255) pixel is confirmed background: a person said none of the classes is there
+  (an erased stroke, Reviewed ✓ on an image); predictions and refinement leave it unlabelled.
 """
 from __future__ import annotations
 
@@ -158,6 +159,7 @@ class ImageState:
     labelled_pixels: int
     verified_pixels: int
     stale: bool  # the file changed (or vanished) since import: stored labels are not applied
+    verified_background_pixels: int = 0  # unlabelled pixels a person confirmed as none of the classes
 
     @property
     def pixels(self) -> int:
@@ -173,11 +175,12 @@ class ImageState:
 
     @property
     def status(self) -> str:
-        """'stale', 'unlabelled', 'verified' (every labelled pixel verified) or 'labelled'."""
+        """'stale', 'unlabelled', 'verified' (every labelled pixel verified; an all-background image
+        with confirmed background) or 'labelled'."""
         if self.stale:
             return "stale"
         if self.labelled_pixels == 0:
-            return "unlabelled"
+            return "verified" if self.verified_background_pixels else "unlabelled"
         if self.verified_pixels == self.labelled_pixels:
             return "verified"
         return "labelled"
@@ -743,7 +746,8 @@ class Project:
                    mark_changed_verified: bool = False, source: str = "manual") -> None:
         """Store labels as given (a person's edit may change verified pixels; predictions must use
         merge_prediction). verified=None keeps the current mask; mark_changed_verified=True also marks
-        every pixel whose label changed as verified (paint strokes). Pixels labelled 255 are never verified."""
+        every pixel whose label changed as verified (paint strokes). A verified 255 pixel is confirmed
+        background (none of the classes): predictions leave it unlabelled."""
         rec = self.record(image_id)
         self._check_not_stale(image_id)
         labels = self._check_labels(labels, rec)
@@ -758,7 +762,7 @@ class Project:
 
     @_locked
     def set_verified(self, image_id: str, mask: np.ndarray, *, source: str = "verify") -> None:
-        """Replace the verified mask (only labelled pixels can be verified)."""
+        """Replace the verified mask (verified unlabelled pixels are confirmed background)."""
         rec = self.record(image_id)
         self._check_not_stale(image_id)
         mask = self._check_mask(mask, rec)
@@ -913,7 +917,7 @@ class Project:
             labelled, verified = self._counts_now(state)
             stale = self._current_hash(rec) != rec.sha256 or (bool(state) and state.get("image_sha256") != rec.sha256)
             out.append(ImageState(rec.id, self.image_path(rec.id), rec.height, rec.width, int(state.get("rev", 0)),
-                                  sum(labelled), sum(verified), stale))
+                                  sum(labelled), sum(verified), stale, int(state.get("verified_background", 0))))
         return out
 
     @_locked
@@ -922,7 +926,8 @@ class Project:
         state = self._state(image_id)
         labelled, verified = self._counts_now(state)
         return ImageState(rec.id, self.image_path(rec.id), rec.height, rec.width, int(state.get("rev", 0)),
-                          sum(labelled), sum(verified), self.is_stale(image_id))
+                          sum(labelled), sum(verified), self.is_stale(image_id),
+                          int(state.get("verified_background", 0)))
 
     @_locked
     def class_pixel_counts(self, verified_only: bool = False) -> dict[str, int]:
@@ -1094,7 +1099,9 @@ class Project:
                 lut[i] = j
         labels = lut[raw]
         if entry.get("verified"):
-            verified = _read_mask_png(folder / entry["verified"], shape) & (labels != UNLABELLED)
+            # a removed class's pixels lose their flag; stored 255 pixels keep it (confirmed background)
+            kept = (labels != UNLABELLED) | (raw == UNLABELLED)
+            verified = _read_mask_png(folder / entry["verified"], shape) & kept
         else:
             verified = np.zeros(shape, bool)
         return labels, verified
@@ -1119,10 +1126,11 @@ class Project:
         written: list[Path] = []
         counts: dict[str, int] = {}
         verified_counts: dict[str, int] = {}
+        verified_background = 0
         try:
             if labels is not None:
                 labels = labels.astype(np.uint8)
-                verified = (np.zeros(labels.shape, bool) if verified is None else verified) & (labels != UNLABELLED)
+                verified = np.zeros(labels.shape, bool) if verified is None else verified
                 path = folder / f"{stem}.labels.png"
                 write_index_png(path, labels, palette=self.class_colours)
                 written.append(path)
@@ -1139,6 +1147,7 @@ class Project:
                         counts[str(c.uid)] = int(n[i])
                     if nv[i]:
                         verified_counts[str(c.uid)] = int(nv[i])
+                verified_background = int(nv[UNLABELLED])
             history = list(old.get("history", []))
             if old:
                 history.append({k: old[k] for k in ("rev", "source", "time", "labels", "verified", "class_uids")
@@ -1146,7 +1155,7 @@ class Project:
             limit = int(self._meta.get("history", DEFAULT_HISTORY))
             dropped, history = history[:max(0, len(history) - limit)], history[max(0, len(history) - limit):]
             state = dict(entry, image_sha256=rec.sha256, counts=counts, verified_counts=verified_counts,
-                         history=history)
+                         verified_background=verified_background, history=history)
             _write_json(folder / "state.json", state)
         except BaseException:
             for path in written:
