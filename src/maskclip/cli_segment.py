@@ -17,8 +17,9 @@ from .errors import ImageReadError, MaskCLIPError
 from .images import list_images, read_image
 from .labels_io import write_classes_json, write_index_png
 from .model import DEFAULT_BACKGROUND, DEFAULT_SCALES, DEFAULT_STRIDE, DEFAULT_WINDOW, load
+from .options import device_arg, int_arg, probability_arg
 from .settings import parse_pretrained
-from .text import parse_classes_file
+from .text import parse_classes_file, prompt_rows
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +28,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrained", default="openai", metavar="TAG_OR_PATH", type=parse_pretrained,
                         help="open_clip weights tag (downloaded once), a local checkpoint file, or 'none' for "
                              "random weights (tests and benchmarks only) (default: openai)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    parser.add_argument("--device", default="auto", type=device_arg,
+                        help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
 
 
 def add_method_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,16 +38,16 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
                         help="smooth class probabilities by key similarity (default: on)")
     parser.add_argument("--prompt-denoising", action=argparse.BooleanOptionalAction, default=True,
                         help="drop classes that are nowhere confident (default: on)")
-    parser.add_argument("--pd-threshold", type=float, default=0.5, help="prompt denoising threshold (default 0.5)")
-    parser.add_argument("--scales", type=int, nargs="+", default=list(DEFAULT_SCALES), metavar="SHORT_SIDE",
+    parser.add_argument("--pd-threshold", type=probability_arg("--pd-threshold"), default=0.5, help="prompt denoising threshold (default 0.5)")
+    parser.add_argument("--scales", type=int_arg("--scales", 1), nargs="+", default=list(DEFAULT_SCALES), metavar="SHORT_SIDE",
                         help=f"short side(s) in pixels, results averaged (default {DEFAULT_SCALES[0]}; the "
                              "paper's ensemble: 224 336 520)")
     parser.add_argument("--background", nargs="*", default=list(DEFAULT_BACKGROUND), metavar="PROMPT",
                         help="background prompts merged into one 'background' label (default: "
                              f"{' '.join(DEFAULT_BACKGROUND)}); give the flag alone for none")
-    parser.add_argument("--window", type=int, default=DEFAULT_WINDOW,
+    parser.add_argument("--window", type=int_arg("--window", 1), default=DEFAULT_WINDOW,
                         help=f"sliding-window size in pixels after scaling (default {DEFAULT_WINDOW})")
-    parser.add_argument("--stride", type=int, default=DEFAULT_STRIDE,
+    parser.add_argument("--stride", type=int_arg("--stride", 1), default=DEFAULT_STRIDE,
                         help=f"sliding-window stride (default {DEFAULT_STRIDE})")
 
 
@@ -80,7 +82,11 @@ def _unique_stems(images: list[Path]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     classes = parse_classes_file(args.classes_file)
-    images = list_images(args.inputs, recursive=args.recursive)
+    prompt_rows(classes, args.background)  # the class limit, before any work
+    not_files: list[tuple[Path, str]] = []
+    images = list_images(args.inputs, recursive=args.recursive, skipped=not_files)
+    for path, reason in not_files:
+        print(f"maskclip segment: skipped {path}: {reason}", file=sys.stderr)
     if not images:
         raise MaskCLIPError(f"no images found in {' '.join(args.inputs)}")
     _unique_stems(images)
@@ -97,23 +103,23 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     model.encode_prompts(classes, kwargs["background"])  # once, before the per-image loop
     print(f"maskclip segment: class prompts embedded in {time.perf_counter() - start:.1f} s", file=sys.stderr)
-    failed, class_names, start = [], None, time.perf_counter()
+    failed, class_names, start = [p for p, _ in not_files], None, time.perf_counter()
     for path in tqdm(images, desc="segment", unit="img", file=sys.stderr):
-        try:
-            image = read_image(path)
+        try:  # one bad image (unreadable, 5 channels, ...) is reported and skipped; the batch goes on
+            seg = model.segment(read_image(path), classes, **kwargs)
         except ImageReadError as exc:
-            tqdm.write(f"skipped: {exc}", file=sys.stderr)
+            tqdm.write(f"skipped: {exc if str(path) in str(exc) else f'{path}: {exc}'}", file=sys.stderr)
             failed.append(path)
             continue
-        seg = model.segment(image, classes, **kwargs)
         write_index_png(out / f"{path.stem}.png", seg.labels)
         class_names = seg.class_names
     if class_names is not None:
         write_classes_json(out / "classes.json", class_names)
-    done = len(images) - len(failed)
+    done = len(images) - len(failed) + len(not_files)
     print(f"maskclip segment: wrote {done} label image(s) to {out} in {time.perf_counter() - start:.1f} s",
           file=sys.stderr)
     if failed:
-        print(f"maskclip segment: {len(failed)} of {len(images)} image(s) could not be read", file=sys.stderr)
+        print(f"maskclip segment: {len(failed)} of {len(images) + len(not_files)} image(s) skipped (named above)",
+              file=sys.stderr)
         return 1
     return 0

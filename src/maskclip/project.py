@@ -650,7 +650,9 @@ class Project:
         taken = {i.casefold() for i in self._by_id}  # case-insensitive file systems
         added, skipped = [], []
         for src in map(Path, sources):
-            files = list_images(src, recursive=recursive)
+            not_files: list[tuple[Path, str]] = []
+            files = list_images(src, recursive=recursive, skipped=not_files)
+            skipped.extend((str(f), reason) for f, reason in not_files)
             for f in files:
                 rel = f.relative_to(src).with_suffix("").as_posix() if src.is_dir() else f.stem
                 source = str(f.resolve())
@@ -661,6 +663,9 @@ class Project:
                     arr = read_image(f)
                     if arr.ndim < 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
                         raise ImageReadError(f"{f}: image has no pixels (shape {arr.shape})")
+                    if arr.ndim > 3 or (arr.ndim == 3 and arr.shape[-1] > 4):
+                        raise ImageReadError(f"{f}: unsupported image shape {arr.shape}; expected grey, "
+                                             "grey+alpha, RGB or RGBA")
                 except ImageReadError as exc:
                     skipped.append((str(f), str(exc)))
                     continue
