@@ -38,8 +38,10 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
                         help="smooth class probabilities by key similarity (default: on)")
     parser.add_argument("--prompt-denoising", action=argparse.BooleanOptionalAction, default=True,
                         help="drop classes that are nowhere confident (default: on)")
-    parser.add_argument("--pd-threshold", type=probability_arg("--pd-threshold"), default=0.5, help="prompt denoising threshold (default 0.5)")
-    parser.add_argument("--scales", type=int_arg("--scales", 1), nargs="+", default=list(DEFAULT_SCALES), metavar="SHORT_SIDE",
+    parser.add_argument("--pd-threshold", type=probability_arg("--pd-threshold"), default=0.5,
+                        help="prompt denoising threshold (default 0.5)")
+    parser.add_argument("--scales", type=int_arg("--scales", 1), nargs="+", default=list(DEFAULT_SCALES),
+                        metavar="SHORT_SIDE",
                         help=f"short side(s) in pixels, results averaged (default {DEFAULT_SCALES[0]}; the "
                              "paper's ensemble: 224 336 520)")
     parser.add_argument("--background", nargs="*", default=list(DEFAULT_BACKGROUND), metavar="PROMPT",

@@ -38,7 +38,8 @@ def register(subparsers) -> None:
                    help="run folder (created if missing). Under torchrun write --run-dir: torchrun's own "
                    "parser reads --run as an abbreviation of its --run-path")
     p.add_argument("--iters", type=int_arg("--iters", 1), metavar="N", help="training iterations (default 2000)")
-    p.add_argument("--batch-size", type=int_arg("--batch-size", 1), metavar="B", help="global batch size, split over processes (default 8)")
+    p.add_argument("--batch-size", type=int_arg("--batch-size", 1), metavar="B",
+                   help="global batch size, split over processes (default 8)")
     p.add_argument("--student", metavar="NAME",
                    help="auto (ResNet-101 DeepLabV3 on GPU, LR-ASPP MobileNetV3 on CPU), deeplabv3_resnet101, "
                    "deeplabv3_resnet50, deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large")
@@ -55,14 +56,18 @@ def register(subparsers) -> None:
     p.add_argument("--guided-fraction", type=probability_arg("--guided-fraction"), metavar="F",
                    help="share of the iterations trained on MaskCLIP labels before self-training (default: 0.1 "
                         "with ImageNet backbone weights, 1.0 = no self-training without them)")
-    p.add_argument("--self-train-start", type=int_arg("--self-train-start", 0), metavar="N", help="self-training starts at this iteration")
+    p.add_argument("--self-train-start", type=int_arg("--self-train-start", 0), metavar="N",
+                   help="self-training starts at this iteration")
     p.add_argument("--confidence-threshold", type=probability_arg("--confidence-threshold"), metavar="P",
                    help="ignore pixels whose MaskCLIP probability is below P (default: keep all)")
     p.add_argument("--self-train-threshold", type=probability_arg("--self-train-threshold"), metavar="P",
                    help="ignore pixels whose student probability is below P while self-training")
-    p.add_argument("--checkpoint-every", type=int_arg("--checkpoint-every", 1), metavar="K", help="checkpoint interval (default 200)")
-    p.add_argument("--log-every", type=int_arg("--log-every", 1), metavar="K", help="metrics/progress interval (default 10)")
-    p.add_argument("--workers", type=int_arg("--workers", 0), metavar="N", help="data-loading worker processes (default 0)")
+    p.add_argument("--checkpoint-every", type=int_arg("--checkpoint-every", 1), metavar="K",
+                   help="checkpoint interval (default 200)")
+    p.add_argument("--log-every", type=int_arg("--log-every", 1), metavar="K",
+                   help="metrics/progress interval (default 10)")
+    p.add_argument("--workers", type=int_arg("--workers", 0), metavar="N",
+                   help="data-loading worker processes (default 0)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--no-imagenet", action="store_true",
                    help="random backbone initialisation (skip the ImageNet weights download)")

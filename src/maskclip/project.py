@@ -2,18 +2,19 @@
 
 Public API (the napari annotator and the MaskCLIP+ trainer code against these names)::
 
-    from maskclip.project import Project, ImageState, ProjectError, StaleImageError
+    from maskclip.project import Project, ImageState, ProjectError, StaleImageError, ProjectBusyError
 
     p = Project.create(dir, images=src_dir, classes=["road", ["car", "vehicle"]], copy=True)
     p = Project.open(dir)                  # lazy: reads two JSON files, touches no image or label
     p.image_ids                            # list[str], stable ids (safe file names, unique)
     p.list_images() -> list[ImageState]    # id, path, size, status, labelled/verified fraction, stale
     p.image_state(image_id) / p.status() / p.class_pixel_counts(verified_only=False) -> {name: pixels}
+    p.broken_images() -> [{"id", "problem"}]   # damaged state or label files (status()["broken"])
     p.get_image(image_id) -> np.ndarray    # as stored (maskclip.images.read_image)
     p.get_labels(image_id) -> np.uint8 HxW # current project class indices, 255 = unlabelled
     p.get_verified(image_id) -> bool HxW   # pixels a person set or confirmed
     p.get_labels_and_verified(image_id)    # both from one revision
-    p.set_labels(image_id, labels, verified=None, mark_changed_verified=False, source="manual")
+    p.set_labels(image_id, labels, verified=None, mark_changed_verified=False, source="manual") -> labels stored
     p.set_verified(image_id, mask)
     p.merge_prediction(image_id, labels, confidence=None, class_names=None, min_confidence=0.0)
     p.import_labels(path, verified=False)  # label folder / VOC / COCO / index export (maskclip.export)
@@ -26,10 +27,15 @@ Public API (the napari annotator and the MaskCLIP+ trainer code against these na
     p.flush()                              # writes the summary cache (labels are saved by every call)
 
 Every mutating call is saved before it returns (autosave). One Project may be shared by threads (calls
-are serialised); several processes may work on one project (merge_prediction re-reads and retries when
-another process committed the same image meanwhile). project.json (classes, settings) is rewritten
-whole, so give it one writer at a time (the annotator); other processes see its changes on reopening,
-and labels they write stay correct meanwhile because they are stored by class uid.
+are serialised), and several processes may write one project at once (the annotator beside `project
+segment`, `refine` or cluster workers): inter-process file locks (filelock) make every save a
+read-modify-write of the latest version. An image's commit merges into its latest revision under the
+image's lock: predictions keep every verified pixel committed by anyone, and an editor's save
+(set_labels / set_verified) takes only the pixels it changed relative to the revision this instance last
+read, so a newer revision from another process is merged, never overwritten. project.json and
+images.json changes (classes, settings, added images) re-read the file under the project lock first, so
+two processes adding classes get distinct uids and keep both. A save that waits more than
+LOCK_TIMEOUT_S for another process raises ProjectBusyError (a ProjectError, for the GUI to show).
 
 On-disk layout (format version 1)::
 
@@ -42,6 +48,7 @@ On-disk layout (format version 1)::
     DIR/annotations/<id>/r<rev>-<token>.verified.png  1-bit PNG, only when some pixel is verified
     DIR/summary.json                  cache of the state.json files minus history (checked by stat)
     DIR/cache/                        MaskCLIP dense-feature cache (maskclip.load(cache_dir=...))
+    DIR/.project.lock, DIR/annotations/<id>/.lock   inter-process lock files (empty)
 
 Why this shape:
 - Every file is written with `maskclip.atomic.atomic_write` (temporary file, fsync, rename). One
@@ -59,6 +66,11 @@ Why this shape:
   the image is reported stale and its labels are not applied (get_labels raises StaleImageError) until
   `accept_image_change` decides what to do.
 - Invariant: verified pixels are always labelled (verified & labels == 255 is cleared on write).
+- Files are data from outside: project.json, images.json and state.json are schema-checked when read
+  (an error names the file); image ids must be plain file names and revision files must have the
+  project's own names, so nothing read from them can lead a write or a delete out of the project.
+  Only files with the project's own names are ever deleted. A create that fails part-way removes what it
+  made (a killed one is cleaned by the next create); open removes old temporary files of killed saves.
 """
 from __future__ import annotations
 
@@ -495,7 +507,7 @@ class Project:
 
     Every mutating method commits to disk before it returns (autosave), so a GUI needs no save button
     and a killed process loses at most the call in flight. Construct with `Project.create` or
-    `Project.open`; one instance is meant for one process (several processes may write different images).
+    `Project.open`; one instance is meant for one process (other processes may write the same project).
     """
 
     def __init__(self, root: Path, meta: dict, records: list[ImageRecord], skipped: list[dict]):
@@ -1023,7 +1035,8 @@ class Project:
         self._check_not_stale(image_id)
         pred = np.asarray(labels)
         if pred.shape != (rec.height, rec.width):
-            raise ProjectError(f"prediction for {image_id!r} has shape {pred.shape}, image is {(rec.height, rec.width)}")
+            raise ProjectError(f"prediction for {image_id!r} has shape {pred.shape}, "
+                               f"image is {(rec.height, rec.width)}")
         if pred.dtype.kind not in "iu":
             raise ProjectError(f"prediction labels must be integers, got dtype {pred.dtype}")
         if class_names is not None:
@@ -1352,7 +1365,8 @@ class Project:
     def _check_mask(mask: np.ndarray, rec: ImageRecord) -> np.ndarray:
         mask = np.asarray(mask)
         if mask.shape != (rec.height, rec.width):
-            raise ProjectError(f"verified mask for {rec.id!r} has shape {mask.shape}, image is {(rec.height, rec.width)}")
+            raise ProjectError(f"verified mask for {rec.id!r} has shape {mask.shape}, "
+                               f"image is {(rec.height, rec.width)}")
         return mask.astype(bool)
 
     def _revision_file(self, image_id: str, entry: dict, key: str) -> Path:
