@@ -78,6 +78,23 @@ def test_merge_keeps_verified_pixels_of_a_class_added_elsewhere(root):
     assert (labels[2:] == 0).all()
 
 
+def test_edit_keeps_verified_pixels_of_a_class_it_does_not_know(root):
+    editor = Project.open(root)  # the annotator, opened before another process adds a class
+    job = Project.open(root)
+    job.add_class("tree")
+    lab = np.full((H, W), 255, np.uint8)
+    lab[:2] = job.class_index("tree")
+    job.set_labels("a", lab, verified=lab != 255)  # e.g. import-labels --verified
+    labels, verified = editor.get_labels_and_verified("a")  # 'tree' pixels read as unlabelled here
+    labels[5, 5], verified[5, 5] = 0, True
+    editor.set_labels("a", labels, verified=verified)
+    editor.set_verified("a", verified)
+    p = Project.open(root)
+    labels, verified = p.get_labels_and_verified("a")
+    assert (labels[:2] == p.class_index("tree")).all() and verified[:2].all()
+    assert labels[5, 5] == 0 and verified[5, 5] and verified.sum() == 2 * W + 1
+
+
 def test_two_processes_adding_images_get_distinct_ids(root, tmp_path):
     more = tmp_path / "more"
     more.mkdir()

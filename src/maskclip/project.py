@@ -994,12 +994,14 @@ class Project:
         with self._image_lock(image_id):
             state = self._state(image_id, full=True)
             latest, latest_v, base, base_v, known = self._latest_and_base(image_id, state, rec)
-            new = self._uids_of(labels)
-            new_v = base_v if mask is None else mask
+            shown, shown_v = self._view(base, base_v)  # what the caller read (classes it knows)
+            changed = labels != shown
+            new = np.where(changed, self._uids_of(labels), base)
+            new_v = shown_v if mask is None else mask
             if mark_changed_verified:
-                new_v = new_v | (new != base)
+                new_v = new_v | changed
             if known:
-                edited = (new != base) | (new_v != base_v)
+                edited = changed | (new_v != shown_v)
                 result, result_v = np.where(edited, new, latest), np.where(edited, new_v, latest_v)
             else:  # the revision read is no longer in history: keep every pixel verified since, unless re-verified
                 keep = latest_v & ~new_v
@@ -1014,8 +1016,9 @@ class Project:
         mask = self._check_mask(mask, rec)
         with self._image_lock(image_id):
             state = self._state(image_id, full=True)
-            latest, latest_v, _, base_v, known = self._latest_and_base(image_id, state, rec)
-            result_v = np.where(mask != base_v, mask, latest_v) if known else mask | latest_v
+            latest, latest_v, base, base_v, known = self._latest_and_base(image_id, state, rec)
+            shown_v = self._view(base, base_v)[1]
+            result_v = np.where(mask != shown_v, mask, latest_v) if known else mask | latest_v
             self._commit(image_id, latest, result_v, source, state)
 
     @_locked
@@ -1418,11 +1421,15 @@ class Project:
             lut[uid + 1] = i
         return lut[uids + 1]
 
-    def _load_revision(self, image_id: str, entry: dict, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """Labels (remapped to current class indices) and verified mask of one state/history entry."""
-        uids, verified = self._uid_labels(image_id, entry, shape)
+    def _view(self, uids: np.ndarray, verified: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What readers of this instance see of uid labels: current class indices, and verified pixels of
+        classes it knows (pixels of classes it does not know read as unlabelled)."""
         labels = self._indices_of(uids)
         return labels, verified & (labels != UNLABELLED)
+
+    def _load_revision(self, image_id: str, entry: dict, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Labels (remapped to current class indices) and verified mask of one state/history entry."""
+        return self._view(*self._uid_labels(image_id, entry, shape))
 
     def _latest_and_base(self, image_id: str, state: dict, rec: ImageRecord):
         """(latest uids, latest verified, base uids, base verified, base known): base is the revision this
