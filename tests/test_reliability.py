@@ -31,7 +31,7 @@ def proj(tmp_path):
         _image(tmp_path / "src" / f"{name}.png", v)
     p = Project.create(tmp_path / "proj", tmp_path / "src", ["road", "car"])
     p.set_labels("a", np.zeros((H, W), np.uint8), verified=np.ones((H, W), bool))
-    p.set_labels("b", np.ones((H, W), np.uint8))
+    p.set_labels("b", np.ones((H, W), np.uint8), verified=np.arange(H)[:, None] * np.ones((1, W)) == 0)
     return p
 
 
