@@ -41,8 +41,10 @@ def test_successor_mode_on_a_resnet_is_a_one_line_error(images, tmp_path, capsys
     assert main(argv) == 2
     assert "needs a ViT" in capsys.readouterr().err
     argv[-2:] = ["--temperature", "-1"]
-    assert main(argv) == 2
-    assert "temperature must be positive" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # refused while parsing, before any work
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "--temperature must be a positive finite number" in capsys.readouterr().err
 
 
 def test_project_settings_hold_mode_and_options(images, tmp_path, capsys):

@@ -329,24 +329,3 @@ def test_open_is_lazy(project, monkeypatch):
     assert p.image_ids == ["a", "b", "c"] and p.class_names == ["road", "car", "sky"]
     assert [s.status for s in p.list_images()] == ["labelled", "unlabelled", "unlabelled"]
     assert p.status()["class_pixels"]["road"] == W
-
-
-def test_merge_retries_when_another_process_verifies_meanwhile(project, monkeypatch):
-    """A trainer's merge racing an annotator's correction (two processes) must keep the correction."""
-    annotator = Project.open(project.root)
-    real_load = Project._load_revision
-    calls = []
-
-    def load_then_race(self, image_id, entry, shape):
-        out = real_load(self, image_id, entry, shape)
-        if self is project and not calls:
-            calls.append(1)
-            fix = np.zeros((H, W), np.uint8)
-            annotator.set_labels("a", fix, verified=np.ones((H, W), bool))  # lands between read and write
-        return out
-
-    monkeypatch.setattr(Project, "_load_revision", load_then_race)
-    merged = project.merge_prediction("a", np.full((H, W), 2))
-    assert calls and (merged == 0).all()
-    assert (Project.open(project.root).get_labels("a") == 0).all()
-    assert [h["source"] for h in project.history("a")] == ["manual", "prediction"]

@@ -34,8 +34,8 @@ def folders(tmp_path):
 def test_init_import_status_export(folders, capsys):
     tmp, src, labels, classes = folders
     proj = tmp / "proj"
-    assert main(["project", "init", str(proj), "--images", str(src), "--classes-file", str(classes)]) == 0
-    out, err = capsys.readouterr()
+    assert main(["project", "init", str(proj), "--images", str(src), "--classes-file", str(classes)]) == 1
+    out, err = capsys.readouterr()  # broken.jpg is skipped and reported: exit 1
     assert "3 images, 3 classes" in out and "broken.jpg" in err
     p = Project.open(proj)
     assert p.prompts == [["road", "street"], ["car"], ["sky"]]
@@ -71,7 +71,7 @@ def test_cli_errors_are_one_line_exit_2(folders, capsys):
     assert main(["project", "status", str(tmp / "missing")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "project file not found" in err
-    assert main(["project", "init", str(tmp / "p"), "--images", str(src)]) == 0
+    assert main(["project", "init", str(tmp / "p"), "--images", str(src)]) == 1  # broken.jpg skipped
     assert main(["export", str(tmp / "p"), "--format", "voc", "--out", str(src)]) == 2
     assert "not empty" in capsys.readouterr().err
     assert main(["project", "import-labels", str(tmp / "p"), str(tmp / "nothing")]) == 2
@@ -80,7 +80,7 @@ def test_cli_errors_are_one_line_exit_2(folders, capsys):
 def test_segment_respects_verified_pixels(folders, capsys):
     tmp, src, labels, classes = folders
     proj = tmp / "proj"
-    assert main(["project", "init", str(proj), "--images", str(src), "--classes-file", str(classes)]) == 0
+    assert main(["project", "init", str(proj), "--images", str(src), "--classes-file", str(classes)]) == 1
     assert main(["project", "import-labels", str(proj), str(labels), "--verified"]) == 0
     before = {i: Project.open(proj).get_labels_and_verified(i) for i in ("one", "two")}
     capsys.readouterr()
@@ -102,7 +102,7 @@ def test_segment_respects_verified_pixels(folders, capsys):
 def test_accept_changes_of_stale_images(folders, capsys):
     tmp, src, labels, classes = folders
     proj = tmp / "proj"
-    assert main(["project", "init", str(proj), "--images", str(src), "--classes-file", str(classes)]) == 0
+    assert main(["project", "init", str(proj), "--images", str(src), "--classes-file", str(classes)]) == 1
     assert main(["project", "import-labels", str(proj), str(labels), "--verified"]) == 0
     p = Project.open(proj)
     one_labels = p.get_labels("one")

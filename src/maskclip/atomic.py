@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 import stat
+import time
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -26,6 +28,9 @@ _ACTIONABLE_ERRNOS = {
     errno.EDQUOT: "disk quota exceeded",
     errno.EISDIR: "the destination is a folder",
 }
+
+
+_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")  # what atomic_write names its temporary files
 
 
 class FileWriteError(MaskCLIPError):
@@ -50,7 +55,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str = "utf
     folder = path.parent
     if not folder.is_dir():
         raise FileWriteError(f"cannot write {path}: folder {folder} does not exist")
-    tmp = folder / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    tmp = folder / f".{path.name}.{secrets.token_hex(6)}.tmp"  # matches _TEMP_NAME
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     except OSError as exc:
@@ -97,3 +102,32 @@ def _fsync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def is_temp_file(name: str) -> bool:
+    """True for the name of an atomic_write temporary file (what a killed write leaves behind)."""
+    return _TEMP_NAME.fullmatch(name) is not None
+
+
+def remove_temp_files(folder: str | os.PathLike, min_age_s: float = 0.0) -> list[Path]:
+    """Delete atomic_write leftovers in `folder` (not below it) at least `min_age_s` old; returns them.
+
+    Only names atomic_write makes are touched. A temporary file younger than min_age_s may belong to a
+    write still in progress in another process; pass 0 only when no other process writes there.
+    """
+    removed = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not is_temp_file(entry.name):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and now - entry.stat(follow_symlinks=False).st_mtime >= min_age_s:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            pass
+    return removed

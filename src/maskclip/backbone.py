@@ -28,6 +28,7 @@ from open_clip.transformer import QuickGELU, ResidualAttentionBlock, VisionTrans
 
 from .errors import MaskCLIPError, UnsupportedModelError, WeightsUnavailableError
 from .options import DENSE_MODE_NAMES
+from .validation import check_device
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(CONFIG_DIR)  # registers the tiny random-weight architectures (maskclip-tiny-*)
@@ -37,6 +38,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """'auto' picks CUDA when present, the CPU otherwise."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(device)
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise MaskCLIPError("device 'cuda' was requested but no CUDA GPU is available; use --device cpu")

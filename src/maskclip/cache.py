@@ -103,7 +103,11 @@ class FeatureCache:
     def _save(self, key: str, tensors: Tensors) -> None:
         """Atomic write; a full disk or read-only folder only costs the disk copy, never the result."""
         path = self._path(key)
-        fd, tmp = tempfile.mkstemp(dir=self.disk_dir, suffix=".tmp")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.disk_dir, suffix=".tmp")
+        except OSError as exc:
+            warnings.warn(f"feature cache entry not written to {self.disk_dir}: {exc}", stacklevel=3)
+            return
         try:
             with os.fdopen(fd, "wb") as f:
                 torch.save({"signature": self._sig_text, "key": key, "tensors": tensors}, f)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .options import DENSE_MODE_NAMES, KS_VARIANTS, SCALE_FUSIONS, SYNONYM_MERGES, option_names
+from .validation import int_arg, positive_float_arg, probability_arg
 
 
 def add_dense_mode_arguments(parser: argparse.ArgumentParser, default: str | None = None) -> None:
@@ -23,27 +24,30 @@ def add_option_arguments(parser: argparse.ArgumentParser) -> None:
                         help="smooth class probabilities by key similarity (default: on for maskclip only)")
     parser.add_argument("--prompt-denoising", action=argparse.BooleanOptionalAction, default=None,
                         help="drop classes that are nowhere confident (default: on for maskclip only)")
-    parser.add_argument("--pd-threshold", type=float, help="prompt denoising threshold (default 0.5)")
+    parser.add_argument("--pd-threshold", type=probability_arg("--pd-threshold"),
+                        help="prompt denoising threshold (default 0.5)")
     parser.add_argument("--ks-variant", choices=KS_VARIANTS,
                         help="key smoothing as in the paper (cosine, default) or the official code (official)")
-    parser.add_argument("--ks-threshold", type=float,
+    parser.add_argument("--ks-threshold", type=probability_arg("--ks-threshold"),
                         help="official KS: smooth only patches whose best probability is below this (default 1)")
-    parser.add_argument("--temperature", type=float,
+    parser.add_argument("--temperature", type=positive_float_arg("--temperature"),
                         help="logit scale (default per mode: maskclip 100, sclip 40, clearclip 50, naclip 40)")
-    parser.add_argument("--bg-threshold", type=float, metavar="P",
+    parser.add_argument("--bg-threshold", type=probability_arg("--bg-threshold"), metavar="P",
                         help="pixels whose best class probability is below P become background (default: off)")
     parser.add_argument("--synonyms", choices=SYNONYM_MERGES,
                         help="merge a class's synonyms by averaging embeddings (default) or by max probability")
     parser.add_argument("--pamr", action=argparse.BooleanOptionalAction, default=None,
                         help="PAMR refinement of the class maps along image edges (default: off)")
-    parser.add_argument("--pamr-steps", type=int, help="PAMR iterations (default 10)")
-    parser.add_argument("--pamr-dilations", type=int, nargs="+", metavar="D", help="PAMR dilations (default 8 16)")
+    parser.add_argument("--pamr-steps", type=int_arg("--pamr-steps", 0), help="PAMR iterations (default 10)")
+    parser.add_argument("--pamr-dilations", type=int_arg("--pamr-dilations", 1), nargs="+", metavar="D",
+                        help="PAMR dilations (default 8 16)")
     parser.add_argument("--scale-fusion", choices=SCALE_FUSIONS,
                         help="several scales: mean of probabilities (default) or softmax1 (official aug_test)")
-    parser.add_argument("--window", type=int,
+    parser.add_argument("--window", type=int_arg("--window", 1),
                         help="sliding-window size in pixels after scaling (default per mode: 768 maskclip, 224 "
                              "the others)")
-    parser.add_argument("--stride", type=int, help="sliding-window stride (default per mode: 512 / 112)")
+    parser.add_argument("--stride", type=int_arg("--stride", 1),
+                        help="sliding-window stride (default per mode: 512 / 112)")
     parser.add_argument("--window-norm", action=argparse.BooleanOptionalAction, default=None,
                         help="L2-normalise each window's features before averaging overlaps (default: on for "
                              "the successor modes)")

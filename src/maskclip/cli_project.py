@@ -1,13 +1,13 @@
 """`maskclip project init|import-labels|status|segment|accept-changes` and `maskclip export` (projects)."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from .cli_options import add_dense_mode_arguments, add_option_arguments, option_kwargs
 from .errors import MaskCLIPError
+from .validation import device_arg, int_arg, probability_arg
 
 
 def register(subparsers) -> None:
@@ -44,11 +44,12 @@ def register(subparsers) -> None:
     p.add_argument("dir", type=Path, help="project folder")
     p.add_argument("--model", help="open_clip architecture (default: the project's setting)")
     p.add_argument("--pretrained", help="open_clip tag or checkpoint file; 'none' = random weights")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--scales", type=int, nargs="+", help="short sides of the multi-scale ensemble")
+    p.add_argument("--device", default="auto", type=device_arg)
+    p.add_argument("--scales", type=int_arg("--scales", 1), nargs="+",
+                   help="short sides of the multi-scale ensemble")
     add_dense_mode_arguments(p)
     add_option_arguments(p)
-    p.add_argument("--min-confidence", type=float, default=0.0,
+    p.add_argument("--min-confidence", type=probability_arg("--min-confidence"), default=0.0,
                    help="pixels whose top probability is below this stay unlabelled (255)")
     p.add_argument("--only-unlabelled", action="store_true", help="skip images that already have labels")
     p.add_argument("--image", dest="image_ids", action="append", help="only this image id (repeatable)")
@@ -70,7 +71,8 @@ def register(subparsers) -> None:
     e.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
     e.add_argument("--verified-only", action="store_true", help="only verified pixels (others 255)")
     e.add_argument("--no-images", dest="images", action="store_false", help="write labels only")
-    e.add_argument("--val-fraction", type=float, default=0.1, help="VOC: share of images in val.txt")
+    e.add_argument("--val-fraction", type=probability_arg("--val-fraction"), default=0.1,
+                   help="VOC: share of images in val.txt")
     e.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     e.set_defaults(func=_export)
 
@@ -96,7 +98,7 @@ def _init(args) -> int:
     print(f"created project {args.dir}: {len(project)} images, {len(project.class_names)} classes")
     for path, reason in project.skipped_images:
         print(f"skipped {path}: {reason}", file=sys.stderr)
-    return 0
+    return 1 if project.skipped_images else 0
 
 
 def _import_labels(args) -> int:
@@ -111,9 +113,12 @@ def _import_labels(args) -> int:
     print(f"imported labels for {len(report.added)} of {len(project)} images"
           f"{' as verified' if args.verified else ''}; {len(report.missing)} without a label file, "
           f"{len(report.skipped)} skipped")
-    if not report.added:
+    if not report.added and not report.skipped:
         raise MaskCLIPError(f"no label file in {args.labels} matched an image of the project")
-    return 0
+    if not report.added:
+        raise MaskCLIPError(f"{len(report.skipped)} label file(s) in {args.labels} matched images of the project "
+                            "but none could be imported (reasons above)")
+    return 1 if report.skipped else 0
 
 
 def _status(args) -> int:
@@ -122,7 +127,7 @@ def _status(args) -> int:
     status = Project.open(args.dir).status()
     if args.json:
         print(json.dumps(status, indent=1))
-        return 0
+        return 1 if status["broken"] else 0
     print(f"project {status['project']}")
     print(f"images: {status['images']}  labelled: {status['labelled']}  fully verified: {status['verified_images']}"
           f"  stale: {len(status['stale'])}  skipped at import: {len(status['skipped_at_import'])}")
@@ -133,7 +138,9 @@ def _status(args) -> int:
         print(f"{name:<{width}}  {status['class_pixels'][name]:>12}  {status['class_verified_pixels'][name]:>12}")
     for image_id in status["stale"]:
         print(f"stale (file changed since labelling, labels not applied): {image_id}")
-    return 0
+    for item in status["broken"]:
+        print(f"broken labels: {item['id']}: {item['problem']}")
+    return 1 if status["broken"] else 0
 
 
 def _accept_changes(args) -> int:
@@ -164,35 +171,46 @@ def _accept_changes(args) -> int:
 
 def _segment(args) -> int:
     import maskclip
-    from .project import Project
+    from .errors import ImageReadError
+    from .project import Project, ProjectError
     from .settings import clip_spec
+    from .text import prompt_rows
 
     project = Project.open(args.dir)
     if not project.class_names:
         raise MaskCLIPError(f"project {args.dir} has no classes; add some first (project init --classes-file)")
     spec = clip_spec(project, args.model, args.pretrained, args.dense_mode, args.quick_gelu, option_kwargs(args))
-    model = maskclip.load(spec["model"], spec["pretrained"], args.device, dense_mode=spec["dense_mode"],
-                          quick_gelu=spec["quick_gelu"], cache_dir=project.cache_dir)
     options = spec["segment"]
     if args.scales is not None:
         options["scales"] = args.scales
     options["scales"] = tuple(options["scales"])
+    prompt_rows(project.prompts, options["background"])  # the class limit, before any work
     ids = args.image_ids or project.image_ids
+    unknown = [i for i in ids if i not in project]
+    if unknown:
+        raise MaskCLIPError(f"no image {unknown[0]!r} in project {args.dir}")
+    model = maskclip.load(spec["model"], spec["pretrained"], args.device, dense_mode=spec["dense_mode"],
+                          quick_gelu=spec["quick_gelu"], cache_dir=project.cache_dir)
     done = skipped = 0
+    failed: list[tuple[str, str]] = []
     for image_id in ids:
-        if image_id not in project:
-            raise MaskCLIPError(f"no image {image_id!r} in project {args.dir}")
         if project.is_stale(image_id) or (args.only_unlabelled and project.has_labels(image_id)):
             skipped += 1
             continue
-        seg = model.segment(project.get_image(image_id), project.prompts, **options)
-        project.merge_prediction(image_id, seg.labels, seg.probs.max(axis=0), class_names=seg.class_names,
-                                 min_confidence=args.min_confidence, source=f"maskclip {model.model_name}")
+        try:  # one bad image or label file is reported and skipped; the batch goes on
+            seg = model.segment(project.get_image(image_id), project.prompts, **options)
+            project.merge_prediction(image_id, seg.labels, seg.probs.max(axis=0), class_names=seg.class_names,
+                                     min_confidence=args.min_confidence, source=f"maskclip {model.model_name}")
+        except (ImageReadError, ProjectError) as exc:
+            print(f"skipped {image_id}: {exc}", file=sys.stderr, flush=True)
+            failed.append((image_id, str(exc)))
+            continue
         done += 1
         print(f"[{done}/{len(ids)}] {image_id}", flush=True)
     project.flush()
-    print(f"segmented {done} images ({skipped} skipped: stale or already labelled)")
-    return 0
+    print(f"segmented {done} images ({skipped} skipped: stale or already labelled"
+          f"{f'; {len(failed)} failed: ' + ', '.join(i for i, _ in failed) if failed else ''})")
+    return 1 if failed else 0
 
 
 def _export(args) -> int:
@@ -204,5 +222,6 @@ def _export(args) -> int:
                             val_fraction=args.val_fraction, overwrite=args.overwrite)
     for image_id, reason in report.skipped:
         print(f"skipped {image_id}: {reason}", file=sys.stderr)
-    print(f"exported {len(report.exported)} images as {args.format} to {args.out}")
-    return 0
+    print(f"exported {len(report.exported)} images as {args.format} to {args.out}"
+          f"{f' ({len(report.skipped)} skipped)' if report.skipped else ''}")
+    return 1 if report.skipped else 0

@@ -16,10 +16,11 @@ from tqdm import tqdm
 from .errors import ImageReadError, MaskCLIPError
 from .images import list_images, read_image
 from .labels_io import write_classes_json, write_index_png
-from .model import DEFAULT_BACKGROUND, DEFAULT_SCALES, load
 from .cli_options import add_dense_mode_arguments, add_option_arguments, option_kwargs
+from .model import DEFAULT_BACKGROUND, DEFAULT_SCALES, load
 from .settings import parse_pretrained
-from .text import parse_classes_file
+from .text import parse_classes_file, prompt_rows
+from .validation import device_arg, int_arg
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,13 +29,15 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrained", default="openai", metavar="TAG_OR_PATH", type=parse_pretrained,
                         help="open_clip weights tag (downloaded once), a local checkpoint file, or 'none' for "
                              "random weights (tests and benchmarks only) (default: openai)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    parser.add_argument("--device", default="auto", type=device_arg,
+                        help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
     add_dense_mode_arguments(parser, default="maskclip")
 
 
 def add_method_arguments(parser: argparse.ArgumentParser) -> None:
     """Scales, background prompts and segmentation options, for commands that segment plain images."""
-    parser.add_argument("--scales", type=int, nargs="+", default=list(DEFAULT_SCALES), metavar="SHORT_SIDE",
+    parser.add_argument("--scales", type=int_arg("--scales", 1), nargs="+", default=list(DEFAULT_SCALES),
+                        metavar="SHORT_SIDE",
                         help=f"short side(s) in pixels, results averaged (default {DEFAULT_SCALES[0]}; the "
                              "paper's ensemble: 224 336 520)")
     parser.add_argument("--background", nargs="*", default=list(DEFAULT_BACKGROUND), metavar="PROMPT",
@@ -73,7 +76,11 @@ def _unique_stems(images: list[Path]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     classes = parse_classes_file(args.classes_file)
-    images = list_images(args.inputs, recursive=args.recursive)
+    prompt_rows(classes, args.background)  # the class limit, before any work
+    not_files: list[tuple[Path, str]] = []
+    images = list_images(args.inputs, recursive=args.recursive, skipped=not_files)
+    for path, reason in not_files:
+        print(f"maskclip segment: skipped {path}: {reason}", file=sys.stderr)
     if not images:
         raise MaskCLIPError(f"no images found in {' '.join(args.inputs)}")
     _unique_stems(images)
@@ -92,23 +99,23 @@ def run(args: argparse.Namespace) -> int:
     _, options = model.options(args.dense_mode, **option_kwargs(args))  # checks the options before any work
     model.encode_prompts(classes, kwargs["background"], options.synonyms == "max")
     print(f"maskclip segment: class prompts embedded in {time.perf_counter() - start:.1f} s", file=sys.stderr)
-    failed, class_names, start = [], None, time.perf_counter()
+    failed, class_names, start = [p for p, _ in not_files], None, time.perf_counter()
     for path in tqdm(images, desc="segment", unit="img", file=sys.stderr):
-        try:
-            image = read_image(path)
+        try:  # one bad image (unreadable, 5 channels, ...) is reported and skipped; the batch goes on
+            seg = model.segment(read_image(path), classes, **kwargs)
         except ImageReadError as exc:
-            tqdm.write(f"skipped: {exc}", file=sys.stderr)
+            tqdm.write(f"skipped: {exc if str(path) in str(exc) else f'{path}: {exc}'}", file=sys.stderr)
             failed.append(path)
             continue
-        seg = model.segment(image, classes, **kwargs)
         write_index_png(out / f"{path.stem}.png", seg.labels)
         class_names = seg.class_names
     if class_names is not None:
         write_classes_json(out / "classes.json", class_names)
-    done = len(images) - len(failed)
+    done = len(images) - len(failed) + len(not_files)
     print(f"maskclip segment: wrote {done} label image(s) to {out} in {time.perf_counter() - start:.1f} s",
           file=sys.stderr)
     if failed:
-        print(f"maskclip segment: {len(failed)} of {len(images)} image(s) could not be read", file=sys.stderr)
+        print(f"maskclip segment: {len(failed)} of {len(images) + len(not_files)} image(s) skipped (named above)",
+              file=sys.stderr)
         return 1
     return 0

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from .cli_options import add_dense_mode_arguments, add_option_arguments, option_kwargs
-from .errors import MaskCLIPError
+from .validation import device_arg, int_arg, positive_float_arg, probability_arg
 
 # option -> (TrainConfig field, or "augment.<field>")
 _TRAIN_OPTIONS = {
@@ -38,12 +38,13 @@ def register(subparsers) -> None:
     p.add_argument("--run", "--run-dir", dest="run", required=True, metavar="RUN_DIR",
                    help="run folder (created if missing). Under torchrun write --run-dir: torchrun's own "
                    "parser reads --run as an abbreviation of its --run-path")
-    p.add_argument("--iters", type=int, metavar="N", help="training iterations (default 2000)")
-    p.add_argument("--batch-size", type=int, metavar="B", help="global batch size, split over processes (default 8)")
+    p.add_argument("--iters", type=int_arg("--iters", 1), metavar="N", help="training iterations (default 2000)")
+    p.add_argument("--batch-size", type=int_arg("--batch-size", 1), metavar="B",
+                   help="global batch size, split over processes (default 8)")
     p.add_argument("--student", metavar="NAME",
                    help="auto (ResNet-101 DeepLabV3 on GPU, LR-ASPP MobileNetV3 on CPU), deeplabv3_resnet101, "
                    "deeplabv3_resnet50, deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--device", default="auto", type=device_arg, help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--model", metavar="NAME", help="CLIP architecture for the pseudo labels (default: the project's)")
     p.add_argument("--pretrained", metavar="TAG_OR_PATH",
                    help="CLIP weights: open_clip tag, checkpoint file, or 'none' for random (default: the project's)")
@@ -51,21 +52,25 @@ def register(subparsers) -> None:
     add_option_arguments(p)
     p.add_argument("--resume", action="store_true",
                    help="continue from RUN_DIR/checkpoints/last.pt with the run's saved settings")
-    p.add_argument("--lr", type=float, help="initial learning rate (default 0.01, poly decay)")
-    p.add_argument("--crop-size", type=int, metavar="PX", help="training crop side (default 512)")
-    p.add_argument("--base-size", type=int, metavar="PX",
+    p.add_argument("--lr", type=positive_float_arg("--lr"), help="initial learning rate (default 0.01, poly decay)")
+    p.add_argument("--crop-size", type=int_arg("--crop-size", 1), metavar="PX", help="training crop side (default 512)")
+    p.add_argument("--base-size", type=int_arg("--base-size", 1), metavar="PX",
                    help="short image side at scale 1 before random scaling 0.5-2 (default 512)")
-    p.add_argument("--guided-fraction", type=float, metavar="F",
+    p.add_argument("--guided-fraction", type=probability_arg("--guided-fraction"), metavar="F",
                    help="share of the iterations trained on MaskCLIP labels before self-training (default: 0.1 "
                         "with ImageNet backbone weights, 1.0 = no self-training without them)")
-    p.add_argument("--self-train-start", type=int, metavar="N", help="self-training starts at this iteration")
-    p.add_argument("--confidence-threshold", type=float, metavar="P",
+    p.add_argument("--self-train-start", type=int_arg("--self-train-start", 0), metavar="N",
+                   help="self-training starts at this iteration")
+    p.add_argument("--confidence-threshold", type=probability_arg("--confidence-threshold"), metavar="P",
                    help="ignore pixels whose MaskCLIP probability is below P (default: keep all)")
-    p.add_argument("--self-train-threshold", type=float, metavar="P",
+    p.add_argument("--self-train-threshold", type=probability_arg("--self-train-threshold"), metavar="P",
                    help="ignore pixels whose student probability is below P while self-training")
-    p.add_argument("--checkpoint-every", type=int, metavar="K", help="checkpoint interval (default 200)")
-    p.add_argument("--log-every", type=int, metavar="K", help="metrics/progress interval (default 10)")
-    p.add_argument("--workers", type=int, metavar="N", help="data-loading worker processes (default 0)")
+    p.add_argument("--checkpoint-every", type=int_arg("--checkpoint-every", 1), metavar="K",
+                   help="checkpoint interval (default 200)")
+    p.add_argument("--log-every", type=int_arg("--log-every", 1), metavar="K",
+                   help="metrics/progress interval (default 10)")
+    p.add_argument("--workers", type=int_arg("--workers", 0), metavar="N",
+                   help="data-loading worker processes (default 0)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--no-imagenet", action="store_true",
                    help="random backbone initialisation (skip the ImageNet weights download)")
@@ -79,8 +84,8 @@ def register(subparsers) -> None:
         "(restore them with the project's restore_revision). Prints a JSON summary.")
     r.add_argument("project", metavar="PROJECT")
     r.add_argument("--run", "--run-dir", dest="run", required=True, metavar="RUN_DIR")
-    r.add_argument("--device", default="auto")
-    r.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
+    r.add_argument("--device", default="auto", type=device_arg)
+    r.add_argument("--min-confidence", type=probability_arg("--min-confidence"), default=0.0, metavar="P",
                    help="pixels the student is less sure about become unlabelled (default 0)")
     r.set_defaults(func=run_refine)
 
@@ -109,8 +114,6 @@ def _config(args):
 def run_train(args: argparse.Namespace) -> int:
     from .train.project_run import train_project
 
-    if args.iters is not None and args.iters < 1:
-        raise MaskCLIPError("--iters must be at least 1")
     config = _config(args)
     result = train_project(args.project, args.run, config, model=args.model, pretrained=args.pretrained,
                            dense_mode=args.dense_mode, quick_gelu=args.quick_gelu, options=option_kwargs(args),
@@ -146,4 +149,4 @@ def run_refine(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     print(json.dumps(summary))
-    return 0
+    return 1 if summary["failed"] else 0

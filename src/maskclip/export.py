@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from .atomic import atomic_write
-from .errors import MaskCLIPError
+from .errors import ImageReadError, MaskCLIPError
 from .images import read_image, to_rgb_float
 from .labels_io import read_classes_json, read_label_image, voc_palette, write_classes_json, write_index_png
 
@@ -109,14 +109,25 @@ def export_project(project, out: str | os.PathLike, format: str, *, verified_onl
 def _labelled_items(project, verified_only: bool, report: ExportReport):
     """(image id, labels) for every exportable image, read lazily one at a time."""
     states = {s.id: s for s in project.list_images()}
+    broken = {b["id"]: b["problem"] for b in project.broken_images()}
     for image_id in project.image_ids:
         state = states[image_id]
+        if image_id in broken:
+            report.skipped.append((image_id, broken[image_id]))
+            continue
         if state.stale:
             report.skipped.append((image_id, "image file changed since it was labelled (stale)"))
             continue
         if state.labelled_pixels == 0 or (verified_only and state.verified_pixels == 0):
             continue
-        labels, verified = project.get_labels_and_verified(image_id)
+        if Path(image_id).name != image_id or image_id.startswith("."):  # Project.open refuses these; be sure
+            report.skipped.append((image_id, "the image id is not a plain file name"))
+            continue
+        try:
+            labels, verified = project.get_labels_and_verified(image_id)
+        except MaskCLIPError as exc:  # a damaged label file: report it, export the others
+            report.skipped.append((image_id, str(exc)))
+            continue
         if verified_only:
             labels = np.where(verified, labels, 255).astype(np.uint8)
         report.exported.append(image_id)
@@ -171,6 +182,16 @@ def _split_key(image_id: str) -> int:
     return int(hashlib.sha1(image_id.encode("utf-8")).hexdigest()[:8], 16) % 10000
 
 
+def _image_written(project, image_id: str, folder: Path, jpeg: bool, report: ExportReport) -> str | None:
+    """_write_image, or None after reporting an image that cannot be read (its labels are not exported)."""
+    try:
+        return _write_image(project, image_id, folder, jpeg)
+    except (ImageReadError, OSError) as exc:
+        report.exported.remove(image_id)
+        report.skipped.append((image_id, f"image unreadable: {exc}"))
+        return None
+
+
 def _is_val(image_id: str, val_fraction: float) -> bool:
     """Stable split: depends on the id only, so adding images never moves old ones between splits."""
     return _split_key(image_id) < round(val_fraction * 10000)
@@ -187,9 +208,9 @@ def _export_voc(project, out, items, report, images: bool, val_fraction: float) 
     palette = voc_palette(len(project.class_names))
     splits: dict[str, list[str]] = {"train": [], "val": []}
     for image_id, labels in items:
+        if images and not _image_written(project, image_id, jpg_dir, True, report):
+            continue
         write_index_png(seg_dir / f"{image_id}.png", labels, palette=palette)
-        if images:
-            _write_image(project, image_id, jpg_dir, jpeg=True)
         splits["val" if _is_val(image_id, val_fraction) else "train"].append(image_id)
     if val_fraction > 0 and not splits["val"] and len(splits["train"]) >= 2:
         # a small export would get an empty val split: the image with the lowest key is the one
@@ -230,9 +251,13 @@ def _export_coco(project, out, items, report, images: bool) -> None:
         "categories": [{"id": i + 1, "name": c.name, "supercategory": "", "color": list(c.colour)}
                        for i, c in enumerate(project.classes)],
     }
-    for n, (image_id, labels) in enumerate(items, start=1):
+    n = 0
+    for image_id, labels in items:
         suffix = project.image_path(image_id).suffix.lower()
-        name = _write_image(project, image_id, img_dir, jpeg=False) if images else f"{image_id}{suffix}"
+        name = _image_written(project, image_id, img_dir, False, report) if images else f"{image_id}{suffix}"
+        if not name:
+            continue
+        n += 1
         height, width = labels.shape
         coco["images"].append({"id": n, "file_name": name, "height": height, "width": width})
         for k in np.unique(labels):
@@ -263,6 +288,9 @@ def open_labels(path: str | os.PathLike, format: str = "auto") -> LabelSet:
     if not path.exists():
         raise ExportError(f"{path}: no such file or folder")
     if format == "auto":
+        if path.is_file() and path.suffix.lower() != ".json":
+            raise ExportError(f"{path} is a single file but not a COCO annotations .json; give the folder that "
+                              "holds the label images (named like the project's images)")
         if path.is_file():
             format = "coco"
         elif (path / "SegmentationClass").is_dir():

@@ -42,12 +42,15 @@ def _is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-def list_images(paths: str | os.PathLike | Iterable[str | os.PathLike], recursive: bool = False) -> list[Path]:
+def list_images(paths: str | os.PathLike | Iterable[str | os.PathLike], recursive: bool = False,
+                skipped: list[tuple[Path, str]] | None = None) -> list[Path]:
     """Image files named by `paths` (files and/or folders), sorted and without duplicates.
 
     Folders contribute their image files (sub-folders too when `recursive`); hidden files and folders
     (name starting with ".") and files without an image extension are skipped, also when named directly
-    (so a shell glob like `data/*` works). A path that does not exist raises `ImageReadError`.
+    (so a shell glob like `data/*` works). Entries named like images that are not regular files (a broken
+    symbolic link, a FIFO, a socket, a device) are appended to `skipped` as (path, reason) when a list is
+    given. A path that does not exist raises `ImageReadError`.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -57,16 +60,29 @@ def list_images(paths: str | os.PathLike | Iterable[str | os.PathLike], recursiv
             candidates = p.rglob("*") if recursive else p.iterdir()
             for f in candidates:
                 rel_parts = f.relative_to(p).parts
-                if any(part.startswith(".") for part in rel_parts[:-1]):
+                if any(part.startswith(".") for part in rel_parts[:-1]) or not _is_image_name(f):
                     continue
-                if f.is_file() and _is_image_name(f):
+                if f.is_file():
                     found.add(f)
+                elif skipped is not None and not f.is_dir():
+                    skipped.append((f, _not_a_file(f)))
         elif p.is_file():
             if _is_image_name(p):
                 found.add(p)
+        elif p.is_symlink() or p.exists():
+            reason = _not_a_file(p)
+            if skipped is None:
+                raise ImageReadError(f"{p}: {reason}")
+            skipped.append((p, reason))
         else:
             raise ImageReadError(f"{p}: no such file or folder")
     return sorted(found, key=lambda f: str(f))
+
+
+def _not_a_file(path: Path) -> str:
+    if path.is_symlink() and not path.exists():
+        return "broken symbolic link (its target is missing)"
+    return "not a regular file (a FIFO, socket or device)"
 
 
 def check_readable_file(path: Path) -> None:

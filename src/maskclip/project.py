@@ -2,18 +2,19 @@
 
 Public API (the napari annotator and the MaskCLIP+ trainer code against these names)::
 
-    from maskclip.project import Project, ImageState, ProjectError, StaleImageError
+    from maskclip.project import Project, ImageState, ProjectError, StaleImageError, ProjectBusyError
 
     p = Project.create(dir, images=src_dir, classes=["road", ["car", "vehicle"]], copy=True)
     p = Project.open(dir)                  # lazy: reads two JSON files, touches no image or label
     p.image_ids                            # list[str], stable ids (safe file names, unique)
     p.list_images() -> list[ImageState]    # id, path, size, status, labelled/verified fraction, stale
     p.image_state(image_id) / p.status() / p.class_pixel_counts(verified_only=False) -> {name: pixels}
+    p.broken_images() -> [{"id", "problem"}]   # damaged state or label files (status()["broken"])
     p.get_image(image_id) -> np.ndarray    # as stored (maskclip.images.read_image)
     p.get_labels(image_id) -> np.uint8 HxW # current project class indices, 255 = unlabelled
     p.get_verified(image_id) -> bool HxW   # pixels a person set or confirmed
     p.get_labels_and_verified(image_id)    # both from one revision
-    p.set_labels(image_id, labels, verified=None, mark_changed_verified=False, source="manual")
+    p.set_labels(image_id, labels, verified=None, mark_changed_verified=False, source="manual") -> labels stored
     p.set_verified(image_id, mask)
     p.merge_prediction(image_id, labels, confidence=None, class_names=None, min_confidence=0.0)
     p.import_labels(path, verified=False)  # label folder / VOC / COCO / index export (maskclip.export)
@@ -26,10 +27,15 @@ Public API (the napari annotator and the MaskCLIP+ trainer code against these na
     p.flush()                              # writes the summary cache (labels are saved by every call)
 
 Every mutating call is saved before it returns (autosave). One Project may be shared by threads (calls
-are serialised); several processes may work on one project (merge_prediction re-reads and retries when
-another process committed the same image meanwhile). project.json (classes, settings) is rewritten
-whole, so give it one writer at a time (the annotator); other processes see its changes on reopening,
-and labels they write stay correct meanwhile because they are stored by class uid.
+are serialised), and several processes may write one project at once (the annotator beside `project
+segment`, `refine` or cluster workers): inter-process file locks (filelock) make every save a
+read-modify-write of the latest version. An image's commit merges into its latest revision under the
+image's lock: predictions keep every verified pixel committed by anyone, and an editor's save
+(set_labels / set_verified) takes only the pixels it changed relative to the revision this instance last
+read, so a newer revision from another process is merged, never overwritten. project.json and
+images.json changes (classes, settings, added images) re-read the file under the project lock first, so
+two processes adding classes get distinct uids and keep both. A save that waits more than
+LOCK_TIMEOUT_S for another process raises ProjectBusyError (a ProjectError, for the GUI to show).
 
 On-disk layout (format version 1)::
 
@@ -42,6 +48,7 @@ On-disk layout (format version 1)::
     DIR/annotations/<id>/r<rev>-<token>.verified.png  1-bit PNG, only when some pixel is verified
     DIR/summary.json                  cache of the state.json files minus history (checked by stat)
     DIR/cache/                        MaskCLIP dense-feature cache (maskclip.load(cache_dir=...))
+    DIR/.project.lock, DIR/annotations/<id>/.lock   inter-process lock files (empty)
 
 Why this shape:
 - Every file is written with `maskclip.atomic.atomic_write` (temporary file, fsync, rename). One
@@ -60,9 +67,15 @@ Why this shape:
   `accept_image_change` decides what to do.
 - A verified unlabelled (255) pixel is confirmed background: a person said none of the classes is there
   (an erased stroke, Reviewed ✓ on an image); predictions and refinement leave it unlabelled.
+- Files are data from outside: project.json, images.json and state.json are schema-checked when read
+  (an error names the file); image ids must be plain file names and revision files must have the
+  project's own names, so nothing read from them can lead a write or a delete out of the project.
+  Only files with the project's own names are ever deleted. A create that fails part-way removes what it
+  made (a killed one is cleaned by the next create); open removes old temporary files of killed saves.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
@@ -70,6 +83,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -77,12 +91,14 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+from filelock import FileLock, Timeout
 from PIL import Image
 
-from .atomic import FileWriteError, atomic_write
+from .atomic import FileWriteError, atomic_write, remove_temp_files
 from .errors import ImageReadError, MaskCLIPError
 from .images import list_images, read_image
 from .labels_io import read_label_image, voc_palette, write_index_png
+from .validation import check_probability
 
 FORMAT = "maskclip-project"
 FORMAT_VERSION = 1
@@ -93,6 +109,14 @@ UNLABELLED = 255
 MAX_CLASSES = 255  # indices 0..254; 255 means unlabelled
 DEFAULT_HISTORY = 20  # revisions kept per image besides the current one
 ORPHAN_AGE_S = 600.0  # unreferenced revision files older than this are leftovers of a killed save
+TEMP_AGE_S = 60.0  # a temporary file of an atomic write this old in the project folder is a killed save's
+LOCK_TIMEOUT_S = 60.0  # how long a save waits for another process's save of the same file to finish
+PROJECT_LOCK = ".project.lock"  # held while project.json / images.json are read-modified-written
+IMAGE_LOCK = ".lock"  # annotations/<id>/.lock: held while one image's revision is read-merged-committed
+INIT_MARKER = ".maskclip-init"  # present while Project.create builds the folder (removed when done)
+_CREATED_ENTRIES = (IMAGES_FILE, SUMMARY_FILE, "annotations", "cache", "images", PROJECT_LOCK, INIT_MARKER)
+_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,239}")  # image ids: one safe file name, no leading dot
+_REVISION_FILE = re.compile(r"r\d{6,}-[0-9a-f]{8}\.(labels|verified)\.png")
 
 DEFAULT_SETTINGS = {
     "model": {"name": "ViT-B-16", "pretrained": "openai", "dense_mode": "maskclip"},
@@ -106,6 +130,10 @@ class ProjectError(MaskCLIPError):
 
 class StaleImageError(ProjectError):
     """The image file changed since its labels were made; they must not be applied to the new content."""
+
+
+class ProjectBusyError(ProjectError):
+    """Another process kept a file of the project locked for too long (a save could not proceed)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -294,8 +322,190 @@ def _locked(method):
     return wrapper
 
 
-class _Conflict(Exception):
-    """Another process committed a revision of the image between our read and our write."""
+def _meta_op(method):
+    """A change of project.json: made under the project lock, on its latest content (another process, e.g.
+    `import-labels` adding classes beside the annotator, may have changed it since this one read it)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock, self._project_lock():
+            self._reload_meta_if_changed()
+            return method(self, *args, **kwargs)
+    return wrapper
+
+
+@contextlib.contextmanager
+def _hold(lock: FileLock, what: str):
+    """Hold an inter-process file lock; failures become errors a GUI can show."""
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ProjectBusyError(f"{what} is locked by another process that has been saving for over "
+                               f"{LOCK_TIMEOUT_S:.0f} s; try again when it has finished") from None
+    except OSError as exc:
+        raise FileWriteError(f"cannot lock {lock.lock_file}: {exc.strerror or exc} (a read-only project "
+                             "can be read but not changed)") from exc
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _file_sig(path: Path) -> tuple[int, int, int] | None:
+    """Identity of a file's current version (atomic_write replaces the inode on every save)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+# --------------------------------------------------------------------------------------------------
+# Checking what is read from the project's files (they may be damaged or edited by hand)
+# --------------------------------------------------------------------------------------------------
+def _malformed(path: Path, what: str, problem: str) -> ProjectError:
+    return ProjectError(f"{path}: malformed {what} ({problem}); restore it from a backup or correct it")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_image_id(image_id, path: Path) -> str:
+    """Ids name files and folders (annotations/<id>/, export files): one plain name, never a path."""
+    if not isinstance(image_id, str) or not _ID.fullmatch(image_id):
+        raise _malformed(path, "image list", f"image id {image_id!r} is not a plain file name")
+    return image_id
+
+
+def _validate_meta(meta: dict, path: Path) -> dict:
+    if meta.get("format") != FORMAT:
+        raise ProjectError(f"{path} is not a maskclip project file")
+    if not _is_int(meta.get("version")) or meta["version"] > FORMAT_VERSION:
+        raise ProjectError(
+            f"{path.parent} was written by a newer maskclip (project format {meta.get('version')}, this version "
+            f"reads up to {FORMAT_VERSION}); upgrade maskclip-napari"
+        )
+    classes = meta.get("classes")
+    if not isinstance(classes, list) or len(classes) > MAX_CLASSES:
+        raise _malformed(path, "project file", f"'classes' must be a list of at most {MAX_CLASSES} classes")
+    uids, names = set(), set()
+    for i, c in enumerate(classes):
+        ok = (isinstance(c, dict) and _is_int(c.get("uid")) and c["uid"] >= 0 and isinstance(c.get("name"), str)
+              and c["name"].strip() and isinstance(c.get("synonyms", []), list)
+              and all(isinstance(n, str) for n in c.get("synonyms", [])))
+        if not ok:
+            raise _malformed(path, "project file", f"class {i} needs a uid (integer), a name and a synonym list")
+        try:
+            _check_colour(c.get("colour"))
+        except ProjectError as exc:
+            raise _malformed(path, "project file", f"class {c['name']!r}: {exc}") from None
+        if c["uid"] in uids or c["name"].casefold() in names:
+            raise _malformed(path, "project file", f"class {c['name']!r} or its uid {c['uid']} appears twice")
+        uids.add(c["uid"])
+        names.add(c["name"].casefold())
+    if not _is_int(meta.get("next_uid")) or meta["next_uid"] <= max(uids, default=-1):
+        raise _malformed(path, "project file", "'next_uid' must be an integer above every class uid")
+    if not isinstance(meta.get("background"), list) or not all(isinstance(b, str) for b in meta["background"]):
+        raise _malformed(path, "project file", "'background' must be a list of prompts")
+    if not isinstance(meta.get("settings"), dict):
+        raise _malformed(path, "project file", "'settings' must be an object")
+    if meta.get("images_mode") not in ("copy", "reference"):
+        raise _malformed(path, "project file", "'images_mode' must be 'copy' or 'reference'")
+    if not _is_int(meta.get("history", DEFAULT_HISTORY)) or meta.get("history", DEFAULT_HISTORY) < 0:
+        raise _malformed(path, "project file", "'history' must be a non-negative integer")
+    return meta
+
+
+_RECORD_FIELDS = {"id": str, "file": str, "source": str, "rel": str, "sha256": str, "size": int, "mtime_ns": int,
+                  "height": int, "width": int}
+
+
+def _records_from_json(data: dict, path: Path) -> tuple[list[ImageRecord], list[dict]]:
+    images, skipped = data.get("images"), data.get("skipped", [])
+    if not isinstance(images, list):
+        raise _malformed(path, "image list", "'images' must be a list")
+    records, seen = [], set()
+    plain_id = _ID.fullmatch
+    for i, r in enumerate(images):  # kept lean: a 10 000-image project opens in tens of milliseconds
+        try:
+            rec = ImageRecord(**r)
+        except TypeError:
+            raise _malformed(path, "image list", f"image {i} needs the fields {', '.join(_RECORD_FIELDS)}") from None
+        image_id, file = rec.id, rec.file
+        if type(image_id) is not str or not plain_id(image_id):
+            _check_image_id(image_id, path)  # raises, naming the id
+        key = image_id.casefold()
+        if key in seen:
+            raise _malformed(path, "image list", f"image id {image_id!r} appears twice")
+        seen.add(key)
+        if type(file) is not str or not file or (".." in file and file[0] != "/"
+                                                 and ".." in file.replace("\\", "/").split("/")):
+            raise _malformed(path, "image list", f"image {image_id!r} names the file {file!r} outside the project")
+        if type(rec.height) is not int or type(rec.width) is not int or rec.height < 1 or rec.width < 1 \
+                or type(rec.sha256) is not str:
+            raise _malformed(path, "image list", f"image {image_id!r} has no valid size or content hash")
+        records.append(rec)
+    if not isinstance(skipped, list) or not all(isinstance(s, dict) and isinstance(s.get("path"), str)
+                                                and isinstance(s.get("reason"), str) for s in skipped):
+        raise _malformed(path, "image list", "'skipped' must list {path, reason} objects")
+    return records, skipped
+
+
+def _check_entry(e, path: Path, what: str) -> None:
+    ok = (isinstance(e, dict) and _is_int(e.get("rev")) and e["rev"] > 0
+          and isinstance(e.get("class_uids", []), list) and all(_is_int(u) for u in e.get("class_uids", [])))
+    for key, kind in (("labels", "labels"), ("verified", "verified")):
+        name = e.get(key) if isinstance(e, dict) else None
+        ok = ok and (name is None or (isinstance(name, str) and _REVISION_FILE.fullmatch(name) is not None
+                                      and name.endswith(f".{kind}.png")))
+    if not ok:
+        raise ProjectError(f"{path}: malformed label state ({what}); delete that file to start the image's labels "
+                           "over (its earlier revisions are lost), or restore it from a backup")
+
+
+def _validate_state(state: dict, path: Path) -> dict:
+    _check_entry(state, path, "current revision")
+    history = state.get("history", [])
+    if not isinstance(history, list):
+        _check_entry(None, path, "history")
+    for e in history:
+        _check_entry(e, path, "history")
+    for key in ("counts", "verified_counts"):
+        counts = state.get(key, {})
+        if not isinstance(counts, dict) or not all(_is_int(v) for v in counts.values()):
+            _check_entry(None, path, key)
+    return state
+
+
+def _png_problem(path: Path) -> str | None:
+    """Why a stored label PNG cannot be complete (missing, empty, no PNG, truncated), without decoding it."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
+            f.seek(max(0, size - 12))
+            tail = f.read(12)
+    except FileNotFoundError:
+        return f"{path.name} is missing"
+    except OSError as exc:
+        return f"{path.name} cannot be read ({exc.strerror or exc})"
+    if head != b"\x89PNG\r\n\x1a\n":
+        return f"{path.name} is not a PNG file" if size else f"{path.name} is empty"
+    if tail[4:8] != b"IEND":
+        return f"{path.name} is truncated"
+    return None
+
+
+def _remove_unfinished(root: Path) -> None:
+    """Delete what a failed Project.create made in `root` (only the project's own entries)."""
+    for name in _CREATED_ENTRIES:
+        path = root / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
+    remove_temp_files(root)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -306,7 +516,7 @@ class Project:
 
     Every mutating method commits to disk before it returns (autosave), so a GUI needs no save button
     and a killed process loses at most the call in flight. Construct with `Project.create` or
-    `Project.open`; one instance is meant for one process (several processes may write different images).
+    `Project.open`; one instance is meant for one process (other processes may write the same project).
     """
 
     def __init__(self, root: Path, meta: dict, records: list[ImageRecord], skipped: list[dict]):
@@ -322,6 +532,11 @@ class Project:
         self._saved_meta = copy.deepcopy(meta)  # what project.json holds
         self._classes = [self._class_from_json(c) for c in meta["classes"]]
         self._reindex_classes()
+        self._meta_sig = _file_sig(root / PROJECT_FILE)  # the version of project.json read or written last
+        self._images_sig = _file_sig(root / IMAGES_FILE)
+        self._seen: dict[str, int] = {}  # image id -> revision this instance last read or wrote
+        self._file_locks: dict[Path, FileLock] = {}
+        self._state_errors: dict[str, str] = {}  # image id -> why its state.json is unusable
 
     # --- creating and opening -------------------------------------------------------------------
     @classmethod
@@ -341,46 +556,59 @@ class Project:
             raise ProjectError(f"{root} is already a project (it has {PROJECT_FILE}); open it instead")
         if root.exists() and not root.is_dir():
             raise ProjectError(f"{root} exists and is not a folder")
-        if root.is_dir() and any(p for p in root.iterdir() if not p.name.startswith(".")):
+        made_root = not root.exists()
+        if (root / INIT_MARKER).exists():
+            _remove_unfinished(root)  # an earlier create failed part-way (disk full, killed): start over
+        elif root.is_dir() and any(p for p in root.iterdir() if not p.name.startswith(".")):
             raise ProjectError(f"{root} is not empty; choose a new or empty folder for the project")
         _mkdir(root)
-        meta = {
-            "format": FORMAT, "version": FORMAT_VERSION, "created": time.time(), "next_uid": 0,
-            "classes": [], "background": list(DEFAULT_BACKGROUND if background is None else background),
-            "settings": _deep_merge(DEFAULT_SETTINGS, settings or {}), "images_mode": "copy" if copy else "reference",
-            "history": int(history),
-        }
-        project = cls(root, meta, [], [])
-        project._set_classes_no_save(classes)
-        _mkdir(root / "annotations")
-        _mkdir(root / "cache")
-        if copy:
-            _mkdir(root / "images")
-        if images:
-            project.add_images(images, recursive=recursive)
-        else:
-            project._save_images()
-        project._save_meta()  # written last: a folder without project.json is not (yet) a project
+        try:
+            try:
+                (root / INIT_MARKER).touch()
+            except OSError as exc:
+                raise FileWriteError(f"cannot write in {root}: {exc.strerror or exc}") from exc
+            meta = {
+                "format": FORMAT, "version": FORMAT_VERSION, "created": time.time(), "next_uid": 0,
+                "classes": [], "background": list(DEFAULT_BACKGROUND if background is None else background),
+                "settings": _deep_merge(DEFAULT_SETTINGS, settings or {}),
+                "images_mode": "copy" if copy else "reference", "history": int(history),
+            }
+            project = cls(root, meta, [], [])
+            project._set_classes_no_save(classes)
+            _mkdir(root / "annotations")
+            _mkdir(root / "cache")
+            if copy:
+                _mkdir(root / "images")
+            if images:
+                project.add_images(images, recursive=recursive)
+            else:
+                project._save_images()
+            project._save_meta()  # written last: a folder without project.json is not (yet) a project
+            (root / INIT_MARKER).unlink()
+        except BaseException:
+            if made_root:
+                shutil.rmtree(root, ignore_errors=True)
+            else:
+                _remove_unfinished(root)
+            raise
         return project
 
     @classmethod
     def open(cls, root: str | os.PathLike) -> "Project":
-        """Open an existing project. Lazy: reads project.json and images.json only (no image, no label)."""
+        """Open an existing project. Lazy: reads project.json and images.json only (no image, no label).
+
+        Both files are checked (a damaged or hand-edited file is an error naming it, and an image id or
+        file that would lead outside the project is refused). Temporary files left by killed saves in the
+        project folder are removed.
+        """
         root = Path(root)
-        meta = _read_json(root / PROJECT_FILE, "project file")
-        if meta.get("format") != FORMAT:
-            raise ProjectError(f"{root / PROJECT_FILE} is not a maskclip project file")
-        if not isinstance(meta.get("version"), int) or meta["version"] > FORMAT_VERSION:
-            raise ProjectError(
-                f"{root} was written by a newer maskclip (project format {meta.get('version')}, this version "
-                f"reads up to {FORMAT_VERSION}); upgrade maskclip-napari"
-            )
-        data = _read_json(root / IMAGES_FILE, "image list")
-        try:
-            records = [ImageRecord(**r) for r in data["images"]]
-        except (KeyError, TypeError) as exc:
-            raise ProjectError(f"{root / IMAGES_FILE}: malformed image list ({exc})") from exc
-        return cls(root, meta, records, list(data.get("skipped", [])))
+        if not (root / PROJECT_FILE).exists() and (root / INIT_MARKER).exists():
+            raise ProjectError(f"{root}: creating this project did not finish (e.g. the disk was full or the "
+                               "process was killed); run `maskclip project init` on it again, which cleans up")
+        meta = _validate_meta(_read_json(root / PROJECT_FILE, "project file"), root / PROJECT_FILE)
+        records, skipped = _records_from_json(_read_json(root / IMAGES_FILE, "image list"), root / IMAGES_FILE)
+        remove_temp_files(root, TEMP_AGE_S)
+        return cls(root, meta, records, skipped)
 
     # --- images ---------------------------------------------------------------------------------
     @property
@@ -427,12 +655,14 @@ class Project:
         '-2', '-3' suffix, so equal names from different folders never collide. Unreadable files are
         skipped and recorded with the reason; a file already imported (same source path) is skipped.
         """
-        snapshot = (list(self._records), dict(self._by_id), list(self._skipped))
-        try:
-            return self._add_images(images, recursive)
-        except BaseException:  # e.g. disk full: memory keeps matching images.json
-            self._records, self._by_id, self._skipped = snapshot
-            raise
+        with self._project_lock():
+            self._reload_images_if_changed()  # ids are chosen against the latest list (another process may add)
+            snapshot = (list(self._records), dict(self._by_id), list(self._skipped))
+            try:
+                return self._add_images(images, recursive)
+            except BaseException:  # e.g. disk full: memory keeps matching images.json
+                self._records, self._by_id, self._skipped = snapshot
+                raise
 
     def _add_images(self, images, recursive: bool) -> ImportReport:
         sources = [images] if isinstance(images, (str, os.PathLike)) else list(images)
@@ -441,7 +671,9 @@ class Project:
         taken = {i.casefold() for i in self._by_id}  # case-insensitive file systems
         added, skipped = [], []
         for src in map(Path, sources):
-            files = list_images(src, recursive=recursive)
+            not_files: list[tuple[Path, str]] = []
+            files = list_images(src, recursive=recursive, skipped=not_files)
+            skipped.extend((str(f), reason) for f, reason in not_files)
             for f in files:
                 rel = f.relative_to(src).with_suffix("").as_posix() if src.is_dir() else f.stem
                 source = str(f.resolve())
@@ -452,6 +684,9 @@ class Project:
                     arr = read_image(f)
                     if arr.ndim < 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
                         raise ImageReadError(f"{f}: image has no pixels (shape {arr.shape})")
+                    if arr.ndim > 3 or (arr.ndim == 3 and arr.shape[-1] > 4):
+                        raise ImageReadError(f"{f}: unsupported image shape {arr.shape}; expected grey, "
+                                             "grey+alpha, RGB or RGBA")
                 except ImageReadError as exc:
                     skipped.append((str(f), str(exc)))
                     continue
@@ -522,29 +757,33 @@ class Project:
         st = os.stat(path)
         new = ImageRecord(rec.id, rec.file, rec.source, rec.rel, _sha256_file(path), st.st_size, st.st_mtime_ns,
                           int(arr.shape[0]), int(arr.shape[1]))
-        old_state = self._state(image_id)
-        if keep_labels and old_state.get("labels") and (new.height, new.width) != (rec.height, rec.width):
-            raise ProjectError(
-                f"image {image_id!r} changed size ({rec.height}x{rec.width} -> {new.height}x{new.width}); "
-                "its labels cannot be kept"
-            )
-        if keep_labels and old_state.get("labels"):
-            labels, verified = self._load_revision(image_id, old_state, (rec.height, rec.width))
-        else:
-            labels, verified = None, None
-        self._replace_record(new)
-        if old_state:
-            self._commit(image_id, labels, verified, "image changed" + (" (labels kept)" if keep_labels else ""))
+        with self._image_lock(image_id):
+            old_state = self._state(image_id, full=True)
+            if keep_labels and old_state.get("labels") and (new.height, new.width) != (rec.height, rec.width):
+                raise ProjectError(
+                    f"image {image_id!r} changed size ({rec.height}x{rec.width} -> {new.height}x{new.width}); "
+                    "its labels cannot be kept"
+                )
+            if keep_labels and old_state.get("labels"):
+                labels, verified = self._uid_labels(image_id, old_state, (rec.height, rec.width))
+            else:
+                labels, verified = None, None
+            self._replace_record(new)
+            if old_state:
+                self._commit(image_id, labels, verified, "image changed" + (" (labels kept)" if keep_labels else ""),
+                             old_state)
 
     def _replace_record(self, rec: ImageRecord) -> None:
-        old_records, old_rec = self._records, self._by_id[rec.id]
-        self._records = [rec if r.id == rec.id else r for r in self._records]
-        self._by_id[rec.id] = rec
-        try:
-            self._save_images()
-        except BaseException:
-            self._records, self._by_id[rec.id] = old_records, old_rec
-            raise
+        with self._project_lock():
+            self._reload_images_if_changed()
+            old_records, old_rec = self._records, self._by_id[rec.id]
+            self._records = [rec if r.id == rec.id else r for r in self._records]
+            self._by_id[rec.id] = rec
+            try:
+                self._save_images()
+            except BaseException:
+                self._records, self._by_id[rec.id] = old_records, old_rec
+                raise
 
     # --- classes --------------------------------------------------------------------------------
     @property
@@ -570,7 +809,7 @@ class Project:
         except KeyError:
             raise ProjectError(f"no class named {name!r} (classes: {', '.join(self.class_names) or 'none'})") from None
 
-    @_locked
+    @_meta_op
     def add_class(self, name: str, synonyms: Sequence[str] = (), colour: Sequence[int] | None = None) -> ClassInfo:
         """Append a class (new uid); existing labels are unaffected."""
         info = self._new_class(name, synonyms, colour)
@@ -578,14 +817,14 @@ class Project:
         self._classes_changed()
         return info
 
-    @_locked
+    @_meta_op
     def remove_class(self, name: str) -> None:
         """Remove a class: its stored pixels read as 255 (unlabelled) and lose their verified flag."""
         i = self.class_index(name)
         del self._classes[i]
         self._classes_changed()
 
-    @_locked
+    @_meta_op
     def rename_class(self, old: str, new: str) -> None:
         """Rename; the uid, colour, synonyms and every stored label stay with the class."""
         i = self.class_index(old)
@@ -595,7 +834,7 @@ class Project:
         self._classes[i] = ClassInfo(c.uid, new, c.synonyms, c.colour)
         self._classes_changed()
 
-    @_locked
+    @_meta_op
     def reorder_classes(self, names: Sequence[str]) -> None:
         """Put the classes in this order (a permutation of class_names); labels follow their class."""
         if sorted(names) != sorted(self.class_names):
@@ -603,21 +842,21 @@ class Project:
         self._classes = [self._classes[self.class_index(n)] for n in names]
         self._classes_changed()
 
-    @_locked
+    @_meta_op
     def set_class_synonyms(self, name: str, synonyms: Sequence[str]) -> None:
         i = self.class_index(name)
         c = self._classes[i]
         self._classes[i] = ClassInfo(c.uid, c.name, self._check_synonyms(synonyms, c.name), c.colour)
         self._classes_changed()
 
-    @_locked
+    @_meta_op
     def set_class_colour(self, name: str, colour: Sequence[int]) -> None:
         i = self.class_index(name)
         c = self._classes[i]
         self._classes[i] = ClassInfo(c.uid, c.name, c.synonyms, _check_colour(colour))
         self._classes_changed()
 
-    @_locked
+    @_meta_op
     def set_classes(self, classes: Sequence[str | Sequence[str] | Mapping]) -> None:
         """Replace the class list. Items: "name", ["name", "synonym", ...] or {name, synonyms, colour}.
         A name already in the project keeps its uid (so its labels); classes not listed are removed."""
@@ -700,7 +939,7 @@ class Project:
         """Background prompts merged into one 'background' label by MaskCLIP.segment."""
         return list(self._meta["background"])
 
-    @_locked
+    @_meta_op
     def set_background(self, prompts: Sequence[str]) -> None:
         self._meta["background"] = [_check_name(p) for p in prompts]
         self._save_meta()
@@ -710,7 +949,7 @@ class Project:
         """Model and method settings (a copy): {"model": {...}, "method": {...}, other sections...}."""
         return copy.deepcopy(self._meta["settings"])
 
-    @_locked
+    @_meta_op
     def update_settings(self, update: Mapping) -> None:
         """Deep-merge `update` into the settings and save (e.g. {"method": {"key_smoothing": False}})."""
         self._meta["settings"] = _deep_merge(self._meta["settings"], update)
@@ -735,39 +974,63 @@ class Project:
 
     @_locked
     def get_labels_and_verified(self, image_id: str, *, allow_stale: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Labels and verified mask of one revision, read together."""
+        """Labels and verified mask of one revision, read together.
+
+        The revision read is remembered: a later set_labels / set_verified from this instance merges its
+        edit into any revision another process committed since (see set_labels)."""
         rec = self.record(image_id)
         if not allow_stale:
             self._check_not_stale(image_id)
-        return self._load_revision(image_id, self._state(image_id), (rec.height, rec.width))
+        state = self._state(image_id)
+        out = self._load_revision(image_id, state, (rec.height, rec.width))
+        self._seen[image_id] = int(state.get("rev", 0))
+        return out
 
     @_locked
     def set_labels(self, image_id: str, labels: np.ndarray, verified: np.ndarray | None = None, *,
-                   mark_changed_verified: bool = False, source: str = "manual") -> None:
+                   mark_changed_verified: bool = False, source: str = "manual") -> np.ndarray:
         """Store labels as given (a person's edit may change verified pixels; predictions must use
         merge_prediction). verified=None keeps the current mask; mark_changed_verified=True also marks
         every pixel whose label changed as verified (paint strokes). A verified 255 pixel is confirmed
-        background (none of the classes): predictions leave it unlabelled."""
+        background (none of the classes): predictions leave it unlabelled.
+
+        When another process committed this image after this instance last read it (get_labels...), only
+        the pixels this edit changes relative to what was read are taken from it; the other pixels keep the
+        newer revision, so nobody's verified pixels are lost. Returns the labels now stored."""
         rec = self.record(image_id)
         self._check_not_stale(image_id)
         labels = self._check_labels(labels, rec)
-        old_labels, old_verified = self._load_revision(image_id, self._state(image_id), (rec.height, rec.width))
-        if verified is None:
-            verified = old_verified
-        else:
-            verified = self._check_mask(verified, rec)
-        if mark_changed_verified:
-            verified = verified | (labels != old_labels)
-        self._commit(image_id, labels, verified, source)
+        mask = None if verified is None else self._check_mask(verified, rec)
+        with self._image_lock(image_id):
+            state = self._state(image_id, full=True)
+            latest, latest_v, base, base_v, known = self._latest_and_base(image_id, state, rec)
+            shown, shown_v = self._view(base, base_v)  # what the caller read (classes it knows)
+            changed = labels != shown
+            new = np.where(changed, self._uids_of(labels), base)
+            new_v = shown_v if mask is None else mask
+            if mark_changed_verified:
+                new_v = new_v | changed
+            if known:
+                edited = changed | (new_v != shown_v)
+                result, result_v = np.where(edited, new, latest), np.where(edited, new_v, latest_v)
+            else:  # the revision read is no longer in history: keep every pixel verified since, unless re-verified
+                keep = latest_v & ~new_v
+                result, result_v = np.where(keep, latest, new), new_v | latest_v
+            return self._commit(image_id, result, result_v, source, state)
 
     @_locked
     def set_verified(self, image_id: str, mask: np.ndarray, *, source: str = "verify") -> None:
-        """Replace the verified mask (verified unlabelled pixels are confirmed background)."""
+        """Replace the verified mask (verified unlabelled pixels are confirmed background); merged like
+        set_labels."""
         rec = self.record(image_id)
         self._check_not_stale(image_id)
         mask = self._check_mask(mask, rec)
-        labels, _ = self._load_revision(image_id, self._state(image_id), (rec.height, rec.width))
-        self._commit(image_id, labels, mask, source)
+        with self._image_lock(image_id):
+            state = self._state(image_id, full=True)
+            latest, latest_v, base, base_v, known = self._latest_and_base(image_id, state, rec)
+            shown_v = self._view(base, base_v)[1]
+            result_v = np.where(mask != shown_v, mask, latest_v) if known else mask | latest_v
+            self._commit(image_id, latest, result_v, source, state)
 
     @_locked
     def merge_prediction(self, image_id: str, labels: np.ndarray, confidence: np.ndarray | None = None, *,
@@ -777,14 +1040,17 @@ class Project:
 
         labels: HxW ints. With class_names (e.g. Segmentation.class_names) value i means class_names[i]
         and is mapped to the project class of that name (names the project lacks -> 255); without it the
-        values are project class indices. Pixels whose confidence (HxW) is below min_confidence become
-        255 (unlabelled) unless verified.
+        values are project class indices. Pixels whose confidence (HxW) is below min_confidence (0..1)
+        become 255 (unlabelled) unless verified. The merge is made on the latest revision under the image's
+        lock, so verified pixels another process (the annotator) commits meanwhile are kept.
         """
         rec = self.record(image_id)
+        check_probability(min_confidence, "min_confidence")
         self._check_not_stale(image_id)
         pred = np.asarray(labels)
         if pred.shape != (rec.height, rec.width):
-            raise ProjectError(f"prediction for {image_id!r} has shape {pred.shape}, image is {(rec.height, rec.width)}")
+            raise ProjectError(f"prediction for {image_id!r} has shape {pred.shape}, "
+                               f"image is {(rec.height, rec.width)}")
         if pred.dtype.kind not in "iu":
             raise ProjectError(f"prediction labels must be integers, got dtype {pred.dtype}")
         if class_names is not None:
@@ -800,16 +1066,11 @@ class Project:
             if conf.shape != pred.shape:
                 raise ProjectError(f"confidence has shape {conf.shape}, labels have {pred.shape}")
             pred = np.where(conf >= min_confidence, pred, UNLABELLED).astype(np.uint8)
-        for _ in range(10):  # another process (e.g. the annotator) may commit a correction meanwhile
-            state = self._state(image_id)
-            old, verified = self._load_revision(image_id, state, (rec.height, rec.width))
-            merged = np.where(verified, old, pred).astype(np.uint8)
-            try:
-                self._commit(image_id, merged, verified, source, expected_rev=int(state.get("rev", 0)))
-                return merged
-            except _Conflict:
-                continue
-        raise ProjectError(f"image {image_id!r} keeps changing under another process; prediction not merged")
+        with self._image_lock(image_id):
+            state = self._state(image_id, full=True)
+            old, verified = self._uid_labels(image_id, state, (rec.height, rec.width))
+            merged = self._commit(image_id, np.where(verified, old, self._uids_of(pred)), verified, source, state)
+        return merged
 
     @_locked
     def import_labels(self, source: str | os.PathLike, *, verified: bool = False, format: str = "auto") -> ImportReport:
@@ -858,7 +1119,9 @@ class Project:
                     raise StaleImageError("the image changed since import (stale)")
                 if verified:
                     labels = self._check_labels(raw, rec)
-                    self._commit(rec.id, labels, labels != UNLABELLED, "import (verified)")
+                    with self._image_lock(rec.id):
+                        self._commit(rec.id, self._uids_of(labels), labels != UNLABELLED, "import (verified)",
+                                     self._state(rec.id, full=True))
                 else:
                     self.merge_prediction(rec.id, raw, source="import")
             except MaskCLIPError as exc:
@@ -872,7 +1135,12 @@ class Project:
     def clear_labels(self, image_id: str) -> None:
         """Drop the labels and verified mask (the previous revision stays in history)."""
         self.record(image_id)
-        self._commit(image_id, None, None, "clear")
+        with self._image_lock(image_id):
+            try:
+                state = self._state(image_id, full=True)
+            except ProjectError:  # a damaged state.json: clearing starts the image over
+                state = {}
+            self._commit(image_id, None, None, "clear", state)
 
     @_locked
     def history(self, image_id: str) -> list[dict]:
@@ -893,10 +1161,13 @@ class Project:
     @_locked
     def restore_revision(self, image_id: str, rev: int) -> None:
         """Undo: make an earlier revision current again (labels and verified mask), as a new revision."""
-        labels, verified = self.get_revision(image_id, rev)
+        rec = self.record(image_id)
         self._check_not_stale(image_id)
-        entry = self._find_revision(image_id, rev)
-        self._commit(image_id, labels if entry.get("labels") else None, verified, f"restore r{rev}")
+        with self._image_lock(image_id):
+            entry = self._find_revision(image_id, rev)
+            labels, verified = self._uid_labels(image_id, entry, (rec.height, rec.width))
+            self._commit(image_id, labels if entry.get("labels") else None, verified, f"restore r{rev}",
+                         self._state(image_id, full=True))
 
     def _find_revision(self, image_id: str, rev: int) -> dict:
         state = self._state(image_id, full=True)
@@ -945,6 +1216,7 @@ class Project:
         return {
             "project": str(self.root),
             "images": len(states),
+            "broken": self.broken_images(),
             "labelled": sum(1 for s in fresh if s.labelled_pixels),
             "verified_images": sum(1 for s in fresh if s.status == "verified"),
             "stale": [s.id for s in states if s.stale],
@@ -955,6 +1227,27 @@ class Project:
             "class_pixels": dict(zip(self.class_names, map(int, labelled))),
             "class_verified_pixels": dict(zip(self.class_names, map(int, verified))),
         }
+
+    @_locked
+    def broken_images(self) -> list[dict]:
+        """Images whose label state or current label files are damaged or missing: [{"id", "problem"}].
+
+        Checks without decoding (each file's PNG signature and end marker), so it is cheap enough for
+        `project status`; such images are skipped by segment, refine, train and export."""
+        broken = []
+        states = self._all_states()
+        for rec in self._records:
+            if rec.id in self._state_errors:
+                broken.append({"id": rec.id, "problem": self._state_errors[rec.id]})
+                continue
+            state = states.get(rec.id, {})
+            for key in ("labels", "verified"):
+                if state.get(key):
+                    problem = _png_problem(self._ann_dir(rec.id) / state[key])
+                    if problem:
+                        broken.append({"id": rec.id, "problem": f"current {key} file {problem}"})
+                        break
+        return broken
 
     def _class_totals(self, images: list[ImageState]) -> tuple[np.ndarray, np.ndarray]:
         """Per-class (labelled, verified) pixel sums over the non-stale images of a fresh list_images()."""
@@ -1021,7 +1314,8 @@ class Project:
             return {}
         if not full and cached is not None and cached.get("sig") == sig:
             return cached["state"]
-        state = _read_json(self._ann_dir(image_id) / "state.json", "label state")
+        path = self._ann_dir(image_id) / "state.json"
+        state = _validate_state(_read_json(path, "label state"), path)
         self._cache_state(image_id, sig, state)
         return state
 
@@ -1033,7 +1327,15 @@ class Project:
             self._summary_dirty = True
 
     def _all_states(self) -> dict[str, dict]:
-        states = {rec.id: self._state(rec.id) for rec in self._records}
+        """Every image's state; one whose state.json is damaged counts as unlabelled and is listed in
+        _state_errors (status reports it) instead of stopping the whole listing."""
+        states = {}
+        self._state_errors = {}
+        for rec in self._records:
+            try:
+                states[rec.id] = self._state(rec.id)
+            except ProjectError as exc:
+                self._state_errors[rec.id] = str(exc)
         self.flush()
         return {k: v for k, v in states.items() if v}
 
@@ -1078,75 +1380,139 @@ class Project:
     def _check_mask(mask: np.ndarray, rec: ImageRecord) -> np.ndarray:
         mask = np.asarray(mask)
         if mask.shape != (rec.height, rec.width):
-            raise ProjectError(f"verified mask for {rec.id!r} has shape {mask.shape}, image is {(rec.height, rec.width)}")
+            raise ProjectError(f"verified mask for {rec.id!r} has shape {mask.shape}, "
+                               f"image is {(rec.height, rec.width)}")
         return mask.astype(bool)
 
-    def _load_revision(self, image_id: str, entry: dict, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """Labels (remapped to current class indices) and verified mask of one state/history entry."""
+    def _revision_file(self, image_id: str, entry: dict, key: str) -> Path:
+        name = entry[key]
+        if not isinstance(name, str) or not _REVISION_FILE.fullmatch(name):  # e.g. a hand-edited summary.json
+            raise ProjectError(f"image {image_id!r}: its label state names the file {name!r}, which is not one of "
+                               "the project's revision files; delete summary.json and try again")
+        return self._ann_dir(image_id) / name
+
+    def _uid_labels(self, image_id: str, entry: dict, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Labels of a state/history entry as class uids (int32 HxW, -1 = unlabelled) and its verified mask.
+
+        Merges work in uids, not indices, so classes another process added after this instance read
+        project.json (uids >= its next_uid) keep their pixels through a merge; classes this instance knows
+        were removed read as unlabelled."""
         if not entry or not entry.get("labels"):
-            return np.full(shape, UNLABELLED, np.uint8), np.zeros(shape, bool)
-        folder = self._ann_dir(image_id)
+            return np.full(shape, -1, np.int32), np.zeros(shape, bool)
+        path = self._revision_file(image_id, entry, "labels")
         try:
-            raw = read_label_image(folder / entry["labels"])
+            raw = read_label_image(path)
         except ImageReadError as exc:
-            raise ProjectError(f"labels of image {image_id!r} are unreadable: {exc}") from exc
+            raise ProjectError(f"labels of image {image_id!r} are unreadable: {exc}. Restore an earlier revision "
+                               "(Project.restore_revision) or clear the image's labels") from exc
         if raw.shape != shape:
             raise ProjectError(f"labels of image {image_id!r} have shape {raw.shape}, image is {shape}")
-        lut = np.full(256, UNLABELLED, np.uint8)
-        for i, uid in enumerate(entry.get("class_uids", [])):
-            j = self._uid_to_index.get(uid)
-            if j is not None:
-                lut[i] = j
+        horizon = int(self._meta["next_uid"])
+        lut = np.full(256, -1, np.int32)
+        for i, uid in enumerate(entry.get("class_uids", [])[:UNLABELLED]):
+            if uid in self._uid_to_index or uid >= horizon:
+                lut[i] = uid
         labels = lut[raw]
         if entry.get("verified"):
             # a removed class's pixels lose their flag; stored 255 pixels keep it (confirmed background)
-            kept = (labels != UNLABELLED) | (raw == UNLABELLED)
-            verified = _read_mask_png(folder / entry["verified"], shape) & kept
+            kept = (labels >= 0) | (raw == UNLABELLED)
+            verified = _read_mask_png(self._revision_file(image_id, entry, "verified"), shape) & kept
         else:
             verified = np.zeros(shape, bool)
         return labels, verified
 
+    def _uids_of(self, labels: np.ndarray) -> np.ndarray:
+        """Current class indices (255 = unlabelled) -> class uids (-1 = unlabelled)."""
+        lut = np.full(256, -1, np.int32)
+        lut[:len(self._classes)] = [c.uid for c in self._classes]
+        return lut[labels]
+
+    def _indices_of(self, uids: np.ndarray) -> np.ndarray:
+        """Class uids -> current class indices; unlabelled and classes unknown here -> 255."""
+        top = max(int(uids.max(initial=-1)), max(self._uid_to_index, default=-1))
+        lut = np.full(top + 2, UNLABELLED, np.uint8)
+        for uid, i in self._uid_to_index.items():
+            lut[uid + 1] = i
+        return lut[uids + 1]
+
+    def _view(self, uids: np.ndarray, verified: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What readers of this instance see of uid labels: current class indices, and verified pixels of
+        classes it knows (pixels of classes it does not know read as unlabelled and unverified; verified
+        unlabelled pixels stay verified: confirmed background)."""
+        labels = self._indices_of(uids)
+        return labels, verified & ((labels != UNLABELLED) | (uids < 0))
+
+    def _load_revision(self, image_id: str, entry: dict, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Labels (remapped to current class indices) and verified mask of one state/history entry."""
+        return self._view(*self._uid_labels(image_id, entry, shape))
+
+    def _latest_and_base(self, image_id: str, state: dict, rec: ImageRecord):
+        """(latest uids, latest verified, base uids, base verified, base known): base is the revision this
+        instance last read or wrote (the one a caller's edit started from), latest is what is committed."""
+        shape = (rec.height, rec.width)
+        latest, latest_v = self._uid_labels(image_id, state, shape)
+        seen = self._seen.get(image_id)
+        if seen is None or seen == int(state.get("rev", 0)):
+            return latest, latest_v, latest, latest_v, True
+        if seen == 0:
+            return latest, latest_v, np.full(shape, -1, np.int32), np.zeros(shape, bool), True
+        entry = next((e for e in state.get("history", []) if e.get("rev") == seen), None)
+        if entry is None:
+            return latest, latest_v, latest, latest_v, False
+        base, base_v = self._uid_labels(image_id, entry, shape)
+        return latest, latest_v, base, base_v, True
+
     def _commit(self, image_id: str, labels: np.ndarray | None, verified: np.ndarray | None, source: str,
-                expected_rev: int | None = None) -> None:
+                old: dict) -> np.ndarray | None:
         """Write a new revision: its PNGs under fresh names, then state.json (the atomic commit point).
 
-        expected_rev: raise _Conflict when the committed revision is no longer that one (a read-modify-
-        write raced with another process; the window left is the few milliseconds of this write).
+        Call under the image's lock with `old`, its latest full state read under that lock. labels are
+        class uids (-1 = unlabelled). Returns the stored labels in current class indices.
         """
         rec = self.record(image_id)
         folder = self._ann_dir(image_id)
-        _mkdir(folder)
-        old = self._state(image_id, full=True)
-        if expected_rev is not None and int(old.get("rev", 0)) != expected_rev:
-            raise _Conflict(image_id)
         rev = int(old.get("rev", 0)) + 1
         stem = f"r{rev:06d}-{secrets.token_hex(4)}"
+        ours = [c.uid for c in self._classes]
         entry: dict = {"rev": rev, "source": source, "time": time.time(), "labels": None, "verified": None,
-                       "class_uids": [c.uid for c in self._classes]}
+                       "class_uids": ours}
         written: list[Path] = []
         counts: dict[str, int] = {}
         verified_counts: dict[str, int] = {}
+        stored = None
         verified_background = 0
         try:
             if labels is not None:
-                labels = labels.astype(np.uint8)
-                verified = np.zeros(labels.shape, bool) if verified is None else verified
+                labels = labels.astype(np.int32, copy=False)
+                present = np.flatnonzero(np.bincount(labels.ravel() + 1)) - 1
+                extra = sorted(set(present.tolist()) - set(ours) - {-1})  # classes added by another process
+                class_uids = (ours + extra)[:UNLABELLED]
+                lut = np.full(int(present.max(initial=-1)) + 2, UNLABELLED, np.uint8)
+                for i, uid in enumerate(class_uids):
+                    if uid <= present.max(initial=-1):
+                        lut[uid + 1] = i
+                raw = lut[labels + 1]
+                # verified 255 pixels stay verified (confirmed background) unless they were a class dropped here
+                verified = (np.zeros(raw.shape, bool) if verified is None else verified) & (
+                    (raw != UNLABELLED) | (labels == -1))
+                palette = self.class_colours + voc_palette(len(class_uids))[len(ours):]
                 path = folder / f"{stem}.labels.png"
-                write_index_png(path, labels, palette=self.class_colours)
+                write_index_png(path, raw, palette=palette)
                 written.append(path)
-                entry["labels"] = path.name
+                entry.update(labels=path.name, class_uids=class_uids)
                 if verified.any():
                     path = folder / f"{stem}.verified.png"
                     _write_mask_png(path, verified)
                     written.append(path)
                     entry["verified"] = path.name
-                n = np.bincount(labels.ravel(), minlength=256)
-                nv = np.bincount(labels[verified].ravel(), minlength=256)
-                for i, c in enumerate(self._classes):
+                n = np.bincount(raw.ravel(), minlength=256)
+                nv = np.bincount(raw[verified].ravel(), minlength=256)
+                for i, uid in enumerate(class_uids):
                     if n[i]:
-                        counts[str(c.uid)] = int(n[i])
+                        counts[str(uid)] = int(n[i])
                     if nv[i]:
-                        verified_counts[str(c.uid)] = int(nv[i])
+                        verified_counts[str(uid)] = int(nv[i])
+                stored = self._indices_of(labels)
                 verified_background = int(nv[UNLABELLED])
             history = list(old.get("history", []))
             if old:
@@ -1159,33 +1525,72 @@ class Project:
             _write_json(folder / "state.json", state)
         except BaseException:
             for path in written:
-                try:
+                with contextlib.suppress(OSError):
                     path.unlink()
-                except OSError:
-                    pass
             raise
         self._cache_state(image_id, self._state_sig(image_id), state)
+        self._seen[image_id] = rev
         self._prune(folder, state, dropped)
+        return stored
 
     @staticmethod
     def _prune(folder: Path, state: dict, dropped: list[dict]) -> None:
-        """Delete revision files that fell out of history, and old leftovers of killed saves."""
+        """Delete revision files that fell out of history, old leftovers of killed saves, and temporary files
+        (every writer of this folder holds its lock, so none is being written now). Nothing else is touched."""
         keep = {state.get("labels"), state.get("verified")}
         for h in state["history"]:
             keep.update((h.get("labels"), h.get("verified")))
+        gone = {name for d in dropped for name in (d.get("labels"), d.get("verified")) if name}
         now = time.time()
         for entry in folder.iterdir():
             name = entry.name
-            if name in keep or name == "state.json":
+            if name in keep or not _REVISION_FILE.fullmatch(name):
                 continue
-            is_dropped = any(name in (d.get("labels"), d.get("verified")) for d in dropped)
             try:
-                if is_dropped or now - entry.stat().st_mtime > ORPHAN_AGE_S:
+                if name in gone or now - entry.stat().st_mtime > ORPHAN_AGE_S:
                     entry.unlink()
             except OSError:
                 pass
+        remove_temp_files(folder)
 
-    # --- internals: project files ---------------------------------------------------------------
+    # --- internals: locks and project files -----------------------------------------------------
+    def _file_lock(self, path: Path, what: str):
+        lock = self._file_locks.get(path)
+        if lock is None:  # one instance per file: re-entrant within this Project (calls nest)
+            lock = self._file_locks[path] = FileLock(path, timeout=LOCK_TIMEOUT_S, thread_local=False)
+        return _hold(lock, what)
+
+    def _project_lock(self):
+        """Inter-process lock for project.json and images.json updates (read-modify-write)."""
+        return self._file_lock(self.root / PROJECT_LOCK, f"project {self.root}")
+
+    def _image_lock(self, image_id: str):
+        """Inter-process lock for one image's revisions: every commit reads the latest state under it."""
+        folder = self._ann_dir(image_id)
+        _mkdir(folder)
+        return self._file_lock(folder / IMAGE_LOCK, f"image {image_id!r} of project {self.root}")
+
+    def _reload_meta_if_changed(self) -> None:
+        """Take project.json as another process left it (call under the project lock)."""
+        path = self.root / PROJECT_FILE
+        sig = _file_sig(path)
+        if sig is None or sig == self._meta_sig:
+            return
+        meta = _validate_meta(_read_json(path, "project file"), path)
+        self._meta, self._saved_meta, self._meta_sig = meta, copy.deepcopy(meta), sig
+        self._classes = [self._class_from_json(c) for c in meta["classes"]]
+        self._reindex_classes()
+
+    def _reload_images_if_changed(self) -> None:
+        """Take images.json as another process left it (call under the project lock)."""
+        path = self.root / IMAGES_FILE
+        sig = _file_sig(path)
+        if sig is None or sig == self._images_sig:
+            return
+        self._records, self._skipped = _records_from_json(_read_json(path, "image list"), path)
+        self._by_id = {r.id: r for r in self._records}
+        self._images_sig = sig
+
     def _save_meta(self) -> None:
         """Write project.json; when that fails, undo the in-memory change too (memory matches disk)."""
         self._meta["classes"] = [c.to_json() for c in self._classes]
@@ -1197,8 +1602,10 @@ class Project:
             self._reindex_classes()
             raise
         self._saved_meta = copy.deepcopy(self._meta)
+        self._meta_sig = _file_sig(self.root / PROJECT_FILE)
 
     def _save_images(self) -> None:
         _write_json(self.root / IMAGES_FILE, {"version": FORMAT_VERSION,
                                               "images": [r.to_json() for r in self._records],
                                               "skipped": self._skipped})
+        self._images_sig = _file_sig(self.root / IMAGES_FILE)

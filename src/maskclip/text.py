@@ -28,6 +28,7 @@ SCENE_TEMPLATES = (
 TEMPLATES: tuple[str, ...] = tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES) + SCENE_TEMPLATES
 
 ClassSpec = str | Sequence[str]
+MAX_OUTPUT_CLASSES = 255  # label value 255 means unlabelled, so class indices end at 254
 
 
 def normalize_classes(classes: Iterable[ClassSpec], what: str = "class") -> list[tuple[str, ...]]:
@@ -84,6 +85,11 @@ def prompt_rows(classes: Iterable[ClassSpec], background: Iterable[str], split_s
             names.append("background")
         rows += [[b] for b in bg]
         row_class += [bg_index] * len(bg)
+    if len(names) > MAX_OUTPUT_CLASSES:
+        raise MaskCLIPError(
+            f"{len(names)} classes{' (with background)' if bg and bg_index == len(names) - 1 else ''}; label images "
+            f"hold at most {MAX_OUTPUT_CLASSES} (indices 0..254, 255 = unlabelled): use at most "
+            f"{MAX_OUTPUT_CLASSES - 1} classes plus background")
     return rows, row_class, names, bg_index
 
 
@@ -100,6 +106,8 @@ def parse_classes_file(path: str | Path) -> list[list[str]]:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise MaskCLIPError(f"cannot read classes file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise MaskCLIPError(f"classes file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     classes = parse_classes_text(text)
     if not classes:
         raise MaskCLIPError(f"classes file {path} lists no classes (one class per line expected)")

@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import MaskCLIPError
+from ..validation import check_device
 
 # Generous: rank 0 may compute many pseudo labels (or save a big checkpoint) while others wait.
 PROCESS_GROUP_TIMEOUT = timedelta(hours=4)
@@ -45,6 +46,7 @@ def resolve_device(device: str | torch.device | None, local_rank: int = 0) -> to
     name = "auto" if device is None else str(device)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    check_device(name)
     dev = torch.device(name)
     if dev.type == "cuda":
         if not torch.cuda.is_available():

@@ -18,6 +18,7 @@ weights, optimizer state and iteration as an uninterrupted one (bit-exact on CPU
 from __future__ import annotations
 
 import json
+import pickle
 import signal
 import threading
 import time
@@ -29,8 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write, remove_temp_files
 from ..errors import MaskCLIPError
+from ..validation import check_positive, check_probability
 from . import distributed as D
 from .data import AugmentConfig, BatchPlan, PlannedBatches, TrainDataset, TrainItem
 from .student import DEFAULT_LOGIT_SCALE, Student, build_student, resolve_student_name
@@ -44,6 +46,30 @@ PHASE_SELF = "self-training"
 
 class ResumeError(MaskCLIPError):
     """--resume was asked for but there is nothing (compatible) to resume from."""
+
+
+class CheckpointError(MaskCLIPError):
+    """A checkpoint or student file is missing, damaged, or holds more than weights and plain data."""
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """A run's checkpoint or student file. Loaded with weights_only=True: tensors and plain data only, so a
+    tampered file cannot run code (the files this package writes hold nothing else)."""
+    path = Path(path)
+    try:
+        record = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint not found") from None
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{path} was not loaded: it holds objects other than weights and plain data (not a "
+                              "file maskclip wrote, or a tampered one); train again into a new run folder") from exc
+    except Exception as exc:  # torch raises RuntimeError/EOFError/... for damaged archives
+        raise CheckpointError(f"{path} is corrupt or truncated ({type(exc).__name__}: {str(exc)[:200]}); "
+                              "train again or restore the file") from exc
+    if not isinstance(record, dict) or not isinstance(record.get("model"), dict) \
+            or not isinstance(record.get("student"), dict):
+        raise CheckpointError(f"{path} is not a maskclip checkpoint (no student weights in it)")
+    return record
 
 
 @dataclass
@@ -113,6 +139,17 @@ class TrainConfig:
     def validate(self, world_size: int = 1) -> None:
         if self.iters < 1:
             raise MaskCLIPError("--iters must be at least 1")
+        if self.batch_size < 1:
+            raise MaskCLIPError(f"--batch-size must be at least 1, got {self.batch_size}")
+        check_positive(self.lr, "--lr")
+        if not 0.0 <= self.min_lr <= self.lr:
+            raise MaskCLIPError(f"min_lr must lie in [0, lr={self.lr}], got {self.min_lr}")
+        if self.guided_fraction is not None:
+            check_probability(self.guided_fraction, "--guided-fraction")
+        if self.self_train_start is not None and self.self_train_start < 0:
+            raise MaskCLIPError(f"--self-train-start must be at least 0, got {self.self_train_start}")
+        if self.augment.crop_size < 1 or (self.augment.base_size is not None and self.augment.base_size < 1):
+            raise MaskCLIPError("--crop-size and --base-size must be at least 1 pixel")
         if self.batch_size < world_size or self.batch_size % world_size:
             raise MaskCLIPError(f"the batch size ({self.batch_size}) must be a multiple of the number of "
                                 f"processes ({world_size})")
@@ -120,8 +157,8 @@ class TrainConfig:
             raise MaskCLIPError("checkpoint and log intervals must be at least 1")
         for name in ("confidence_threshold", "self_train_threshold"):
             v = getattr(self, name)
-            if v is not None and not 0.0 <= v <= 1.0:
-                raise MaskCLIPError(f"{name} must lie in [0, 1], got {v}")
+            if v is not None:
+                check_probability(v, name)
 
 
 class RunFolder:
@@ -137,7 +174,10 @@ class RunFolder:
         self.teacher = self.path / "teacher"
 
     def create(self) -> "RunFolder":
+        """Make the folders; temporary files of a killed run's saves (a checkpoint's can be large) are removed."""
         (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        remove_temp_files(self.path)
+        remove_temp_files(self.path / "checkpoints")
         return self
 
     def write_json(self, path: Path, data: dict) -> None:
@@ -252,7 +292,7 @@ def train(items: Sequence[TrainItem], teacher: TeacherCache, class_embeddings: t
     if resume:
         if not run.checkpoint.is_file():
             raise ResumeError(f"nothing to resume: {run.checkpoint} does not exist (start without --resume)")
-        ckpt = torch.load(run.checkpoint, map_location="cpu", weights_only=False)
+        ckpt = load_checkpoint(run.checkpoint)
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise ResumeError(f"{run.checkpoint} was written by an incompatible version")
         if ckpt["student"]["name"] != name:
@@ -409,6 +449,6 @@ def load_student(run_dir: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise MaskCLIPError(f"{run.path} holds no trained student (no student.pt or checkpoints/last.pt); "
                             "run `maskclip train` first")
-    record = torch.load(path, map_location=map_location, weights_only=False)
+    record = load_checkpoint(path, map_location)
     return student_from_state(record["student"], record["model"]), record
 

@@ -18,13 +18,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import MaskCLIPError
+from ..errors import ImageReadError, MaskCLIPError
+from ..validation import check_probability
 from ..settings import clip_spec
 from ..text import prompt_rows
 from . import distributed as D
 from .data import TrainItem, normalise, prediction_size, to_float_rgb
-from .loop import (CHECKPOINT_FORMAT, ResumeError, RunFolder, TrainConfig, TrainResult, StopFlag, load_student,
-                   train)
+from .loop import (CHECKPOINT_FORMAT, ResumeError, RunFolder, TrainConfig, TrainResult, StopFlag, load_checkpoint,
+                   load_student, train)
 from .targets import TeacherCache, fill_teacher_cache
 
 _OPEN: dict[str, object] = {}  # one Project instance per process and folder (loaders run in workers)
@@ -46,15 +47,20 @@ def _load_annotation(root: str, image_id: str) -> tuple[np.ndarray, np.ndarray]:
     return _project(root).get_labels_and_verified(image_id)
 
 
-def project_items(project) -> tuple[list[TrainItem], list[str]]:
-    """Training items of every non-stale image, and the ids of stale ones (skipped: their labels
-    belong to other content)."""
+def project_items(project, log: Callable[[str], None] = print) -> tuple[list[TrainItem], list[str]]:
+    """Training items of every usable image, and the ids of stale ones (skipped: their labels belong to
+    other content). Images with damaged label files are skipped too, and logged."""
     root = str(Path(project.root).resolve())
     _OPEN[root] = project
     items, stale = [], []
+    broken = {b["id"]: b["problem"] for b in project.broken_images()}
+    for image_id, problem in broken.items():
+        log(f"skipping {image_id}: {problem}")
     for state in project.list_images():
         if state.stale:
             stale.append(state.id)
+            continue
+        if state.id in broken:
             continue
         items.append(TrainItem(key=state.id, load_image=functools.partial(_load_image, root, state.id),
                                load_annotation=functools.partial(_load_annotation, root, state.id),
@@ -100,7 +106,7 @@ def train_project(project_dir: str | Path, run_dir: str | Path, config: TrainCon
         if not project.class_names:
             raise MaskCLIPError(f"project {project_dir} has no classes; add classes before training")
         run = RunFolder(run_dir)
-        items, stale = project_items(project)
+        items, stale = project_items(project, say)
         if stale:
             say(f"skipping {len(stale)} stale image(s) (changed on disk since labelling): {', '.join(stale[:5])}"
                 + (" ..." if len(stale) > 5 else ""))
@@ -110,7 +116,7 @@ def train_project(project_dir: str | Path, run_dir: str | Path, config: TrainCon
         rows, groups, names, _ = prompt_rows(project.prompts, spec["segment"]["background"])
         embeddings = None
         if resume and run.checkpoint.is_file():
-            saved = torch.load(run.checkpoint, map_location="cpu", weights_only=False)
+            saved = load_checkpoint(run.checkpoint)
             if saved.get("format") == CHECKPOINT_FORMAT:
                 if saved["classes"] != names:
                     raise ResumeError(f"the project's classes changed since this run started ({saved['classes']} "
@@ -193,8 +199,9 @@ def refine_project(project_dir: str | Path, run_dir: str | Path, *, device: str 
     the student's classifier is rebuilt from the CLIP text embeddings of the new classes (no retraining).
     Under torchrun the images are split across processes (no process group needed).
     """
-    from ..project import Project
+    from ..project import Project, ProjectError
 
+    check_probability(min_confidence, "min_confidence")
     dev = D.resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     project = Project.open(project_dir)
@@ -218,16 +225,23 @@ def refine_project(project_dir: str | Path, run_dir: str | Path, *, device: str 
     todo = [s.id for i, s in enumerate(states) if i % world == rank and not s.stale]
     stale = [s.id for s in states if s.stale]
     changed_pixels = 0
+    failed: list[dict] = []
     if progress is not None:
         progress(0, len(todo))
     for n, image_id in enumerate(todo, 1):
-        before = project.get_labels(image_id)
-        labels, conf = predict(student, project.get_image(image_id), base_size, dev)
-        merged = project.merge_prediction(image_id, labels, conf, class_names=names, min_confidence=min_confidence,
-                                          source=f"maskclip+ refine ({Path(run_dir).name})")
-        changed_pixels += int((merged != before).sum())
+        try:  # one bad image or label file is reported and skipped; the others are refined
+            before = project.get_labels(image_id)
+            labels, conf = predict(student, project.get_image(image_id), base_size, dev)
+            merged = project.merge_prediction(image_id, labels, conf, class_names=names,
+                                              min_confidence=min_confidence,
+                                              source=f"maskclip+ refine ({Path(run_dir).name})")
+            changed_pixels += int((merged != before).sum())
+        except (ImageReadError, ProjectError) as exc:
+            log(f"skipped {image_id}: {exc}")
+            failed.append({"id": image_id, "reason": str(exc)})
         if progress is not None:
             progress(n, len(todo))
     if stale:
         log(f"skipped {len(stale)} stale image(s): {', '.join(stale[:5])}" + (" ..." if len(stale) > 5 else ""))
-    return {"refined": len(todo), "stale_skipped": stale, "changed_pixels": changed_pixels, "classes": names}
+    return {"refined": len(todo) - len(failed), "stale_skipped": stale, "failed": failed,
+            "changed_pixels": changed_pixels, "classes": names}
