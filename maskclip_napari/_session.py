@@ -7,7 +7,7 @@ too long; anything else goes to a worker.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -15,6 +15,7 @@ import numpy as np
 
 import maskclip
 from maskclip.images import read_image
+from maskclip.prototypes import LearnedTerm, ProjectPrototypes
 
 # Redraws of at most this many output values (pixels x classes) run on the GUI thread: 1024 x 1024 pixels
 # with 16 classes take ~40 ms on two CPU cores (bench/results.md: 512 x 512 x 21 in ~13 ms).
@@ -42,11 +43,13 @@ class Method:
     prompt_denoising: bool = True
     pd_threshold: float = 0.5
     scales: tuple[int, ...] = (336,)
+    learn_weight: float = 0.0  # weight of the visual term learned from verified pixels; 0 = text only
 
-    def segment(self, model: maskclip.MaskCLIP, image: np.ndarray) -> maskclip.Segmentation:
+    def segment(self, model: maskclip.MaskCLIP, image: np.ndarray,
+                learned: LearnedTerm | None = None) -> maskclip.Segmentation:
         return model.segment(image, [list(c) for c in self.classes], background=list(self.background),
                              key_smoothing=self.key_smoothing, prompt_denoising=self.prompt_denoising,
-                             pd_threshold=self.pd_threshold, scales=self.scales)
+                             pd_threshold=self.pd_threshold, scales=self.scales, learned=learned)
 
     def is_ready(self, model: maskclip.MaskCLIP, image: np.ndarray) -> bool:
         return model.is_ready(image, [list(c) for c in self.classes], background=list(self.background),
@@ -58,6 +61,8 @@ class ModelSession:
     choice: ModelChoice
     model: maskclip.MaskCLIP
     cache_dir: Path | None = None  # the project's feature cache the model writes to
+    learner: ProjectPrototypes | None = field(default=None, repr=False)  # "Learn from corrections"
+    learner_synced: bool = False  # the learner has seen every verified pixel of the project
 
     @classmethod
     def load(cls, choice: ModelChoice, cache_dir: Path | None) -> "ModelSession":
@@ -78,10 +83,44 @@ class ModelSession:
         classes = len(method.classes) + (1 if method.background else 0)
         if image.shape[0] * image.shape[1] * classes > GUI_THREAD_REDRAW_VALUES:
             return False
+        if method.learn_weight > 0 and not self.learning_ready(method):
+            return False
         return method.is_ready(self.model, image)
 
     def segment(self, image: np.ndarray, method: Method) -> maskclip.Segmentation:
-        return method.segment(self.model, image)
+        learned = None
+        if method.learn_weight > 0 and self.learner is not None:
+            learned = self.learner.term(method.learn_weight)
+        return method.segment(self.model, image, learned)
+
+    # --- learning from corrections (maskclip.prototypes) ----------------------------------------
+    def _learner_for(self, method: Method) -> ProjectPrototypes:
+        if self.learner is None or self.learner.scales != tuple(method.scales):
+            self.learner, self.learner_synced = ProjectPrototypes(method.scales), False
+        return self.learner
+
+    def learning_ready(self, method: Method) -> bool:
+        return self.learner is not None and self.learner_synced and self.learner.scales == tuple(method.scales)
+
+    def learn_all(self, project, method: Method) -> Iterator[str]:
+        """Worker body part: read the verified pixels of every image changed since the last time."""
+        learner = self._learner_for(method)
+        pending = learner.pending(self.model, project)
+        for done, image_id in enumerate(pending, start=1):
+            yield f"Learning from the corrections of {image_id} ({done}/{len(pending)})…"
+            learner.update_image(self.model, project, image_id)
+        self.learner_synced = True
+
+    def learn_image(self, project, image_id: str, image: np.ndarray, method: Method) -> bool:
+        """After a correction: re-read this image's verified pixels now when its features are in memory
+        (a few ms); otherwise the next segmentation job does it. Returns whether the prototypes changed."""
+        learner = self._learner_for(method)
+        if not learner.is_cheap(self.model, image):
+            self.learner_synced = False
+            return False
+        version = learner.prototypes.version
+        learner.update_image(self.model, project, image_id, image)
+        return learner.prototypes.version != version
 
 
 @dataclass
@@ -93,17 +132,20 @@ class JobResult:
 
 
 def segment_job(session: ModelSession | None, choice: ModelChoice, cache_dir: Path | None,
-                images: Sequence[tuple[str, Path]], method: Method) -> Iterator[object]:
+                images: Sequence[tuple[str, Path]], method: Method, project=None) -> Iterator[object]:
     """Worker body: load the model if needed, then segment each (image id, path).
 
     Yields the ModelSession once loaded (so the GUI keeps it even if the job is cancelled later), a str
     while waiting on something slow, and a JobResult per image. Errors propagate to the worker's
-    `errored` signal; cancelling stops at the next yield.
+    `errored` signal; cancelling stops at the next yield. With learning from corrections on (and the
+    project given), the prototypes are brought up to date first.
     """
     if session is None or not session.serves(choice, cache_dir):
         yield f"Loading {choice.describe()}…"
         session = ModelSession.load(choice, cache_dir)
         yield session
+    if method is not None and method.learn_weight > 0 and project is not None:
+        yield from session.learn_all(project, method)
     for done, (image_id, path) in enumerate(images, start=1):
         yield f"Segmenting {image_id} ({done}/{len(images)})…"
         image = read_image(path)

@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (
     QApplication,
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QFrame,
@@ -43,7 +44,7 @@ from superqt import QCollapsible, QElidingLabel, QLabeledDoubleSlider
 from maskclip.errors import MaskCLIPError, WeightsUnavailableError
 from maskclip.export import FORMATS, export_project
 from maskclip.project import PROJECT_FILE, Project, StaleImageError
-from maskclip.settings import parse_pretrained
+from maskclip.settings import learn_spec, parse_pretrained
 from maskclip.text import parse_classes_file
 
 from ._class_editor import ClassEditor
@@ -233,6 +234,7 @@ class AnnotatorWidget(QWidget):
         self.scale_spin.setSuffix(" px")
         self.scale_spin.setToolTip("Images are resized to this short side before encoding (336 is a good default)")
         form.addRow("Short side", self.scale_spin)
+        form.addRow(self._build_learning_row())
         v.addLayout(form)
         for w in (self.ks_check, self.pd_check):
             w.toggled.connect(self._schedule_redraw)
@@ -294,6 +296,26 @@ class AnnotatorWidget(QWidget):
             combo.currentTextChanged.connect(self._on_model_choice_changed)
         self.device_combo.currentTextChanged.connect(self._on_model_choice_changed)
         return box
+
+    def _build_learning_row(self) -> QHBoxLayout:
+        """'Learn from corrections' and its weight (maskclip.prototypes)."""
+        row = QHBoxLayout()
+        self.learn_check = QCheckBox("Learn from corrections")
+        self.learn_check.setToolTip("Verified pixels teach every image at once: each class's look in CLIP's "
+                                    "feature space (from all verified pixels of the project) is blended "
+                                    "with its text prompt")
+        self.learn_weight = QDoubleSpinBox()
+        self.learn_weight.setRange(0.0, 1.0)
+        self.learn_weight.setSingleStep(0.1)
+        self.learn_weight.setDecimals(2)
+        self.learn_weight.setToolTip("Weight of what was learned from corrections (0 = text only, 1 = looks only "
+                                     "among the classes that have corrections)")
+        self.learn_check.toggled.connect(self._schedule_redraw)
+        self.learn_weight.valueChanged.connect(self._schedule_redraw)
+        row.addWidget(self.learn_check)
+        row.addWidget(QLabel("weight"))
+        row.addWidget(self.learn_weight)
+        return row
 
     def _build_export_box(self) -> QGroupBox:
         """Export format, verified-only and the Export button."""
@@ -414,8 +436,8 @@ class AnnotatorWidget(QWidget):
         settings = settings or {}
         method = settings.get("method", {})
         model = settings.get("model", {})
-        widgets = (self.ks_check, self.pd_check, self.pd_slider, self.scale_spin,
-                   self.model_combo, self.weights_combo, self.device_combo)
+        widgets = (self.ks_check, self.pd_check, self.pd_slider, self.scale_spin, self.learn_check,
+                   self.learn_weight, self.model_combo, self.weights_combo, self.device_combo)
         for w in widgets:
             w.blockSignals(True)
         try:
@@ -423,6 +445,9 @@ class AnnotatorWidget(QWidget):
             self.pd_check.setChecked(bool(method.get("prompt_denoising", True)))
             self.pd_slider.setValue(float(method.get("pd_threshold", 0.5)))
             self.scale_spin.setValue(int((method.get("scales") or [336])[0]))
+            learn = learn_spec(settings)
+            self.learn_check.setChecked(learn["from_verified"])
+            self.learn_weight.setValue(learn["weight"])
             self.model_combo.setCurrentText(model.get("name", "ViT-B-16"))
             weights = model.get("pretrained", "openai")
             self.weights_combo.setCurrentText(RANDOM_WEIGHTS if weights is None else str(weights))
@@ -431,6 +456,7 @@ class AnnotatorWidget(QWidget):
             for w in widgets:
                 w.blockSignals(False)
         self.pd_slider.setEnabled(self.pd_check.isChecked())
+        self.learn_weight.setEnabled(self.learn_check.isChecked())
 
     def set_model_choice(self, model: str | None = None, weights: str | None = None, device: str | None = None) -> None:
         """Preset the model controls (launcher options); None keeps the current value."""
@@ -451,7 +477,8 @@ class AnnotatorWidget(QWidget):
         p = self.project
         return Method(classes=tuple(tuple(c) for c in p.prompts), background=tuple(p.background),
                       key_smoothing=self.ks_check.isChecked(), prompt_denoising=self.pd_check.isChecked(),
-                      pd_threshold=round(float(self.pd_slider.value()), 4), scales=(int(self.scale_spin.value()),))
+                      pd_threshold=round(float(self.pd_slider.value()), 4), scales=(int(self.scale_spin.value()),),
+                      learn_weight=round(float(self.learn_weight.value()), 4) if self.learn_check.isChecked() else 0.0)
 
     def _save_settings(self) -> None:
         if self.project is None:
@@ -463,6 +490,8 @@ class AnnotatorWidget(QWidget):
         if m is not None:
             update["method"] = {"key_smoothing": m.key_smoothing, "prompt_denoising": m.prompt_denoising,
                                 "pd_threshold": m.pd_threshold, "scales": list(m.scales)}
+        update["learn"] = {"from_verified": self.learn_check.isChecked(),
+                           "weight": round(float(self.learn_weight.value()), 4)}
         try:
             self.project.update_settings(update)
         except MaskCLIPError as exc:
@@ -779,6 +808,7 @@ class AnnotatorWidget(QWidget):
         self._dirty = False
         self._saved_values = np.array(layer.data, copy=True)
         self._refresh_item(self.current_id)
+        self._learn_from_current()
 
     def refresh_from_project(self) -> None:
         """Show labels another process wrote (maskclip refine): the image list and the current image."""
@@ -836,11 +866,29 @@ class AnnotatorWidget(QWidget):
             return
         self._verified = verified
         self._refresh_item(self.current_id)
+        self._learn_from_current()
         if class_index is None:
             self.show_message(f"{self.current_id}: all {int(verified.sum())} labelled pixels verified.")
         else:
             name = self.project.class_names[class_index]
             self.show_message(f"{self.current_id}: the {int((labels == class_index).sum())} '{name}' pixels verified.")
+
+    def _learn_from_current(self) -> None:
+        """With 'Learn from corrections' on, the current image's new verified pixels update the class
+        prototypes at once (features in memory: a few ms) and the image is redrawn with them; otherwise the
+        next segmentation job reads them."""
+        method = self.method() if self.project is not None and self.project.classes else None
+        if method is None or method.learn_weight == 0 or self.session is None or self._image is None:
+            return
+        if not self.session.serves(self.model_choice(), self.project.cache_dir):
+            return
+        try:
+            changed = self.session.learn_image(self.project, self.current_id, self._image, method)
+        except MaskCLIPError as exc:
+            self._show_error(exc)
+            return
+        if changed and self._has_prediction():
+            self._schedule_redraw()
 
     def hideEvent(self, event):
         self.save_current()
@@ -880,6 +928,7 @@ class AnnotatorWidget(QWidget):
 
     def _schedule_redraw(self, *_):
         self.pd_slider.setEnabled(self.pd_check.isChecked())
+        self.learn_weight.setEnabled(self.learn_check.isChecked())
         self._redraw_timer.start()
 
     def _has_prediction(self) -> bool:
@@ -939,7 +988,7 @@ class AnnotatorWidget(QWidget):
             return
         choice = self.model_choice()
         cache_dir = self.project.cache_dir if self.project is not None else None
-        worker = create_worker(segment_job, self.session, choice, cache_dir, images, method,
+        worker = create_worker(segment_job, self.session, choice, cache_dir, images, method, self.project,
                                _ignore_errors=True)
         project = self.project
         worker.yielded.connect(lambda value: self._on_job_yield(value, project, method, merge))
@@ -1074,3 +1123,4 @@ class AnnotatorWidget(QWidget):
         self._set_enabled()
         worker.start()
         return worker
+

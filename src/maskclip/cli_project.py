@@ -51,6 +51,11 @@ def register(subparsers) -> None:
     p.add_argument("--min-confidence", type=float, default=0.0,
                    help="pixels whose top probability is below this stay unlabelled (255)")
     p.add_argument("--only-unlabelled", action="store_true", help="skip images that already have labels")
+    p.add_argument("--learn-from-verified", action=argparse.BooleanOptionalAction, default=None,
+                   help="blend in class prototypes learned from the project's verified pixels (default: the "
+                        "project's 'learn' setting, off)")
+    p.add_argument("--weight", type=float,
+                   help="weight of the learned visual term in [0, 1] (default: the project's setting, 0.5)")
     p.add_argument("--image", dest="image_ids", action="append", help="only this image id (repeatable)")
     p.set_defaults(func=_segment)
 
@@ -165,12 +170,13 @@ def _accept_changes(args) -> int:
 def _segment(args) -> int:
     import maskclip
     from .project import Project
-    from .settings import clip_spec
+    from .settings import clip_spec, learn_spec
 
     project = Project.open(args.dir)
     if not project.class_names:
         raise MaskCLIPError(f"project {args.dir} has no classes; add some first (project init --classes-file)")
     spec = clip_spec(project, args.model, args.pretrained)
+    learn = learn_spec(project.settings, args.learn_from_verified, args.weight)
     model = maskclip.load(spec["model"], spec["pretrained"], args.device, dense_mode=spec["dense_mode"],
                           cache_dir=project.cache_dir)
     options = spec["segment"]
@@ -178,6 +184,8 @@ def _segment(args) -> int:
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     options["scales"] = tuple(options["scales"])
+    if learn["from_verified"]:
+        options["learned"] = _learn_from_verified(model, project, options["scales"], learn["weight"])
     ids = args.image_ids or project.image_ids
     done = skipped = 0
     for image_id in ids:
@@ -194,6 +202,18 @@ def _segment(args) -> int:
     project.flush()
     print(f"segmented {done} images ({skipped} skipped: stale or already labelled)")
     return 0
+
+
+def _learn_from_verified(model, project, scales, weight: float):
+    """The visual term learned from every verified pixel of the project (maskclip.prototypes)."""
+    from .prototypes import ProjectPrototypes
+
+    learner = ProjectPrototypes(scales)
+    read = learner.sync(model, project)
+    known = learner.prototypes.known()
+    print(f"learned from the verified pixels of {read} images: {len(known)} classes "
+          f"({', '.join(known) or 'none yet'}), weight {weight}", flush=True)
+    return learner.term(weight)
 
 
 def _export(args) -> int:

@@ -24,6 +24,7 @@ from .cache import FeatureCache
 from .errors import MaskCLIPError
 from .geometry import scaled_size, upsample_accumulate, window_starts
 from .images import to_rgb_float
+from .prototypes import LearnedTerm
 from .refine import key_smooth, probabilities, prompt_denoise
 from .text import ClassSpec, TextEncoder, prompt_rows
 
@@ -138,6 +139,11 @@ class MaskCLIP:
     def _feature_key(image: np.ndarray, scales: Sequence[int], window: int, stride: int) -> str:
         return f"{image_digest(image)}|scales={tuple(int(s) for s in scales)}|window={window}|stride={stride}"
 
+    def has_features(self, image: np.ndarray, scales: Sequence[int] = DEFAULT_SCALES, window: int = DEFAULT_WINDOW,
+                     stride: int = DEFAULT_STRIDE) -> bool:
+        """Whether `image_features` with these arguments is served from memory (no encoder run, no disk read)."""
+        return self.cache.in_memory(self._feature_key(image, scales, window, stride))
+
     def is_ready(self, image: np.ndarray, classes: Sequence[ClassSpec], *,
                  background: Sequence[str] = DEFAULT_BACKGROUND, scales: Sequence[int] = DEFAULT_SCALES,
                  window: int = DEFAULT_WINDOW, stride: int = DEFAULT_STRIDE) -> bool:
@@ -181,8 +187,11 @@ class MaskCLIP:
                 background: Sequence[str] = DEFAULT_BACKGROUND, key_smoothing: bool = True,
                 prompt_denoising: bool = True, pd_threshold: float = 0.5,
                 scales: Sequence[int] = DEFAULT_SCALES, window: int = DEFAULT_WINDOW,
-                stride: int = DEFAULT_STRIDE) -> Segmentation:
-        """Full-resolution class confidences and labels for one image."""
+                stride: int = DEFAULT_STRIDE, learned: LearnedTerm | None = None) -> Segmentation:
+        """Full-resolution class confidences and labels for one image.
+
+        learned: a visual term from verified pixels (`maskclip.prototypes`) blended into the probabilities.
+        """
         if not 0.0 <= pd_threshold <= 1.0:
             raise MaskCLIPError(f"the prompt denoising threshold must lie in [0, 1], got {pd_threshold}")
         text, class_names, groups, bg_index = self.encode_prompts(classes, background)
@@ -200,7 +209,11 @@ class MaskCLIP:
             probs = probabilities(scores)
             if key_smoothing:
                 probs = key_smooth(probs, scale_maps["keys"].to(self.device).flatten(1))
-            merged = torch.stack([probs[rows].amax(dim=0) for rows in groups]).view(len(groups), *grid)
+            merged = torch.stack([probs[rows].amax(dim=0) for rows in groups])
+            if learned is not None:
+                keys = scale_maps["keys"].to(self.device).flatten(1) if key_smoothing else None
+                merged = learned.blend(merged, features.flatten(1), class_names, keys)
+            merged = merged.view(len(groups), *grid)
             upsample_accumulate(acc, merged, weight=1.0 / len(maps))
         # torch's max over the leading axis is ~2x faster than numpy's argmax and ~15x faster than torch's
         # argmax on the CPU; like argmax it returns the first index among equal maxima

@@ -31,3 +31,21 @@ def clip_spec(project, model: str | None = None, pretrained: str | None = None) 
                         "prompt_denoising": bool(method.get("prompt_denoising", True)),
                         "pd_threshold": float(method.get("pd_threshold", 0.5)),
                         "scales": [int(s) for s in method.get("scales", [336])]}}
+
+
+LEARN_DEFAULTS = {"from_verified": False, "weight": 0.5}  # maskclip.prototypes.DEFAULT_WEIGHT
+
+
+def learn_spec(settings: dict, enabled: bool | None = None, weight: float | None = None) -> dict:
+    """Learning from verified pixels: a project's "learn" settings (project.settings) with overrides."""
+    learn = {**LEARN_DEFAULTS, **settings.get("learn", {})}
+    if enabled is not None:
+        learn["from_verified"] = enabled
+    if weight is not None:
+        learn["weight"] = weight
+    weight = float(learn["weight"])
+    if not 0.0 <= weight <= 1.0:
+        from .errors import MaskCLIPError
+
+        raise MaskCLIPError(f"the weight of the learned visual term must lie in [0, 1], got {weight}")
+    return {"from_verified": bool(learn["from_verified"]), "weight": weight}
