@@ -45,10 +45,12 @@ def test_prototype_is_the_weighted_mean_of_unit_features_under_verified_pixels()
     p = ClassPrototypes()
     p.set_image("a", [features], labels, verified, ["a", "b"])
     unit = F.normalize(features.flatten(1), dim=0)
-    known, vectors = p.vectors(["a", "b", "c"])
-    assert known.tolist() == [True, True, False]
-    assert torch.allclose(vectors[0], unit[:, 0], atol=1e-6)
-    assert torch.allclose(vectors[1], F.normalize(unit[:, [3, 7, 11]].sum(dim=1), dim=0), atol=1e-6)
+    known, vectors, centre = p.vectors(["a", "b", "c"])
+    assert known.tolist() == [True, True, False] and not vectors[2].any()
+    b_sum = 0.5 * unit[:, [3, 7, 11]].sum(dim=1)  # each of the three patches half covered
+    assert torch.allclose(centre, (unit[:, 0] + b_sum) / 2.5, atol=1e-6)  # mean over all verified patches
+    assert torch.allclose(vectors[0], F.normalize(unit[:, 0] - centre, dim=0), atol=1e-6)
+    assert torch.allclose(vectors[1], F.normalize(b_sum / 1.5 - centre, dim=0), atol=1e-6)
     assert p.known() == pytest.approx({"a": 1.0, "b": 1.5})
 
 
@@ -77,20 +79,25 @@ def test_updates_are_incremental_and_equal_a_fresh_build():
 
 def test_blend_keeps_unknown_classes_and_is_identity_at_weight_zero():
     torch.manual_seed(2)
-    probs = torch.softmax(torch.randn(3, 12), dim=0)
+    scores = torch.rand(3, 12) * 0.3  # text cosines of classes a, b, c at 12 patches
     features = torch.randn(8, 12)
     p = ClassPrototypes()
     labels = np.zeros((3, 4), np.uint8)
     labels[:, 2:] = 1
     p.set_image("a", [features.view(8, 3, 4)], labels, np.ones((3, 4), bool), ["a", "b", "c"])
-    assert torch.equal(LearnedTerm(p, 0.0).blend(probs, features, ["a", "b", "c"]), probs)
-    out = LearnedTerm(p, 1.0).blend(probs, features, ["a", "b", "c"])
-    assert torch.allclose(out[2], probs[2])  # class c has no verified pixel: its text probability stays
-    assert torch.allclose(out.sum(dim=0), probs.sum(dim=0))  # the known classes' mass is redistributed
+    names = ["a", "b", "c"]
+    assert torch.equal(LearnedTerm(p, 0.0).blend(scores, features, names), scores)
+    out = LearnedTerm(p, 1.0, scale=0.3).blend(scores, features, names)
+    assert torch.equal(out[2], scores[2])  # class c has no verified pixel: its text score stays
+    known, vectors, centre = p.vectors(names)
+    visual = 0.3 * vectors[:2] @ F.normalize(F.normalize(features, dim=0) - centre[:, None], dim=0)
+    assert torch.allclose(out[:2], visual, atol=1e-6)
+    half = LearnedTerm(p, 0.5, scale=0.3).blend(scores, features, names)
+    assert torch.allclose(half[:2], 0.5 * scores[:2] + 0.5 * visual, atol=1e-6)
     with pytest.raises(MaskCLIPError, match="weight"):
-        LearnedTerm(p, 1.5).blend(probs, features, ["a", "b", "c"])
+        LearnedTerm(p, 1.5).blend(scores, features, names)
     with pytest.raises(MaskCLIPError, match="another model"):
-        LearnedTerm(p, 0.5).blend(probs, torch.randn(5, 12), ["a", "b", "c"])
+        LearnedTerm(p, 0.5).blend(scores, torch.randn(5, 12), names)
 
 
 def test_thin_strokes_count_by_the_share_of_the_patch_they_cover():

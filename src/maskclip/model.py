@@ -196,6 +196,10 @@ class MaskCLIP:
             raise MaskCLIPError(f"the prompt denoising threshold must lie in [0, 1], got {pd_threshold}")
         text, class_names, groups, bg_index = self.encode_prompts(classes, background)
         text = text.to(self.device)
+        row_names = [""] * len(text)  # the output class of each text row (what learned prototypes are named by)
+        for c, rows in enumerate(groups):
+            for r in rows:
+                row_names[r] = class_names[c]
 
         maps = self.image_features(image, scales, window, stride)
         height, width = image.shape[:2]
@@ -204,16 +208,14 @@ class MaskCLIP:
             features = scale_maps["features"].to(self.device)
             grid = features.shape[1:]
             scores = text @ F.normalize(features.flatten(1), dim=0)
+            if learned is not None:
+                scores = learned.blend(scores, features.flatten(1), row_names)
             if prompt_denoising:
                 scores, _ = prompt_denoise(scores, pd_threshold)
             probs = probabilities(scores)
             if key_smoothing:
                 probs = key_smooth(probs, scale_maps["keys"].to(self.device).flatten(1))
-            merged = torch.stack([probs[rows].amax(dim=0) for rows in groups])
-            if learned is not None:
-                keys = scale_maps["keys"].to(self.device).flatten(1) if key_smoothing else None
-                merged = learned.blend(merged, features.flatten(1), class_names, keys)
-            merged = merged.view(len(groups), *grid)
+            merged = torch.stack([probs[rows].amax(dim=0) for rows in groups]).view(len(groups), *grid)
             upsample_accumulate(acc, merged, weight=1.0 / len(maps))
         # torch's max over the leading axis is ~2x faster than numpy's argmax and ~15x faster than torch's
         # argmax on the CPU; like argmax it returns the first index among equal maxima

@@ -2,16 +2,18 @@
 
 A correction should help every image immediately, not only the pixels it paints until a MaskCLIP+ run.
 Each class's prototype is the mean of the L2-normalised dense features under its verified pixels over the
-whole project (each patch weighted by the share of it the class's verified pixels cover). The sums are
+whole project (each patch weighted by the share of it the class's verified pixels cover), compared after
+centring on the mean of all verified features. The sums are
 kept per image, so a changed image replaces only its own contribution (no other image is re-read).
 
-Scores then blend MaskCLIP's text probabilities p with a visual term (`blend`):
-    q = softmax(TAU * cos(feature, prototype)) over the classes that have a prototype ("known")
-    visual_c = q_c * sum_{known} p   for known classes (the text's mass on them, redistributed by looks)
-    visual_c = p_c                   for the others (no example: the visual term abstains)
-    result = (1 - weight) * p + weight * visual
-So a class nobody has verified yet keeps its text evidence, and weight 0 is MaskCLIP unchanged. The
-prototypes work on whatever dense features the model caches (any dense mode, any architecture).
+Scores then blend MaskCLIP's text cosine t_c with a visual cosine, class by class:
+    v_c = cos(feature - centre, prototype_c - centre)
+    score_c = (1 - weight) * t_c + weight * VISUAL_SCALE * v_c   for classes with a prototype ("known")
+    score_c = t_c                                               for the others (no example: text only)
+before prompt denoising, softmax and key smoothing, which then work as always. A class nobody has verified
+yet keeps its text evidence, a strong visual match can still beat a confident text score of such a class,
+and weight 0 is MaskCLIP unchanged. The prototypes work on whatever dense features the model caches (any
+dense mode, any architecture).
 """
 from __future__ import annotations
 
@@ -23,9 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from .errors import MaskCLIPError
-from .refine import key_smooth
 
-TAU = 30.0  # softmax temperature of the prototype cosines (bench/bench_learn_from_verified.py chose it)
+# The visual cosine (in [-1, 1]) is scaled into the range of CLIP's text cosines, which softmax(100 * score)
+# turns into probabilities: 0.3 gives the visual term up to +-30 logits (bench/bench_learn_from_verified.py).
+VISUAL_SCALE = 0.3
 DEFAULT_WEIGHT = 0.5
 UNLABELLED = 255
 
@@ -104,44 +107,49 @@ class ClassPrototypes:
         """Classes with a prototype and their verified area (in patches)."""
         return dict(self._weights)
 
-    def vectors(self, class_names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(known [K] bool, prototypes [K, D] unit vectors, zero rows where unknown) for these output classes."""
+    def vectors(self, class_names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(known [K] bool, prototypes [K, D] unit vectors with zero rows where unknown, centre [D]).
+
+        Features and prototypes are compared after subtracting `centre`, the mean unit feature of all
+        verified patches: dense CLIP features share a large common direction (more so with random
+        weights), which otherwise makes every prototype look alike (SimpleShot's centring, Wang et al. 2019).
+        """
         known = torch.tensor([n in self._sums for n in class_names], dtype=torch.bool)
         if not known.any():
-            return known, torch.zeros(len(class_names), 0)
-        dim = next(iter(self._sums.values())).shape[0]
-        rows = [F.normalize(self._sums[n].float(), dim=0) if n in self._sums else torch.zeros(dim)
-                for n in class_names]
-        return known, torch.stack(rows)
-
+            return known, torch.zeros(len(class_names), 0), torch.zeros(0)
+        total = sum(self._weights.values())
+        centre = (sum(self._sums.values()) / total).float()
+        dim = centre.shape[0]
+        rows = [F.normalize((self._sums[n] / self._weights[n]).float() - centre, dim=0) if n in self._sums
+                else torch.zeros(dim) for n in class_names]
+        return known, torch.stack(rows), centre
 
 @dataclass(frozen=True)
 class LearnedTerm:
-    """What `MaskCLIP.segment(learned=...)` blends in: prototypes (read at call time) and the weight."""
+    """What `MaskCLIP.segment(learned=...)` blends into the text scores: prototypes (read at call time),
+    the weight and the visual cosine's scale."""
 
     prototypes: ClassPrototypes
     weight: float = DEFAULT_WEIGHT
-    tau: float = TAU
+    scale: float = VISUAL_SCALE
 
-    def blend(self, probs: torch.Tensor, features: torch.Tensor, class_names: Sequence[str],
-              keys: torch.Tensor | None = None) -> torch.Tensor:
-        """probs [K, N] (MaskCLIP, per output class) and features [D, N] -> blended probabilities [K, N].
-        keys [C, N]: key-smooth the visual term too (as MaskCLIP's own probabilities were)."""
+    def blend(self, scores: torch.Tensor, features: torch.Tensor, row_names: Sequence[str]) -> torch.Tensor:
+        """Text cosine scores [R, N] (one row per prompt row, `row_names` its output class) and dense features
+        [D, N] -> blended scores [R, N], before prompt denoising, softmax and key smoothing."""
         weight = check_weight(self.weight)
-        known, vectors = self.prototypes.vectors(class_names)
+        known, vectors, centre = self.prototypes.vectors(row_names)
         if weight == 0.0 or not known.any():
-            return probs
-        vectors = vectors[known].to(features.device)
+            return scores
+        vectors, centre = vectors[known].to(features.device), centre.to(features.device)
         if vectors.shape[1] != features.shape[0]:
             raise MaskCLIPError(f"the learned prototypes have {vectors.shape[1]} channels but the model's dense "
                                 f"features have {features.shape[0]}: they were learned with another model")
-        known = known.to(probs.device)
-        q = torch.softmax(self.tau * (vectors @ F.normalize(features, dim=0)), dim=0)
-        if keys is not None:
-            q = key_smooth(q, keys)
-        visual = probs.clone()
-        visual[known] = q * probs[known].sum(dim=0, keepdim=True)
-        return (1.0 - weight) * probs + weight * visual
+        centred = F.normalize(F.normalize(features, dim=0) - centre[:, None], dim=0)
+        visual = self.scale * (vectors @ centred)
+        known = known.to(scores.device)
+        out = scores.clone()
+        out[known] = (1.0 - weight) * scores[known] + weight * visual
+        return out
 
 
 class ProjectPrototypes:

@@ -118,15 +118,24 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MASKCLIP_TOY_CLIP_DIR", Path.home() / ".cache" / "maskclip"))
 
 
-def checkpoint_path(steps: int = RECIPE["steps"]) -> Path:
-    """Where the checkpoint of this recipe lives (it may not exist yet)."""
-    return cache_dir() / f"toy-clip-v{RECIPE_VERSION}-{steps}steps.pt"
+def checkpoint_path(steps: int = RECIPE["steps"], batch_size: int = RECIPE["batch_size"]) -> Path:
+    """Where the checkpoint of this recipe (or of a shorter variant) lives; it may not exist yet."""
+    return cache_dir() / f"toy-clip-v{RECIPE_VERSION}-{steps}x{batch_size}.pt"
 
 
 def find_checkpoint() -> Path | None:
-    """The cached checkpoint of the full recipe, or None (tests then skip, benchmarks say how to build it)."""
-    path = checkpoint_path()
-    return path if path.is_file() else None
+    """The cached checkpoint of the full recipe; else the most trained shorter build (a trial run on a busy
+    machine); None when there is none (tests then skip, benchmarks say how to build one)."""
+    full = checkpoint_path()
+    if full.is_file():
+        return full
+
+    def samples(path: Path) -> int:
+        steps, batch = path.stem.rsplit("-", 1)[1].split("x")
+        return int(steps) * int(batch)
+    builds = [p for p in cache_dir().glob(f"toy-clip-v{RECIPE_VERSION}-*x*.pt") if not p.name.endswith(".partial.pt")]
+    builds.sort(key=samples)
+    return builds[-1] if builds else None
 
 
 def _multi_positive_loss(image_emb, text_emb, objects: list[tuple[int, ...]], logit_scale):
@@ -151,14 +160,16 @@ def _batch(rng: np.random.Generator, size: int, model, tokenizer):
 def train(out: str | os.PathLike | None = None, *, steps: int = RECIPE["steps"],
           batch_size: int = RECIPE["batch_size"], lr: float = RECIPE["lr"], warmup: int = RECIPE["warmup"],
           weight_decay: float = RECIPE["weight_decay"], seed: int = RECIPE["seed"], log_every: int = 50,
-          log=print) -> Path:
-    """Train the toy CLIP and write its open_clip state dict (default: `checkpoint_path(steps)`)."""
+          save_every: int = 0, log=print) -> Path:
+    """Train the toy CLIP and write its open_clip state dict (default: `checkpoint_path(steps)`).
+
+    save_every > 0 also writes `<out>.partial.pt` every that many steps (to look at a long run early)."""
     import open_clip
 
     from . import backbone  # noqa: F401  registers the model configs with open_clip
     from .atomic import atomic_write
 
-    out = Path(out) if out is not None else checkpoint_path(steps)
+    out = Path(out) if out is not None else checkpoint_path(steps, batch_size)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -186,6 +197,9 @@ def train(out: str | os.PathLike | None = None, *, steps: int = RECIPE["steps"],
             elapsed = time.perf_counter() - start
             log(f"step {step + 1}/{steps} loss {loss.item():.3f} scale {model.logit_scale.exp().item():.1f} "
                 f"{elapsed:.0f}s (eta {elapsed / (step + 1) * (steps - step - 1):.0f}s)")
+        if save_every and (step + 1) % save_every == 0 and step + 1 < steps:
+            with atomic_write(out.with_suffix(".partial.pt"), "wb") as f:
+                torch.save(model.state_dict(), f)
     model.eval()
     with atomic_write(out, "wb") as f:
         torch.save(model.state_dict(), f)
@@ -221,13 +235,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: this model's matrices are so small that a second "
                              "thread costs ~3x the CPU time for little speed)")
+    parser.add_argument("--save-every", type=int, default=0, help="also write <out>.partial.pt every N steps")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, args.threads))
-    out = Path(args.out) if args.out else checkpoint_path(args.steps)
+    out = Path(args.out) if args.out else checkpoint_path(args.steps, args.batch_size)
     if out.is_file() and not args.force:
         print(f"{out} exists (use --force to train again)")
         return 0
-    path = train(out, steps=args.steps, batch_size=args.batch_size)
+    path = train(out, steps=args.steps, batch_size=args.batch_size, save_every=args.save_every)
     import maskclip
 
     model = maskclip.load(MODEL_NAME, pretrained=path, device="auto")
