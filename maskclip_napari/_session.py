@@ -7,6 +7,7 @@ too long; anything else goes to a worker.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -63,6 +64,7 @@ class ModelSession:
     cache_dir: Path | None = None  # the project's feature cache the model writes to
     learner: ProjectPrototypes | None = field(default=None, repr=False)  # "Learn from corrections"
     learner_synced: bool = False  # the learner has seen every verified pixel of the project
+    _learn_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # GUI thread vs worker
 
     @classmethod
     def load(cls, choice: ModelChoice, cache_dir: Path | None) -> "ModelSession":
@@ -104,20 +106,25 @@ class ModelSession:
 
     def learn_all(self, project, method: Method) -> Iterator[str]:
         """Worker body part: read the verified pixels of every image changed since the last time."""
-        learner = self._learner_for(method)
-        pending = learner.pending(self.model, project)
-        for done, image_id in enumerate(pending, start=1):
-            yield f"Learning from the corrections of {image_id} ({done}/{len(pending)})…"
-            learner.update_image(self.model, project, image_id)
-        self.learner_synced = True
+        while True:  # until nothing changed meanwhile (the GUI thread may commit corrections)
+            with self._learn_lock:
+                learner = self._learner_for(method)
+                pending = learner.pending(self.model, project)
+                if not pending:
+                    self.learner_synced = True
+                    return
+            for done, image_id in enumerate(pending, start=1):  # the prototypes themselves are thread-safe
+                yield f"Learning from the corrections of {image_id} ({done}/{len(pending)})…"
+                learner.update_image(self.model, project, image_id)
 
     def learn_image(self, project, image_id: str, image: np.ndarray, method: Method) -> bool:
         """After a correction: re-read this image's verified pixels now when its features are in memory
         (a few ms); otherwise the next segmentation job does it. Returns whether the prototypes changed."""
-        learner = self._learner_for(method)
-        if not learner.is_cheap(self.model, image):
-            self.learner_synced = False
-            return False
+        with self._learn_lock:
+            learner = self._learner_for(method)
+            if not learner.is_cheap(self.model, image):
+                self.learner_synced = False
+                return False
         version = learner.prototypes.version
         learner.update_image(self.model, project, image_id, image)
         return learner.prototypes.version != version

@@ -17,6 +17,7 @@ dense mode, any architecture).
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -54,12 +55,14 @@ def patch_class_weights(labels: np.ndarray, verified: np.ndarray, grid: tuple[in
 
 @dataclass
 class ClassPrototypes:
-    """Sums of verified-pixel features per class name, kept per image so images update independently."""
+    """Sums of verified-pixel features per class name, kept per image so images update independently.
+    Thread-safe: a GUI thread may teach while a worker segments with it."""
 
     _images: dict[str, dict[str, tuple[torch.Tensor, float]]] = field(default_factory=dict)
     _sums: dict[str, torch.Tensor] = field(default_factory=dict)
     _weights: dict[str, float] = field(default_factory=dict)
     version: int = 0  # bumped on every change (a GUI redraws when it moves)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def set_image(self, image_id: str, feature_maps: Sequence[torch.Tensor], labels: np.ndarray,
                   verified: np.ndarray, class_names: Sequence[str]) -> None:
@@ -75,18 +78,20 @@ class ClassPrototypes:
             for c, share in patch_class_weights(labels, verified, tuple(features.shape[1:]), present).items():
                 total, weight = contribution.get(class_names[c], (0.0, 0.0))
                 contribution[class_names[c]] = (total + (unit @ share).double(), weight + float(share.sum()))
-        self._remove(image_id)
-        if contribution:
-            self._images[image_id] = contribution
-            for name, (total, weight) in contribution.items():
-                self._sums[name] = self._sums.get(name, 0.0) + total
-                self._weights[name] = self._weights.get(name, 0.0) + weight
-        self.version += 1
+        with self._lock:
+            self._remove(image_id)
+            if contribution:
+                self._images[image_id] = contribution
+                for name, (total, weight) in contribution.items():
+                    self._sums[name] = self._sums.get(name, 0.0) + total
+                    self._weights[name] = self._weights.get(name, 0.0) + weight
+            self.version += 1
 
     def remove_image(self, image_id: str) -> None:
-        if image_id in self._images:
-            self._remove(image_id)
-            self.version += 1
+        with self._lock:
+            if image_id in self._images:
+                self._remove(image_id)
+                self.version += 1
 
     def _remove(self, image_id: str) -> None:
         for name, (total, weight) in self._images.pop(image_id, {}).items():
@@ -96,16 +101,19 @@ class ClassPrototypes:
                 del self._sums[name], self._weights[name]
 
     def clear(self) -> None:
-        self._images.clear(), self._sums.clear(), self._weights.clear()
-        self.version += 1
+        with self._lock:
+            self._images.clear(), self._sums.clear(), self._weights.clear()
+            self.version += 1
 
     @property
     def image_ids(self) -> list[str]:
-        return list(self._images)
+        with self._lock:
+            return list(self._images)
 
     def known(self) -> dict[str, float]:
         """Classes with a prototype and their verified area (in patches)."""
-        return dict(self._weights)
+        with self._lock:
+            return dict(self._weights)
 
     def vectors(self, class_names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(known [K] bool, prototypes [K, D] unit vectors with zero rows where unknown, centre [D]).
@@ -114,14 +122,14 @@ class ClassPrototypes:
         verified patches: dense CLIP features share a large common direction (more so with random
         weights), which otherwise makes every prototype look alike (SimpleShot's centring, Wang et al. 2019).
         """
-        known = torch.tensor([n in self._sums for n in class_names], dtype=torch.bool)
+        with self._lock:
+            sums, weights = dict(self._sums), dict(self._weights)
+        known = torch.tensor([n in sums for n in class_names], dtype=torch.bool)
         if not known.any():
             return known, torch.zeros(len(class_names), 0), torch.zeros(0)
-        total = sum(self._weights.values())
-        centre = (sum(self._sums.values()) / total).float()
-        dim = centre.shape[0]
-        rows = [F.normalize((self._sums[n] / self._weights[n]).float() - centre, dim=0) if n in self._sums
-                else torch.zeros(dim) for n in class_names]
+        centre = (sum(sums.values()) / sum(weights.values())).float()
+        rows = [F.normalize((sums[n] / weights[n]).float() - centre, dim=0) if n in sums
+                else torch.zeros(centre.shape[0]) for n in class_names]
         return known, torch.stack(rows), centre
 
 @dataclass(frozen=True)
