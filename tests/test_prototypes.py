@@ -187,3 +187,12 @@ def test_project_segment_learns_from_verified_pixels(tiny_vit, project, capsys, 
     project.update_settings({"learn": {"from_verified": False}})
     assert main(["project", "segment", str(project.root), "--device", "cpu", "--weight", "2"]) != 0
     assert "must lie in [0, 1], got 2.0" in capsys.readouterr().err
+
+
+def test_another_project_starts_over(tiny_vit, project, tmp_path):
+    labels = np.ones((96, 128), np.uint8)
+    project.set_labels(project.image_ids[0], labels, verified=labels == 1)
+    learner = ProjectPrototypes(SCALES)
+    learner.sync(tiny_vit, project)
+    other = Project.create(tmp_path / "other", project.root / "images", ["sky", "road"])
+    assert learner.pending(tiny_vit, other) == [] and learner.prototypes.known() == {}

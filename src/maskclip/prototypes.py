@@ -164,7 +164,7 @@ class ProjectPrototypes:
     """A project's class prototypes for one model and scale set, kept in step with its verified pixels.
 
     `sync` visits only images whose label revision changed since it last saw them (a stroke re-reads one
-    image); a change of model, scales or class names starts over. Features come from the model's cache
+    image); another project, model or set of class names starts over. Features come from the model's cache
     (`MaskCLIP.image_features`), so an image already segmented costs no encoder run.
     """
 
@@ -180,7 +180,7 @@ class ProjectPrototypes:
         return {"scales": self.scales, **extra}
 
     def _check_context(self, model, project) -> None:
-        context = (repr(model.signature), tuple(project.class_names))
+        context = (repr(model.signature), str(project.root), tuple(project.class_names))
         if context != self._context:
             self.prototypes.clear()
             self._revisions.clear()
