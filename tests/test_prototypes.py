@@ -45,12 +45,11 @@ def test_prototype_is_the_weighted_mean_of_unit_features_under_verified_pixels()
     p = ClassPrototypes()
     p.set_image("a", [features], labels, verified, ["a", "b"])
     unit = F.normalize(features.flatten(1), dim=0)
-    known, vectors, centre = p.vectors(["a", "b", "c"])
+    known, vectors = p.vectors(["a", "b", "c"])
     assert known.tolist() == [True, True, False] and not vectors[2].any()
-    b_sum = 0.5 * unit[:, [3, 7, 11]].sum(dim=1)  # each of the three patches half covered
-    assert torch.allclose(centre, (unit[:, 0] + b_sum) / 2.5, atol=1e-6)  # mean over all verified patches
-    assert torch.allclose(vectors[0], F.normalize(unit[:, 0] - centre, dim=0), atol=1e-6)
-    assert torch.allclose(vectors[1], F.normalize(b_sum / 1.5 - centre, dim=0), atol=1e-6)
+    assert torch.allclose(vectors[0], unit[:, 0], atol=1e-6)
+    # each of the three patches half covered: equal weights, so the mean's direction is their sum's
+    assert torch.allclose(vectors[1], F.normalize(unit[:, [3, 7, 11]].sum(dim=1), dim=0), atol=1e-6)
     assert p.known() == pytest.approx({"a": 1.0, "b": 1.5})
 
 
@@ -89,8 +88,8 @@ def test_blend_keeps_unknown_classes_and_is_identity_at_weight_zero():
     assert torch.equal(LearnedTerm(p, 0.0).blend(scores, features, names), scores)
     out = LearnedTerm(p, 1.0, scale=0.3).blend(scores, features, names)
     assert torch.equal(out[2], scores[2])  # class c has no verified pixel: its text score stays
-    known, vectors, centre = p.vectors(names)
-    visual = 0.3 * vectors[:2] @ F.normalize(F.normalize(features, dim=0) - centre[:, None], dim=0)
+    known, vectors = p.vectors(names)
+    visual = 0.3 * vectors[:2] @ F.normalize(features, dim=0)
     assert torch.allclose(out[:2], visual, atol=1e-6)
     half = LearnedTerm(p, 0.5, scale=0.3).blend(scores, features, names)
     assert torch.allclose(half[:2], 0.5 * scores[:2] + 0.5 * visual, atol=1e-6)

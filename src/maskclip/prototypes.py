@@ -2,12 +2,11 @@
 
 A correction should help every image immediately, not only the pixels it paints until a MaskCLIP+ run.
 Each class's prototype is the mean of the L2-normalised dense features under its verified pixels over the
-whole project (each patch weighted by the share of it the class's verified pixels cover), compared after
-centring on the mean of all verified features. The sums are
+whole project (each patch weighted by the share of it the class's verified pixels cover). The sums are
 kept per image, so a changed image replaces only its own contribution (no other image is re-read).
 
 Scores then blend MaskCLIP's text cosine t_c with a visual cosine, class by class:
-    v_c = cos(feature - centre, prototype_c - centre)
+    v_c = cos(feature, prototype_c)
     score_c = (1 - weight) * t_c + weight * VISUAL_SCALE * v_c   for classes with a prototype ("known")
     score_c = t_c                                               for the others (no example: text only)
 before prompt denoising, softmax and key smoothing, which then work as always. A class nobody has verified
@@ -27,9 +26,9 @@ import torch.nn.functional as F
 
 from .errors import MaskCLIPError
 
-# The visual cosine (in [-1, 1]) is scaled into the range of CLIP's text cosines, which softmax(100 * score)
-# turns into probabilities: 0.3 gives the visual term up to +-30 logits (bench/bench_learn_from_verified.py).
-VISUAL_SCALE = 0.3
+# Factor on the visual cosine before it is blended with the text cosine (both then go through softmax(100 *
+# score)); 1.0 beat 0.1 and 0.3 on the toy CLIP (bench/bench_learn_from_verified.py, bench/results.md).
+VISUAL_SCALE = 1.0
 DEFAULT_WEIGHT = 0.5
 UNLABELLED = 255
 
@@ -115,22 +114,19 @@ class ClassPrototypes:
         with self._lock:
             return dict(self._weights)
 
-    def vectors(self, class_names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(known [K] bool, prototypes [K, D] unit vectors with zero rows where unknown, centre [D]).
+    def vectors(self, class_names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(known [K] bool, prototypes [K, D] unit vectors with zero rows where unknown).
 
-        Features and prototypes are compared after subtracting `centre`, the mean unit feature of all
-        verified patches: dense CLIP features share a large common direction (more so with random
-        weights), which otherwise makes every prototype look alike (SimpleShot's centring, Wang et al. 2019).
-        """
+        Plain cosines to the class means: centring on the mean verified feature (SimpleShot) was measured
+        and lost on both benchmarks (bench/results.md)."""
         with self._lock:
-            sums, weights = dict(self._sums), dict(self._weights)
+            sums = dict(self._sums)
         known = torch.tensor([n in sums for n in class_names], dtype=torch.bool)
         if not known.any():
-            return known, torch.zeros(len(class_names), 0), torch.zeros(0)
-        centre = (sum(sums.values()) / sum(weights.values())).float()
-        rows = [F.normalize((sums[n] / weights[n]).float() - centre, dim=0) if n in sums
-                else torch.zeros(centre.shape[0]) for n in class_names]
-        return known, torch.stack(rows), centre
+            return known, torch.zeros(len(class_names), 0)
+        dim = next(iter(sums.values())).shape[0]
+        rows = [F.normalize(sums[n].float(), dim=0) if n in sums else torch.zeros(dim) for n in class_names]
+        return known, torch.stack(rows)
 
 @dataclass(frozen=True)
 class LearnedTerm:
@@ -145,15 +141,14 @@ class LearnedTerm:
         """Text cosine scores [R, N] (one row per prompt row, `row_names` its output class) and dense features
         [D, N] -> blended scores [R, N], before prompt denoising, softmax and key smoothing."""
         weight = check_weight(self.weight)
-        known, vectors, centre = self.prototypes.vectors(row_names)
+        known, vectors = self.prototypes.vectors(row_names)
         if weight == 0.0 or not known.any():
             return scores
-        vectors, centre = vectors[known].to(features.device), centre.to(features.device)
+        vectors = vectors[known].to(features.device)
         if vectors.shape[1] != features.shape[0]:
             raise MaskCLIPError(f"the learned prototypes have {vectors.shape[1]} channels but the model's dense "
                                 f"features have {features.shape[0]}: they were learned with another model")
-        centred = F.normalize(F.normalize(features, dim=0) - centre[:, None], dim=0)
-        visual = self.scale * (vectors @ centred)
+        visual = self.scale * (vectors @ F.normalize(features, dim=0))
         known = known.to(scores.device)
         out = scores.clone()
         out[known] = (1.0 - weight) * scores[known] + weight * visual
