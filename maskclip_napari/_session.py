@@ -7,7 +7,8 @@ too long; anything else goes to a worker.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -15,6 +16,7 @@ import numpy as np
 
 import maskclip
 from maskclip.images import read_image
+from maskclip.prototypes import LearnedTerm, ProjectPrototypes
 
 # Redraws of at most this many output values (pixels x classes) run on the GUI thread: 1024 x 1024 pixels
 # with 16 classes take ~40 ms on two CPU cores (bench/results.md: 512 x 512 x 21 in ~13 ms).
@@ -44,14 +46,16 @@ class Method:
     scales: tuple[int, ...] = (336,)
     dense_mode: str = "maskclip"
     other_options: tuple[tuple[str, object], ...] = ()  # further SegmentOptions fields from the project settings
+    learn_weight: float = 0.0  # weight of the visual term learned from verified pixels; 0 = text only
 
     def _kwargs(self) -> dict:
         return dict(background=list(self.background), scales=self.scales, dense_mode=self.dense_mode,
                     key_smoothing=self.key_smoothing, prompt_denoising=self.prompt_denoising,
                     pd_threshold=self.pd_threshold, **dict(self.other_options))
 
-    def segment(self, model: maskclip.MaskCLIP, image: np.ndarray) -> maskclip.Segmentation:
-        return model.segment(image, [list(c) for c in self.classes], **self._kwargs())
+    def segment(self, model: maskclip.MaskCLIP, image: np.ndarray,
+                learned: LearnedTerm | None = None) -> maskclip.Segmentation:
+        return model.segment(image, [list(c) for c in self.classes], learned=learned, **self._kwargs())
 
     def is_ready(self, model: maskclip.MaskCLIP, image: np.ndarray) -> bool:
         """Features of this dense mode in memory and every name embedded (another mode re-encodes)."""
@@ -63,6 +67,9 @@ class ModelSession:
     choice: ModelChoice
     model: maskclip.MaskCLIP
     cache_dir: Path | None = None  # the project's feature cache the model writes to
+    learner: ProjectPrototypes | None = field(default=None, repr=False)  # "Learn from corrections"
+    learner_synced: bool = False  # the learner has seen every verified pixel of the project
+    _learn_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # GUI thread vs worker
 
     @classmethod
     def load(cls, choice: ModelChoice, cache_dir: Path | None) -> "ModelSession":
@@ -83,10 +90,57 @@ class ModelSession:
         classes = len(method.classes) + (1 if method.background else 0)
         if image.shape[0] * image.shape[1] * classes > GUI_THREAD_REDRAW_VALUES:
             return False
+        if method.learn_weight > 0 and not self.learning_ready(method):
+            return False
         return method.is_ready(self.model, image)
 
     def segment(self, image: np.ndarray, method: Method) -> maskclip.Segmentation:
-        return method.segment(self.model, image)
+        learned = None
+        if method.learn_weight > 0 and self.learner is not None:
+            learned = self.learner.term(method.learn_weight)
+        return method.segment(self.model, image, learned)
+
+    # --- learning from corrections (maskclip.prototypes) ----------------------------------------
+    def _learner_for(self, method: Method) -> ProjectPrototypes:
+        """The learner on the features this method segments with (scales, windows, dense mode)."""
+        other = dict(method.other_options)
+        wanted = (tuple(method.scales), other.get("window"), other.get("stride"), method.dense_mode,
+                  other.get("window_norm"))
+        current = self.learner
+        if current is None or (current.scales, current.window, current.stride, current.dense_mode,
+                               current.window_norm) != wanted:
+            self.learner = ProjectPrototypes(method.scales, other.get("window"), other.get("stride"),
+                                             dense_mode=method.dense_mode, window_norm=other.get("window_norm"))
+            self.learner_synced = False
+        return self.learner
+
+    def learning_ready(self, method: Method) -> bool:
+        return self.learner is not None and self.learner_synced and self.learner.scales == tuple(method.scales)
+
+    def learn_all(self, project, method: Method) -> Iterator[str]:
+        """Worker body part: read the verified pixels of every image changed since the last time."""
+        while True:  # until nothing changed meanwhile (the GUI thread may commit corrections)
+            with self._learn_lock:
+                learner = self._learner_for(method)
+                pending = learner.pending(self.model, project)
+                if not pending:
+                    self.learner_synced = True
+                    return
+            for done, image_id in enumerate(pending, start=1):  # the prototypes themselves are thread-safe
+                yield f"Learning from the corrections of {image_id} ({done}/{len(pending)})…"
+                learner.update_image(self.model, project, image_id)
+
+    def learn_image(self, project, image_id: str, image: np.ndarray, method: Method) -> bool:
+        """After a correction: re-read this image's verified pixels now when its features are in memory
+        (a few ms); otherwise the next segmentation job does it. Returns whether the prototypes changed."""
+        with self._learn_lock:
+            learner = self._learner_for(method)
+            if not learner.is_cheap(self.model, image):
+                self.learner_synced = False
+                return False
+        version = learner.prototypes.version
+        learner.update_image(self.model, project, image_id, image)
+        return learner.prototypes.version != version
 
 
 @dataclass
@@ -98,17 +152,20 @@ class JobResult:
 
 
 def segment_job(session: ModelSession | None, choice: ModelChoice, cache_dir: Path | None,
-                images: Sequence[tuple[str, Path]], method: Method) -> Iterator[object]:
+                images: Sequence[tuple[str, Path]], method: Method, project=None) -> Iterator[object]:
     """Worker body: load the model if needed, then segment each (image id, path).
 
     Yields the ModelSession once loaded (so the GUI keeps it even if the job is cancelled later), a str
     while waiting on something slow, and a JobResult per image. Errors propagate to the worker's
-    `errored` signal; cancelling stops at the next yield.
+    `errored` signal; cancelling stops at the next yield. With learning from corrections on (and the
+    project given), the prototypes are brought up to date first.
     """
     if session is None or not session.serves(choice, cache_dir):
         yield f"Loading {choice.describe()}…"
         session = ModelSession.load(choice, cache_dir)
         yield session
+    if method is not None and method.learn_weight > 0 and project is not None:
+        yield from session.learn_all(project, method)
     for done, (image_id, path) in enumerate(images, start=1):
         yield f"Segmenting {image_id} ({done}/{len(images)})…"
         image = read_image(path)

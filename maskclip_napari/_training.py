@@ -774,13 +774,17 @@ class TrainingSection(QGroupBox):
             except ValueError:
                 continue
         same = self._shows_own_project()
-        if not crashed and code == 0 and isinstance(summary, dict):
+        # exit code 1 with a summary: the batch ran and skipped images it could not read (named in "failed")
+        if not crashed and code in (0, 1) and isinstance(summary, dict) and (code == 0 or summary.get("failed")):
             self.refine_summary = summary
             self._end_process()
             if same and not self._shutting_down:
                 self.host.refresh_from_project()
+            skipped = [str(item.get("id")) for item in summary.get("failed", []) if isinstance(item, dict)]
+            note = f" Skipped {len(skipped)} unreadable: {', '.join(skipped[:5])}." if skipped else ""
             self._finish(f"Refined {summary.get('refined', 0)} images ({summary.get('changed_pixels', 0)} pixels "
-                         "changed; verified pixels kept). The previous labels are in each image's history.")
+                         "changed; verified pixels kept). The previous labels are in each image's history." + note,
+                         failed=bool(skipped))
             return
         if same and not self._shutting_down:
             self.host.refresh_from_project()  # the images refined before the failure show their new labels

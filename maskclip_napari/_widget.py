@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
     QApplication,
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QFrame,
@@ -37,7 +38,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QListWidget,
     QListWidgetItem,
-    QDoubleSpinBox,
     QProgressBar,
     QMessageBox,
     QPushButton,
@@ -52,7 +52,7 @@ from maskclip.errors import MaskCLIPError, WeightsUnavailableError
 from maskclip.export import FORMATS, export_project
 from maskclip.options import DENSE_MODE_NAMES, MODE_DEFAULTS
 from maskclip.project import Project
-from maskclip.settings import clip_spec, parse_pretrained
+from maskclip.settings import clip_spec, learn_spec, parse_pretrained
 
 from ._class_editor import ClassEditor
 from ._history import EditHistory
@@ -334,6 +334,7 @@ class AnnotatorWidget(QWidget):
         self.scale_spin.setSuffix(" px")
         self.scale_spin.setToolTip("Images are resized to this short side before encoding (336 is a good default)")
         form.addRow("Short side", self.scale_spin)
+        form.addRow(self._build_learning_row())
         v.addLayout(form)
         for w in (self.ks_check, self.pd_check):
             w.toggled.connect(self._schedule_redraw)
@@ -395,6 +396,26 @@ class AnnotatorWidget(QWidget):
             combo.currentTextChanged.connect(self._on_model_choice_changed)
         self.device_combo.currentTextChanged.connect(self._on_model_choice_changed)
         return box
+
+    def _build_learning_row(self) -> QHBoxLayout:
+        """'Learn from corrections' and its weight (maskclip.prototypes)."""
+        row = QHBoxLayout()
+        self.learn_check = QCheckBox("Learn from corrections")
+        self.learn_check.setToolTip("Verified pixels teach every image at once: each class's look in CLIP's "
+                                    "feature space (from all verified pixels of the project) is blended "
+                                    "with its text prompt")
+        self.learn_weight = QDoubleSpinBox()
+        self.learn_weight.setRange(0.0, 1.0)
+        self.learn_weight.setSingleStep(0.1)
+        self.learn_weight.setDecimals(2)
+        self.learn_weight.setToolTip("Weight of what was learned from corrections (0 = text only, 1 = looks only "
+                                     "among the classes that have corrections)")
+        self.learn_check.toggled.connect(self._schedule_redraw)
+        self.learn_weight.valueChanged.connect(self._schedule_redraw)
+        row.addWidget(self.learn_check)
+        row.addWidget(QLabel("weight"))
+        row.addWidget(self.learn_weight)
+        return row
 
     def _build_export_box(self) -> QGroupBox:
         """Export format, verified-only and the Export button."""
@@ -601,7 +622,7 @@ class AnnotatorWidget(QWidget):
         method = settings.get("method", {})
         model = settings.get("model", {})
         widgets = (self.ks_check, self.pd_check, self.pd_slider, self.scale_spin, self.dense_mode_combo,
-                   self.model_combo, self.weights_combo, self.device_combo)
+                   self.learn_check, self.learn_weight, self.model_combo, self.weights_combo, self.device_combo)
         for w in widgets:
             w.blockSignals(True)
         try:
@@ -610,6 +631,9 @@ class AnnotatorWidget(QWidget):
             self.pd_slider.setValue(float(method.get("pd_threshold", 0.5)))
             self.scale_spin.setValue(int((method.get("scales") or [336])[0]))
             self.dense_mode_combo.setCurrentIndex(max(0, self.dense_mode_combo.findData(model.get("dense_mode"))))
+            learn = learn_spec(settings)
+            self.learn_check.setChecked(learn["from_verified"])
+            self.learn_weight.setValue(learn["weight"])
             self.model_combo.setCurrentText(model.get("name", "ViT-B-16"))
             weights = model.get("pretrained", "openai")
             self.weights_combo.setCurrentText(RANDOM_WEIGHTS if weights is None else str(weights))
@@ -618,6 +642,7 @@ class AnnotatorWidget(QWidget):
             for w in widgets:
                 w.blockSignals(False)
         self.pd_slider.setEnabled(self.pd_check.isChecked())
+        self.learn_weight.setEnabled(self.learn_check.isChecked())
 
     def set_model_choice(self, model: str | None = None, weights: str | None = None, device: str | None = None) -> None:
         """Preset the model controls (launcher options); None keeps the current value."""
@@ -639,7 +664,11 @@ class AnnotatorWidget(QWidget):
         return Method(classes=tuple(tuple(c) for c in p.prompts), background=tuple(p.background),
                       key_smoothing=self.ks_check.isChecked(), prompt_denoising=self.pd_check.isChecked(),
                       pd_threshold=round(float(self.pd_slider.value()), 4), scales=(int(self.scale_spin.value()),),
-                      dense_mode=self.dense_mode(), other_options=self._other_options())
+                      dense_mode=self.dense_mode(), other_options=self._other_options(),
+                      learn_weight=self._learn_weight())
+
+    def _learn_weight(self) -> float:
+        return round(float(self.learn_weight.value()), 4) if self.learn_check.isChecked() else 0.0
 
     def _other_options(self) -> tuple:
         """SegmentOptions set in the project's settings (CLI or API) that have no control here; the
@@ -659,6 +688,8 @@ class AnnotatorWidget(QWidget):
         if m is not None:
             update["method"] = {"key_smoothing": m.key_smoothing, "prompt_denoising": m.prompt_denoising,
                                 "pd_threshold": m.pd_threshold, "scales": list(m.scales)}
+        update["learn"] = {"from_verified": self.learn_check.isChecked(),
+                           "weight": round(float(self.learn_weight.value()), 4)}
         try:
             self.project.update_settings(update)
         except MaskCLIPError as exc:
@@ -1040,6 +1071,7 @@ class AnnotatorWidget(QWidget):
             return
         self._dirty = False
         self._refresh_item(self.current_id)
+        self._learn_from_current()
 
     def undo(self) -> None:
         """Undo the last edit of this image (stroke, fill, Reviewed ✓, Class ✓): labels and verified pixels
@@ -1121,6 +1153,7 @@ class AnnotatorWidget(QWidget):
         if self._dirty:
             return  # the save failed and said why
         self._refresh_item(self.current_id)
+        self._learn_from_current()
         labelled = int((values > 0).sum())
         if class_index is None:
             self.show_message(f"{self.current_id}: reviewed: {labelled} labelled and {values.size - labelled} "
@@ -1219,6 +1252,23 @@ class AnnotatorWidget(QWidget):
         if self._remember_timer.isActive():
             self._remember_image()
 
+    def _learn_from_current(self) -> None:
+        """With 'Learn from corrections' on, the current image's new verified pixels update the class
+        prototypes at once (features in memory: a few ms) and the image is redrawn with them; otherwise the
+        next segmentation job reads them."""
+        method = self.method() if self.project is not None and self.project.classes else None
+        if method is None or method.learn_weight == 0 or self.session is None or self._image is None:
+            return
+        if not self.session.serves(self.model_choice(), self.project.cache_dir):
+            return
+        try:
+            changed = self.session.learn_image(self.project, self.current_id, self._image, method)
+        except MaskCLIPError as exc:
+            self._show_error(exc)
+            return
+        if changed and self._has_prediction():
+            self._schedule_redraw()
+
     def hideEvent(self, event):
         self._flush()
         super().hideEvent(event)
@@ -1277,6 +1327,7 @@ class AnnotatorWidget(QWidget):
 
     def _schedule_redraw(self, *_):
         self.pd_slider.setEnabled(self.pd_check.isChecked())
+        self.learn_weight.setEnabled(self.learn_check.isChecked())
         self._redraw_timer.start()
 
     def _has_prediction(self) -> bool:
@@ -1336,7 +1387,7 @@ class AnnotatorWidget(QWidget):
             return
         choice = self.model_choice()
         cache_dir = self.project.cache_dir if self.project is not None else None
-        worker = create_worker(segment_job, self.session, choice, cache_dir, images, method,
+        worker = create_worker(segment_job, self.session, choice, cache_dir, images, method, self.project,
                                _ignore_errors=True)
         project = self.project
         worker.yielded.connect(lambda value: self._on_job_yield(value, project, method, merge))

@@ -288,3 +288,21 @@ def test_closing_the_viewer_cancels_training_and_reaps_the_child(make_napari_vie
     progress = T.read_progress(run)
     assert progress["state"] == "cancelled"
     assert (run / "checkpoints" / "last.pt").is_file()
+
+
+@pytest.mark.gui
+@needs_display
+def test_refine_that_skipped_images_reports_them_and_keeps_the_rest(make_napari_viewer, qtbot, image_folder):
+    """`maskclip refine` exits 1 with a summary when it skipped unreadable images: the section shows the
+    refined count and names the skipped images instead of calling the whole run failed."""
+    viewer, widget, section = open_annotator(make_napari_viewer, qtbot, image_folder, iters=2)
+    summary = {"refined": 2, "stale_skipped": [], "failed": [{"id": "broken", "reason": "unreadable"}],
+               "changed_pixels": 5, "classes": ["red", "blue"]}
+    section._stdout = "log line\n" + json.dumps(summary) + "\n"
+    section._finish_refine(1, crashed=False)
+    text = section.message.text()
+    assert "Refined 2 images" in text and "Skipped 1 unreadable: broken" in text
+    assert section.refine_summary == summary
+    section._stdout = "no summary\n"
+    section._finish_refine(1, crashed=False)
+    assert "Refining failed" in section.message.text()

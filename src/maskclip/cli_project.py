@@ -1,6 +1,7 @@
 """`maskclip project init|import-labels|status|segment|accept-changes` and `maskclip export` (projects)."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -52,6 +53,11 @@ def register(subparsers) -> None:
     p.add_argument("--min-confidence", type=probability_arg("--min-confidence"), default=0.0,
                    help="pixels whose top probability is below this stay unlabelled (255)")
     p.add_argument("--only-unlabelled", action="store_true", help="skip images that already have labels")
+    p.add_argument("--learn-from-verified", action=argparse.BooleanOptionalAction, default=None,
+                   help="blend in class prototypes learned from the project's verified pixels (default: the "
+                        "project's 'learn' setting, off)")
+    p.add_argument("--weight", type=probability_arg("--weight"),
+                   help="weight of the learned visual term in [0, 1] (default: the project's setting, 0.5)")
     p.add_argument("--image", dest="image_ids", action="append", help="only this image id (repeatable)")
     p.set_defaults(func=_segment)
 
@@ -173,13 +179,14 @@ def _segment(args) -> int:
     import maskclip
     from .errors import ImageReadError
     from .project import Project, ProjectError
-    from .settings import clip_spec
+    from .settings import clip_spec, learn_spec
     from .text import prompt_rows
 
     project = Project.open(args.dir)
     if not project.class_names:
         raise MaskCLIPError(f"project {args.dir} has no classes; add some first (project init --classes-file)")
     spec = clip_spec(project, args.model, args.pretrained, args.dense_mode, args.quick_gelu, option_kwargs(args))
+    learn = learn_spec(project.settings, args.learn_from_verified, args.weight)
     options = spec["segment"]
     if args.scales is not None:
         options["scales"] = args.scales
@@ -191,6 +198,8 @@ def _segment(args) -> int:
         raise MaskCLIPError(f"no image {unknown[0]!r} in project {args.dir}")
     model = maskclip.load(spec["model"], spec["pretrained"], args.device, dense_mode=spec["dense_mode"],
                           quick_gelu=spec["quick_gelu"], cache_dir=project.cache_dir)
+    if learn["from_verified"]:
+        options["learned"] = _learn_from_verified(model, project, options, learn["weight"])
     done = skipped = 0
     failed: list[tuple[str, str]] = []
     for image_id in ids:
@@ -211,6 +220,20 @@ def _segment(args) -> int:
     print(f"segmented {done} images ({skipped} skipped: stale or already labelled"
           f"{f'; {len(failed)} failed: ' + ', '.join(i for i, _ in failed) if failed else ''})")
     return 1 if failed else 0
+
+
+def _learn_from_verified(model, project, options: dict, weight: float):
+    """The visual term learned from every verified pixel of the project (maskclip.prototypes), on the same
+    features `segment` will use (scales, windows, dense mode)."""
+    from .prototypes import ProjectPrototypes
+
+    learner = ProjectPrototypes(options["scales"], options.get("window"), options.get("stride"),
+                                window_norm=options.get("window_norm"))
+    read = learner.sync(model, project)
+    known = learner.prototypes.known()
+    print(f"learned from the verified pixels of {read} images: {len(known)} classes "
+          f"({', '.join(known) or 'none yet'}), weight {weight}", flush=True)
+    return learner.term(weight)
 
 
 def _export(args) -> int:

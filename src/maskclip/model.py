@@ -29,6 +29,7 @@ from .geometry import scaled_size, upsample_accumulate, window_starts
 from .images import to_rgb_float
 from .options import SegmentOptions
 from .pamr import pamr
+from .prototypes import LearnedTerm
 from .refine import key_smooth, key_smooth_official, probabilities, prompt_denoise
 from .text import ClassSpec, TextEncoder, prompt_rows
 
@@ -195,6 +196,13 @@ class MaskCLIP:
         return (f"{image_digest(image)}|scales={tuple(int(s) for s in scales)}|window={o.window}|stride={o.stride}"
                 f"|window_norm={o.window_norm}")
 
+    def has_features(self, image: np.ndarray, scales: Sequence[int] = DEFAULT_SCALES, window: int | None = None,
+                     stride: int | None = None, *, dense_mode: str | None = None,
+                     window_norm: bool | None = None) -> bool:
+        """Whether `image_features` with these arguments is served from memory (no encoder run, no disk read)."""
+        mode, o = self.options(dense_mode, window=window, stride=stride, window_norm=window_norm)
+        return self.feature_cache(mode).in_memory(self._feature_key(image, _checked_scales(scales), o))
+
     def is_ready(self, image: np.ndarray, classes: Sequence[ClassSpec], *,
                  background: Sequence[str] = DEFAULT_BACKGROUND, scales: Sequence[int] = DEFAULT_SCALES,
                  dense_mode: str | None = None, options: SegmentOptions | None = None, **fields) -> bool:
@@ -242,21 +250,27 @@ class MaskCLIP:
     @torch.inference_mode()
     def segment(self, image: np.ndarray, classes: Sequence[ClassSpec], *,
                 background: Sequence[str] = DEFAULT_BACKGROUND, scales: Sequence[int] = DEFAULT_SCALES,
-                dense_mode: str | None = None, options: SegmentOptions | None = None, **fields) -> Segmentation:
+                dense_mode: str | None = None, options: SegmentOptions | None = None,
+                learned: LearnedTerm | None = None, **fields) -> Segmentation:
         """Full-resolution class confidences and labels for one image.
 
         `options` (or its fields as keyword arguments, e.g. key_smoothing=False) say how scores become
         probabilities; what they leave at None follows the dense mode's defaults.
+        learned: a visual term from verified pixels (`maskclip.prototypes`) blended into the class scores.
         """
         mode, o = self.options(dense_mode, options, **fields)
         text, class_names, groups, bg_index = self.encode_prompts(classes, background, o.synonyms == "max")
         text = text.to(self.device)
+        row_names = [""] * len(text)  # the output class of each text row (what learned prototypes are named by)
+        for c, rows in enumerate(groups):
+            for r in rows:
+                row_names[r] = class_names[c]
         scales = _checked_scales(scales)
         maps = self.image_features(image, scales, o.window, o.stride, dense_mode=mode, window_norm=o.window_norm)
         height, width = image.shape[:2]
         acc = torch.zeros(len(class_names), height, width)
         for short_side, scale_maps in zip(scales, maps):
-            merged = self._class_maps(text, groups, scale_maps, o)
+            merged = self._class_maps(text, groups, scale_maps, o, learned, row_names)
             if o.pamr:
                 rgb = self._scaled_rgb(image, short_side)[0]
                 merged = F.interpolate(merged[None], size=rgb.shape[-2:], mode="bilinear", align_corners=False)[0]
@@ -270,16 +284,18 @@ class MaskCLIP:
                                                                        o.bg_threshold)
         return Segmentation(acc.numpy(), labels.to(torch.int32).numpy(), class_names, bg_index)
 
-    def _class_maps(self, text: torch.Tensor, groups: list[list[int]], scale_maps: dict,
-                    o: SegmentOptions) -> torch.Tensor:
-        """One scale's output-class maps on the patch grid [K, h, w]: cosine scores -> PD -> softmax -> KS
-        -> (softmax-1 fusion form) -> max over each class's rows."""
-        features = scale_maps["features"].to(self.device)
-        grid = features.shape[1:]
+    def _class_maps(self, text: torch.Tensor, groups: list[list[int]], scale_maps: dict, o: SegmentOptions,
+                    learned: LearnedTerm | None = None, row_names: Sequence[str] = ()) -> torch.Tensor:
+        """One scale's output-class maps on the patch grid [K, h, w]: cosine scores (blended with the learned
+        term) -> PD -> softmax -> KS -> (softmax-1 fusion form) -> max over each class's rows."""
+        raw = scale_maps["features"].to(self.device)
+        grid = raw.shape[1:]
         # window-normalised features are averages of unit vectors: scoring them as they are averages the
         # windows' cosines (the successors' logit averaging); renormalising would not
-        features = features.flatten(1) if o.window_norm else F.normalize(features.flatten(1), dim=0)
+        features = raw.flatten(1) if o.window_norm else F.normalize(raw.flatten(1), dim=0)
         scores = text @ features
+        if learned is not None:
+            scores = learned.blend(scores, raw.flatten(1), row_names)
         if o.prompt_denoising:
             scores, _ = prompt_denoise(scores, o.pd_threshold, o.temperature)
         probs = probabilities(scores, o.temperature)

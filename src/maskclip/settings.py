@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from .options import ModeDefaults, option_names
+from .validation import check_probability
 
 RANDOM_WEIGHTS_SPELLINGS = ("none", "random")
 # options whose defaults depend on the dense mode: stored values belong to the project's stored mode
@@ -44,3 +45,17 @@ def clip_spec(project, model: str | None = None, pretrained: str | None = None, 
             "dense_mode": mode, "quick_gelu": m.get("quick_gelu") if quick_gelu is None else quick_gelu,
             "segment": {"background": list(project.background),
                         "scales": [int(s) for s in method.get("scales", [336])], **segment}}
+
+
+LEARN_DEFAULTS = {"from_verified": False, "weight": 0.5}  # maskclip.prototypes.DEFAULT_WEIGHT
+
+
+def learn_spec(settings: dict, enabled: bool | None = None, weight: float | None = None) -> dict:
+    """Learning from verified pixels: a project's "learn" settings (project.settings) with overrides."""
+    learn = {**LEARN_DEFAULTS, **settings.get("learn", {})}
+    if enabled is not None:
+        learn["from_verified"] = enabled
+    if weight is not None:
+        learn["weight"] = weight
+    weight = check_probability(learn["weight"], "the weight of the learned visual term")
+    return {"from_verified": bool(learn["from_verified"]), "weight": weight}
