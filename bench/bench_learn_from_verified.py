@@ -44,24 +44,24 @@ WEIGHTS = (0.25, 0.5, 0.75, 1.0)
 
 
 # --- baselines of the toy comparison (bench-only last blocks; see backbone.DENSE_MODES) --------------
-def naive_last_block(block, x):
+def naive_last_block(block, x, grid):
     """No change to CLIP: the last block's normal output tokens (what MaskCLIP improves on)."""
-    return block(x), maskclip_last_block(block, x)[1]
+    return block(x), maskclip_last_block(block, x, grid)[1]
 
 
-def value_path_last_block(block, x):
+def value_path_last_block(block, x, grid):
     """The value path alone: out_proj(v), without the residual and the MLP."""
     attn = block.attn
     _q, k, v = torch.nn.functional.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
     return attn.out_proj(v), attn.out_proj(k)
 
 
-def with_last_block(model, last_block, name):
-    """The same weights with another last block (own feature cache, so nothing is mixed up)."""
+def with_last_block(model, last_block):
+    """The same weights with another last block in place of the maskclip mode's (its own in-memory feature
+    cache, so nothing is mixed up with the real model's)."""
     other = maskclip.MaskCLIP(model.clip, model.text.tokenizer, model_name=model.model_name,
-                              weights_id=model.weights_id, device=model.device, dense_mode=model.dense_mode)
-    other._dense.last_block = last_block
-    other.dense_mode = name
+                              weights_id=model.weights_id, device=model.device, dense_mode="maskclip")
+    other._encoder("maskclip").last_block = last_block
     return other
 
 
@@ -217,9 +217,9 @@ def toy_section(args) -> str:
            f"{toy_clip.NUM_LABELS} labels; held-out image-text "
            f"retrieval (top-1 of 500 captions, same set of shapes = hit) {retrieval:.3f}", ""]
 
-    variants = [("MaskCLIP", model),
-                ("naive (last-layer tokens)", with_last_block(model, naive_last_block, "naive")),
-                ("value path only", with_last_block(model, value_path_last_block, "value-path"))]
+    variants = [(f"{args.dense_mode} (dense mode)", model),
+                ("naive (last-layer tokens)", with_last_block(model, naive_last_block)),
+                ("value path only", with_last_block(model, value_path_last_block))]
     rows = []
     for name, m in variants:
         cells = [name]
