@@ -104,14 +104,10 @@ class ModelSession:
     def _learner_for(self, method: Method) -> ProjectPrototypes:
         """The learner on the features this method segments with (scales, windows, dense mode)."""
         other = dict(method.other_options)
-        wanted = (tuple(method.scales), other.get("window"), other.get("stride"), method.dense_mode,
-                  other.get("window_norm"))
-        current = self.learner
-        if current is None or (current.scales, current.window, current.stride, current.dense_mode,
-                               current.window_norm) != wanted:
-            self.learner = ProjectPrototypes(method.scales, other.get("window"), other.get("stride"),
-                                             dense_mode=method.dense_mode, window_norm=other.get("window_norm"))
-            self.learner_synced = False
+        wanted = ProjectPrototypes(method.scales, other.get("window"), other.get("stride"),
+                                   dense_mode=method.dense_mode, window_norm=other.get("window_norm"))
+        if self.learner is None or self.learner.feature_kwargs() != wanted.feature_kwargs():
+            self.learner, self.learner_synced = wanted, False
         return self.learner
 
     def learning_ready(self, method: Method) -> bool:

@@ -172,7 +172,8 @@ class ProjectPrototypes:
         self._revisions: dict[str, int] = {}
         self._context: tuple | None = None
 
-    def _feature_kwargs(self) -> dict:
+    def feature_kwargs(self) -> dict:
+        """The `MaskCLIP.image_features` arguments the prototypes are learned on (None = the model's default)."""
         extra = {k: v for k, v in (("window", self.window), ("stride", self.stride), ("dense_mode", self.dense_mode),
                                    ("window_norm", self.window_norm)) if v is not None}
         return {"scales": self.scales, **extra}
@@ -207,14 +208,14 @@ class ProjectPrototypes:
         else:
             labels, verified = project.get_labels_and_verified(image_id)
             image = project.get_image(image_id) if image is None else image
-            maps = model.image_features(image, **self._feature_kwargs())
+            maps = model.image_features(image, **self.feature_kwargs())
             self.prototypes.set_image(image_id, [m["features"] for m in maps], labels, verified,
                                       project.class_names)
         self._revisions[image_id] = state.rev
 
     def is_cheap(self, model, image: np.ndarray) -> bool:
         """Whether updating this image runs no encoder (its features are in memory)."""
-        return model.has_features(image, **self._feature_kwargs())
+        return model.has_features(image, **self.feature_kwargs())
 
     def sync(self, model, project, progress=None) -> int:
         """Bring the prototypes up to date; returns how many images were re-read."""
