@@ -7,6 +7,7 @@ layer, the class editor and the exports agree.
 """
 from __future__ import annotations
 
+import threading
 from typing import Sequence
 
 import numpy as np
@@ -66,3 +67,39 @@ def class_table_from_layer(features, colormap) -> tuple[list[str], list[tuple[in
             return names, None
         colours.append(tuple(int(round(float(c) * 255)) for c in np.ravel(rgba)[:3]))
     return names, colours
+
+
+
+_warm = threading.Event()  # set when the warm-up has finished (or failed: then the real layers raise)
+_warm_started = threading.Lock()
+
+
+def warm_up_layers() -> None:
+    """Pay napari's one-time costs of the first image and labels layers (about half a second here: some
+    500 lazily imported modules and pint's unit registry) by building throwaway layer models.
+
+    The annotator runs this in a thread while napari starts, so the first project opened does not freeze
+    the viewer for it; only adding the layers to the viewer is left to the GUI thread. Runs once per
+    process; a second call returns at once.
+    """
+    if not _warm_started.acquire(blocking=False):
+        return
+    try:
+        from napari.layers import Image, Labels
+
+        Image(np.zeros((2, 2, 3), np.uint8), rgb=True)
+        Image(np.zeros((2, 2), np.float32), colormap=confidence_colormap("warm-up", (0, 0, 0)),
+              contrast_limits=(0, 1))
+        Labels(np.zeros((2, 2), np.uint8), colormap=labels_colormap([(0, 0, 0)]),
+               features=labels_features(["warm-up"]))
+    finally:
+        _warm.set()
+
+
+def layers_ready(wait: bool) -> bool:
+    """Whether layers can be made now. Layer making must not overlap the warm-up: pint's registry is not
+    thread-safe while it initialises. Runs the warm-up here if no thread started it; while a thread runs
+    it, waits for it (wait=True) or returns False (the caller tries again shortly)."""
+    if not _warm.is_set():
+        warm_up_layers()  # no-op while a thread runs it
+    return _warm.wait() if wait else _warm.is_set()

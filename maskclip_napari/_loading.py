@@ -72,25 +72,8 @@ def open_project(path: Path, project_dir: Path | None = None, classes_file: Path
     return Project.create(project_dir, images=path, classes=classes, copy=False)
 
 
-def warm_up_layers() -> None:
-    """Make a napari image and labels layer (models only, never shown) once per process: the first ones
-    import a second's worth of modules (scipy.ndimage, skimage, pandas ...), which is better done here, in
-    the worker, than on the GUI thread when the annotator adds its layers."""
-    global _warm
-    if not _warm:
-        from napari.layers import Image, Labels
-
-        Image(np.zeros((2, 2, 3), np.uint8), rgb=True)
-        Labels(np.zeros((2, 2), np.uint8))
-        _warm = True
-
-
-_warm = False
-
-
 def open_job(path: Path, project_dir: Path | None = None, classes_file: Path | None = None) -> OpenedProject:
     """Worker body: open (or create) the project, list its images and read the first one to show."""
-    warm_up_layers()
     project = open_project(path, project_dir, classes_file)
     states = project.list_images()
     first = None

@@ -71,7 +71,7 @@ def main(out: str) -> int:
     labels = viewer.layers["labels"]
     labels.paint_polygon(np.array(PERSON), 1)
     labels.paint_polygon(np.array(ROCKET), 4)
-    widget.save_current()
+    widget.save_current(wait=True)
     labels.opacity = 0.45
     labels.selected_label = 1
     labels.mode = "polygon"

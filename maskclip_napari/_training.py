@@ -601,7 +601,7 @@ class TrainingSection(QGroupBox):
         if not project.classes:
             self._show_message("Add classes before training.", error=True)
             return False
-        self.host.save_current()
+        self.host.save_current(wait=True)
         choice = self.host.model_choice()
         run_dir = new_run_dir(project.root)
         args = train_arguments(project.root, run_dir, model=choice.name, pretrained=choice.weights,
@@ -622,7 +622,7 @@ class TrainingSection(QGroupBox):
         project = self.host.project
         if self.running or self.run_dir is None or project is None:
             return False
-        self.host.save_current()
+        self.host.save_current(wait=True)
         return self._launch("train", resume_arguments(project.root, self.run_dir, self.device_combo.currentText()),
                             project.root, self.run_dir)
 
@@ -631,7 +631,7 @@ class TrainingSection(QGroupBox):
         project = self.host.project
         if self.running or self.run_dir is None or project is None:
             return False
-        self.host.save_current()
+        self.host.save_current(wait=True)
         return self._launch("refine", refine_arguments(project.root, self.run_dir, self.device_combo.currentText()),
                             project.root, self.run_dir)
 

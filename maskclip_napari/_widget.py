@@ -18,6 +18,7 @@ Keyboard shortcuts (SHORTCUTS) are napari keybindings on the viewer, the number 
 from __future__ import annotations
 
 import re
+import threading
 import time
 import weakref
 from pathlib import Path
@@ -61,9 +62,12 @@ from ._layers import (
     from_layer_values,
     labels_colormap,
     labels_features,
+    layers_ready,
     to_layer_values,
+    warm_up_layers,
 )
 from ._loading import PROJECT_SUBFOLDER, LoadedImage, OpenedProject, load_image, open_job
+from ._saving import SaveQueue
 from ._session import JobResult, Method, ModelChoice, ModelSession, segment_job
 from ._training import TrainingSection
 
@@ -75,6 +79,7 @@ CONFIDENCE_PREFIX = "confidence: "
 AUTOSAVE_MS = 300
 REMEMBER_IMAGE_MS = 1000
 REDRAW_DEBOUNCE_MS = 120
+WARM_UP_POLL_MS = 20  # a read that finished before napari's layer warm-up looks again this often
 MODELS = ("ViT-B-16", "ViT-B-32", "ViT-L-14", "RN50", "RN101", "maskclip-tiny-vit", "maskclip-tiny-rn")
 RANDOM_WEIGHTS = "random (untrained, for testing)"
 STATUS_COLOURS = {"unlabelled": "#7f7f7f", "labelled": "#e6a23c", "verified": "#4caf50", "stale": "#e05555"}
@@ -140,6 +145,8 @@ class AnnotatorWidget(QWidget):
         self._conf_visible: dict[str, bool] = {}
         self._updating_list = False
 
+        self._saves = SaveQueue(self)
+        self._saves.saved.connect(self._on_saved)
         self._build_ui()
         self._autosave = QTimer(self, singleShot=True, interval=AUTOSAVE_MS)
         self._autosave.timeout.connect(self.save_current)
@@ -151,16 +158,17 @@ class AnnotatorWidget(QWidget):
         self._remember_timer.timeout.connect(self._remember_image)
         self.viewer.cursor.events.position.connect(self._on_cursor)
         self.viewer.layers.events.inserted.connect(self._keep_image_at_bottom)
-        overlay = self.viewer.canvas.overlays.text
-        overlay.position = "bottom_left"
-        overlay.font_size = 10
-        overlay.visible = True
+        # the image shown is named in the window title, not in a canvas text overlay: each new glyph of
+        # napari's overlay costs the GUI thread a GPU pass (~0.4 s for the first text under software OpenGL)
+        self._base_title = self.viewer.title
         app = QApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(self._flush)
         self._bind_shortcuts()
         self._set_enabled()
         self._show_model_state()
+        # napari's first layers cost ~0.5 s of one-time imports: paid now, off the GUI thread
+        threading.Thread(target=warm_up_layers, name="maskclip-warm-up", daemon=True).start()
 
     # ============================================================================================
     # UI
@@ -187,9 +195,6 @@ class AnnotatorWidget(QWidget):
         layout.addWidget(self.training)
         layout.addWidget(self._build_export_box())
 
-        self.hover_label = QLabel("")
-        self.hover_label.setWordWrap(True)
-        layout.addWidget(self.hover_label)
         layout.addStretch(1)
         self._load_method_controls(None)
 
@@ -210,7 +215,10 @@ class AnnotatorWidget(QWidget):
         policy.setRetainSizeWhenHidden(True)  # showing it must not re-lay out the whole dock
         self.busy_bar.setSizePolicy(policy)
         self.busy_bar.setVisible(False)
+        # what is under the cursor (class, confidence, verified): one line, so hovering never re-lays out the dock
+        self.hover_label = QElidingLabel("")
         v.addWidget(self.message)
+        v.addWidget(self.hover_label)
         v.addWidget(self.busy_bar)
         return box
 
@@ -548,7 +556,13 @@ class AnnotatorWidget(QWidget):
 
         self._load_token += 1
         token = self._load_token
-        worker = create_worker(job, *args, _ignore_errors=True)
+        saves = self._saves
+
+        def read(*job_args):
+            saves.wait()  # the edits saved before this read are in what it reads
+            return job(*job_args)
+
+        worker = create_worker(read, *args, _ignore_errors=True)
 
         def done(result):
             if token == self._load_token:
@@ -737,7 +751,7 @@ class AnnotatorWidget(QWidget):
         """Apply one class-editor request to the project, then redisplay labels in the new class order."""
         if self.project is None:
             return
-        self.save_current()
+        self.save_current(wait=True)
         try:
             getattr(self.project, method)(*args)
         except MaskCLIPError as exc:
@@ -818,7 +832,7 @@ class AnnotatorWidget(QWidget):
     def show_image(self, image_id: str, background: bool = False) -> None:
         """Make `image_id` the current image: its pixels, stored labels and (when cheap) confidences.
         background=True reads the files in a worker (the GUI's way) and shows them when read."""
-        self.save_current()
+        self.save_current(wait=not background)
         if background:
             self._updating_list = True
             self.image_list.setCurrentRow(self.project.image_ids.index(image_id))  # the click shows at once
@@ -842,6 +856,10 @@ class AnnotatorWidget(QWidget):
         """
         p, image_id = self.project, loaded.image_id
         if p is None or image_id not in p:
+            return
+        if not layers_ready(wait=not split):  # napari's one-time warm-up still runs in its thread
+            token = self._load_token
+            QTimer.singleShot(WARM_UP_POLL_MS, lambda: token == self._load_token and self._show_loaded(loaded, split))
             return
         self.save_current()  # edits made while it was being read
         new_shape = self._image is None or self._image.shape[:2] != loaded.image.shape[:2]
@@ -870,7 +888,7 @@ class AnnotatorWidget(QWidget):
         self._updating_list = True
         self.image_list.setCurrentRow(p.image_ids.index(image_id))
         self._updating_list = False
-        self.viewer.canvas.overlays.text.text = image_id
+        self.viewer.title = f"{self._base_title} — {image_id}"
         if loaded.stale_error is not None:
             self.stale_label.setText(gui_text(str(loaded.stale_error)))
             self._show_error(loaded.stale_error)
@@ -939,17 +957,13 @@ class AnnotatorWidget(QWidget):
         p = self.project
         table = (tuple(p.class_names), tuple(p.class_colours))
         layer = self.labels_layer
-        if layer is None or layer.data.shape != values.shape:
-            selected = layer.selected_label if layer is not None else 1
-            if layer is not None:
-                self.viewer.layers.remove(layer)
+        if layer is None:
             layer = self.viewer.add_labels(values, name=LABELS_LAYER, opacity=0.55,
                                            colormap=labels_colormap(p.class_colours),
                                            features=labels_features(p.class_names))
             layer.events.paint.connect(self._on_paint)
             layer.events.selected_label.connect(self._on_selected_label)
             self._bind_layer_keys(layer)
-            layer.selected_label = selected
         else:
             mode = layer.mode
             layer.editable = False  # drops napari's own undo history: it belongs to the previous labels
@@ -1057,21 +1071,45 @@ class AnnotatorWidget(QWidget):
         self._verified = verified
         self._dirty = True
 
-    def save_current(self, source: str = "annotator") -> None:
-        """Write the current image's recorded edits (labels and verified mask) to the project."""
+    def save_current(self, source: str = "annotator", wait: bool = False) -> None:
+        """Write the current image's recorded edits (labels and verified mask) to the project, in the save
+        thread. wait=True returns once every save so far is written: for callers that read the project
+        next on this thread (class edits, applying a segmentation, export, training, quitting)."""
         self._autosave.stop()
         self._record_edit()
-        if self.project is None or self.current_id is None or self._recorded is None or not self._dirty:
+        if self.project is not None and self.current_id is not None and self._recorded is not None and self._dirty:
+            project, image_id = self.project, self.current_id
+            labels, verified = from_layer_values(self._recorded, len(project.classes)), self._verified
+            self._saves.submit(image_id, lambda: project.set_labels(image_id, labels, verified=verified,
+                                                                    source=source))
+            self._dirty = False
+        if wait:
+            self._saves.wait()
+
+    @property
+    def has_unsaved_edits(self) -> bool:
+        """Edits waiting for the autosave timer or being written."""
+        return self._dirty or self._autosave.isActive() or self._saves.pending > 0
+
+    def wait_for_saves(self) -> None:
+        """Block until every save so far is written and its result shown (list state, learning, errors)."""
+        self._saves.wait()
+        QApplication.processEvents()  # delivers the queued `saved` signals
+
+    def _on_saved(self, image_id: str, error: Exception | None) -> None:
+        """A save finished (GUI thread): update the image list and the learned prototypes, or say why not."""
+        p = self.project
+        if error is not None:
+            if image_id == self.current_id:
+                self._dirty = True  # the edits are still in the layer: the next save tries again
+            self._show_error(error if isinstance(error, MaskCLIPError) else
+                             MaskCLIPError(f"Could not save the labels of {image_id}: {error}"))
             return
-        labels = from_layer_values(self._recorded, len(self.project.classes))
-        try:
-            self.project.set_labels(self.current_id, labels, verified=self._verified, source=source)
-        except MaskCLIPError as exc:
-            self._show_error(exc)
+        if p is None or image_id not in p:
             return
-        self._dirty = False
-        self._refresh_item(self.current_id)
-        self._learn_from_current()
+        self._refresh_item(image_id)
+        if image_id == self.current_id:
+            self._learn_from_current()
 
     def undo(self) -> None:
         """Undo the last edit of this image (stroke, fill, Reviewed ✓, Class ✓): labels and verified pixels
@@ -1100,7 +1138,7 @@ class AnnotatorWidget(QWidget):
         """Show labels another process wrote (maskclip refine): the image list and the current image."""
         if self.project is None:
             return
-        self.save_current()
+        self.save_current(wait=True)
         self._fill_image_list()
         if self.current_id is not None:
             self._reload_labels()
@@ -1149,11 +1187,7 @@ class AnnotatorWidget(QWidget):
             verified, source = self._verified | (values == class_index + 1), "verified class"
         if self._history.record(values, self._verified, values, verified):
             self._verified, self._dirty = verified, True
-        self.save_current(source=source)
-        if self._dirty:
-            return  # the save failed and said why
-        self._refresh_item(self.current_id)
-        self._learn_from_current()
+        self.save_current(source=source)  # the list and the learned prototypes follow when it is written
         labelled = int((values > 0).sum())
         if class_index is None:
             self.show_message(f"{self.current_id}: reviewed: {labelled} labelled and {values.size - labelled} "
@@ -1247,8 +1281,8 @@ class AnnotatorWidget(QWidget):
             control.setToolTip(f"{tip} [{key}]" if tip else f"[{key}]")
 
     def _flush(self) -> None:
-        """Write what waits on a timer: the current edits and the image shown."""
-        self.save_current()
+        """Write what waits on a timer or in the save thread: the current edits and the image shown."""
+        self.save_current(wait=True)
         if self._remember_timer.isActive():
             self._remember_image()
 
@@ -1312,7 +1346,7 @@ class AnnotatorWidget(QWidget):
     def segment_all(self) -> None:
         if not self._ready_to_segment():
             return
-        self.save_current()
+        self.save_current(wait=True)
         p = self.project
         states = p.list_images()
         jobs = [(s.id, s.path) for s in states if not s.stale]
@@ -1460,7 +1494,7 @@ class AnnotatorWidget(QWidget):
             self._pending_merge = bool(self._pending_merge) or merge
             return
         if current:
-            self.save_current()
+            self.save_current(wait=True)
         if merge:
             try:
                 merged = p.merge_prediction(image_id, seg.labels, class_names=seg.class_names, source="maskclip")
@@ -1502,7 +1536,6 @@ class AnnotatorWidget(QWidget):
                 parts.append("verified")
             text = " · ".join(parts)
         self.hover_label.setText(text)
-        self.viewer.canvas.overlays.text.text = text
 
     def _choose_export(self) -> None:
         """Ask for a folder; a folder that is not empty asks whether to replace files or choose another."""
@@ -1544,7 +1577,7 @@ class AnnotatorWidget(QWidget):
 
         if self.project is None or self._worker is not None:
             return None
-        self.save_current()
+        self.save_current(wait=True)
         root = self.project.root
         val = self.export_val.value() / 100 if val_fraction is None else val_fraction
 

@@ -19,6 +19,7 @@ pytest.importorskip("pytestqt")
 from qtpy.QtCore import Qt  # noqa: E402
 
 from maskclip.labels_io import read_label_image  # noqa: E402
+from maskclip_napari._dock import dock_annotator  # noqa: E402
 from maskclip_napari._layers import from_layer_values  # noqa: E402
 
 pytestmark = pytest.mark.gui
@@ -74,8 +75,11 @@ def wait_shown(qtbot, widget, image_id):
 
 
 def press(viewer, key):
-    """A key press as napari dispatches it (active layer's bindings, then the viewer's)."""
-    return viewer.window._qt_viewer._key_map_handler.press_key(key)
+    """A key press as napari dispatches it (active layer's bindings, then the viewer's); returns once the
+    saves it caused are written."""
+    handled = viewer.window._qt_viewer._key_map_handler.press_key(key)
+    dock_annotator(viewer).wait_for_saves()
+    return handled
 
 
 def add_class(qtbot, widget, text):
@@ -161,7 +165,7 @@ def test_end_to_end(make_napari_viewer, qtbot, image_folder, checkpoint, tmp_pat
     changed = labels_layer.data != untouched
     assert changed.sum() > 20 and (labels_layer.data[changed] == fix).all()
     assert widget._autosave.isActive()  # the paint event schedules the autosave
-    qtbot.waitUntil(lambda: not widget._autosave.isActive() and not widget._dirty, timeout=3000)
+    qtbot.waitUntil(lambda: not widget.has_unsaved_edits, timeout=3000)
     np.testing.assert_array_equal(widget._verified, changed)
     verified_before_nav = widget._verified.copy()
     np.testing.assert_array_equal(project.get_verified(first), verified_before_nav)
@@ -171,19 +175,21 @@ def test_end_to_end(make_napari_viewer, qtbot, image_folder, checkpoint, tmp_pat
     labels_before = project.get_labels(first).copy()
     labels_layer.paint((5, 5), value)
     assert press(viewer, "Control-Z")  # a stroke not saved yet leaves no trace
-    widget.save_current()
+    widget.save_current(wait=True)
     np.testing.assert_array_equal(project.get_labels(first), labels_before)
     np.testing.assert_array_equal(project.get_verified(first), verified_before_nav)
     labels_layer.paint((5, 5), value)
-    widget.save_current()
+    widget.save_current(wait=True)
     assert project.get_labels(first)[5, 5] == value - 1 and project.get_verified(first)[5, 5]
     press(viewer, "Control-Z")  # a saved stroke: undone in the project too, its pixels no longer verified
+    widget.wait_for_saves()
     np.testing.assert_array_equal(project.get_labels(first), labels_before)
     np.testing.assert_array_equal(project.get_verified(first), verified_before_nav)
     press(viewer, "Control-Shift-Z")
+    widget.wait_for_saves()
     assert project.get_labels(first)[5, 5] == value - 1 and project.get_verified(first)[5, 5]
     press(viewer, "Control-Z")
-    widget.save_current()  # nothing left to write: the undo was saved as it happened
+    widget.save_current(wait=True)  # nothing left to write: the undo was saved as it happened
     np.testing.assert_array_equal(project.get_labels(first), labels_before)
     np.testing.assert_array_equal(project.get_verified(first), verified_before_nav)
     np.testing.assert_array_equal(from_layer(labels_layer.data), labels_before)
@@ -219,9 +225,11 @@ def test_end_to_end(make_napari_viewer, qtbot, image_folder, checkpoint, tmp_pat
         layer.paint((5, 5), present)
     layer.selected_label = present
     qtbot.mouseClick(widget.verify_class_button, Qt.MouseButton.LeftButton)
+    widget.wait_for_saves()
     np.testing.assert_array_equal(project.get_verified(second), layer.data == present)
     assert project.history(second)[-1]["source"] == "verified class"
     qtbot.mouseClick(widget.reviewed_button, Qt.MouseButton.LeftButton)
+    widget.wait_for_saves()
     assert project.image_state(second).status == "verified"
 
     # reopen: a new viewer and widget on the same folder find the same project
@@ -258,7 +266,7 @@ def test_class_edits_keep_labels(make_napari_viewer, qtbot, image_folder, checkp
     wait_idle(qtbot, widget)
     layer = viewer.layers["labels"]
     layer.paint((10, 10), 2)  # "car"
-    widget.save_current()
+    widget.save_current(wait=True)
     car = layer.data == 2
 
     # rename and reorder: the painted pixels stay "car", now shown with car's new index
@@ -298,7 +306,7 @@ def test_changed_image_file_is_flagged_then_started_over(make_napari_viewer, qtb
     add_class(qtbot, widget, "road")
     first, second = widget.project.image_ids[:2]
     viewer.layers["labels"].paint((10, 10), 1)
-    widget.save_current()
+    widget.save_current(wait=True)
     assert widget.project.get_verified(first).any()
     assert widget.accept_change_button.isHidden()
 

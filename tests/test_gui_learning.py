@@ -73,6 +73,7 @@ def test_corrections_teach_every_image(make_napari_viewer, qtbot, folder, checkp
         layer.paint((75, col), top, refresh=False)
     painted = layer.data.copy()
     widget.save_current()
+    widget.wait_for_saves()  # the saved strokes teach the prototypes
     assert sorted(widget.session.learner.prototypes.known()) == ["road", "sky"]
     qtbot.waitUntil(lambda: widget.redraw_count > count, timeout=5000)
     assert widget._worker is None  # taught and redrawn from cached features on the GUI thread

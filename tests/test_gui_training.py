@@ -188,7 +188,7 @@ def test_train_then_refine_updates_labels_and_keeps_verified(make_napari_viewer,
     first = widget.current_id
     labels = viewer.layers["labels"]
     labels.data[:, :8] = 1  # a strip painted "red", also over the blue half: verified, must survive
-    widget.save_current()
+    widget.save_current(wait=True)
     verified = project.get_verified(first)
     assert verified[:, :8].all() and verified.sum() == H * 8
     assert section.resume_button.isEnabled() is False and section.refine_button.isEnabled() is False

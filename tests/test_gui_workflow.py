@@ -79,6 +79,50 @@ def test_busy_bar_while_reading(make_napari_viewer, qtbot, image_folder):
     assert widget.project.image_ids[2] in widget.message_text()
 
 
+def test_saves_are_written_in_the_background_in_order(make_napari_viewer, qtbot, image_folder, monkeypatch):
+    """A slow write (a 12-Mpx labels PNG takes ~0.5 s) must not freeze the viewer; going back to the image
+    shows what was saved; a failed save says so and is tried again."""
+    import threading
+    import time
+
+    viewer, widget = opened(make_napari_viewer, qtbot, image_folder)
+    add_class(qtbot, widget, "road")
+    project, first = widget.project, widget.current_id
+    real_set_labels = type(project).set_labels
+    writers = []
+
+    def slow_set_labels(self, *args, **kwargs):
+        writers.append(threading.current_thread().name)
+        time.sleep(0.5)
+        return real_set_labels(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(project), "set_labels", slow_set_labels)
+    layer = viewer.layers["labels"]
+    layer.paint((20, 20), 1)
+    start = time.perf_counter()
+    widget.save_current()
+    assert time.perf_counter() - start < 0.3 and widget.has_unsaved_edits  # handed to the save thread
+    qtbot.mouseClick(widget.next_button, Qt.MouseButton.LeftButton)
+    wait_shown(qtbot, widget, project.image_ids[1])
+    qtbot.mouseClick(widget.prev_button, Qt.MouseButton.LeftButton)  # read only after the write
+    wait_shown(qtbot, widget, first)
+    assert viewer.layers["labels"].data[20, 20] == 1 and project.get_verified(first)[20, 20]
+    assert writers and all(name.startswith("maskclip-save") for name in writers)
+
+    def failing_set_labels(self, *args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(type(project), "set_labels", failing_set_labels)
+    viewer.layers["labels"].paint((40, 40), 1)
+    widget.save_current()
+    widget.wait_for_saves()
+    assert "disk full" in widget.message_text() and widget.has_unsaved_edits
+    monkeypatch.setattr(type(project), "set_labels", real_set_labels)
+    widget.save_current()  # tried again: the stroke is not lost
+    widget.wait_for_saves()
+    assert project.get_verified(first)[40, 40] and not widget.has_unsaved_edits
+
+
 def test_busy_while_the_model_loads(make_napari_viewer, qtbot, image_folder, checkpoint):
     viewer, widget = opened(make_napari_viewer, qtbot, image_folder)
     add_class(qtbot, widget, "road")
@@ -102,9 +146,10 @@ def test_reviewed_is_undone_with_its_verified_pixels(make_napari_viewer, qtbot, 
     first = widget.current_id
     layer = viewer.layers["labels"]
     layer.paint((20, 20), 1)
-    widget.save_current()
+    widget.save_current(wait=True)
     painted = widget.project.get_verified(first).copy()
     qtbot.mouseClick(widget.reviewed_button, Qt.MouseButton.LeftButton)
+    widget.wait_for_saves()
     assert widget.project.get_verified(first).all()
     press(viewer, "Control-Z")
     np.testing.assert_array_equal(widget.project.get_verified(first), painted)
@@ -184,6 +229,7 @@ def test_all_background_image_can_be_verified(make_napari_viewer, qtbot, image_f
     assert "all background" in widget.image_list.item(0).text()
     assert "not segmented yet" in widget.image_list.item(1).text()
     qtbot.mouseClick(widget.reviewed_button, Qt.MouseButton.LeftButton)
+    widget.wait_for_saves()
     assert widget.project.image_state(first).status == "verified"
     assert "verified: all background" in widget.image_list.item(0).text()
     assert widget.project.get_verified(first).all()
@@ -280,13 +326,14 @@ def test_stale_explanation_stays_visible(make_napari_viewer, qtbot, image_folder
     add_class(qtbot, widget, "road")
     first, second = widget.project.image_ids[:2]
     viewer.layers["labels"].paint((10, 10), 1)
-    widget.save_current()
+    widget.save_current(wait=True)
     path = widget.project.image_path(first)
     Image.fromarray(255 - np.asarray(Image.open(path).convert("RGB"))).save(path)
     widget.show_image(second)
     widget.show_image(first)
     viewer.layers["labels"].selected_label = 5  # not a class: Class ✓ says so at the top
     qtbot.mouseClick(widget.verify_class_button, Qt.MouseButton.LeftButton)
+    widget.wait_for_saves()
     assert "changed or vanished" not in widget.message_text()
     assert not widget.stale_label.isHidden() and "changed or vanished" in widget.stale_label.text()
     assert "Project.accept_image_change" not in widget.stale_label.text()

@@ -1,0 +1,58 @@
+"""The annotator's label saves, written in one background thread in the order they were made.
+
+Encoding and writing a 12-Mpx labels PNG takes about half a second; done on the GUI thread it froze the
+viewer after every stroke (autosave) and on every Next with edits. The widget snapshots the labels and the
+verified mask (cheap), hands the write to this queue and hears back, on the GUI thread, through `saved`.
+Readers of the project (the image loader, export, training, class edits) call `wait()` first so they see
+every edit made before them.
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+from qtpy.QtCore import QObject, Signal
+
+
+class SaveQueue(QObject):
+    """One writer thread; saves run one at a time, in submission order."""
+
+    saved = Signal(str, object)  # image id, the exception the save raised (None when it was written)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maskclip-save")
+        self._lock = threading.Lock()
+        self._pending = 0
+
+    def submit(self, image_id: str, write: Callable[[], object]) -> None:
+        with self._lock:
+            self._pending += 1
+        self._pool.submit(self._run, image_id, write)
+
+    def _run(self, image_id: str, write: Callable[[], object]) -> None:
+        error = None
+        try:
+            write()
+        except Exception as exc:  # reported to the user on the GUI thread, never lost in the thread
+            error = exc
+        finally:
+            with self._lock:
+                self._pending -= 1
+        self.saved.emit(image_id, error)
+
+    @property
+    def pending(self) -> int:
+        """Saves submitted and not yet written."""
+        with self._lock:
+            return self._pending
+
+    def wait(self) -> None:
+        """Return once every save submitted so far is written (any thread but the writer's own)."""
+        if self.pending:
+            self._pool.submit(lambda: None).result()
+
+    def close(self) -> None:
+        """Write what is queued, then stop the thread."""
+        self._pool.shutdown(wait=True)
