@@ -1421,9 +1421,9 @@ class AnnotatorWidget(QWidget):
             return
         choice = self.model_choice()
         cache_dir = self.project.cache_dir if self.project is not None else None
-        worker = create_worker(segment_job, self.session, choice, cache_dir, images, method, self.project,
-                               _ignore_errors=True)
         project = self.project
+        worker = create_worker(segment_job, self.session, choice, cache_dir, images, method, project, merge,
+                               _ignore_errors=True)
         worker.yielded.connect(lambda value: self._on_job_yield(value, project, method, merge))
         worker.errored.connect(self._on_job_error)
         worker.finished.connect(lambda: self._on_job_finished(worker))
@@ -1486,28 +1486,34 @@ class AnnotatorWidget(QWidget):
             self.show_message(f"{self._worker_kind}: cancelling after the current image…")
 
     def _apply(self, result: JobResult, method: Method, merge: bool) -> None:
-        """Store a segmentation in the project (verified pixels win) and show it if it is the current image."""
-        p, image_id, seg = self.project, result.image_id, result.segmentation
-        current = image_id == self.current_id
-        if current and method != self.method():
+        """Show a segmentation if it is of the current image and, with merge, store it (verified pixels
+        win). Stores happen off the GUI thread: a job's worker stores its own results; a redraw made on the
+        GUI thread is stored by the save thread, after the edits queued before it."""
+        image_id, seg = result.image_id, result.segmentation
+        if result.merge_error is not None:
+            self._show_error(result.merge_error)
+            return
+        if result.stored:
+            self._refresh_item(image_id)
+        if image_id != self.current_id:
+            return
+        if method != self.method():
             # settings changed while it ran: redo (now cheap) when the job ends
             self._pending_merge = bool(self._pending_merge) or merge
             return
-        if current:
-            self.save_current(wait=True)
+        self.segmentation = seg
         if merge:
-            try:
-                merged = p.merge_prediction(image_id, seg.labels, class_names=seg.class_names, source="maskclip")
-            except MaskCLIPError as exc:
-                self._show_error(exc)
-                return
-            self._refresh_item(image_id)
-        if current:
-            self.segmentation = seg
-            if merge:
-                self._verified = p.get_verified(image_id)
-                self._set_labels_data(to_layer_values(merged))
-            self._update_confidence_layers()
+            self.save_current()  # strokes made while it ran: written over the prediction, as verified pixels
+            if not result.stored:
+                project = self.project
+                self._saves.submit(image_id, lambda: project.merge_prediction(
+                    image_id, seg.labels, class_names=seg.class_names, source="maskclip"))
+            # what the project holds once the writes are done: the prediction under every pixel not verified
+            values = to_layer_values(self.project.project_labels(seg.labels, seg.class_names))
+            if self._recorded is not None and self._recorded.shape == values.shape:
+                values = np.where(self._verified, self._recorded, values)
+            self._set_labels_data(values)
+        self._update_confidence_layers()
 
     # ============================================================================================
     # Hover and export

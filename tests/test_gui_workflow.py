@@ -123,6 +123,36 @@ def test_saves_are_written_in_the_background_in_order(make_napari_viewer, qtbot,
     assert project.get_verified(first)[40, 40] and not widget.has_unsaved_edits
 
 
+def test_predictions_are_stored_off_the_gui_thread(make_napari_viewer, qtbot, image_folder, checkpoint,
+                                                    monkeypatch):
+    import threading
+
+    viewer, widget = opened(make_napari_viewer, qtbot, image_folder)
+    for name in ("road", "sky"):
+        add_class(qtbot, widget, name)
+    project = widget.project
+    real_merge = type(project).merge_prediction
+    threads = []
+
+    def recording_merge(self, *args, **kwargs):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return real_merge(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(project), "merge_prediction", recording_merge)
+    widget.set_model_choice("maskclip-tiny-vit", str(checkpoint), "cpu")
+    widget.segment_all()
+    wait_idle(qtbot, widget)
+    assert len(threads) == len(project) and not any(threads)  # stored by the job's worker
+    assert all(project.has_labels(i) for i in project.image_ids)
+    widget.ks_check.setChecked(not widget.ks_check.isChecked())  # a cheap redraw on the GUI thread...
+    qtbot.waitUntil(lambda: len(threads) > len(project), timeout=JOB_TIMEOUT_MS)
+    widget.wait_for_saves()
+    assert not any(threads)  # ...stored by the save thread
+    stored = project.get_labels(widget.current_id)
+    shown = viewer.layers["labels"].data
+    np.testing.assert_array_equal(np.where(shown == 0, 255, shown - 1), stored)
+
+
 def test_busy_while_the_model_loads(make_napari_viewer, qtbot, image_folder, checkpoint):
     viewer, widget = opened(make_napari_viewer, qtbot, image_folder)
     add_class(qtbot, widget, "road")

@@ -1033,6 +1033,17 @@ class Project:
             self._commit(image_id, latest, result_v, source, state)
 
     @_locked
+    def project_labels(self, labels: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
+        """Labels whose value i means class_names[i] (a Segmentation's) as project class indices; names the
+        project lacks (background prompts) become 255."""
+        labels = np.asarray(labels)
+        lut = np.full(max(len(class_names), 1), UNLABELLED, np.uint8)
+        for i, name in enumerate(class_names):
+            lut[i] = self._name_to_index.get(name, UNLABELLED)
+        if labels.size and (labels.min() < 0 or labels.max() >= len(class_names)):
+            raise ProjectError(f"prediction values must lie in 0..{len(class_names) - 1} (one per class name)")
+        return lut[labels]
+
     def merge_prediction(self, image_id: str, labels: np.ndarray, confidence: np.ndarray | None = None, *,
                          class_names: Sequence[str] | None = None, min_confidence: float = 0.0,
                          source: str = "prediction") -> np.ndarray:
@@ -1054,12 +1065,7 @@ class Project:
         if pred.dtype.kind not in "iu":
             raise ProjectError(f"prediction labels must be integers, got dtype {pred.dtype}")
         if class_names is not None:
-            lut = np.full(max(len(class_names), 1), UNLABELLED, np.int64)
-            for i, name in enumerate(class_names):
-                lut[i] = self._name_to_index.get(name, UNLABELLED)
-            if pred.size and (pred.min() < 0 or pred.max() >= len(class_names)):
-                raise ProjectError(f"prediction values must lie in 0..{len(class_names) - 1} (one per class name)")
-            pred = lut[pred]
+            pred = self.project_labels(pred, class_names)
         pred = self._check_labels(pred, rec)
         if confidence is not None:
             conf = np.asarray(confidence)
