@@ -30,6 +30,7 @@ class LoadedImage:
     values: np.ndarray  # labels-layer values (class i as i + 1, 0 = unlabelled)
     verified: np.ndarray
     stale_error: StaleImageError | None = None  # set when the file changed on disk: labels not applied
+    has_labels: bool = False  # a labels revision is stored (segmented before, even if all background)
 
 
 @dataclass
@@ -42,6 +43,7 @@ class OpenedProject:
 def load_image(project: Project, image_id: str) -> LoadedImage:
     """Read an image and its stored labels. Raises MaskCLIPError when the image cannot be read."""
     image = project.get_image(image_id)
+    has_labels = project.has_labels(image_id)
     try:
         labels, verified = project.get_labels_and_verified(image_id)
         stale = None
@@ -49,7 +51,7 @@ def load_image(project: Project, image_id: str) -> LoadedImage:
         labels = np.full(image.shape[:2], 255, np.uint8)
         verified = np.zeros(image.shape[:2], bool)
         stale = exc
-    return LoadedImage(image_id, image, to_layer_values(labels), verified, stale)
+    return LoadedImage(image_id, image, to_layer_values(labels), verified, stale, has_labels)
 
 
 def open_project(path: Path, project_dir: Path | None = None, classes_file: Path | None = None) -> Project:

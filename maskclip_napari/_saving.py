@@ -4,7 +4,8 @@ Encoding and writing a 12-Mpx labels PNG takes about half a second; done on the 
 viewer after every stroke (autosave) and on every Next with edits. The widget snapshots the labels and the
 verified mask (cheap), hands the write to this queue and hears back, on the GUI thread, through `saved`.
 Readers of the project (the image loader, export, training, class edits) call `wait()` first so they see
-every edit made before them.
+every edit made before them. A write holds its Project's lock, so the GUI thread keeps away from the
+project meanwhile: each write also reads what the GUI shows next (the image's list state).
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from qtpy.QtCore import QObject, Signal
 class SaveQueue(QObject):
     """One writer thread; saves run one at a time, in submission order."""
 
-    saved = Signal(str, object)  # image id, the exception the save raised (None when it was written)
+    # image id ("" for a write that concerns no image), what the write returned, the exception it raised
+    saved = Signal(str, object, object)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -32,15 +34,15 @@ class SaveQueue(QObject):
         self._pool.submit(self._run, image_id, write)
 
     def _run(self, image_id: str, write: Callable[[], object]) -> None:
-        error = None
+        result = error = None
         try:
-            write()
+            result = write()
         except Exception as exc:  # reported to the user on the GUI thread, never lost in the thread
             error = exc
         finally:
             with self._lock:
                 self._pending -= 1
-        self.saved.emit(image_id, error)
+        self.saved.emit(image_id, result, error)
 
     @property
     def pending(self) -> int:

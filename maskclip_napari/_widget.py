@@ -79,6 +79,7 @@ CONFIDENCE_PREFIX = "confidence: "
 AUTOSAVE_MS = 300
 REMEMBER_IMAGE_MS = 1000
 REDRAW_DEBOUNCE_MS = 120
+LAYER_TURN_MS = 20  # between napari layer builds: the viewer repaints and takes input in between
 WARM_UP_POLL_MS = 20  # a read that finished before napari's layer warm-up looks again this often
 MODELS = ("ViT-B-16", "ViT-B-32", "ViT-L-14", "RN50", "RN101", "maskclip-tiny-vit", "maskclip-tiny-rn")
 RANDOM_WEIGHTS = "random (untrained, for testing)"
@@ -132,6 +133,7 @@ class AnnotatorWidget(QWidget):
         self.redraw_count = 0
         self._image: np.ndarray | None = None
         self._verified: np.ndarray | None = None  # the current image's verified mask, edits included
+        self._current_stale = False  # the current image's file changed since import (as last read)
         self._recorded: np.ndarray | None = None  # the labels layer's values as of the last recorded edit
         self._history = EditHistory()
         self._dirty = False  # recorded edits not yet saved
@@ -169,6 +171,7 @@ class AnnotatorWidget(QWidget):
         self._show_model_state()
         # napari's first layers cost ~0.5 s of one-time imports: paid now, off the GUI thread
         threading.Thread(target=warm_up_layers, name="maskclip-warm-up", daemon=True).start()
+        QTimer.singleShot(0, self._prepare_layers)
 
     # ============================================================================================
     # UI
@@ -465,7 +468,7 @@ class AnnotatorWidget(QWidget):
         self.class_editor.setEnabled(has_project)
         for b in (self.prev_button, self.next_button, self.reviewed_button, self.verify_class_button):
             b.setEnabled(has_image)
-        stale = has_image and self.project.is_stale(self.current_id)
+        stale = has_image and self._current_stale
         self.accept_change_button.setVisible(stale)
         self.stale_label.setVisible(stale)
         self.open_folder_button.setEnabled(self._loader is None or self.current_id is not None)
@@ -593,14 +596,12 @@ class AnnotatorWidget(QWidget):
         self.open_project(opened.project, opened, split=split)
 
     def _remember_image(self) -> None:
-        """Write the image shown as the project's last image (reopening shows it first)."""
+        """Write the image shown as the project's last image (reopening shows it first), in the save thread."""
         self._remember_timer.stop()
         if self.project is None or self.current_id is None:
             return
-        try:
-            self.project.update_settings({"annotator": {"last_image": self.current_id}})
-        except MaskCLIPError as exc:
-            self._show_error(exc)
+        project, image_id = self.project, self.current_id
+        self._saves.submit("", lambda: project.update_settings({"annotator": {"last_image": image_id}}))
 
     def open_project(self, project: Project, opened: OpenedProject | None = None, split: bool = False) -> None:
         self.save_current()
@@ -806,11 +807,12 @@ class AnnotatorWidget(QWidget):
         item.setData(Qt.ItemDataRole.UserRole, state.id)
         item.setToolTip(f"{state.path}\n{state.width}x{state.height}, {status}")
 
-    def _refresh_item(self, image_id: str) -> None:
+    def _refresh_item(self, image_id: str, state=None) -> None:
+        """Redescribe an image's list row (state: its ImageState when already read)."""
         row = self.project.image_ids.index(image_id)
         item = self.image_list.item(row)
         if item is not None:
-            self._describe_item(item, self.project.image_state(image_id))
+            self._describe_item(item, state if state is not None else self.project.image_state(image_id))
 
     def _on_list_row(self, row: int) -> None:
         if self._updating_list or self.project is None or not 0 <= row < len(self.project):
@@ -867,7 +869,7 @@ class AnnotatorWidget(QWidget):
         self._set_image_layer(loaded.image)
         if split and first_layers:
             token = self._load_token
-            QTimer.singleShot(0, lambda: token == self._load_token and self._show_labels(loaded, new_shape))
+            QTimer.singleShot(LAYER_TURN_MS, lambda: token == self._load_token and self._show_labels(loaded, new_shape))
         else:
             self._show_labels(loaded, new_shape)
 
@@ -881,6 +883,7 @@ class AnnotatorWidget(QWidget):
         self.segmentation = None
         self._verified = loaded.verified
         self._dirty = False
+        self._current_stale = loaded.stale_error is not None
         self._set_labels_data(loaded.values, editable=loaded.stale_error is None)
         self._update_confidence_layers()
         if new_shape:
@@ -898,7 +901,7 @@ class AnnotatorWidget(QWidget):
         self._remember_timer.start()
         self._watch_window()
         self._set_enabled()
-        if self.session is not None and p.classes and p.has_labels(image_id):
+        if self.session is not None and p.classes and loaded.has_labels:
             self._request_redraw(merge=False)  # confidence maps of an image segmented before
 
     def _set_image_layer(self, image: np.ndarray) -> None:
@@ -908,6 +911,8 @@ class AnnotatorWidget(QWidget):
             layer.data = image
             if not rgb or image.dtype != np.uint8:
                 layer.reset_contrast_limits()
+            if layer.metadata.pop("maskclip_placeholder", False):
+                layer.visible = True
             return
         if layer is not None:
             self.viewer.layers.remove(layer)
@@ -948,6 +953,7 @@ class AnnotatorWidget(QWidget):
             return
         self._verified = loaded.verified
         self._dirty = False
+        self._current_stale = loaded.stale_error is not None
         self._set_labels_data(loaded.values, editable=loaded.stale_error is None)
         if loaded.stale_error is not None:
             self.stale_label.setText(gui_text(str(loaded.stale_error)))
@@ -958,13 +964,10 @@ class AnnotatorWidget(QWidget):
         table = (tuple(p.class_names), tuple(p.class_colours))
         layer = self.labels_layer
         if layer is None:
-            layer = self.viewer.add_labels(values, name=LABELS_LAYER, opacity=0.55,
-                                           colormap=labels_colormap(p.class_colours),
-                                           features=labels_features(p.class_names))
-            layer.events.paint.connect(self._on_paint)
-            layer.events.selected_label.connect(self._on_selected_label)
-            self._bind_layer_keys(layer)
+            layer = self._add_labels_layer(values, p.class_names, p.class_colours)
         else:
+            if layer.metadata.pop("maskclip_placeholder", False):
+                layer.visible = True
             mode = layer.mode
             layer.editable = False  # drops napari's own undo history: it belongs to the previous labels
             layer.data = values
@@ -980,6 +983,38 @@ class AnnotatorWidget(QWidget):
         self._history.clear()
         self.viewer.layers.selection.active = layer
         self._on_selected_label()
+
+    def _add_labels_layer(self, values: np.ndarray, names, colours):
+        layer = self.viewer.add_labels(values, name=LABELS_LAYER, opacity=0.55, colormap=labels_colormap(colours),
+                                       features=labels_features(names))
+        layer.events.paint.connect(self._on_paint)
+        layer.events.selected_label.connect(self._on_selected_label)
+        self._bind_layer_keys(layer)
+        return layer
+
+    @property
+    def layers_prepared(self) -> bool:
+        """The image and labels layers exist (empty and hidden until a project opens, see _prepare_layers)."""
+        return self.image_layer is not None and self.labels_layer is not None
+
+    def _prepare_layers(self) -> None:
+        """Make the image and labels layers, hidden and empty, while napari starts: napari takes about
+        0.1 s of GUI time per new layer here, which opening a project would otherwise add to its stall.
+        One layer per event-loop turn; a project opened first makes them itself."""
+        if self.project is not None:
+            return
+        if not layers_ready(wait=False):
+            QTimer.singleShot(WARM_UP_POLL_MS, self._prepare_layers)
+            return
+        if self.image_layer is None:
+            layer = self.viewer.add_image(np.zeros((1, 1, 3), np.uint8), name=IMAGE_LAYER, rgb=True, visible=False)
+            layer.metadata["maskclip_placeholder"] = True
+            QTimer.singleShot(LAYER_TURN_MS, self._prepare_layers)
+        elif self.labels_layer is None:
+            layer = self._add_labels_layer(np.zeros((1, 1), np.uint8), [], [])
+            layer.editable = False
+            layer.visible = False
+            layer.metadata["maskclip_placeholder"] = True
 
     def _remove_confidence_layers(self) -> None:
         for name, layer in self.confidence_layers.items():
@@ -1065,8 +1100,8 @@ class AnnotatorWidget(QWidget):
         changed = layer.data != self._recorded
         if not changed.any():
             return
-        verified = self._verified | changed
-        self._history.record(self._recorded, self._verified, layer.data, verified)
+        verified = self._verified | changed  # so only changed pixels differ in verified too
+        self._history.record(self._recorded, self._verified, layer.data, verified, changed=changed)
         self._recorded = np.array(layer.data, copy=True)
         self._verified = verified
         self._dirty = True
@@ -1080,8 +1115,8 @@ class AnnotatorWidget(QWidget):
         if self.project is not None and self.current_id is not None and self._recorded is not None and self._dirty:
             project, image_id = self.project, self.current_id
             labels, verified = from_layer_values(self._recorded, len(project.classes)), self._verified
-            self._saves.submit(image_id, lambda: project.set_labels(image_id, labels, verified=verified,
-                                                                    source=source))
+            self._saves.submit(image_id, lambda: (project.set_labels(image_id, labels, verified=verified,
+                                                                     source=source), project.image_state(image_id)))
             self._dirty = False
         if wait:
             self._saves.wait()
@@ -1096,18 +1131,18 @@ class AnnotatorWidget(QWidget):
         self._saves.wait()
         QApplication.processEvents()  # delivers the queued `saved` signals
 
-    def _on_saved(self, image_id: str, error: Exception | None) -> None:
-        """A save finished (GUI thread): update the image list and the learned prototypes, or say why not."""
+    def _on_saved(self, image_id: str, result, error: Exception | None) -> None:
+        """A write finished (GUI thread): update the image list and the learned prototypes, or say why not."""
         p = self.project
         if error is not None:
-            if image_id == self.current_id:
+            if image_id and image_id == self.current_id:
                 self._dirty = True  # the edits are still in the layer: the next save tries again
             self._show_error(error if isinstance(error, MaskCLIPError) else
                              MaskCLIPError(f"Could not save the labels of {image_id}: {error}"))
             return
         if p is None or image_id not in p:
             return
-        self._refresh_item(image_id)
+        self._refresh_item(image_id, result[-1])
         if image_id == self.current_id:
             self._learn_from_current()
 
@@ -1506,8 +1541,8 @@ class AnnotatorWidget(QWidget):
             self.save_current()  # strokes made while it ran: written over the prediction, as verified pixels
             if not result.stored:
                 project = self.project
-                self._saves.submit(image_id, lambda: project.merge_prediction(
-                    image_id, seg.labels, class_names=seg.class_names, source="maskclip"))
+                self._saves.submit(image_id, lambda: (project.merge_prediction(
+                    image_id, seg.labels, class_names=seg.class_names, source="maskclip"), project.image_state(image_id)))
             # what the project holds once the writes are done: the prediction under every pixel not verified
             values = to_layer_values(self.project.project_labels(seg.labels, seg.class_names))
             if self._recorded is not None and self._recorded.shape == values.shape:

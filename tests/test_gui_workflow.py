@@ -153,6 +153,23 @@ def test_predictions_are_stored_off_the_gui_thread(make_napari_viewer, qtbot, im
     np.testing.assert_array_equal(np.where(shown == 0, 255, shown - 1), stored)
 
 
+def test_layers_are_made_before_a_project_opens(make_napari_viewer, qtbot, image_folder):
+    """napari needs ~0.1 s of GUI time per new layer: the annotator makes its two while napari starts
+    (hidden, empty), and opening a project only fills them."""
+    viewer = make_napari_viewer()
+    widget = annotator(viewer)
+    qtbot.waitUntil(lambda: widget.layers_prepared, timeout=JOB_TIMEOUT_MS)
+    image, labels = viewer.layers["image"], viewer.layers["labels"]
+    assert not image.visible and not labels.visible and not labels.editable
+    assert widget.open_path(image_folder, background=True)
+    qtbot.waitUntil(lambda: widget.current_id is not None and not widget.loading, timeout=JOB_TIMEOUT_MS)
+    assert viewer.layers["image"] is image and viewer.layers["labels"] is labels  # the same layers, filled
+    assert image.visible and labels.visible and labels.editable
+    state = widget.project.image_state(widget.current_id)
+    assert image.data.shape[:2] == labels.data.shape == (state.height, state.width)
+    assert widget.current_id in viewer.title
+
+
 def test_busy_while_the_model_loads(make_napari_viewer, qtbot, image_folder, checkpoint):
     viewer, widget = opened(make_napari_viewer, qtbot, image_folder)
     add_class(qtbot, widget, "road")

@@ -1032,7 +1032,6 @@ class Project:
             result_v = np.where(mask != shown_v, mask, latest_v) if known else mask | latest_v
             self._commit(image_id, latest, result_v, source, state)
 
-    @_locked
     def project_labels(self, labels: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
         """Labels whose value i means class_names[i] (a Segmentation's) as project class indices; names the
         project lacks (background prompts) become 255."""
@@ -1044,6 +1043,7 @@ class Project:
             raise ProjectError(f"prediction values must lie in 0..{len(class_names) - 1} (one per class name)")
         return lut[labels]
 
+    @_locked
     def merge_prediction(self, image_id: str, labels: np.ndarray, confidence: np.ndarray | None = None, *,
                          class_names: Sequence[str] | None = None, min_confidence: float = 0.0,
                          source: str = "prediction") -> np.ndarray:
