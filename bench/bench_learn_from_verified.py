@@ -4,7 +4,8 @@ Two settings, each scored by mIoU (maskclip.metrics) on images never used for te
 * toy: the contrastively trained tiny CLIP (`python -m maskclip.toy_clip` builds it, ~8M parameters) on
   held-out synthetic scenes (12 coloured-shape classes + background, 64x64, scale 64). Its text is real, so
   this shows text + learned term. Also: image-text retrieval, MaskCLIP vs the naive baseline (last-layer
-  patch tokens) and the value path alone, key smoothing / prompt denoising, the prototype temperature.
+  patch tokens) and the value path alone, key smoothing / prompt denoising, and every dense mode with the
+  learned term blended as maskclip.prototypes does it and as it did before (raw visual cosines).
 * camvid: ViT-B-16 with random weights (no CLIP weights offline) on CamVid val (11 classes, short side
   336). Random text means nothing, so everything above chance comes from the learned visual term.
 Teaching images are fully verified (their ground truth is the verified mask); 1 and 5 images are drawn
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from dataclasses import dataclass
 import sys
 import time
 from pathlib import Path
@@ -29,12 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_file import machine_line, timed, write_section  # noqa: E402
 
 import maskclip  # noqa: E402
+from maskclip.options import DENSE_MODE_NAMES  # noqa: E402
 from maskclip import toy_clip  # noqa: E402
 from maskclip.backbone import maskclip_last_block  # noqa: E402
 from maskclip.images import read_image  # noqa: E402
 from maskclip.labels_io import read_classes_json, read_label_image  # noqa: E402
 from maskclip.metrics import confusion_matrix, scores_from_confusion  # noqa: E402
-from maskclip.prototypes import VISUAL_SCALE, ClassPrototypes, LearnedTerm  # noqa: E402
+from maskclip.prototypes import ClassPrototypes, LearnedTerm, check_weight  # noqa: E402
 
 CAMVID = ROOT / ".." / "shared" / "data" / "camvid"
 HEADINGS = {"toy": "## Learning from verified pixels: toy CLIP (bench/bench_learn_from_verified.py)",
@@ -82,8 +85,24 @@ def teach(model, items, class_names, scales) -> ClassPrototypes:
     return prototypes
 
 
+@dataclass(frozen=True)
+class RawBlendTerm(LearnedTerm):
+    """The learned term as first built (bench-only baseline): raw visual cosines blended into the text
+    cosines, (1 - w) * t_c + w * v_c for known classes."""
+
+    def blend(self, scores, features, row_names):
+        weight = check_weight(self.weight)
+        known, vectors = self.prototypes.vectors(row_names)
+        if weight == 0.0 or not known.any():
+            return scores
+        visual = vectors[known] @ torch.nn.functional.normalize(features, dim=0)
+        out = scores.clone()
+        out[known] = (1.0 - weight) * scores[known] + weight * visual
+        return out
+
+
 def learning_rows(model, eval_items, pool, classes, background, class_names, options, draws, weights,
-                  scale=VISUAL_SCALE) -> list[list[str]]:
+                  term=LearnedTerm) -> list[list[str]]:
     """mIoU per number of taught images (rows) and weight (columns); 1 and 5 averaged over draws."""
     rng = np.random.default_rng(0)
     text_only = miou(model, eval_items, classes, background, len(class_names), **options)
@@ -98,18 +117,34 @@ def learning_rows(model, eval_items, pool, classes, background, class_names, opt
             prototypes = teach(model, chosen, class_names, options["scales"])
             for w in weights:
                 scores[w].append(miou(model, eval_items, classes, background, len(class_names),
-                                      learned=LearnedTerm(prototypes, w, scale), **options))
+                                      learned=term(prototypes, w), **options))
         label = f"{count}" + (f" (mean of {repeats})" if repeats > 1 else "")
         rows.append([label] + [f"{statistics.mean(scores[w]):.3f}" for w in weights])
         print(rows[-1], flush=True)
     return rows
 
 
-def scale_table(model, eval_items, pool, classes, background, names, options, scales=(0.3, 1.0, 3.0)) -> str:
-    prototypes = teach(model, pool[:5], names, options["scales"])
-    cells = [miou(model, eval_items, classes, background, len(names), learned=LearnedTerm(prototypes, 0.5, s),
-                  **options) for s in scales]
-    return table([f"scale={s:g}" for s in scales], [[f"{c:.3f}" for c in cells]])
+def modes_table(path, eval_items, pool, classes, background, names, scales, draws, weight=0.5) -> str:
+    """Per dense mode (its own default options): text only, then the learned term from 1/5/20/40 verified
+    images at `weight`, blended as now (matched) and as before (raw cosines)."""
+    header = ["dense mode", "text only"] + [f"{n} verified: matched / raw" for n in (1, 5, 20, 40)]
+    rows = []
+    for mode in DENSE_MODE_NAMES:
+        model = maskclip.load(toy_clip.MODEL_NAME, pretrained=path, device="auto", dense_mode=mode)
+        score = lambda learned=None: miou(model, eval_items, classes, background, len(names), learned=learned,  # noqa: E731
+                                          scales=scales)
+        rng = np.random.default_rng(0)
+        cells = [mode, f"{score():.3f}"]
+        for count in (1, 5, 20, 40):
+            chosen = [[pool[i] for i in rng.choice(len(pool), count, replace=False)]
+                      for _ in range(draws if count < len(pool) else 1)]
+            taught = [teach(model, c, names, scales) for c in chosen]
+            matched = statistics.mean(score(LearnedTerm(p, weight)) for p in taught)
+            raw = statistics.mean(score(RawBlendTerm(p, weight)) for p in taught)
+            cells.append(f"{matched:.3f} / {raw:.3f}")
+        rows.append(cells)
+        print(cells, flush=True)
+    return table(header, rows)
 
 
 def patch_data(model, items, scales):
@@ -206,7 +241,7 @@ def toy_section(args) -> str:
         return (f"toy model not built: run `python -m maskclip.toy_clip` (writes {toy_clip.checkpoint_path()}), "
                 f"then this benchmark again")
     model = maskclip.load(toy_clip.MODEL_NAME, pretrained=path, device="auto", dense_mode=args.dense_mode)
-    scenes = toy_clip.held_out_scenes(args.toy_eval + 40)
+    scenes = toy_clip.held_out_scenes(args.toy_eval + 80)
     eval_items = [(s.image, s.labels) for s in scenes[:args.toy_eval]]
     pool = [(s.image, s.labels) for s in scenes[args.toy_eval:]]
     classes, background = toy_clip.CLASS_NAMES, list(toy_clip.BACKGROUND_PROMPTS)
@@ -234,8 +269,10 @@ def toy_section(args) -> str:
     rows = learning_rows(model, eval_items, pool, classes, background, names, options, args.draws, WEIGHTS)
     out += ["Text + learned term (KS+PD), mIoU by verified images and weight:", "",
             table(["verified images"] + [f"w={w}" for w in WEIGHTS], rows), ""]
-    out += ["Scale of the visual cosine (5 verified images, w=0.5):", "", scale_table(model, eval_items, pool, classes,
-                                                                                   background, names, options), "",
+    out += ["Every dense mode (its default options; w=0.5; 1 and 5 verified images: mean of "
+            f"{args.draws} draws), the learned term as blended now (visual cosines mapped onto the text scores' "
+            "mean and spread at each pixel) / as first built (raw visual cosines):", "",
+            modes_table(path, eval_items, pool, classes, background, names, options["scales"], args.draws), "",
             "Which visual term (5 verified images, features only):", "",
             classifier_table(model, pool[:5], eval_items, len(names), options["scales"]), ""]
     return "\n".join(out)
@@ -266,11 +303,13 @@ def camvid_section(args) -> str:
                                                                                      options["scales"]))
     return "\n".join([
         f"**CamVid** (ViT-B-16, random weights, dense mode {args.dense_mode}): {len(eval_items)} val images at "
-        f"short side {args.camvid_scale}, 11 classes, teaching images from train; text + learned term (KS+PD, "
-        f"visual scale {VISUAL_SCALE}), mIoU:", "",
+        f"short side {args.camvid_scale}, 11 classes, teaching images from train; text + learned term (KS+PD), "
+        "mIoU:", "",
         table(["verified images"] + [f"w={w}" for w in WEIGHTS], rows), "",
-        "Scale of the visual cosine (5 verified images, w=0.5):", "",
-        scale_table(model, eval_items, pool, classes, [], classes, options), "",
+        "The same, blended as first built (raw visual cosines):", "",
+        table(["verified images"] + [f"w={w}" for w in WEIGHTS],
+              learning_rows(model, eval_items, pool, classes, [], classes, options, args.draws, WEIGHTS,
+                            term=RawBlendTerm)), "",
         "Which visual term (5 verified images, features only):", "",
         classifier_table(model, pool[:5], eval_items, len(classes), options["scales"]), "", timing])
 

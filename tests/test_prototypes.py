@@ -86,13 +86,16 @@ def test_blend_keeps_unknown_classes_and_is_identity_at_weight_zero():
     p.set_image("a", [features.view(8, 3, 4)], labels, np.ones((3, 4), bool), ["a", "b", "c"])
     names = ["a", "b", "c"]
     assert torch.equal(LearnedTerm(p, 0.0).blend(scores, features, names), scores)
-    out = LearnedTerm(p, 1.0, scale=0.3).blend(scores, features, names)
+    out = LearnedTerm(p, 1.0).blend(scores, features, names)
     assert torch.equal(out[2], scores[2])  # class c has no verified pixel: its text score stays
     known, vectors = p.vectors(names)
-    visual = 0.3 * vectors[:2] @ F.normalize(features, dim=0)
-    assert torch.allclose(out[:2], visual, atol=1e-6)
-    half = LearnedTerm(p, 0.5, scale=0.3).blend(scores, features, names)
-    assert torch.allclose(half[:2], 0.5 * scores[:2] + 0.5 * visual, atol=1e-6)
+    visual = vectors[:2] @ F.normalize(features, dim=0)
+    # at each patch the known classes keep the text scores' mean and spread, in the visual term's order
+    assert torch.allclose(out[:2].mean(dim=0), scores[:2].mean(dim=0), atol=1e-6)
+    assert torch.allclose(out[:2].std(dim=0), scores[:2].std(dim=0), atol=1e-6)
+    assert torch.equal(out[:2].argmax(dim=0), visual.argmax(dim=0))
+    half = LearnedTerm(p, 0.5).blend(scores, features, names)
+    assert torch.allclose(half[:2], 0.5 * scores[:2] + 0.5 * out[:2], atol=1e-6)
     with pytest.raises(MaskCLIPError, match="weight"):
         LearnedTerm(p, 1.5).blend(scores, features, names)
     with pytest.raises(MaskCLIPError, match="another model"):

@@ -5,14 +5,18 @@ Each class's prototype is the mean of the L2-normalised dense features under its
 whole project (each patch weighted by the share of it the class's verified pixels cover). The sums are
 kept per image, so a changed image replaces only its own contribution (no other image is re-read).
 
-Scores then blend MaskCLIP's text cosine t_c with a visual cosine, class by class:
-    v_c = cos(feature, prototype_c)
-    score_c = (1 - weight) * t_c + weight * VISUAL_SCALE * v_c   for classes with a prototype ("known")
-    score_c = t_c                                               for the others (no example: text only)
-before prompt denoising, softmax and key smoothing, which then work as always. A class nobody has verified
-yet keeps its text evidence, a strong visual match can still beat a confident text score of such a class,
-and weight 0 is MaskCLIP unchanged. The prototypes work on whatever dense features the model caches (any
-dense mode, any architecture).
+Scores then blend MaskCLIP's text cosine t_c with a visual cosine v_c = cos(feature, prototype_c), at
+each pixel, over the classes with a prototype ("known"):
+    v'_c = mean_k(t_k) + std_k(t_k) * (v_c - mean_k(v_k)) / std_k(v_k)     (k: the known classes)
+    score_c = (1 - weight) * t_c + weight * v'_c                            for known classes
+    score_c = t_c                                                           for the others
+before prompt denoising, softmax and key smoothing, which then work as always. Visual cosines run higher
+than text cosines (0.5-0.9 against 0.2-0.3) and their spread differs by dense mode; blended raw, they lifted
+every known class above the classes nobody had verified yet, so one verified image made MaskCLIP worse
+(toy CLIP: 0.296 -> 0.261 mIoU). Mapped onto the text scores' mean and spread at the pixel, the visual term
+only reorders the known classes among themselves: a class nobody has verified keeps its chance, weight 0 is
+MaskCLIP unchanged, and the term works the same in every dense mode (bench/results.md). The prototypes work
+on whatever dense features the model caches (any dense mode, any architecture).
 """
 from __future__ import annotations
 
@@ -26,9 +30,6 @@ import torch.nn.functional as F
 
 from .errors import MaskCLIPError
 
-# Factor on the visual cosine before it is blended with the text cosine (both then go through softmax(100 *
-# score)); 1.0 beat 0.1 and 0.3 on the toy CLIP (bench/bench_learn_from_verified.py, bench/results.md).
-VISUAL_SCALE = 1.0
 DEFAULT_WEIGHT = 0.5
 UNLABELLED = 255
 
@@ -130,12 +131,11 @@ class ClassPrototypes:
 
 @dataclass(frozen=True)
 class LearnedTerm:
-    """What `MaskCLIP.segment(learned=...)` blends into the text scores: prototypes (read at call time),
-    the weight and the visual cosine's scale."""
+    """What `MaskCLIP.segment(learned=...)` blends into the text scores: prototypes (read at call time) and
+    the weight."""
 
     prototypes: ClassPrototypes
     weight: float = DEFAULT_WEIGHT
-    scale: float = VISUAL_SCALE
 
     def blend(self, scores: torch.Tensor, features: torch.Tensor, row_names: Sequence[str]) -> torch.Tensor:
         """Text cosine scores [R, N] (one row per prompt row, `row_names` its output class) and dense features
@@ -148,10 +148,15 @@ class LearnedTerm:
         if vectors.shape[1] != features.shape[0]:
             raise MaskCLIPError(f"the learned prototypes have {vectors.shape[1]} channels but the model's dense "
                                 f"features have {features.shape[0]}: they were learned with another model")
-        visual = self.scale * (vectors @ F.normalize(features, dim=0))
         known = known.to(scores.device)
+        text = scores[known]
+        if len(text) < 2:  # one known class: nothing to rank it against
+            return scores
+        visual = vectors @ F.normalize(features, dim=0)
+        visual = (visual - visual.mean(dim=0)) / visual.std(dim=0).clamp_min(1e-6)
+        matched = text.mean(dim=0) + text.std(dim=0) * visual  # the text scores' level and spread at each pixel
         out = scores.clone()
-        out[known] = (1.0 - weight) * scores[known] + weight * visual
+        out[known] = (1.0 - weight) * text + weight * matched
         return out
 
 
