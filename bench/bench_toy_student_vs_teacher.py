@@ -20,10 +20,10 @@ key smoothing + prompt denoising on, the annotator's defaults) on the contrastiv
 
 Image size: the scenes are 64x64 and MaskCLIP sees them at 64 (its pre-training size, an 8x8 patch grid).
 The student classifies at 1/8 (LR-ASPP's output stride): 8x8 at --base-size 64, 16x16 at 128. Upsampling to
-128 costs 4x per image; for the same CPU time (2 cores shared with other jobs, ~9.5 min) the guided student
-reached 22.7 mIoU at 64 (4000 iterations) but 14.0 at 128 (1500 iterations, teacher 29.6): a student from
-random weights is limited by iterations here, not by resolution, so the default is 64 (crops of 64 from
-scenes scaled by U(0.5, 2)).
+128 costs 4x per image. Measured while writing this benchmark (guided only, teacher 29.6 mIoU, the 2 cores
+shared with other jobs): 4000 iterations at 64 (12 min) gave the student 22.7 mIoU, 1500 iterations at 128
+(9 min) gave 14.0. A student from random weights is limited by iterations here, not by resolution, so the
+default is 64 (crops of 64 from scenes scaled by U(0.5, 2)).
 
     .venv/bin/python bench/bench_toy_student_vs_teacher.py [--toy-checkpoint PATH] [--write]
 """
@@ -32,8 +32,8 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import sys
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
