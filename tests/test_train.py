@@ -167,7 +167,7 @@ def test_augment_keeps_pixels_aligned_and_pads_with_ignore():
     for seed in range(5):
         x, t, v = augment(img, target, target.astype(bool), cfg, np.random.default_rng(seed))
         assert x.shape == (3, 80, 80) and t.shape == (80, 80)
-        assert (t[:, -1] == IGNORE).all() and not v[:, -1].any()  # padding: ignored, not verified
+        assert (t[:, -1] == IGNORE).all() and v[:, -1].all()  # padding: ignored, a fixed target in both phases
         inside = t != IGNORE
         blue = x[2] > x[0]  # normalised blue channel above red: the bottom half
         assert (blue[inside] == (t[inside] == 1)).float().mean() > 0.97
@@ -240,6 +240,26 @@ def test_phase_switch_happens_at_the_configured_iteration(tmp_path, monkeypatch,
     phases = [m["phase"] for m in metrics(tmp_path / "run")]  # record n describes iteration index n-1
     assert phases == ["guided"] * switch + ["self-training"] * (20 - switch)
     assert len(calls) == 20 - switch  # student targets used exactly in the self-training iterations
+
+
+def test_self_training_never_labels_the_padding(tmp_path, monkeypatch):
+    # crops larger than the scaled image are padded: the padding stays ignored when the student's own
+    # arg-max replaces the teacher (as in the official code, whose label padding is never self-labelled)
+    seen = []
+    real = loop_module._cross_entropy
+
+    def spy(logits, target):
+        seen.append(target.clone())
+        return real(logits, target)
+
+    monkeypatch.setattr(loop_module, "_cross_entropy", spy)
+    items, teacher = make_setup(tmp_path)
+    cfg = small_config(iters=4, guided_fraction=0.0, augment=AugmentConfig(
+        base_size=H, crop_size=W, scale_range=(1.0, 1.0), hflip=False, photometric=False))
+    train(items, teacher, random_class_embeddings(2, 32), ["red", "blue"], tmp_path / "run", cfg)
+    assert len(seen) == 4
+    for t in seen:  # the 48x64 image fills the top 48 rows of each 64x64 crop
+        assert (t[:, H:] == IGNORE).all() and (t[:, :H] != IGNORE).all()
 
 
 def test_automatic_switch_turns_self_training_off_for_a_random_student(tmp_path):

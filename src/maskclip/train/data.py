@@ -82,7 +82,9 @@ def augment(image: np.ndarray, target: np.ndarray, verified: np.ndarray, cfg: Au
     """Random scale, crop (padding with ignore), horizontal flip and colour jitter.
 
     image float32 HxWx3 [0,1]; target uint8 HxW; verified bool HxW. Returns the normalised image
-    [3,C,C], the target int64 [C,C] (255 = ignore) and the verified mask bool [C,C].
+    [3,C,C], the target int64 [C,C] (255 = ignore) and the fixed-target mask bool [C,C]: the verified
+    pixels and the padding, whose targets (annotation; ignore) hold in both phases, so self-training never
+    labels pixels outside the image (the official code pads labels with 255, which it never self-labels).
     """
     img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
     lab = torch.from_numpy(np.stack([target, verified.astype(np.uint8)]))  # [2,H,W] uint8
@@ -112,10 +114,10 @@ def augment(image: np.ndarray, target: np.ndarray, verified: np.ndarray, cfg: Au
             img = TF.adjust_hue(img, float(rng.uniform(-cfg.hue, cfg.hue)))
     img = normalise(img)
     pad_h, pad_w = c - img.shape[1], c - img.shape[2]
-    if pad_h or pad_w:  # image smaller than the crop: pad with the mean colour / ignore / not verified
+    if pad_h or pad_w:  # image smaller than the crop: pad with the mean colour / ignore / fixed (see above)
         img = F.pad(img, (0, pad_w, 0, pad_h), value=0.0)
         lab = torch.cat([F.pad(lab[:1], (0, pad_w, 0, pad_h), value=IGNORE),
-                         F.pad(lab[1:], (0, pad_w, 0, pad_h), value=0)])
+                         F.pad(lab[1:], (0, pad_w, 0, pad_h), value=1)])
     return img.contiguous(), lab[0].long(), lab[1].bool()
 
 
