@@ -19,8 +19,9 @@ from qtpy.QtCore import QObject, Signal
 class SaveQueue(QObject):
     """One writer thread; saves run one at a time, in submission order."""
 
-    # image id ("" for a write that concerns no image), what the write returned, the exception it raised
-    saved = Signal(str, object, object)
+    # what was written ("labels", "prediction" or "settings"), the image id ("" for settings), what the write
+    # returned, the exception it raised (None when it was written)
+    saved = Signal(str, str, object, object)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -28,12 +29,12 @@ class SaveQueue(QObject):
         self._lock = threading.Lock()
         self._pending = 0
 
-    def submit(self, image_id: str, write: Callable[[], object]) -> None:
+    def submit(self, kind: str, image_id: str, write: Callable[[], object]) -> None:
         with self._lock:
             self._pending += 1
-        self._pool.submit(self._run, image_id, write)
+        self._pool.submit(self._run, kind, image_id, write)
 
-    def _run(self, image_id: str, write: Callable[[], object]) -> None:
+    def _run(self, kind: str, image_id: str, write: Callable[[], object]) -> None:
         result = error = None
         try:
             result = write()
@@ -42,7 +43,7 @@ class SaveQueue(QObject):
         finally:
             with self._lock:
                 self._pending -= 1
-        self.saved.emit(image_id, result, error)
+        self.saved.emit(kind, image_id, result, error)
 
     @property
     def pending(self) -> int:

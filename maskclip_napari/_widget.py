@@ -601,7 +601,7 @@ class AnnotatorWidget(QWidget):
         if self.project is None or self.current_id is None:
             return
         project, image_id = self.project, self.current_id
-        self._saves.submit("", lambda: project.update_settings({"annotator": {"last_image": image_id}}))
+        self._saves.submit("settings", "", lambda: project.update_settings({"annotator": {"last_image": image_id}}))
 
     def open_project(self, project: Project, opened: OpenedProject | None = None, split: bool = False) -> None:
         self.save_current()
@@ -1115,8 +1115,8 @@ class AnnotatorWidget(QWidget):
         if self.project is not None and self.current_id is not None and self._recorded is not None and self._dirty:
             project, image_id = self.project, self.current_id
             labels, verified = from_layer_values(self._recorded, len(project.classes)), self._verified
-            self._saves.submit(image_id, lambda: (project.set_labels(image_id, labels, verified=verified,
-                                                                     source=source), project.image_state(image_id)))
+            self._saves.submit("labels", image_id, lambda: (
+                project.set_labels(image_id, labels, verified=verified, source=source), project.image_state(image_id)))
             self._dirty = False
         if wait:
             self._saves.wait()
@@ -1131,14 +1131,16 @@ class AnnotatorWidget(QWidget):
         self._saves.wait()
         QApplication.processEvents()  # delivers the queued `saved` signals
 
-    def _on_saved(self, image_id: str, result, error: Exception | None) -> None:
+    def _on_saved(self, kind: str, image_id: str, result, error: Exception | None) -> None:
         """A write finished (GUI thread): update the image list and the learned prototypes, or say why not."""
         p = self.project
         if error is not None:
-            if image_id and image_id == self.current_id:
+            if kind == "labels" and image_id == self.current_id:
                 self._dirty = True  # the edits are still in the layer: the next save tries again
+            what = {"labels": f"the labels of {image_id}", "prediction": f"the segmentation of {image_id}",
+                    "settings": "the project settings"}[kind]
             self._show_error(error if isinstance(error, MaskCLIPError) else
-                             MaskCLIPError(f"Could not save the labels of {image_id}: {error}"))
+                             MaskCLIPError(f"Could not save {what}: {error}"))
             return
         if p is None or image_id not in p:
             return
@@ -1541,7 +1543,7 @@ class AnnotatorWidget(QWidget):
             self.save_current()  # strokes made while it ran: written over the prediction, as verified pixels
             if not result.stored:
                 project = self.project
-                self._saves.submit(image_id, lambda: (project.merge_prediction(
+                self._saves.submit("prediction", image_id, lambda: (project.merge_prediction(
                     image_id, seg.labels, class_names=seg.class_names, source="maskclip"), project.image_state(image_id)))
             # what the project holds once the writes are done: the prediction under every pixel not verified
             values = to_layer_values(self.project.project_labels(seg.labels, seg.class_names))
