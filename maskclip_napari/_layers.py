@@ -74,7 +74,6 @@ def class_table_from_layer(features, colormap) -> tuple[list[str], list[tuple[in
     return names, colours
 
 
-
 _warm = threading.Event()  # set when the warm-up has finished (or failed: then the real layers raise)
 _warm_started = threading.Lock()
 

@@ -55,7 +55,3 @@ class SaveQueue(QObject):
         """Return once every save submitted so far is written (any thread but the writer's own)."""
         if self.pending:
             self._pool.submit(lambda: None).result()
-
-    def close(self) -> None:
-        """Write what is queued, then stop the thread."""
-        self._pool.shutdown(wait=True)

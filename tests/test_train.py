@@ -201,8 +201,8 @@ def test_loss_falls_on_a_tiny_set(tmp_path):
     assert (predict_two_tone(student)[H // 2 + 4:] == 1).mean() > 0.9
 
 
-def test_verified_pixels_are_used_as_ground_truth(tmp_path, monkeypatch):
-    # the teacher says "red" everywhere; annotators verified the bottom halves as "blue"
+def record_loss_targets(monkeypatch) -> list:
+    """The target of every loss computation in the training loop, in order."""
     seen = []
     real = loop_module._cross_entropy
 
@@ -211,6 +211,12 @@ def test_verified_pixels_are_used_as_ground_truth(tmp_path, monkeypatch):
         return real(logits, target)
 
     monkeypatch.setattr(loop_module, "_cross_entropy", spy)
+    return seen
+
+
+def test_verified_pixels_are_used_as_ground_truth(tmp_path, monkeypatch):
+    # the teacher says "red" everywhere; annotators verified the bottom halves as "blue"
+    seen = record_loss_targets(monkeypatch)
     items, teacher = make_setup(tmp_path, teacher_label=0, verified=True)
     cfg = small_config(iters=40, log_every=10)
     cfg.augment.hflip = cfg.augment.photometric = False
@@ -245,14 +251,7 @@ def test_phase_switch_happens_at_the_configured_iteration(tmp_path, monkeypatch,
 def test_self_training_never_labels_the_padding(tmp_path, monkeypatch):
     # crops larger than the scaled image are padded: the padding stays ignored when the student's own
     # arg-max replaces the teacher (as in the official code, whose label padding is never self-labelled)
-    seen = []
-    real = loop_module._cross_entropy
-
-    def spy(logits, target):
-        seen.append(target.clone())
-        return real(logits, target)
-
-    monkeypatch.setattr(loop_module, "_cross_entropy", spy)
+    seen = record_loss_targets(monkeypatch)
     items, teacher = make_setup(tmp_path)
     cfg = small_config(iters=4, guided_fraction=0.0, augment=AugmentConfig(
         base_size=H, crop_size=W, scale_range=(1.0, 1.0), hflip=False, photometric=False))
