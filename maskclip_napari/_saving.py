@@ -11,9 +11,31 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from typing import Callable, NamedTuple
 
+import numpy as np
 from qtpy.QtCore import QObject, Signal
+
+from maskclip.project import ImageState, Project
+
+
+class SavedEdit(NamedTuple):
+    """A written edit: what the annotator submitted and what the project holds after merging it."""
+
+    labels: np.ndarray  # submitted (project class indices, 255 = unlabelled)
+    verified: np.ndarray
+    stored: np.ndarray  # the image's labels after the merge, other writers' pixels included
+    stored_verified: np.ndarray
+    state: ImageState  # for the image list
+
+
+def write_edit(project: Project, image_id: str, labels: np.ndarray, verified: np.ndarray,
+               base: tuple[np.ndarray, np.ndarray] | None, source: str) -> SavedEdit:
+    """Save the annotator's copy of an image (in the save thread). `base` is the copy its edits started
+    from, so only those edits are taken; the merged result is read back for the annotator to adopt."""
+    project.set_labels(image_id, labels, verified=verified, source=source, base=base)
+    stored, stored_verified = project.get_labels_and_verified(image_id)
+    return SavedEdit(labels, verified, stored, stored_verified, project.image_state(image_id))
 
 
 class SaveQueue(QObject):
