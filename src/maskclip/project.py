@@ -14,7 +14,7 @@ Public API (the napari annotator and the MaskCLIP+ trainer code against these na
     p.get_labels(image_id) -> np.uint8 HxW # current project class indices, 255 = unlabelled
     p.get_verified(image_id) -> bool HxW   # pixels a person set or confirmed
     p.get_labels_and_verified(image_id)    # both from one revision
-    p.set_labels(image_id, labels, verified=None, mark_changed_verified=False, source="manual") -> labels stored
+    p.set_labels(image_id, labels, verified=None, mark_changed_verified=False, source="manual", base=None)
     p.set_verified(image_id, mask)
     p.merge_prediction(image_id, labels, confidence=None, class_names=None, min_confidence=0.0)
     p.import_labels(path, verified=False)  # label folder / VOC / COCO / index export (maskclip.export)
@@ -31,8 +31,9 @@ are serialised), and several processes may write one project at once (the annota
 segment`, `refine` or cluster workers): inter-process file locks (filelock) make every save a
 read-modify-write of the latest version. An image's commit merges into its latest revision under the
 image's lock: predictions keep every verified pixel committed by anyone, and an editor's save
-(set_labels / set_verified) takes only the pixels it changed relative to the revision this instance last
-read, so a newer revision from another process is merged, never overwritten. project.json and
+(set_labels / set_verified) takes only the pixels it changed relative to the copy the caller holds (what it
+last read or submitted, or the `base` it passes), so a newer revision from another writer is merged, never
+reverted, however many times the editor saves from its own copy. project.json and
 images.json changes (classes, settings, added images) re-read the file under the project lock first, so
 two processes adding classes get distinct uids and keep both. A save that waits more than
 LOCK_TIMEOUT_S for another process raises ProjectBusyError (a ProjectError, for the GUI to show).
