@@ -67,7 +67,7 @@ from ._layers import (
     warm_up_layers,
 )
 from ._loading import PROJECT_SUBFOLDER, LoadedImage, OpenedProject, load_image, open_job
-from ._saving import SavedEdit, SaveQueue, write_edit
+from ._saving import EditWriter, SavedEdit, SaveQueue
 from ._session import JobResult, Method, ModelChoice, ModelSession, segment_job
 from ._training import TrainingSection
 
@@ -152,6 +152,7 @@ class AnnotatorWidget(QWidget):
 
         self._saves = SaveQueue(self)
         self._saves.saved.connect(self._on_saved)
+        self._edit_writer = EditWriter()  # used in the save thread only
         self._build_ui()
         self._autosave = QTimer(self, singleShot=True, interval=AUTOSAVE_MS)
         self._autosave.timeout.connect(self.save_current)
@@ -1119,7 +1120,8 @@ class AnnotatorWidget(QWidget):
         if self.project is not None and self.current_id is not None and self._recorded is not None and self._dirty:
             project, image_id, base = self.project, self.current_id, self._base
             labels, verified = from_layer_values(self._recorded, len(project.classes)), self._verified
-            self._saves.submit("labels", image_id, lambda: write_edit(project, image_id, labels, verified, base, source))
+            self._saves.submit("labels", image_id, lambda: self._edit_writer.write(
+                project, image_id, labels, verified, base, source))
             self._base = (labels, verified)  # the next save's edits are relative to this one
             self._dirty = False
         if wait:
