@@ -11,9 +11,46 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from typing import Callable, NamedTuple
 
+import numpy as np
 from qtpy.QtCore import QObject, Signal
+
+from maskclip.project import ImageState, Project
+
+
+class SavedEdit(NamedTuple):
+    """A written edit: what the annotator submitted and what the project holds after merging it."""
+
+    labels: np.ndarray  # submitted (project class indices, 255 = unlabelled)
+    verified: np.ndarray
+    stored: np.ndarray  # the image's labels after the merge, other writers' pixels included
+    stored_verified: np.ndarray
+    state: ImageState  # for the image list
+
+
+class EditWriter:
+    """Writes the annotator's edits (called in the save thread, one write at a time).
+
+    Each write passes the copy its edit started from (`base`), so only the annotator's own pixels are taken
+    and the merged result is read back for the annotator to adopt. A failed write leaves its base behind:
+    the image's next write starts from it, so the failed edit's pixels are sent again, also by a write that
+    was queued before the failure was known (nothing is lost)."""
+
+    def __init__(self):
+        self._unsaved_base: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
+
+    def write(self, project: Project, image_id: str, labels: np.ndarray, verified: np.ndarray,
+              base: tuple[np.ndarray, np.ndarray] | None, source: str) -> SavedEdit:
+        base = self._unsaved_base.get(image_id, base)
+        try:
+            project.set_labels(image_id, labels, verified=verified, source=source, base=base)
+        except Exception:
+            self._unsaved_base[image_id] = base
+            raise
+        self._unsaved_base.pop(image_id, None)
+        stored, stored_verified = project.get_labels_and_verified(image_id)
+        return SavedEdit(labels, verified, stored, stored_verified, project.image_state(image_id))
 
 
 class SaveQueue(QObject):

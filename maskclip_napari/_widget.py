@@ -67,7 +67,7 @@ from ._layers import (
     warm_up_layers,
 )
 from ._loading import PROJECT_SUBFOLDER, LoadedImage, OpenedProject, load_image, open_job
-from ._saving import SaveQueue
+from ._saving import EditWriter, SavedEdit, SaveQueue
 from ._session import JobResult, Method, ModelChoice, ModelSession, segment_job
 from ._training import TrainingSection
 
@@ -135,6 +135,9 @@ class AnnotatorWidget(QWidget):
         self._verified: np.ndarray | None = None  # the current image's verified mask, edits included
         self._current_stale = False  # the current image's file changed since import (as last read)
         self._recorded: np.ndarray | None = None  # the labels layer's values as of the last recorded edit
+        # (project labels, verified) the layer's copy derives from: the merge base of the next save, so a save
+        # takes only this annotator's edits and never reverts what other writers committed
+        self._base: tuple[np.ndarray, np.ndarray] | None = None
         self._history = EditHistory()
         self._dirty = False  # recorded edits not yet saved
         self._loader = None  # the worker reading a project or an image
@@ -149,6 +152,7 @@ class AnnotatorWidget(QWidget):
 
         self._saves = SaveQueue(self)
         self._saves.saved.connect(self._on_saved)
+        self._edit_writer = EditWriter()  # used in the save thread only
         self._build_ui()
         self._autosave = QTimer(self, singleShot=True, interval=AUTOSAVE_MS)
         self._autosave.timeout.connect(self.save_current)
@@ -980,6 +984,7 @@ class AnnotatorWidget(QWidget):
         layer.metadata["maskclip_classes"] = table
         layer.editable = editable  # a stale image's labels are not applied, so they cannot be edited
         self._recorded = np.array(values, copy=True) if editable else None
+        self._base = (from_layer_values(values, len(p.classes)), self._verified.copy()) if editable else None
         self._history.clear()
         self.viewer.layers.selection.active = layer
         self._on_selected_label()
@@ -1113,13 +1118,40 @@ class AnnotatorWidget(QWidget):
         self._autosave.stop()
         self._record_edit()
         if self.project is not None and self.current_id is not None and self._recorded is not None and self._dirty:
-            project, image_id = self.project, self.current_id
+            project, image_id, base = self.project, self.current_id, self._base
             labels, verified = from_layer_values(self._recorded, len(project.classes)), self._verified
-            self._saves.submit("labels", image_id, lambda: (
-                project.set_labels(image_id, labels, verified=verified, source=source), project.image_state(image_id)))
+            self._saves.submit("labels", image_id, lambda: self._edit_writer.write(
+                project, image_id, labels, verified, base, source))
+            self._base = (labels, verified)  # the next save's edits are relative to this one
             self._dirty = False
         if wait:
             self._saves.wait()
+
+    def _adopt(self, saved: SavedEdit) -> None:
+        """Show what other writers committed to the current image while this annotator edited it (another
+        process's verified pixels, a newer prediction): their pixels replace the layer's where this annotator
+        has not changed them since the save, and join the base of the next save (so they are not taken for
+        this annotator's edits)."""
+        if self._recorded is None or self._base is None or self._recorded.shape != saved.stored.shape:
+            return
+        self._record_edit()
+        others = (saved.stored != saved.labels) | (saved.stored_verified != saved.verified)
+        if not others.any():
+            return
+        current = from_layer_values(self._recorded, len(self.project.classes))
+        mine = (current != saved.labels) | (self._verified != saved.verified)  # edits made since that save
+        adopt = others & ~mine
+        base_labels, base_verified = self._base
+        self._base = (np.where(others, saved.stored, base_labels), np.where(others, saved.stored_verified, base_verified))
+        if not adopt.any():
+            return
+        values = to_layer_values(saved.stored)
+        self._recorded = np.where(adopt, values, self._recorded)
+        self._verified = np.where(adopt, saved.stored_verified, self._verified)
+        layer = self.labels_layer
+        if layer is not None and layer.data.shape == values.shape:
+            layer.data[adopt] = values[adopt]
+            layer.refresh()
 
     @property
     def has_unsaved_edits(self) -> bool:
@@ -1144,6 +1176,8 @@ class AnnotatorWidget(QWidget):
             return
         if p is None or image_id not in p:
             return
+        if kind == "labels" and image_id == self.current_id:
+            self._adopt(result)
         self._refresh_item(image_id, result[-1])
         if image_id == self.current_id:
             self._learn_from_current()

@@ -393,3 +393,42 @@ def test_sample_data_opens_in_the_annotator(make_napari_viewer, qtbot, image_fol
     assert viewer.layers["image"].data.shape[:2] == viewer.layers["labels"].data.shape
     widget.next_image()  # the annotator keeps using the handed-back layer
     assert viewer.layers["image"].data.shape[:2] == viewer.layers["labels"].data.shape
+
+
+def test_another_writers_pixels_survive_the_annotators_saves(make_napari_viewer, qtbot, image_folder):
+    """Issue 16.1: while the annotator shows an image, another process verifies a block of it; the annotator
+    paints and saves twice. Both writers' pixels survive, and the annotator's layer shows the other's."""
+    import subprocess
+    import textwrap
+
+    viewer = make_napari_viewer()
+    widget = annotator(viewer)
+    widget.open_path(image_folder)
+    for name in ("road", "car"):
+        add_class(qtbot, widget, name)
+    image_id = widget.current_id
+    layer = viewer.layers["labels"]
+    root = widget.project.root
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from maskclip.project import Project
+        p = Project.open({str(root)!r})
+        labels = p.get_labels({image_id!r})
+        labels[:20, :20] = 1
+        p.set_labels({image_id!r}, labels, mark_changed_verified=True, source="other process")
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    h, w = layer.data.shape
+    for k, (r, c) in enumerate(((h - 10, w - 10), (h - 10, w - 30))):
+        layer.selected_label = 1  # "road"
+        layer.brush_size = 5
+        layer.paint((r, c), 1)
+        widget.save_current(wait=True)
+        widget.wait_for_saves()
+        from maskclip.project import Project
+
+        labels, verified = Project.open(root).get_labels_and_verified(image_id)
+        assert (labels[:20, :20] == 1).all() and verified[:20, :20].all(), f"the other writer's block lost ({k})"
+        assert labels[r, c] == 0 and verified[r, c]
+    assert (layer.data[:20, :20] == 2).all(), "the annotator shows the other writer's pixels"
+    assert verified.sum() > 400

@@ -49,8 +49,72 @@ def test_editor_edit_merges_into_a_revision_committed_meanwhile(root):
     assert (now[rest] == 2).all(), "the newer prediction was reverted by an edit that did not touch it"
     assert now_verified.sum() == stroke.sum() + 1
 
-    editor.set_verified("a", np.zeros((H, W), bool))  # un-verify everything this editor saw ...
-    assert not Project.open(root).get_verified("a").any()  # ... it had read the latest: its choice stands
+    editor.set_verified("a", np.zeros((H, W), bool))  # un-verify everything this editor holds (its stroke) ...
+    now_verified = Project.open(root).get_verified("a")
+    assert not now_verified[stroke].any()  # ... its choice stands for what it held,
+    assert now_verified[5, 5] and now_verified.sum() == 1  # the other writer's pixel it never saw stays verified
+
+    editor.get_labels_and_verified("a")  # once it has read the latest,
+    editor.set_verified("a", np.zeros((H, W), bool))
+    assert not Project.open(root).get_verified("a").any()  # un-verifying everything reaches that pixel too
+
+
+def _block(r0, r1, c0, c1):
+    m = np.zeros((H, W), bool)
+    m[r0:r1, c0:c1] = True
+    return m
+
+
+def test_editor_saving_twice_from_its_own_copy_keeps_another_writers_pixels(root):
+    """Issue 16.1: after a save merged another writer's commit, the editor's next save from the copy it
+    holds (as the annotator's layer is) must not take the other writer's pixels for its own edits."""
+    a, b = Project.open(root), Project.open(root)
+    labels, verified = a.get_labels_and_verified("a")
+    theirs = _block(6, 12, 8, 16)
+    b.set_labels("a", np.where(theirs, 2, b.get_labels("a")), mark_changed_verified=True)  # B verifies a block
+    for k, row in enumerate((0, 1)):  # A saves two strokes from its own copy, never re-reading
+        labels[row, :4], verified[row, :4] = 1, True
+        a.set_labels("a", labels, verified=verified, source=f"stroke {k}")
+        now, now_v = Project.open(root).get_labels_and_verified("a")
+        assert (now[theirs] == 2).all() and now_v[theirs].all(), f"B's block lost after A's save {k}"
+        assert (now[:row + 1, :4] == 1).all() and now_v[:row + 1, :4].all()
+    assert now_v.sum() == theirs.sum() + 8
+
+
+def test_marking_changed_pixels_verified_marks_only_the_callers_own_changes(root):
+    """Issue 16.2: a prediction merged between an editor's saves must not become 'verified' by the editor."""
+    a, job = Project.open(root), Project.open(root)
+    labels = a.get_labels("a")  # all unlabelled
+    job.merge_prediction("a", np.full((H, W), 2))  # a segment run lands; the editor's first save merges it
+    labels[0, 0] = 1
+    a.set_labels("a", labels, mark_changed_verified=True)
+    labels[1, 1] = 0  # the second save, from the editor's own copy
+    a.set_labels("a", labels, mark_changed_verified=True)
+    now, now_v = Project.open(root).get_labels_and_verified("a")
+    assert now_v.sum() == 2 and now_v[0, 0] and now_v[1, 1]
+    assert now[0, 0] == 1 and now[1, 1] == 0
+    rest = np.ones((H, W), bool)
+    rest[0, 0] = rest[1, 1] = False
+    assert (now[rest] == 2).all(), "the newer prediction was reverted"
+
+
+def test_an_editor_that_adopts_merged_results_passes_its_base(root):
+    """The annotator adopts what a save returns (other writers' pixels appear in its layer) and passes the
+    copy its next edit started from: a later prediction is not reverted by the adopted pixels."""
+    a, job = Project.open(root), Project.open(root)
+    labels, verified = a.get_labels_and_verified("a")
+    job.merge_prediction("a", np.full((H, W), 2))
+    labels[0, 0], verified[0, 0] = 1, True
+    a.set_labels("a", labels, verified=verified)
+    base = a.get_labels_and_verified("a")  # adopt the merged revision
+    assert (base[0] == 2).sum() == H * W - 1
+    job.merge_prediction("a", np.full((H, W), 0))  # a newer prediction lands
+    labels, verified = base[0].copy(), base[1].copy()
+    labels[3, 3], verified[3, 3] = 1, True
+    a.set_labels("a", labels, verified=verified, base=base)
+    now, now_v = Project.open(root).get_labels_and_verified("a")
+    assert now[0, 0] == 1 and now[3, 3] == 1 and now_v.sum() == 2
+    assert (now[~now_v] == 0).all(), "the newer prediction was reverted by adopted pixels"
 
 
 def test_two_writers_adding_classes_keep_both(root):

@@ -14,7 +14,7 @@ Public API (the napari annotator and the MaskCLIP+ trainer code against these na
     p.get_labels(image_id) -> np.uint8 HxW # current project class indices, 255 = unlabelled
     p.get_verified(image_id) -> bool HxW   # pixels a person set or confirmed
     p.get_labels_and_verified(image_id)    # both from one revision
-    p.set_labels(image_id, labels, verified=None, mark_changed_verified=False, source="manual") -> labels stored
+    p.set_labels(image_id, labels, verified=None, mark_changed_verified=False, source="manual", base=None)
     p.set_verified(image_id, mask)
     p.merge_prediction(image_id, labels, confidence=None, class_names=None, min_confidence=0.0)
     p.import_labels(path, verified=False)  # label folder / VOC / COCO / index export (maskclip.export)
@@ -31,8 +31,9 @@ are serialised), and several processes may write one project at once (the annota
 segment`, `refine` or cluster workers): inter-process file locks (filelock) make every save a
 read-modify-write of the latest version. An image's commit merges into its latest revision under the
 image's lock: predictions keep every verified pixel committed by anyone, and an editor's save
-(set_labels / set_verified) takes only the pixels it changed relative to the revision this instance last
-read, so a newer revision from another process is merged, never overwritten. project.json and
+(set_labels / set_verified) takes only the pixels it changed relative to the copy the caller holds (what it
+last read or submitted, or the `base` it passes), so a newer revision from another writer is merged, never
+reverted, however many times the editor saves from its own copy. project.json and
 images.json changes (classes, settings, added images) re-read the file under the project lock first, so
 two processes adding classes get distinct uids and keep both. A save that waits more than
 LOCK_TIMEOUT_S for another process raises ProjectBusyError (a ProjectError, for the GUI to show).
@@ -77,6 +78,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections import OrderedDict
 import functools
 import hashlib
 import json
@@ -110,6 +112,7 @@ MAX_CLASSES = 255  # indices 0..254; 255 means unlabelled
 DEFAULT_HISTORY = 20  # revisions kept per image besides the current one
 ORPHAN_AGE_S = 600.0  # unreferenced revision files older than this are leftovers of a killed save
 TEMP_AGE_S = 60.0  # a temporary file of an atomic write this old in the project folder is a killed save's
+HELD_IMAGES = 8  # images whose caller-held copy an instance remembers as the merge base of the next save
 LOCK_TIMEOUT_S = 60.0  # how long a save waits for another process's save of the same file to finish
 PROJECT_LOCK = ".project.lock"  # held while project.json / images.json are read-modified-written
 IMAGE_LOCK = ".lock"  # annotations/<id>/.lock: held while one image's revision is read-merged-committed
@@ -496,6 +499,13 @@ def _png_problem(path: Path) -> str | None:
     return None
 
 
+def merge_edit(latest: np.ndarray, latest_v: np.ndarray, edit: np.ndarray, edit_v: np.ndarray,
+               edited: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An editor's save: the pixels it edited (label or verified flag changed relative to the copy it held)
+    take its labels and flags; every other pixel keeps the latest committed revision."""
+    return np.where(edited, edit, latest), np.where(edited, edit_v, latest_v)
+
+
 def _remove_unfinished(root: Path) -> None:
     """Delete what a failed Project.create made in `root` (only the project's own entries)."""
     for name in _CREATED_ENTRIES:
@@ -534,7 +544,9 @@ class Project:
         self._reindex_classes()
         self._meta_sig = _file_sig(root / PROJECT_FILE)  # the version of project.json read or written last
         self._images_sig = _file_sig(root / IMAGES_FILE)
-        self._seen: dict[str, int] = {}  # image id -> revision this instance last read or wrote
+        # image id -> (class uids, verified) the caller holds: what it last read or submitted (merge base)
+        self._held: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._forgotten: set[str] = set()  # held copies dropped to bound memory (their next save merges safely)
         self._file_locks: dict[Path, FileLock] = {}
         self._state_errors: dict[str, str] = {}  # image id -> why its state.json is unusable
 
@@ -976,61 +988,70 @@ class Project:
     def get_labels_and_verified(self, image_id: str, *, allow_stale: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Labels and verified mask of one revision, read together.
 
-        The revision read is remembered: a later set_labels / set_verified from this instance merges its
-        edit into any revision another process committed since (see set_labels)."""
+        What was read is remembered as what the caller holds: a later set_labels / set_verified from this
+        instance takes only the pixels the caller changed from it (see set_labels)."""
         rec = self.record(image_id)
         if not allow_stale:
             self._check_not_stale(image_id)
-        state = self._state(image_id)
-        out = self._load_revision(image_id, state, (rec.height, rec.width))
-        self._seen[image_id] = int(state.get("rev", 0))
-        return out
+        uids, verified = self._uid_labels(image_id, self._state(image_id), (rec.height, rec.width))
+        self._hold(image_id, uids, verified)
+        return self._view(uids, verified)
 
     @_locked
     def set_labels(self, image_id: str, labels: np.ndarray, verified: np.ndarray | None = None, *,
-                   mark_changed_verified: bool = False, source: str = "manual") -> np.ndarray:
-        """Store labels as given (a person's edit may change verified pixels; predictions must use
-        merge_prediction). verified=None keeps the current mask; mark_changed_verified=True also marks
-        every pixel whose label changed as verified (paint strokes). A verified 255 pixel is confirmed
-        background (none of the classes): predictions leave it unlabelled.
+                   mark_changed_verified: bool = False, source: str = "manual",
+                   base: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """Store a person's edit (predictions must use merge_prediction). verified=None keeps the mask the
+        caller holds; mark_changed_verified=True also marks every pixel the caller changed as verified (paint
+        strokes). A verified 255 pixel is confirmed background (none of the classes): predictions leave it
+        unlabelled.
 
-        When another process committed this image after this instance last read it (get_labels...), only
-        the pixels this edit changes relative to what was read are taken from it; the other pixels keep the
-        newer revision, so nobody's verified pixels are lost. Returns the labels now stored."""
+        Only the pixels the caller changed (labels or verified flag) relative to the copy it holds are taken
+        from `labels`/`verified`; every other pixel keeps the latest committed revision, so pixels other
+        writers (another process, a prediction) committed meanwhile are never reverted. The copy the caller
+        holds is `base` (labels, verified) when given: a caller that adopts merged results into its own copy
+        (the annotator) passes what its edit started from. Without it, it is what this instance last
+        returned to the caller for the image (get_labels...) or the caller last submitted, so a caller that
+        keeps saving from its own copy without re-reading loses nothing. Returns the labels now stored."""
         rec = self.record(image_id)
         self._check_not_stale(image_id)
         labels = self._check_labels(labels, rec)
         mask = None if verified is None else self._check_mask(verified, rec)
+        held = None if base is None else self._caller_base(base, rec)
         with self._image_lock(image_id):
             state = self._state(image_id, full=True)
-            latest, latest_v, base, base_v, known = self._latest_and_base(image_id, state, rec)
-            shown, shown_v = self._view(base, base_v)  # what the caller read (classes it knows)
+            latest, latest_v, base_u, base_v, known = self._latest_and_base(image_id, state, rec, held)
+            shown, shown_v = self._view(base_u, base_v)  # what the caller holds (classes it knows)
             changed = labels != shown
-            new = np.where(changed, self._uids_of(labels), base)
+            new = np.where(changed, self._uids_of(labels), base_u)
             new_v = shown_v if mask is None else mask
             if mark_changed_verified:
                 new_v = new_v | changed
             if known:
-                edited = changed | (new_v != shown_v)
-                result, result_v = np.where(edited, new, latest), np.where(edited, new_v, latest_v)
-            else:  # the revision read is no longer in history: keep every pixel verified since, unless re-verified
+                result, result_v = merge_edit(latest, latest_v, new, new_v, changed | (new_v != shown_v))
+            else:  # the caller's copy is not known: keep every pixel verified since, unless re-verified
                 keep = latest_v & ~new_v
                 result, result_v = np.where(keep, latest, new), new_v | latest_v
-            return self._commit(image_id, result, result_v, source, state)
+            stored = self._commit(image_id, result, result_v, source, state)
+            self._hold(image_id, new, new_v)  # the caller keeps its copy, not the merged revision
+            return stored
 
     @_locked
-    def set_verified(self, image_id: str, mask: np.ndarray, *, source: str = "verify") -> None:
+    def set_verified(self, image_id: str, mask: np.ndarray, *, source: str = "verify",
+                     base: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """Replace the verified mask (verified unlabelled pixels are confirmed background); merged like
-        set_labels."""
+        set_labels: only the flags the caller changed relative to the copy it holds are taken."""
         rec = self.record(image_id)
         self._check_not_stale(image_id)
         mask = self._check_mask(mask, rec)
+        held = None if base is None else self._caller_base(base, rec)
         with self._image_lock(image_id):
             state = self._state(image_id, full=True)
-            latest, latest_v, base, base_v, known = self._latest_and_base(image_id, state, rec)
-            shown_v = self._view(base, base_v)[1]
+            latest, latest_v, base_u, base_v, known = self._latest_and_base(image_id, state, rec, held)
+            shown_v = self._view(base_u, base_v)[1]
             result_v = np.where(mask != shown_v, mask, latest_v) if known else mask | latest_v
             self._commit(image_id, latest, result_v, source, state)
+            self._hold(image_id, base_u, mask)
 
     def project_labels(self, labels: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
         """Labels whose value i means class_names[i] (a Segmentation's) as project class indices; names the
@@ -1452,21 +1473,31 @@ class Project:
         """Labels (remapped to current class indices) and verified mask of one state/history entry."""
         return self._view(*self._uid_labels(image_id, entry, shape))
 
-    def _latest_and_base(self, image_id: str, state: dict, rec: ImageRecord):
-        """(latest uids, latest verified, base uids, base verified, base known): base is the revision this
-        instance last read or wrote (the one a caller's edit started from), latest is what is committed."""
-        shape = (rec.height, rec.width)
-        latest, latest_v = self._uid_labels(image_id, state, shape)
-        seen = self._seen.get(image_id)
-        if seen is None or seen == int(state.get("rev", 0)):
-            return latest, latest_v, latest, latest_v, True
-        if seen == 0:
-            return latest, latest_v, np.full(shape, -1, np.int32), np.zeros(shape, bool), True
-        entry = next((e for e in state.get("history", []) if e.get("rev") == seen), None)
-        if entry is None:
-            return latest, latest_v, latest, latest_v, False
-        base, base_v = self._uid_labels(image_id, entry, shape)
-        return latest, latest_v, base, base_v, True
+    def _latest_and_base(self, image_id: str, state: dict, rec: ImageRecord,
+                         held: tuple[np.ndarray, np.ndarray] | None):
+        """(latest uids, latest verified, base uids, base verified, base known): latest is what is committed,
+        base the copy the caller's edit started from (`held` when the caller passed it, else what this
+        instance remembers; the latest revision for a caller that never read the image)."""
+        latest, latest_v = self._uid_labels(image_id, state, (rec.height, rec.width))
+        if held is None:
+            held = self._held.get(image_id)
+        if held is None:
+            return latest, latest_v, latest, latest_v, image_id not in self._forgotten
+        return latest, latest_v, held[0], held[1], True
+
+    def _caller_base(self, base: tuple[np.ndarray, np.ndarray], rec: ImageRecord) -> tuple[np.ndarray, np.ndarray]:
+        """A caller's (labels, verified) in current class indices -> (uids, verified)."""
+        if not isinstance(base, (tuple, list)) or len(base) != 2:
+            raise ProjectError("base must be the (labels, verified) pair the edit started from")
+        return self._uids_of(self._check_labels(base[0], rec)), self._check_mask(base[1], rec)
+
+    def _hold(self, image_id: str, uids: np.ndarray, verified: np.ndarray) -> None:
+        """Remember what the caller now holds for an image (the merge base of its next save); bounded."""
+        self._held[image_id] = (np.array(uids, np.int32), np.array(verified, bool))
+        self._held.move_to_end(image_id)
+        self._forgotten.discard(image_id)
+        while len(self._held) > HELD_IMAGES:
+            self._forgotten.add(self._held.popitem(last=False)[0])
 
     def _commit(self, image_id: str, labels: np.ndarray | None, verified: np.ndarray | None, source: str,
                 old: dict) -> np.ndarray | None:
@@ -1535,7 +1566,9 @@ class Project:
                     path.unlink()
             raise
         self._cache_state(image_id, self._state_sig(image_id), state)
-        self._seen[image_id] = rev
+        if labels is None:  # cleared
+            labels, verified = np.full((rec.height, rec.width), -1, np.int32), np.zeros((rec.height, rec.width), bool)
+        self._hold(image_id, labels, verified)  # the caller holds what was committed (set_labels holds its own)
         self._prune(folder, state, dropped)
         return stored
 
