@@ -198,7 +198,6 @@ def test_edit_from_a_copy_read_before_the_class_was_known_unlabelled_pixels(root
     assert (got[~v] == Project.open(root).class_index("water")).all()
 
 
-@pytest.mark.xfail(reason="issue 16 items 1-2: fixed on main", strict=True)
 def test_an_editors_second_save_never_reverts_another_writer(root):
     a, b = Project.open(root), Project.open(root)
     copy = a.get_labels("img")  # the editor's copy (the labels layer)
@@ -216,7 +215,6 @@ def test_an_editors_second_save_never_reverts_another_writer(root):
         assert v.sum() == 16 + 8
 
 
-@pytest.mark.xfail(reason="issue 16 items 1-2: fixed on main", strict=True)
 def test_mark_changed_verified_marks_only_the_editors_own_pixels(root):
     a, b = Project.open(root), Project.open(root)
     copy = a.get_labels("img")
