@@ -27,7 +27,7 @@ from open_clip.modified_resnet import ModifiedResNet
 from open_clip.transformer import QuickGELU, ResidualAttentionBlock, VisionTransformer
 
 from .errors import MaskCLIPError, UnsupportedModelError, WeightsUnavailableError
-from .options import DENSE_MODE_NAMES
+from .dense_modes import DENSE_MODE_NAMES, DENSE_MODES as DENSE_MODE_SPECS
 from .validation import check_device
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -274,13 +274,17 @@ class DenseMode:
         return self.last_block(block, x, grid, **dict(self.params))
 
 
-DENSE_MODES: dict[str, DenseMode] = {
-    "maskclip": DenseMode(maskclip_last_block),
-    "sclip": DenseMode(sclip_last_block),
-    "clearclip": DenseMode(clearclip_last_block),
-    "naclip": DenseMode(naclip_last_block, (("sigma", 5.0),)),
+# The last-block computation of each mode in the registry (maskclip.dense_modes): adding a mode is its
+# registry entry plus its function here.
+LAST_BLOCKS: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {
+    "maskclip": maskclip_last_block,
+    "sclip": sclip_last_block,
+    "clearclip": clearclip_last_block,
+    "naclip": naclip_last_block,
 }
-assert tuple(DENSE_MODES) == DENSE_MODE_NAMES
+DENSE_MODES: dict[str, DenseMode] = {name: DenseMode(LAST_BLOCKS[name], spec.params)
+                                     for name, spec in DENSE_MODE_SPECS.items()}
+assert tuple(DENSE_MODES) == DENSE_MODE_NAMES and set(LAST_BLOCKS) == set(DENSE_MODES)
 
 
 def dense_mode_key(mode: str) -> dict:
@@ -358,7 +362,7 @@ class ResNetDense:
     """Dense features of an open_clip ModifiedResNet: attention pool value path as 1x1 convolutions."""
 
     def __init__(self, visual: ModifiedResNet, mode: str):
-        if mode != "maskclip":
+        if mode not in DENSE_MODE_SPECS or DENSE_MODE_SPECS[mode].vit_only:
             raise UnsupportedModelError(
                 f"dense mode '{mode}' needs a ViT model (e.g. ViT-B-16); ResNet models support only 'maskclip'")
         self.visual = visual

@@ -89,7 +89,7 @@ def _read_classes(path: Path) -> list:
 
         data = read_classes_json(path)
         return [{"name": n, "colour": c} for n, c in zip(data["classes"], data["colors"])]
-    from .text import parse_classes_file
+    from .prompts import parse_classes_file
 
     return parse_classes_file(path)
 
@@ -180,7 +180,7 @@ def _segment(args) -> int:
     from .errors import ImageReadError
     from .project import Project, ProjectError
     from .settings import clip_spec, learn_spec
-    from .text import prompt_rows
+    from .prompts import prompt_rows
 
     project = Project.open(args.dir)
     if not project.class_names:

@@ -24,6 +24,8 @@ from .atomic import atomic_write
 from .backbone import (CHECKPOINT_QUICK_GELU_KEY, clip_mean_std, dense_encoder, dense_mode_key, load_clip,
                        resolve_device, uses_quick_gelu)
 from .cache import FeatureCache
+from .defaults import (DEFAULT_BACKGROUND, DEFAULT_DENSE_MODE, DEFAULT_DEVICE, DEFAULT_MODEL,  # noqa: F401
+                       DEFAULT_PRETRAINED, DEFAULT_SCALES)
 from .errors import MaskCLIPError
 from .geometry import scaled_size, upsample_accumulate, window_starts
 from .images import to_rgb_float
@@ -33,8 +35,6 @@ from .prototypes import LearnedTerm
 from .refine import key_smooth, key_smooth_official, probabilities, prompt_denoise
 from .text import ClassSpec, TextEncoder, prompt_rows
 
-DEFAULT_BACKGROUND = ("building", "ground", "grass", "tree", "sky")  # the official demo's background prompts
-DEFAULT_SCALES = (336,)  # short side in pixels; the paper's ensemble is (224, 336, 520)
 FEATURE_FORMAT = 2  # bump when the cached tensors change meaning (2: batch-first last block, activation)
 
 
@@ -332,8 +332,8 @@ def _threshold_background(probs, class_names, bg_index, best, labels, threshold)
     return probs, class_names, bg_index, torch.where(unsure, bg_index, labels)
 
 
-def load(model_name: str = "ViT-B-16", pretrained: str | os.PathLike | None = "openai",
-         device: str | torch.device = "auto", *, dense_mode: str = "maskclip", quick_gelu: bool | None = None,
+def load(model_name: str = DEFAULT_MODEL, pretrained: str | os.PathLike | None = DEFAULT_PRETRAINED,
+         device: str | torch.device = DEFAULT_DEVICE, *, dense_mode: str = DEFAULT_DENSE_MODE, quick_gelu: bool | None = None,
          cache_dir: str | Path | None = None, cache_bytes: int = 512 << 20) -> MaskCLIP:
     """Load an open_clip model for MaskCLIP.
 

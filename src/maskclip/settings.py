@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from .defaults import (DEFAULT_DENSE_MODE, DEFAULT_MODEL, DEFAULT_PRETRAINED, DEFAULT_SCALES,
+                       RANDOM_WEIGHTS_SPELLINGS)
 from .options import ModeDefaults, option_names
 from .validation import check_probability
 
-RANDOM_WEIGHTS_SPELLINGS = ("none", "random")
 # options whose defaults depend on the dense mode: stored values belong to the project's stored mode
 MODE_DEPENDENT = tuple(f.name for f in dataclasses.fields(ModeDefaults))
 
@@ -35,16 +36,16 @@ def clip_spec(project, model: str | None = None, pretrained: str | None = None, 
         m["name"] = model
     if pretrained is not None:
         m["pretrained"] = parse_pretrained(pretrained)
-    stored_mode = m.get("dense_mode", "maskclip")
+    stored_mode = m.get("dense_mode", DEFAULT_DENSE_MODE)
     mode = dense_mode or stored_mode
     method = settings.get("method", {})
     segment = {k: method[k] for k in option_names() if method.get(k) is not None
                and (mode == stored_mode or k not in MODE_DEPENDENT)}
     segment.update({k: v for k, v in (options or {}).items() if v is not None})
-    return {"model": m.get("name", "ViT-B-16"), "pretrained": m.get("pretrained", "openai"),
+    return {"model": m.get("name", DEFAULT_MODEL), "pretrained": m.get("pretrained", DEFAULT_PRETRAINED),
             "dense_mode": mode, "quick_gelu": m.get("quick_gelu") if quick_gelu is None else quick_gelu,
             "segment": {"background": list(project.background),
-                        "scales": [int(s) for s in method.get("scales", [336])], **segment}}
+                        "scales": [int(s) for s in method.get("scales", list(DEFAULT_SCALES))], **segment}}
 
 
 LEARN_DEFAULTS = {"from_verified": False, "weight": 0.5}  # maskclip.prototypes.DEFAULT_WEIGHT

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ..errors import ImageReadError, MaskCLIPError
 from ..validation import check_probability
 from ..settings import clip_spec
-from ..text import prompt_rows
+from ..prompts import prompt_rows
 from . import distributed as D
 from .data import TrainItem, normalise, prediction_size, to_float_rgb
 from .loop import (CHECKPOINT_FORMAT, ResumeError, RunFolder, TrainConfig, TrainResult, StopFlag, load_checkpoint,
