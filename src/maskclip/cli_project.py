@@ -177,8 +177,8 @@ def _accept_changes(args) -> int:
 
 def _segment(args) -> int:
     import maskclip
-    from .errors import ImageReadError
-    from .project import Project, ProjectError
+    from .batch import FAILED, MERGED, Prediction, run_batch
+    from .project import Project
     from .settings import clip_spec, learn_spec
     from .prompts import prompt_rows
 
@@ -200,24 +200,22 @@ def _segment(args) -> int:
                           quick_gelu=spec["quick_gelu"], cache_dir=project.cache_dir)
     if learn["from_verified"]:
         options["learned"] = _learn_from_verified(model, project, options, learn["weight"])
-    done = skipped = 0
-    failed: list[tuple[str, str]] = []
-    for image_id in ids:
-        if project.is_stale(image_id) or (args.only_unlabelled and project.has_labels(image_id)):
-            skipped += 1
-            continue
-        try:  # one bad image or label file is reported and skipped; the batch goes on
-            seg = model.segment(project.get_image(image_id), project.prompts, **options)
-            project.merge_prediction(image_id, seg.labels, seg.probs.max(axis=0), class_names=seg.class_names,
-                                     min_confidence=args.min_confidence, source=f"maskclip {model.model_name}")
-        except (ImageReadError, ProjectError) as exc:
-            print(f"skipped {image_id}: {exc}", file=sys.stderr, flush=True)
-            failed.append((image_id, str(exc)))
-            continue
-        done += 1
-        print(f"[{done}/{len(ids)}] {image_id}", flush=True)
+    def predict(image_id: str) -> Prediction:
+        seg = model.segment(project.get_image(image_id), project.prompts, **options)
+        return Prediction(seg.labels, seg.probs.max(axis=0), seg.class_names, seg)
+
+    def report(outcome, so_far) -> None:
+        if outcome.status == FAILED:  # one bad image or label file is reported and skipped; the batch goes on
+            print(f"skipped {outcome.image_id}: {outcome.error}", file=sys.stderr, flush=True)
+        elif outcome.status == MERGED:
+            print(f"[{len(so_far.merged)}/{len(ids)}] {outcome.image_id}", flush=True)
+
+    result = run_batch(project, ids, predict, source=f"maskclip {model.model_name}",
+                       min_confidence=args.min_confidence, on_outcome=report,
+                       skip=lambda i: project.is_stale(i) or (args.only_unlabelled and project.has_labels(i)))
+    failed = result.failed
     project.flush()
-    print(f"segmented {done} images ({skipped} skipped: stale or already labelled"
+    print(f"segmented {len(result.merged)} images ({len(result.skipped)} skipped: stale or already labelled"
           f"{f'; {len(failed)} failed: ' + ', '.join(i for i, _ in failed) if failed else ''})")
     return 1 if failed else 0
 

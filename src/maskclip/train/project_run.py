@@ -18,7 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ImageReadError, MaskCLIPError
+from ..batch import FAILED, Prediction, run_batch
+from ..errors import MaskCLIPError
 from ..validation import check_probability
 from ..settings import clip_spec
 from ..prompts import prompt_rows
@@ -199,7 +200,7 @@ def refine_project(project_dir: str | Path, run_dir: str | Path, *, device: str 
     the student's classifier is rebuilt from the CLIP text embeddings of the new classes (no retraining).
     Under torchrun the images are split across processes (no process group needed).
     """
-    from ..project import Project, ProjectError
+    from ..project import Project
 
     check_probability(min_confidence, "min_confidence")
     dev = D.resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
@@ -224,23 +225,23 @@ def refine_project(project_dir: str | Path, run_dir: str | Path, *, device: str 
     states = project.list_images()
     todo = [s.id for i, s in enumerate(states) if i % world == rank and not s.stale]
     stale = [s.id for s in states if s.stale]
-    changed_pixels = 0
-    failed: list[dict] = []
     if progress is not None:
         progress(0, len(todo))
-    for n, image_id in enumerate(todo, 1):
-        try:  # one bad image or label file is reported and skipped; the others are refined
-            before = project.get_labels(image_id)
-            labels, conf = predict(student, project.get_image(image_id), base_size, dev)
-            merged = project.merge_prediction(image_id, labels, conf, class_names=names,
-                                              min_confidence=min_confidence,
-                                              source=f"maskclip+ refine ({Path(run_dir).name})")
-            changed_pixels += int((merged != before).sum())
-        except (ImageReadError, ProjectError) as exc:
-            log(f"skipped {image_id}: {exc}")
-            failed.append({"id": image_id, "reason": str(exc)})
+
+    def predict_one(image_id: str) -> Prediction:
+        labels, conf = predict(student, project.get_image(image_id), base_size, dev)
+        return Prediction(labels, conf, names)
+
+    def report(outcome, so_far) -> None:
+        if outcome.status == FAILED:  # one bad image or label file is reported and skipped; the others go on
+            log(f"skipped {outcome.image_id}: {outcome.error}")
         if progress is not None:
-            progress(n, len(todo))
+            progress(outcome.index, len(todo))
+
+    result = run_batch(project, todo, predict_one, source=f"maskclip+ refine ({Path(run_dir).name})",
+                       min_confidence=min_confidence, count_changes=True, on_outcome=report)
+    failed = [{"id": image_id, "reason": reason} for image_id, reason in result.failed]
+    changed_pixels = result.changed_pixels
     if stale:
         log(f"skipped {len(stale)} stale image(s): {', '.join(stale[:5])}" + (" ..." if len(stale) > 5 else ""))
     return {"refined": len(todo) - len(failed), "stale_skipped": stale, "failed": failed,
