@@ -21,8 +21,7 @@ import torch.nn.functional as F
 
 from . import __version__
 from .atomic import atomic_write
-from .backbone import (CHECKPOINT_QUICK_GELU_KEY, clip_mean_std, dense_encoder, dense_mode_key, load_clip,
-                       resolve_device, uses_quick_gelu)
+from .backbone import dense_encoder, dense_mode_key
 from .cache import FeatureCache
 from .defaults import (DEFAULT_BACKGROUND, DEFAULT_DENSE_MODE, DEFAULT_DEVICE, DEFAULT_MODEL,  # noqa: F401
                        DEFAULT_PRETRAINED, DEFAULT_SCALES)
@@ -32,8 +31,9 @@ from .images import to_rgb_float
 from .options import SegmentOptions
 from .pamr import pamr
 from .prototypes import LearnedTerm
-from .refine import key_smooth, key_smooth_official, probabilities, prompt_denoise
+from .scoring import key_smooth, key_smooth_official, probabilities, prompt_denoise
 from .text import ClassSpec, TextEncoder, prompt_rows
+from .weights import CHECKPOINT_QUICK_GELU_KEY, clip_mean_std, load_clip, resolve_device, uses_quick_gelu
 
 FEATURE_FORMAT = 2  # bump when the cached tensors change meaning (2: batch-first last block, activation)
 
