@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from .defaults import UNLABELLED
 from .cli_options import add_dense_mode_arguments, add_option_arguments, option_kwargs
 from .errors import MaskCLIPError
 from .validation import device_arg, int_arg, probability_arg
@@ -29,8 +30,8 @@ def register(subparsers) -> None:
     p = sub.add_parser("import-labels", help="import label images named like the project's images")
     p.add_argument("dir", type=Path, help="project folder")
     p.add_argument("labels", type=Path,
-                   help="folder of label images (PNG/TIFF, values = class indices, 255 = unlabelled), a VOC or "
-                        "index export, or a COCO annotations.json")
+                   help=f"folder of label images (PNG/TIFF, values = class indices, {UNLABELLED} = unlabelled), "
+                        "a VOC or index export, or a COCO annotations.json")
     p.add_argument("--verified", action="store_true",
                    help="the labels are ground truth: mark every labelled pixel verified (replaces labels)")
     p.add_argument("--format", default="auto", choices=("auto", "voc", "coco", "index"))
@@ -51,7 +52,7 @@ def register(subparsers) -> None:
     add_dense_mode_arguments(p)
     add_option_arguments(p)
     p.add_argument("--min-confidence", type=probability_arg("--min-confidence"), default=0.0,
-                   help="pixels whose top probability is below this stay unlabelled (255)")
+                   help=f"pixels whose top probability is below this stay unlabelled ({UNLABELLED})")
     p.add_argument("--only-unlabelled", action="store_true", help="skip images that already have labels")
     p.add_argument("--learn-from-verified", action=argparse.BooleanOptionalAction, default=None,
                    help="blend in class prototypes learned from the project's verified pixels (default: the "
@@ -75,7 +76,7 @@ def register(subparsers) -> None:
     e.add_argument("dir", type=Path, help="project folder")
     e.add_argument("--format", required=True, choices=("voc", "coco", "index"))
     e.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
-    e.add_argument("--verified-only", action="store_true", help="only verified pixels (others 255)")
+    e.add_argument("--verified-only", action="store_true", help=f"only verified pixels (others {UNLABELLED})")
     e.add_argument("--no-images", dest="images", action="store_false", help="write labels only")
     e.add_argument("--val-fraction", type=probability_arg("--val-fraction"), default=0.1,
                    help="VOC: share of images in val.txt")

@@ -333,8 +333,8 @@ def _threshold_background(probs, class_names, bg_index, best, labels, threshold)
 
 
 def load(model_name: str = DEFAULT_MODEL, pretrained: str | os.PathLike | None = DEFAULT_PRETRAINED,
-         device: str | torch.device = DEFAULT_DEVICE, *, dense_mode: str = DEFAULT_DENSE_MODE, quick_gelu: bool | None = None,
-         cache_dir: str | Path | None = None, cache_bytes: int = 512 << 20) -> MaskCLIP:
+         device: str | torch.device = DEFAULT_DEVICE, *, dense_mode: str = DEFAULT_DENSE_MODE,
+         quick_gelu: bool | None = None, cache_dir: str | Path | None = None, cache_bytes: int = 512 << 20) -> MaskCLIP:
     """Load an open_clip model for MaskCLIP.
 
     pretrained: an open_clip tag (downloaded on first use, then cached by open_clip), a local checkpoint

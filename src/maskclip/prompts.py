@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .defaults import MAX_CLASSES
+from .defaults import MAX_CLASSES, UNLABELLED
 from .errors import MaskCLIPError
 
 ClassSpec = str | Sequence[str]
@@ -73,8 +73,8 @@ def prompt_rows(classes: Iterable[ClassSpec], background: Iterable[str], split_s
     if len(names) > MAX_OUTPUT_CLASSES:
         raise MaskCLIPError(
             f"{len(names)} classes{' (with background)' if bg and bg_index == len(names) - 1 else ''}; label images "
-            f"hold at most {MAX_OUTPUT_CLASSES} (indices 0..254, 255 = unlabelled): use at most "
-            f"{MAX_OUTPUT_CLASSES - 1} classes plus background")
+            f"hold at most {MAX_OUTPUT_CLASSES} (indices 0..{UNLABELLED - 1}, {UNLABELLED} = unlabelled): "
+            f"use at most {MAX_OUTPUT_CLASSES - 1} classes plus background")
     return rows, row_class, names, bg_index
 
 
