@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from .defaults import UNLABELLED
+from .defaults import DEFAULT_DEVICE, UNLABELLED
 from .cli_options import add_dense_mode_arguments, add_option_arguments, option_kwargs
 from .errors import MaskCLIPError
 from .validation import device_arg, int_arg, probability_arg
@@ -46,7 +46,7 @@ def register(subparsers) -> None:
     p.add_argument("dir", type=Path, help="project folder")
     p.add_argument("--model", help="open_clip architecture (default: the project's setting)")
     p.add_argument("--pretrained", help="open_clip tag or checkpoint file; 'none' = random weights")
-    p.add_argument("--device", default="auto", type=device_arg)
+    p.add_argument("--device", default=DEFAULT_DEVICE, type=device_arg)
     p.add_argument("--scales", type=int_arg("--scales", 1), nargs="+",
                    help="short sides of the multi-scale ensemble")
     add_dense_mode_arguments(p)

@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader
 
 from ..atomic import atomic_write
 from ..errors import MaskCLIPError
-from ..run_folder import RunFolder  # noqa: F401 (re-exported: maskclip.train.RunFolder)
+from ..run_folder import (STATE_CANCELLED, STATE_DONE, STATE_FAILED, STATE_RUNNING,  # noqa: F401
+                          RunFolder)  # RunFolder re-exported (maskclip.train.RunFolder)
 from ..validation import check_positive, check_probability
 from . import distributed as D
 from .data import AugmentConfig, BatchPlan, PlannedBatches, TrainDataset, TrainItem
@@ -252,7 +253,7 @@ def train(items: Sequence[TrainItem], teacher: TeacherCache, class_embeddings: t
         run.create()
         write_config()
         run.write_progress(iteration=ckpt["iteration"] if ckpt else 0, total=config.iters,
-                           phase=config.phase(ckpt["iteration"] if ckpt else 0), state="running",
+                           phase=config.phase(ckpt["iteration"] if ckpt else 0), state=STATE_RUNNING,
                            error=None, world_size=ctx.world_size)
     try:
         torch.manual_seed(config.seed)
@@ -311,7 +312,7 @@ def train(items: Sequence[TrainItem], teacher: TeacherCache, class_embeddings: t
         window_t, window_loss, window_n = t0, 0.0, 0
         last_loss = None
         iteration = start
-        state = "done"
+        state = STATE_DONE
         net.train()
         with StopFlag(stop) as flag:
             for it, (img, target, verified) in zip(range(start, config.iters), loader):
@@ -355,14 +356,14 @@ def train(items: Sequence[TrainItem], teacher: TeacherCache, class_embeddings: t
                         f"{ips:.2f} img/s")
                     window_t, window_loss, window_n = now, 0.0, 0
                 if stopping:
-                    state = "cancelled"
+                    state = STATE_CANCELLED
                     break
                 if iteration % config.checkpoint_every == 0 and iteration < config.iters:
                     save_checkpoint(iteration)
         seconds = time.perf_counter() - t0
         save_checkpoint(iteration)
         if ctx.is_main:
-            if state == "done":
+            if state == STATE_DONE:
                 _save(run.student, {"format": CHECKPOINT_FORMAT, "student": model.metadata(),
                                     "model": model.state_dict(), **extra_state})
             run.write_progress(iteration=iteration, total=config.iters, state=state, loss=last_loss,
@@ -375,7 +376,7 @@ def train(items: Sequence[TrainItem], teacher: TeacherCache, class_embeddings: t
     except BaseException as exc:
         if ctx.is_main:
             try:
-                run.write_progress(state="failed", error=f"{type(exc).__name__}: {exc}")
+                run.write_progress(state=STATE_FAILED, error=f"{type(exc).__name__}: {exc}")
             except Exception:
                 pass
         raise

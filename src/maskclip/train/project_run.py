@@ -23,6 +23,7 @@ from ..errors import MaskCLIPError
 from ..validation import check_probability
 from ..settings import clip_spec
 from ..prompts import prompt_rows
+from ..run_folder import PHASE_PSEUDO_LABELS, STATE_CANCELLED, STATE_FAILED, STATE_RUNNING
 from . import distributed as D
 from .data import TrainItem, normalise, prediction_size, to_float_rgb
 from .loop import (CHECKPOINT_FORMAT, ResumeError, RunFolder, TrainConfig, TrainResult, StopFlag, load_checkpoint,
@@ -130,7 +131,7 @@ def train_project(project_dir: str | Path, run_dir: str | Path, config: TrainCon
         if ctx.is_main:
             run.create()
             teacher.open()
-            run.write_progress(iteration=0, total=config.iters, phase="pseudo-labels", state="running",
+            run.write_progress(iteration=0, total=config.iters, phase=PHASE_PSEUDO_LABELS, state=STATE_RUNNING,
                                loss=None, error=None)
         D.barrier(ctx)
         missing = [it for it in items if not teacher.has(it.key, it.fingerprint)]
@@ -143,7 +144,7 @@ def train_project(project_dir: str | Path, run_dir: str | Path, config: TrainCon
 
             def report(done: int) -> None:
                 if ctx.is_main:
-                    run.write_progress(phase="pseudo-labels", teacher_done=done * ctx.world_size,
+                    run.write_progress(phase=PHASE_PSEUDO_LABELS, teacher_done=done * ctx.world_size,
                                        teacher_total=len(missing))
 
             fill_teacher_cache(teacher, missing, clip_model, project.prompts, spec["segment"], names,
@@ -152,7 +153,7 @@ def train_project(project_dir: str | Path, run_dir: str | Path, config: TrainCon
         D.barrier(ctx)
         if D.any_rank(flag.requested(0), ctx):
             if ctx.is_main:
-                run.write_progress(state="cancelled")
+                run.write_progress(state=STATE_CANCELLED)
             say("cancelled while computing pseudo labels (they are kept; --resume continues)")
             return TrainResult("cancelled", 0, config.iters, None, 0.0, 0.0, None)
         if embeddings is None:
@@ -168,7 +169,7 @@ def train_project(project_dir: str | Path, run_dir: str | Path, config: TrainCon
     except BaseException as exc:
         if ctx.is_main:
             try:
-                RunFolder(run_dir).write_progress(state="failed", error=f"{type(exc).__name__}: {exc}")
+                RunFolder(run_dir).write_progress(state=STATE_FAILED, error=f"{type(exc).__name__}: {exc}")
             except Exception:
                 pass
         raise
