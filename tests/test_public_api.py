@@ -82,8 +82,8 @@ def _params(func) -> str:
     ("get_labels", "image_id, *, allow_stale"),
     ("get_verified", "image_id, *, allow_stale"),
     ("get_labels_and_verified", "image_id, *, allow_stale"),
-    ("set_labels", "image_id, labels, verified, *, mark_changed_verified, source"),
-    ("set_verified", "image_id, mask, *, source"),
+    ("set_labels", "image_id, labels, verified, *, mark_changed_verified, source, base"),  # base: issue 16
+    ("set_verified", "image_id, mask, *, source, base"),
     ("merge_prediction", "image_id, labels, confidence, *, class_names, min_confidence, source"),
     ("import_labels", "source, *, verified, format"),
     ("project_labels", "labels, class_names"),
@@ -138,7 +138,7 @@ SEGMENT_METHOD = [
 ]
 HELP = ["-h", "--help"]
 CLI = {
-    "": ([], []),
+    "": (["--version"], []),  # --version: issue 17
     "eval": (["--classes-json", "--gt", "--ignore-index", "--pred"], []),
     "export": (["--format", "--no-images", "--out", "--overwrite", "--val-fraction", "--verified-only"], ["dir"]),
     "project": ([], []),
