@@ -1,6 +1,6 @@
 """MaskCLIP's dense (per-patch) image features from an open_clip model (loading the weights: maskclip.weights).
 
-The dense path reuses the CLIP image encoder unchanged except for its last stage (DESIGN.md section 3):
+The dense path reuses the CLIP image encoder unchanged except for its last stage (docs/architecture.md, "The method, in short"):
 - ViT: the last block's attention is replaced according to the dense mode (MaskCLIP: q.k attention
   skipped, each token keeps its own value; SCLIP, ClearCLIP, NACLIP: self-similarity attention).
 - ModifiedResNet: the attention pool's v_proj and c_proj become 1x1 convolutions at every location.

@@ -1,6 +1,6 @@
 """Dataset export of a project's labels, and the matching readers (export -> import round-trips exactly).
 
-Formats (DESIGN.md section 6; file stems are the project's image ids):
+Formats (docs/architecture.md, "Exports"; file stems are the project's image ids):
 - voc:   OUT/JPEGImages/<id>.jpg, OUT/SegmentationClass/<id>.png (indexed PNG: value = project class
          index, 255 = unlabelled, standard VOC palette), OUT/ImageSets/Segmentation/{train,val,trainval}.txt
          (a stable split by a hash of the id), OUT/labels.txt (one class per line) and OUT/classes.json.

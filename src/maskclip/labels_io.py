@@ -1,4 +1,4 @@
-"""Label images and class lists on disk, in the PASCAL VOC convention (DESIGN.md section 6).
+"""Label images and class lists on disk, in the PASCAL VOC convention (docs/architecture.md, "Exports").
 
 A label image is single-channel: pixel value = class index (0..254), 255 = unlabelled / ignore. It is
 written as an indexed ('P' mode) PNG whose palette only colours the indices for viewers; reading always

@@ -1,6 +1,6 @@
 """The MaskCLIP model object: dense features, class embeddings and full-resolution segmentation.
 
-Data flow (DESIGN.md section 2): image -> dense features per scale and dense mode (expensive, cached) ->
+Data flow (docs/architecture.md, "Data flow"): image -> dense features per scale and dense mode (expensive, cached) ->
 cosine scores against class embeddings -> PD, softmax, KS -> background / synonym merge -> PAMR ->
 bilinear upsampling, scale average -> labels (-> background threshold). Changing classes or any
 `SegmentOptions` field except the window ones only redoes the part after the cache.

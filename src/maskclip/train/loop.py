@@ -68,7 +68,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 @dataclass
 class TrainConfig:
-    """MaskCLIP+ training settings; defaults follow the paper (DESIGN.md section 4)."""
+    """MaskCLIP+ training settings; defaults follow the paper (docs/architecture.md, "MaskCLIP+")."""
 
     iters: int = 2000
     batch_size: int = 8                   # global: split evenly over the torchrun processes
