@@ -15,6 +15,8 @@ from typing import Mapping
 
 import numpy as np
 
+from ..defaults import DEFAULT_BACKGROUND, DEFAULT_MODEL, MAX_CLASSES, UNLABELLED  # noqa: F401 (re-exported)
+from ..settings import default_settings
 from .records import ImageRecord, ProjectError
 
 FORMAT = "maskclip-project"
@@ -27,21 +29,11 @@ PROJECT_LOCK = ".project.lock"  # held while project.json / images.json are read
 IMAGE_LOCK = ".lock"  # annotations/<id>/.lock: held while one image's revision is read-merged-committed
 INIT_MARKER = ".maskclip-init"  # present while Project.create builds the folder (removed when done)
 CREATED_ENTRIES = (IMAGES_FILE, SUMMARY_FILE, "annotations", "cache", "images", PROJECT_LOCK, INIT_MARKER)
-UNLABELLED = 255
-MAX_CLASSES = 255  # indices 0..254; 255 means unlabelled
 DEFAULT_HISTORY = 20  # revisions kept per image besides the current one
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,239}")  # image ids: one safe file name, no leading dot
 REVISION_FILE = re.compile(r"r\d{6,}-[0-9a-f]{8}\.(labels|verified)\.png")
 
-# TODO(merge): from maskclip.defaults -- equal to maskclip.model's values (tests/test_storage_imports.py
-# checks), kept here so that creating a project does not import torch.
-DEFAULT_MODEL = "ViT-B-16"
-DEFAULT_BACKGROUND = ("building", "ground", "grass", "tree", "sky")  # the official demo's background prompts
-
-DEFAULT_SETTINGS = {
-    "model": {"name": DEFAULT_MODEL, "pretrained": "openai", "dense_mode": "maskclip"},
-    "method": {"key_smoothing": True, "prompt_denoising": True, "pd_threshold": 0.5, "scales": [336]},
-}
+DEFAULT_SETTINGS = default_settings()  # a new project's settings (maskclip.settings: one schema)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
