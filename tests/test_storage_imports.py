@@ -1,5 +1,5 @@
 """The storage layer stays torch-free: creating a project must not load the engine (it cost 7-8 s before a
-project existed), and its copies of the engine's defaults must not drift from them."""
+project existed), and the defaults it stores are the engine's (maskclip.defaults)."""
 import inspect
 import os
 import subprocess
