@@ -59,6 +59,8 @@ def register(subparsers) -> None:
                    help="one class per line, synonyms comma-separated (e.g. 'car, automobile')")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--recursive", action="store_true", help="also look into sub-folders")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing files of the names segment writes in --out (<stem>.png, classes.json)")
     p.add_argument("--cache-dir", metavar="DIR", help="keep dense features on disk for later runs")
     add_model_arguments(p)
     add_method_arguments(p)
@@ -74,6 +76,18 @@ def _unique_stems(images: list[Path]) -> None:
         seen[path.stem] = path
 
 
+def _check_out(out: Path, inputs: list[str], names: list[str], overwrite: bool) -> None:
+    """--out is never an input folder or inside a project; existing outputs are replaced only with --overwrite."""
+    from .outputs import check_output_folder, existing_outputs
+
+    check_output_folder(out, inputs)
+    existing = existing_outputs(out, names)
+    if existing and not overwrite:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise MaskCLIPError(f"--out {out} already holds {existing[0].name}{more}, which segment would replace; "
+                            "choose a new folder, or pass --overwrite to replace them")
+
+
 def run(args: argparse.Namespace) -> int:
     classes = parse_classes_file(args.classes_file)
     prompt_rows(classes, args.background)  # the class limit, before any work
@@ -85,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         raise MaskCLIPError(f"no images found in {' '.join(args.inputs)}")
     _unique_stems(images)
     out = Path(args.out)
+    _check_out(out, args.inputs, [f"{p.stem}.png" for p in images] + ["classes.json"], args.overwrite)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
