@@ -217,3 +217,69 @@ def test_malformed_coco_files_are_one_error(tmp_path):
         (tmp_path / "c.json").write_text(json.dumps(data))
         with pytest.raises(ExportError, match="not a readable COCO"):
             open_labels(tmp_path / "c.json")
+
+
+# ---------------------------------------------------------------------------------------------- item 9
+def _efbig(*args, **kwargs):
+    raise OSError(errno.EFBIG, "File too large")
+
+
+def _writer_failed(*args, **kwargs):
+    raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0 "
+                       "PytorchStreamWriter failed writing file data/0: file write failed")
+
+
+@pytest.mark.parametrize("fail", [_efbig, _writer_failed])
+def test_failed_cache_write_is_a_warning_and_leaves_no_temporary(tmp_path, monkeypatch, fail):
+    import torch
+
+    from maskclip.cache import FeatureCache
+
+    cache = FeatureCache({"model": "x"}, disk_dir=tmp_path / "cache")
+    monkeypatch.setattr(torch, "save", fail)
+    with pytest.warns(UserWarning, match="feature cache entry not written") as record:
+        cache.put("img", {"f": torch.zeros(2, 3)})
+    message = str(record[0].message)
+    assert "cannot write" in message and "enforce fail" not in message
+    assert list((tmp_path / "cache").iterdir()) == []
+    assert cache.get("img") is not None  # the result itself is kept in memory
+
+
+def test_stale_cache_temporaries_are_removed(tmp_path):
+    import os
+    import time
+
+    from maskclip.cache import FeatureCache
+
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    old, fresh = folder / "tmpabc123.tmp", folder / "tmpdef456.tmp"
+    old.write_bytes(b"x")
+    fresh.write_bytes(b"x")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    FeatureCache({"model": "x"}, disk_dir=folder)
+    assert not old.exists() and fresh.exists()
+
+
+@pytest.mark.parametrize("fail", [_efbig, _writer_failed])
+def test_failed_checkpoint_write_is_a_clear_error(tmp_path, monkeypatch, fail):
+    import torch
+
+    from maskclip.atomic import FileWriteError
+    from maskclip.train.loop import _save
+
+    monkeypatch.setattr(torch, "save", fail)
+    with pytest.raises(FileWriteError, match="cannot write .*last.pt: (file too large|the write failed)"):
+        _save(tmp_path / "last.pt", {"a": 1})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_clip_checkpoint_write_is_a_clear_error(tmp_path, monkeypatch, tiny_vit):
+    import torch
+
+    from maskclip.atomic import FileWriteError
+
+    monkeypatch.setattr(torch, "save", _writer_failed)
+    with pytest.raises(FileWriteError, match="the write failed"):
+        tiny_vit.save_checkpoint(tmp_path / "w.pt")
+    assert list(tmp_path.iterdir()) == []

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from ..atomic import atomic_write, remove_temp_files
+from ..atomic import atomic_torch_save, atomic_write, remove_temp_files
 from ..errors import MaskCLIPError
 from ..validation import check_positive, check_probability
 from . import distributed as D
@@ -263,8 +263,7 @@ def _checkpoint_state(model: Student, optimizer, scaler, iteration: int, config:
 
 
 def _save(path: Path, state: dict) -> None:
-    with atomic_write(path, "wb") as f:
-        torch.save(state, f)
+    atomic_torch_save(state, path)  # a full disk or file-size limit: FileWriteError, not torch's C++ text
 
 
 def train(items: Sequence[TrainItem], teacher: TeacherCache, class_embeddings: torch.Tensor,
