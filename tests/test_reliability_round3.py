@@ -283,3 +283,58 @@ def test_failed_clip_checkpoint_write_is_a_clear_error(tmp_path, monkeypatch, ti
     with pytest.raises(FileWriteError, match="the write failed"):
         tiny_vit.save_checkpoint(tmp_path / "w.pt")
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------- item 11
+def test_utf8_bom_is_not_part_of_the_first_class_name(tmp_path):
+    from maskclip.labels_io import read_classes_json
+    from maskclip.text import parse_classes_file, read_classes_file
+
+    (tmp_path / "c.txt").write_bytes("\ufeffroad\ncar, automobile\n".encode("utf-8"))
+    assert parse_classes_file(tmp_path / "c.txt") == [["road"], ["car", "automobile"]]
+    (tmp_path / "c.json").write_bytes('\ufeff{"classes": ["road", "car"]}'.encode("utf-8"))
+    assert read_classes_json(tmp_path / "c.json")["classes"] == ["road", "car"]
+    (tmp_path / "l.json").write_bytes('\ufeff["road"]'.encode("utf-8"))
+    assert read_classes_file(tmp_path / "l.json") == ["road"]
+
+
+def test_segment_reads_a_json_classes_file(photos, tmp_path):
+    for i, data in enumerate((["road", ["car", "automobile"]], {"classes": ["road", "car"]})):
+        path = tmp_path / f"classes{i}.json"
+        path.write_text(json.dumps(data))
+        out = tmp_path / f"out{i}"
+        assert _segment([photos / "a.png"], path, out, "--background") == 0
+        assert json.loads((out / "classes.json").read_text())["classes"] == ["road", "car"]
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"x": 1}, "classes"), ([1, 2], "JSON list must hold"), (["road", "a\nb"], "control character"),
+    ({"classes": ["road", "tab\there"]}, "control character"),
+])
+def test_bad_json_classes_files_are_refused(tmp_path, capsys, data, message):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(data))
+    assert main(["segment", str(tmp_path), "--classes-file", str(path), "--out", str(tmp_path / "o"), *TINY]) == 2
+    assert message in capsys.readouterr().err
+    assert main(["project", "init", str(tmp_path / "p"), "--images", str(tmp_path), "--classes-file", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("this ran",))
+
+
+def test_a_refused_pickle_checkpoint_is_a_short_message(photos, classes_file, tmp_path, capsys):
+    import torch
+
+    weights = tmp_path / "evil.pt"
+    torch.save({"state_dict": {}, "x": _Payload()}, weights)
+    argv = ["segment", str(photos / "a.png"), "--classes-file", str(classes_file), "--out", str(tmp_path / "o"),
+            "--model", "maskclip-tiny-vit", "--pretrained", str(weights), "--device", "cpu"]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and len(err[0]) < 400, err
+    assert "objects other than weights" in err[0] and "this ran" not in captured.out

@@ -19,7 +19,7 @@ from .labels_io import write_classes_json, write_index_png
 from .cli_options import add_dense_mode_arguments, add_option_arguments, option_kwargs
 from .model import DEFAULT_BACKGROUND, DEFAULT_SCALES, load
 from .settings import parse_pretrained
-from .text import parse_classes_file, prompt_rows
+from .text import prompt_rows, read_classes_file
 from .validation import device_arg, int_arg
 
 
@@ -56,7 +56,8 @@ def register(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--classes-file", required=True, metavar="F",
-                   help="one class per line, synonyms comma-separated (e.g. 'car, automobile')")
+                   help="one class per line, synonyms comma-separated (e.g. 'car, automobile'); or a .json: a "
+                        "classes.json or a list of names / lists of synonyms")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--recursive", action="store_true", help="also look into sub-folders")
     p.add_argument("--overwrite", action="store_true",
@@ -89,7 +90,7 @@ def _check_out(out: Path, inputs: list[str], names: list[str], overwrite: bool) 
 
 
 def run(args: argparse.Namespace) -> int:
-    classes = parse_classes_file(args.classes_file)
+    classes = [c["name"] if isinstance(c, dict) else c for c in read_classes_file(args.classes_file)]
     prompt_rows(classes, args.background)  # the class limit, before any work
     not_files: list[tuple[Path, str]] = []
     images = list_images(args.inputs, recursive=args.recursive, skipped=not_files)

@@ -327,7 +327,7 @@ def _read_names(classes_json: Path, labels_txt: Path | None):
         data = read_classes_json(classes_json)
         return data["classes"], [tuple(c) for c in data["colors"]]
     if labels_txt is not None and labels_txt.is_file():
-        names = [line.strip() for line in labels_txt.read_text(encoding="utf-8").splitlines() if line.strip()]
+        names = [line.strip() for line in labels_txt.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
         return names, None
     return None, None
 
@@ -433,7 +433,7 @@ def _open_coco(path: Path) -> LabelSet:
     from pycocotools import mask as mask_util
 
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
         if not isinstance(data, dict):
             raise TypeError("the file holds no JSON object")
         for key in ("images", "annotations", "categories"):
