@@ -150,8 +150,9 @@ CLI = {
                         ["dir"]),
     "project status": (["--json"], ["dir"]),
     "refine": (["--device", "--min-confidence", "--run", "--run-dir"], ["project"]),
-    "segment": (SEGMENT_METHOD + ["--background", "--cache-dir", "--classes-file", "--out", "--recursive",
-                                  "--scales"], ["inputs"]),
+    "segment": (SEGMENT_METHOD + ["--background", "--cache-dir", "--classes-file", "--out",
+                                  "--overwrite",  # issue 16.3
+                                  "--recursive", "--scales"], ["inputs"]),
     "train": (SEGMENT_METHOD + ["--base-size", "--batch-size", "--checkpoint-every", "--confidence-threshold",
                                 "--crop-size", "--guided-fraction", "--iters", "--log-every", "--lr", "--no-amp",
                                 "--no-imagenet", "--resume", "--run", "--run-dir", "--seed", "--self-train-start",

@@ -27,6 +27,7 @@ _ACTIONABLE_ERRNOS = {
     errno.EROFS: "read-only file system",
     errno.EDQUOT: "disk quota exceeded",
     errno.EISDIR: "the destination is a folder",
+    errno.EFBIG: "file too large (a file-size limit was reached)",
 }
 
 
@@ -131,3 +132,32 @@ def remove_temp_files(folder: str | os.PathLike, min_age_s: float = 0.0) -> list
         except OSError:
             pass
     return removed
+
+
+def serialiser_write_error(path: str | os.PathLike, exc: BaseException) -> FileWriteError | None:
+    """A serialiser's failed write as a FileWriteError naming `path`, or None for other errors.
+
+    torch.save reports a full disk or a file-size limit as an OSError (ENOSPC, EFBIG) or as a RuntimeError
+    from its archive writer ("... file write failed"), with a long C++ text."""
+    if isinstance(exc, FileWriteError):
+        return exc
+    if isinstance(exc, OSError):
+        return _write_error(Path(path), exc)
+    if isinstance(exc, RuntimeError) and "write" in str(exc).lower():
+        return FileWriteError(f"cannot write {path}: the write failed (is the disk full, or a file-size limit "
+                              "reached?)")
+    return None
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    """`torch.save(obj)` to `path` atomically; a failed write is a FileWriteError (no temporary file stays)."""
+    import torch
+
+    try:
+        with atomic_write(path, "wb") as f:
+            torch.save(obj, f)
+    except (OSError, RuntimeError) as exc:
+        error = serialiser_write_error(path, exc)
+        if error is None or error is exc:
+            raise
+        raise error from exc

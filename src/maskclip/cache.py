@@ -11,12 +11,14 @@ import json
 import os
 import tempfile
 import threading
+import time
 import warnings
 from collections import OrderedDict
 from pathlib import Path
 
 import torch
 
+from .atomic import serialiser_write_error
 from .errors import MaskCLIPError
 
 Tensors = dict[str, torch.Tensor]
@@ -24,6 +26,25 @@ Tensors = dict[str, torch.Tensor]
 
 def _nbytes(tensors: Tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+TEMP_AGE_S = 3600.0  # a cache temporary file this old is a killed write's (another process may be writing one)
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Delete what killed cache writes left behind (tempfile's tmp*.tmp names; entries are <sha1>.pt)."""
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name.startswith("tmp") and entry.name.endswith(".tmp"):
+            try:
+                if entry.is_file(follow_symlinks=False) and now - entry.stat(follow_symlinks=False).st_mtime > TEMP_AGE_S:
+                    os.unlink(entry.path)
+            except OSError:
+                pass
 
 
 class FeatureCache:
@@ -41,6 +62,7 @@ class FeatureCache:
                 self.disk_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise MaskCLIPError(f"cannot create the feature cache folder {self.disk_dir}: {exc}") from None
+            _remove_stale_temporaries(self.disk_dir)
 
     def _path(self, key: str) -> Path:
         digest = hashlib.sha1((self._sig_text + "\n" + key).encode()).hexdigest()
@@ -112,6 +134,9 @@ class FeatureCache:
             with os.fdopen(fd, "wb") as f:
                 torch.save({"signature": self._sig_text, "key": key, "tensors": tensors}, f)
             os.replace(tmp, path)
-        except OSError as exc:
+        except BaseException as exc:
             Path(tmp).unlink(missing_ok=True)
-            warnings.warn(f"feature cache entry not written to {self.disk_dir}: {exc}", stacklevel=3)
+            error = serialiser_write_error(path, exc) if isinstance(exc, (OSError, RuntimeError)) else None
+            if error is None:
+                raise
+            warnings.warn(f"feature cache entry not written ({error}); going on without it", stacklevel=3)

@@ -21,7 +21,8 @@ def register(subparsers) -> None:
     p.add_argument("dir", type=Path, help="new (or empty) project folder")
     p.add_argument("--images", type=Path, nargs="+", required=True, help="image folder(s) and/or files")
     p.add_argument("--classes-file", type=Path,
-                   help="classes: a text file (one class per line, synonyms comma-separated) or a classes.json")
+                   help="classes: a text file (one class per line, synonyms comma-separated), a classes.json or a "
+                        "JSON list of names / lists of synonyms")
     p.add_argument("--reference", action="store_true", help="reference the images where they are (default: copy)")
     p.add_argument("--recursive", action="store_true", help="also take images in sub-folders")
     p.add_argument("--background", help="comma-separated background prompts (default: MaskCLIP's list)")
@@ -85,14 +86,9 @@ def register(subparsers) -> None:
 
 
 def _read_classes(path: Path) -> list:
-    if path.suffix.lower() == ".json":
-        from .labels_io import read_classes_json
+    from .prompts import read_classes_file
 
-        data = read_classes_json(path)
-        return [{"name": n, "colour": c} for n, c in zip(data["classes"], data["colors"])]
-    from .prompts import parse_classes_file
-
-    return parse_classes_file(path)
+    return read_classes_file(path)
 
 
 def _init(args) -> int:

@@ -16,7 +16,7 @@ from .cli_options import add_dense_mode_arguments, add_option_arguments, option_
 from .defaults import (DEFAULT_BACKGROUND, DEFAULT_DENSE_MODE, DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_PRETRAINED,
                        DEFAULT_SCALES)
 from .settings import parse_pretrained
-from .prompts import parse_classes_file, prompt_rows
+from .prompts import prompt_rows, read_classes_file
 from .validation import device_arg, int_arg
 
 
@@ -54,9 +54,12 @@ def register(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--classes-file", required=True, metavar="F",
-                   help="one class per line, synonyms comma-separated (e.g. 'car, automobile')")
+                   help="one class per line, synonyms comma-separated (e.g. 'car, automobile'); or a .json: a "
+                        "classes.json or a list of names / lists of synonyms")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--recursive", action="store_true", help="also look into sub-folders")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing files of the names segment writes in --out (<stem>.png, classes.json)")
     p.add_argument("--cache-dir", metavar="DIR", help="keep dense features on disk for later runs")
     add_model_arguments(p)
     add_method_arguments(p)
@@ -72,13 +75,25 @@ def _unique_stems(images: list[Path]) -> None:
         seen[path.stem] = path
 
 
+def _check_out(out: Path, inputs: list[str], names: list[str], overwrite: bool) -> None:
+    """--out is never an input folder or inside a project; existing outputs are replaced only with --overwrite."""
+    from .outputs import check_output_folder, existing_outputs
+
+    check_output_folder(out, inputs)
+    existing = existing_outputs(out, names)
+    if existing and not overwrite:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise MaskCLIPError(f"--out {out} already holds {existing[0].name}{more}, which segment would replace; "
+                            "choose a new folder, or pass --overwrite to replace them")
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .images import list_images, read_image
     from .labels_io import write_classes_json, write_index_png
 
-    classes = parse_classes_file(args.classes_file)
+    classes = [c["name"] if isinstance(c, dict) else c for c in read_classes_file(args.classes_file)]
     prompt_rows(classes, args.background)  # the class limit, before any work
     not_files: list[tuple[Path, str]] = []
     images = list_images(args.inputs, recursive=args.recursive, skipped=not_files)
@@ -88,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         raise MaskCLIPError(f"no images found in {' '.join(args.inputs)}")
     _unique_stems(images)
     out = Path(args.out)
+    _check_out(out, args.inputs, [f"{p.stem}.png" for p in images] + ["classes.json"], args.overwrite)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

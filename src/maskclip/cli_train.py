@@ -114,8 +114,10 @@ def _config(args):
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from .outputs import check_run_folder
     from .train.project_run import train_project
 
+    check_run_folder(args.run)  # a new, empty or run folder: never overwrite another folder's config.json
     config = _config(args)
     result = train_project(args.project, args.run, config, model=args.model, pretrained=args.pretrained,
                            dense_mode=args.dense_mode, quick_gelu=args.quick_gelu, options=option_kwargs(args),

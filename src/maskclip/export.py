@@ -92,6 +92,7 @@ def export_project(project, out: str | os.PathLike, format: str, *, verified_onl
     if not 0.0 <= val_fraction <= 1.0:
         raise ExportError(f"val_fraction must lie in [0, 1], got {val_fraction}")
     out = Path(out)
+    _check_export_folder(project, out)
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -105,6 +106,17 @@ def export_project(project, out: str | os.PathLike, format: str, *, verified_onl
     else:
         _export_index(project, out, items, report)
     return report
+
+
+def _check_export_folder(project, out: Path) -> None:
+    """Never export into the project folder (its images and labels) or a folder holding its images."""
+    from .outputs import UnsafeOutputError, check_output_folder
+
+    try:
+        check_output_folder(out, [project.root, *(project.image_path(i) for i in project.image_ids)],
+                            option="export folder")
+    except UnsafeOutputError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def _labelled_items(project, verified_only: bool, report: ExportReport):
@@ -316,7 +328,7 @@ def _read_names(classes_json: Path, labels_txt: Path | None):
         data = read_classes_json(classes_json)
         return data["classes"], [tuple(c) for c in data["colors"]]
     if labels_txt is not None and labels_txt.is_file():
-        names = [line.strip() for line in labels_txt.read_text(encoding="utf-8").splitlines() if line.strip()]
+        names = [line.strip() for line in labels_txt.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
         return names, None
     return None, None
 
@@ -334,16 +346,116 @@ def _open_folder(root: Path, format: str, names, colours) -> LabelSet:
     return LabelSet(format, root, names, colours, readers)
 
 
+# COCO input is data from outside: everything pycocotools is given is checked first (huge polygon
+# coordinates crash its C code, bad sizes or counts make it read out of bounds or raise obscure errors).
+COCO_MAX_SIDE = 1 << 16
+COCO_MAX_PIXELS = 1 << 28
+_COCO_MARGIN = 1.0  # polygon coordinates may lie this many image sizes outside the image
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _rle_string_counts(counts: str) -> list[int] | None:
+    """The run lengths of a compressed COCO RLE string (pycocotools' rleFrString), None if malformed."""
+    runs: list[int] = []
+    p, n = 0, len(counts)
+    while p < n:
+        x, k, more = 0, 0, True
+        while more:
+            if p >= n:
+                return None
+            c = ord(counts[p]) - 48
+            if not 0 <= c < 64:
+                return None
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        runs.append(x)
+    return runs
+
+
+def _coco_size(image: dict) -> tuple[int, int]:
+    h, w = image.get("height"), image.get("width")
+    if not (_is_int(h) and _is_int(w)) or h <= 0 or w <= 0:
+        raise ExportError(f"height {h!r} and width {w!r} must be positive integers")
+    if h > COCO_MAX_SIDE or w > COCO_MAX_SIDE or h * w > COCO_MAX_PIXELS:
+        raise ExportError(f"size {h}x{w} is too large (at most {COCO_MAX_SIDE} pixels a side and "
+                          f"{COCO_MAX_PIXELS} pixels)")
+    return int(h), int(w)
+
+
+def _coco_rle(seg, h: int, w: int, mask_util) -> dict:
+    """The annotation's segmentation as a pycocotools RLE, after checking it fits an h x w image."""
+    if isinstance(seg, list):  # polygons
+        if not seg or not all(isinstance(poly, list) for poly in seg):
+            raise ExportError("segmentation must be a non-empty list of polygons (lists of x, y coordinates)")
+        for poly in seg:
+            if len(poly) < 6 or len(poly) % 2 or not all(_is_number(v) for v in poly):
+                raise ExportError("a polygon must list at least 3 points as numbers x1, y1, x2, y2, ...")
+            xy = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
+            if not np.isfinite(xy).all():
+                raise ExportError("a polygon has a non-finite coordinate")
+            bound = np.array([w, h], np.float64)
+            if (xy < -_COCO_MARGIN * bound).any() or (xy > (1 + _COCO_MARGIN) * bound).any():
+                raise ExportError(f"a polygon has coordinates far outside the {w}x{h} image (e.g. "
+                                  f"{xy[np.abs(xy).max(axis=1).argmax()].tolist()})")
+        return mask_util.merge(mask_util.frPyObjects(seg, h, w))
+    if not isinstance(seg, dict) or "counts" not in seg or "size" not in seg:
+        raise ExportError(f"segmentation must be a list of polygons or an RLE object with size and counts, "
+                          f"got {type(seg).__name__}")
+    size = seg["size"]
+    if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) for v in size)) or list(size) != [h, w]:
+        raise ExportError(f"RLE size {size!r} does not match the image's height and width [{h}, {w}]")
+    counts = seg["counts"]
+    if isinstance(counts, list):  # uncompressed RLE
+        if not all(_is_int(v) and v >= 0 for v in counts) or sum(counts) != h * w:
+            raise ExportError(f"RLE counts must be non-negative integers summing to {h * w} (height x width)")
+        return mask_util.frPyObjects(seg, h, w)
+    if not isinstance(counts, str):
+        raise ExportError(f"RLE counts must be a string or a list of integers, got {type(counts).__name__}")
+    runs = _rle_string_counts(counts)
+    if runs is None or any(v < 0 for v in runs) or sum(runs) != h * w:
+        raise ExportError(f"RLE counts string is malformed or does not cover the {h}x{w} image")
+    return {"size": [h, w], "counts": counts.encode("ascii")}
+
+
 def _open_coco(path: Path) -> LabelSet:
     from pycocotools import mask as mask_util
 
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        if not isinstance(data, dict):
+            raise TypeError("the file holds no JSON object")
+        for key in ("images", "annotations", "categories"):
+            if not isinstance(data[key], list) or not all(isinstance(x, dict) for x in data[key]):
+                raise TypeError(f"{key!r} must be a list of objects")
+        for c in data["categories"]:
+            if not _is_int(c["id"]) or not isinstance(c["name"], str):
+                raise TypeError(f"category {c!r} needs an integer id and a name")
+        for im in data["images"]:
+            if not isinstance(im["file_name"], str) or not isinstance(im["id"], (int, str)):
+                raise TypeError(f"image {im.get('id')!r} needs an id and a file_name")
         categories = sorted(data["categories"], key=lambda c: c["id"])
         cat_index = {c["id"]: i for i, c in enumerate(categories)}
+        if len(cat_index) != len(categories):
+            raise ValueError("two categories share an id")
         images = {im["id"]: im for im in data["images"]}
         anns: dict[int, list[dict]] = {i: [] for i in images}
         for a in data["annotations"]:
+            if a.get("image_id") not in anns:
+                raise ValueError(f"annotation {a.get('id')!r} names image_id {a.get('image_id')!r}, "
+                                 "which the file does not list")
             anns[a["image_id"]].append(a)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ExportError(f"{path}: not a readable COCO annotation file ({exc})") from exc
@@ -352,21 +464,26 @@ def _open_coco(path: Path) -> LabelSet:
 
     def reader(image: dict) -> Callable[[], np.ndarray]:
         def read() -> np.ndarray:
-            h, w = int(image["height"]), int(image["width"])
+            try:
+                h, w = _coco_size(image)
+            except ExportError as exc:
+                raise ExportError(f"{path}: image {image['file_name']!r}: {exc}") from None
             labels = np.full((h, w), UNLABELLED, np.uint8)
             for a in anns[image["id"]]:  # overlapping masks: the later annotation wins
-                seg = a["segmentation"]
-                if isinstance(seg, list):  # polygons
-                    rle = mask_util.merge(mask_util.frPyObjects(seg, h, w))
-                elif isinstance(seg.get("counts"), list):  # uncompressed RLE
-                    rle = mask_util.frPyObjects(seg, h, w)
-                else:
-                    counts = seg["counts"]
-                    rle = {"size": seg["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-                labels[mask_util.decode([rle])[:, :, 0].astype(bool)] = cat_index[a["category_id"]]
+                try:
+                    if not _is_int(a.get("category_id")) or a["category_id"] not in cat_index:
+                        raise ExportError(f"category_id {a.get('category_id')!r} is not among the categories")
+                    rle = _coco_rle(a.get("segmentation"), h, w, mask_util)
+                    mask = mask_util.decode([rle])[:, :, 0].astype(bool)
+                except ExportError as exc:
+                    raise ExportError(f"{path}: annotation {a.get('id')!r} of image {image['file_name']!r}: "
+                                      f"{exc}") from None
+                labels[mask] = cat_index[a["category_id"]]
             return labels
         return read
 
     readers = {Path(im["file_name"]).with_suffix("").as_posix(): reader(im) for im in images.values()}
-    colours = [tuple(c["color"]) for c in categories] if all("color" in c for c in categories) else None
+    colours = [tuple(c["color"]) for c in categories] if all(
+        isinstance(c.get("color"), list) and len(c["color"]) == 3 and all(_is_int(v) and 0 <= v <= 255 for v in c["color"])
+        for c in categories) else None
     return LabelSet("coco", path.parent, [c["name"] for c in categories], colours, readers)

@@ -170,7 +170,7 @@ def read_classes_json(path: str | os.PathLike) -> dict:
     """{"classes": [str], "colors": [[r, g, b]], "ignore_index": int} from a classes JSON file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a UTF-8 BOM is not JSON
     except FileNotFoundError:
         raise ClassesFileError(f"{path}: classes file not found") from None
     except (OSError, UnicodeDecodeError) as exc:

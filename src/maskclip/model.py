@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from .atomic import atomic_write
+from .atomic import atomic_torch_save
 from .backbone import dense_encoder, dense_mode_key
 from .cache import FeatureCache
 from .defaults import (DEFAULT_BACKGROUND, DEFAULT_DENSE_MODE, DEFAULT_DEVICE, DEFAULT_MODEL,  # noqa: F401
@@ -310,8 +310,7 @@ class MaskCLIP:
     def save_checkpoint(self, path: str | Path) -> None:
         """Write the open_clip state dict and its activation (loadable with `load(model_name, pretrained=path)`
         and by open_clip, which reads "state_dict")."""
-        with atomic_write(path, "wb") as f:
-            torch.save({"state_dict": self.clip.state_dict(), CHECKPOINT_QUICK_GELU_KEY: self.quick_gelu}, f)
+        atomic_torch_save({"state_dict": self.clip.state_dict(), CHECKPOINT_QUICK_GELU_KEY: self.quick_gelu}, path)
 
 
 def _checked_scales(scales: Sequence[int]) -> tuple[int, ...]:

@@ -86,9 +86,49 @@ def parse_classes_text(text: str) -> list[list[str]]:
     return classes
 
 
+def check_name_characters(classes, where: str) -> None:
+    """Refuse control characters (newlines, tabs, NUL ...) in class names: they break labels.txt and CLIs."""
+    for index, spec in enumerate(classes):
+        spec = spec["name"] if isinstance(spec, dict) else spec
+        for name in (spec,) if isinstance(spec, str) else spec:
+            if isinstance(name, str) and any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+                raise MaskCLIPError(f"{where}: class {index + 1} ({name!r}) contains a control character "
+                                    "(newline, tab, ...); class names must be plain text")
+
+
+def read_classes_file(path: str | Path) -> list:
+    """Classes from a file, for `segment` and `project init`: a text file (one class per line, synonyms
+    comma-separated), a JSON list of names or of lists of synonyms, or a classes.json object
+    ({"classes": [...], "colors": [...]}, whose classes come back as {"name", "colour"} dicts)."""
+    path = Path(path)
+    if path.suffix.lower() != ".json":
+        classes = parse_classes_file(path)
+    else:
+        import json
+
+        from .labels_io import read_classes_json
+
+        try:
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            data = None  # read_classes_json says what is wrong
+        if isinstance(data, list):
+            if not data or not all(isinstance(c, str) or (isinstance(c, list) and c and all(isinstance(n, str)
+                                                                                           for n in c)) for c in data):
+                raise MaskCLIPError(f"classes file {path}: a JSON list must hold class names or lists of synonyms "
+                                    '(e.g. ["road", ["car", "automobile"]])')
+            classes = data
+            normalize_classes(classes)
+        else:
+            data = read_classes_json(path)
+            classes = [{"name": n, "colour": c} for n, c in zip(data["classes"], data["colors"])]
+    check_name_characters(classes, f"classes file {path}")
+    return classes
+
+
 def parse_classes_file(path: str | Path) -> list[list[str]]:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # -sig: a UTF-8 BOM is not part of the first name
     except OSError as exc:
         raise MaskCLIPError(f"cannot read classes file {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:

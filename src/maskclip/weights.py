@@ -103,6 +103,16 @@ def _checkpoint_quick_gelu(path: str) -> bool:
     return isinstance(state, dict) and any(k in state for k in OPENAI_ARCHIVE_CONSTANTS)
 
 
+def _load_failure(exc: Exception) -> str:
+    """Why a checkpoint did not load, in one short line (torch's refusal of a pickle is ~750 characters)."""
+    import pickle
+
+    if isinstance(exc, pickle.UnpicklingError) or "weights only load failed" in str(exc).lower():
+        return "it holds objects other than weights and plain data, so it was refused (loading it could run code)"
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def uses_quick_gelu(clip_model: torch.nn.Module) -> bool:
     """Whether the model's transformer MLPs use QuickGELU (x * sigmoid(1.702 x), OpenAI's activation)."""
     return any(isinstance(m, QuickGELU) for m in clip_model.modules())
@@ -157,8 +167,8 @@ def load_clip(model_name: str, pretrained: str | None, quick_gelu: bool | None =
                     raise KeyError(f"missing weights {incompatible.missing_keys[:5]}, unexpected {unexpected[:5]}")
         except Exception as exc:  # a wrong file is the user's problem to fix: say which file and why
             raise WeightsUnavailableError(
-                f"could not load checkpoint '{pretrained}' into {model_name}: {exc}. Expected an OpenAI CLIP .pt "
-                f"file or an open_clip state dict for this architecture") from None
+                f"could not load checkpoint '{pretrained}' into {model_name}: {_load_failure(exc)}. Expected an "
+                f"OpenAI CLIP .pt file or an open_clip state dict for this architecture") from None
         return model, weights_id
     if _looks_like_path(pretrained):
         raise WeightsUnavailableError(f"checkpoint file not found: {pretrained}")

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from ..atomic import atomic_write
+from ..atomic import atomic_torch_save
 from ..errors import MaskCLIPError
 from ..run_folder import (STATE_CANCELLED, STATE_DONE, STATE_FAILED, STATE_RUNNING,  # noqa: F401
                           RunFolder)  # RunFolder re-exported (maskclip.train.RunFolder)
@@ -207,8 +207,7 @@ def _checkpoint_state(model: Student, optimizer, scaler, iteration: int, config:
 
 
 def _save(path: Path, state: dict) -> None:
-    with atomic_write(path, "wb") as f:
-        torch.save(state, f)
+    atomic_torch_save(state, path)  # a full disk or file-size limit: FileWriteError, not torch's C++ text
 
 
 def train(items: Sequence[TrainItem], teacher: TeacherCache, class_embeddings: torch.Tensor,
