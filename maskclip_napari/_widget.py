@@ -8,8 +8,10 @@ The widget composes and connects:
   signals and never import this module;
 - `editing.EditState`: the current image's edits (recorded layer values, verified mask, merge base, undo);
 - `_layer_manager.LayerManager`: the "image", "labels" and "confidence: <class>" layers;
-- `_jobs`: the worker of the running job (model load, segmentation, export) and of reads (`_loading`);
-- `_saving.SaveQueue`: label, prediction and settings writes in one background thread;
+- `_segmenting.Segmenter`: redraws and jobs (model load, segmentation, export) in a worker (`_jobs`);
+  `_jobs.Loader`: reads of a project or an image in a worker (`_loading`);
+- `_edit_saving.EditSaver`: autosave of the edits, adopting other writers' pixels, undo/redo and
+  verification, over `_saving.SaveQueue` (label, prediction and settings writes in one background thread);
 - `_shortcuts`: keyboard shortcuts; `_wording`: what the annotator says.
 
 Paint, fill and erase strokes on the labels layer mark the touched pixels verified; every change is
@@ -18,24 +20,24 @@ autosaved, and Ctrl+Z / Ctrl+Shift+Z undo and redo labels and verified pixels to
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import QApplication, QFrame, QScrollArea, QVBoxLayout, QWidget
 
-from maskclip.errors import MaskCLIPError, WeightsUnavailableError
+from maskclip.errors import MaskCLIPError
 from maskclip.export import export_project
 from maskclip.project import Project
 
 from . import _wording as say
 from ._layer_manager import CONFIDENCE_PREFIX, IMAGE_LAYER, LABELS_LAYER, LayerManager  # noqa: F401
-from ._jobs import JobRunner, Loader
+from ._edit_saving import EditSaver
+from ._jobs import Loader
+from ._segmenting import Segmenter
 from ._layers import layers_ready, warm_up_layers
 from ._loading import PROJECT_SUBFOLDER, LoadedImage, OpenedProject, load_image, open_job
-from ._saving import SavedEdit, SaveQueue, write_edit
-from ._session import JobResult, Method, ModelChoice, ModelSession, segment_job
+from ._session import JobResult, Method, ModelChoice, ModelSession
 from ._shortcuts import SHORTCUTS, bind_layer_keys, bind_viewer_shortcuts  # noqa: F401
 from ._wording import GUI_WORDING, gui_text  # noqa: F401
 from .editing import EditState, to_layer_values
@@ -46,7 +48,6 @@ from .panels.method import DENSE_MODE_LABELS, MODELS, RANDOM_WEIGHTS, MethodPane
 from .panels.status import StatusPanel
 from .panels.training import TrainingPanel
 
-AUTOSAVE_MS = 300
 REMEMBER_IMAGE_MS = 1000
 REDRAW_DEBOUNCE_MS = 120
 LAYER_TURN_MS = 20  # between napari layer builds: the viewer repaints and takes input in between
@@ -79,23 +80,28 @@ class AnnotatorWidget(QWidget):
         self._watched_window = None
         self.viewer = napari_viewer
         self.project: Project | None = None
-        self.session: ModelSession | None = None
         self.current_id: str | None = None
         self.segmentation = None  # the current image's last Segmentation (confidence layers, hover)
-        self.last_redraw_s: float | None = None  # latency of the last in-place (GUI thread) redraw
-        self.last_redraw_blocking_s: float | None = None
-        self.redraw_count = 0
         self._image: np.ndarray | None = None
-        self.edits = EditState()
-        self.jobs = JobRunner()
-        self._saves = SaveQueue(self)
-        self._saves.saved.connect(self._on_saved)
+        # the current image's edits, their autosave and the save thread
+        self.editor = EditSaver(lambda: (self.project, self.current_id, self.labels_layer), self)
+        self.edits: EditState = self.editor.edits
+        self._saves = self.editor.saves  # also writes predictions and settings, in order with the edits
+        self.editor.message.connect(self.show_message)
+        self.editor.failed.connect(self._show_error)
+        self.editor.written.connect(self._on_written)
         self.loader = Loader(self._saves.wait)
         self.layers = LayerManager(napari_viewer, current=lambda: (self.segmentation, self._image),
                                    on_labels_layer=self._on_labels_layer)
         self._build_ui()
-        self._autosave = QTimer(self, singleShot=True, interval=AUTOSAVE_MS)
-        self._autosave.timeout.connect(self.save_current)
+        # segmentation: cheap redraws on the GUI thread, jobs (model load, segment, export) in a worker
+        self.segmenter = Segmenter(lambda: (self.project, self.current_id, self._image), self.method,
+                                   self.model_choice, self._apply, self.progress, self)
+        self.segmenter.message.connect(self.show_message)
+        self.segmenter.failed.connect(self._show_error)
+        self.segmenter.state_changed.connect(self._set_enabled)
+        self.segmenter.session_loaded.connect(lambda: self.method_panel.show_model_state(self.session))
+        self.segmenter.weights_unavailable.connect(self._on_weights_unavailable)
         self._redraw_timer = QTimer(self, singleShot=True, interval=REDRAW_DEBOUNCE_MS)
         self._redraw_timer.timeout.connect(self._on_method_changed)
         # the image shown is written to the project once navigation pauses (a project.json write per
@@ -223,7 +229,27 @@ class AnnotatorWidget(QWidget):
     @property
     def busy(self) -> bool:
         """Whether a job (model load, segmentation, export) runs in a worker."""
-        return self.jobs.busy
+        return self.segmenter.busy
+
+    @property
+    def session(self) -> ModelSession | None:
+        """The loaded model (None until one is loaded)."""
+        return self.segmenter.session
+
+    @property
+    def redraw_count(self) -> int:
+        """How many redraws ran on the GUI thread (cheap: features and prompts cached)."""
+        return self.segmenter.redraw_count
+
+    @property
+    def last_redraw_s(self) -> float | None:
+        """Latency of the last GUI-thread redraw, from the change to the layers showing it."""
+        return self.segmenter.last_redraw_s
+
+    @property
+    def last_redraw_blocking_s(self) -> float | None:
+        """The longest the event loop was held by the last GUI-thread redraw."""
+        return self.segmenter.last_redraw_blocking_s
 
     @property
     def image(self) -> np.ndarray | None:
@@ -232,7 +258,7 @@ class AnnotatorWidget(QWidget):
 
     @property
     def _worker(self):  # the running job's worker, for maskclip_napari/_screenshot*.py (use `busy`)
-        return self.jobs.worker
+        return self.segmenter.jobs.worker
 
     # --- layers -----------------------------------------------------------------------------------
     @property
@@ -265,7 +291,7 @@ class AnnotatorWidget(QWidget):
             QTimer.singleShot(LAYER_TURN_MS, self._prepare_layers)
 
     def _on_labels_layer(self, layer) -> None:
-        layer.events.paint.connect(self._on_paint)
+        layer.events.paint.connect(self.editor.on_paint)
         layer.events.selected_label.connect(self._on_selected_label)
         bind_layer_keys(layer, self)
 
@@ -588,105 +614,46 @@ class AnnotatorWidget(QWidget):
         self.show_image(image_id)
 
     # ============================================================================================
-    # Corrections and saving (the edits themselves: editing.EditState)
+    # Corrections and saving (_edit_saving.EditSaver over editing.EditState)
     # ============================================================================================
-    def _on_paint(self, event) -> None:
-        """A brush, fill, polygon or erase stroke ended: one undo step; save soon (its pixels are verified).
-        napari may announce a stroke before its last pixels are written: the step is taken on the next turn."""
-        QTimer.singleShot(0, self._record_edit)
-        self._autosave.start()
-
-    def _record_edit(self) -> None:
-        """Record what changed in the labels layer (every way of editing counts: paint, fill, erase,
-        polygon, a script writing to layer.data) as one undo step; changed pixels become verified."""
-        layer = self.labels_layer
-        if layer is not None:
-            self.edits.record(layer.data)
-
     @property
     def autosave_pending(self) -> bool:
         """Whether an edit waits for the autosave timer (a stroke is saved shortly after it ends)."""
-        return self._autosave.isActive()
+        return self.editor.autosave_pending
 
     @property
     def has_unsaved_edits(self) -> bool:
         """Edits waiting for the autosave timer or being written."""
-        return self.edits.dirty or self._autosave.isActive() or self._saves.pending > 0
+        return self.editor.unsaved
 
     def save_current(self, source: str = "annotator", wait: bool = False) -> None:
         """Write the current image's recorded edits (labels and verified mask) to the project, in the save
         thread. wait=True returns once every save so far is written: for callers that read the project
         next on this thread (class edits, applying a segmentation, export, training, quitting)."""
-        self._autosave.stop()
-        self._record_edit()
-        if self.project is not None and self.current_id is not None:
-            edit = self.edits.take_save(len(self.project.classes))
-            if edit is not None:
-                project, image_id, (labels, verified, base) = self.project, self.current_id, edit
-                self._saves.submit("labels", image_id,
-                                   lambda: write_edit(project, image_id, labels, verified, base, source))
-        if wait:
-            self._saves.wait()
-
-    def _adopt(self, saved: SavedEdit) -> None:
-        """Show what other writers committed to the current image while this annotator edited it (see
-        EditState.adopt): their pixels replace the layer's where this annotator has not changed them."""
-        layer = self.labels_layer
-        adopted = self.edits.adopt(saved, len(self.project.classes), layer.data if layer is not None else None)
-        if adopted is None:
-            return
-        mask, values = adopted
-        if layer is not None and layer.data.shape == values.shape:
-            layer.data[mask] = values[mask]
-            layer.refresh()
+        self.editor.save(source, wait)
 
     def wait_for_saves(self) -> None:
         """Block until every save so far is written and its result shown (list state, learning, errors)."""
-        self._saves.wait()
-        QApplication.processEvents()  # delivers the queued `saved` signals
+        self.editor.wait()
 
-    def _on_saved(self, kind: str, image_id: str, result, error: Exception | None) -> None:
-        """A write finished (GUI thread): update the image list and the learned prototypes, or say why not."""
-        p = self.project
-        if error is not None:
-            if kind == "labels" and image_id == self.current_id:
-                self.edits.mark_unsaved()  # the edits are still in the layer: the next save tries again
-            self._show_error(error if isinstance(error, MaskCLIPError) else
-                             MaskCLIPError(say.could_not_save(kind, image_id, error)))
-            return
-        if p is None or image_id not in p:
-            return
-        if kind == "labels" and image_id == self.current_id:
-            self._adopt(result)
-        self._refresh_item(image_id, result[-1])
+    def _on_written(self, kind: str, image_id: str, state) -> None:
+        """A write finished (GUI thread): update the image list and the learned prototypes."""
+        self._refresh_item(image_id, state)
         if image_id == self.current_id:
             self._learn_from_current()
 
     def undo(self) -> None:
         """Undo the last edit of this image (stroke, fill, Reviewed ✓, Class ✓): labels and verified pixels
         go back together, and are saved."""
-        self._undo_redo(False, "Undone")
+        self.editor.undo_redo(redo=False)
 
     def redo(self) -> None:
-        self._undo_redo(True, "Redone")
-
-    def _undo_redo(self, redo: bool, done: str) -> None:
-        layer = self.labels_layer
-        if layer is None or not self.edits.editable or self.current_id is None:
-            return
-        values = self.edits.step(redo, layer.data)
-        if values is None:
-            self.show_message(say.nothing_to(done, self.current_id))
-            return
-        layer.data[...] = values
-        layer.refresh()
-        self.save_current(source=done.lower())
-        self.show_message(say.step_done(done, self.current_id))
+        self.editor.undo_redo(redo=True)
 
     def mark_reviewed(self) -> None:
         """Verify the whole current image as shown: labelled pixels keep their class, unlabelled ones are
         confirmed background (so an image with none of the classes can be verified too)."""
-        self._verify(None)
+        self.editor.verify(None)
 
     def verify_selected_class(self) -> None:
         """Verify the pixels of the class selected in the labels layer's controls (its mask is right as
@@ -698,22 +665,7 @@ class AnnotatorWidget(QWidget):
         if not 0 <= index < len(self.project.classes):
             self.show_message(say.SELECT_CLASS_FIRST, error=True)
             return
-        self._verify(index)
-
-    def _verify(self, class_index: int | None) -> None:
-        """Verify pixels as one undoable edit."""
-        layer = self.labels_layer
-        if self.current_id is None or layer is None or not self.edits.editable:
-            return
-        values = self.edits.verify(class_index, layer.data)
-        self.save_current(source="reviewed" if class_index is None else "verified class")
-        # the list and the learned prototypes follow when it is written
-        if class_index is None:
-            labelled = int((values > 0).sum())
-            self.show_message(say.reviewed(self.current_id, labelled, values.size - labelled))
-        else:
-            self.show_message(say.class_verified(self.current_id, int((values == class_index + 1).sum()),
-                                                 self.project.class_names[class_index]))
+        self.editor.verify(index)
 
     def _learn_from_current(self) -> None:
         """With 'Learn from corrections' on, the current image's new verified pixels update the class
@@ -790,11 +742,11 @@ class AnnotatorWidget(QWidget):
         stale = len(states) - len(jobs)
         if stale:
             self.show_message(say.stale_skipped(stale))
-        self._start_job(jobs, self.method(), merge=True, kind="Segment all")
+        self.segmenter.start_job(jobs, self.method(), merge=True, kind="Segment all")
 
     def load_model(self) -> None:
         """Load the chosen model now (otherwise it loads on the first segmentation)."""
-        self._start_job([], None, merge=False, kind="Loading")
+        self.segmenter.start_job([], None, merge=False, kind="Loading")
 
     def _schedule_redraw(self, *_):
         self.method_panel.update_enabled()
@@ -811,104 +763,15 @@ class AnnotatorWidget(QWidget):
         QTimer.singleShot(0, self._save_settings)  # after the redraw: the new look comes first
 
     def _request_redraw(self, merge: bool = True) -> None:
-        """Recompute the current image: on the GUI thread when cheap (features and prompts cached),
-        otherwise in a worker; while another job runs, an expensive redraw waits for it.
-
-        The cheap path is split over two event-loop turns (MaskCLIP's cheap part, then saving and
-        showing it) so input is handled in between and neither turn holds the loop for long.
-        """
-        if self.project is None or self.current_id is None or not self.project.classes:
-            return
-        method, choice = self.method(), self.model_choice()
-        cheap = (self.session is not None and self.session.serves(choice, self.project.cache_dir)
-                 and self.session.is_cheap(self._image, method))
-        if cheap:
-            start = time.perf_counter()
-            try:
-                seg = self.session.segment(self._image, method)
-            except MaskCLIPError as exc:
-                self._show_error(exc)
-                return
-            computed = time.perf_counter() - start
-            result = JobResult(self.current_id, seg, 1, 1)
-            QTimer.singleShot(0, lambda: self._finish_redraw(result, method, merge, start, computed))
-            return
-        if self.busy:
-            self.jobs.add_pending(merge)
-            return
-        path = self.project.image_path(self.current_id)
-        self._start_job([(self.current_id, path)], method, merge=merge, kind="Segment" if merge else "Confidence")
-
-    def _finish_redraw(self, result: JobResult, method: Method, merge: bool, start: float, computed: float) -> None:
-        shown = time.perf_counter()
-        if self.project is not None and result.image_id in self.project:
-            self._apply(result, method, merge)
-        end = time.perf_counter()
-        self.last_redraw_s = end - start  # from the toggle to the layers showing it
-        self.last_redraw_blocking_s = max(computed, end - shown)  # longest the event loop was held
-        self.redraw_count += 1
-
-    def _start_job(self, images, method: Method | None, merge: bool, kind: str) -> None:
-        if self.busy:
-            self.show_message(say.BUSY, error=True)
-            return
-        project = self.project
-        cache_dir = project.cache_dir if project is not None else None
-        worker = self.jobs.create(segment_job, self.session, self.model_choice(), cache_dir, images, method, project,
-                                  merge, kind=kind, range=len(images), on_error=self._on_job_error,
-                                  on_finished=self._on_job_finished,
-                                  on_yield=lambda value: self._on_job_yield(value, project, method, merge))
-        self._show_job_progress()
-        self.progress.setValue(0)
-        self._set_enabled()
-        worker.start()
-
-    def _show_job_progress(self) -> None:
-        self.progress.setRange(0, self.jobs.range)
-        self.progress.setFormat(f"{self.jobs.kind}: %v/%m")
-
-    def _on_job_yield(self, value, project, method, merge) -> None:
-        if isinstance(value, str):
-            self.show_message(value)
-            if value.startswith(say.LOADING_PREFIX):  # the model load gives no progress: a busy bar until it ends
-                self.progress.setRange(0, 0)
-                self.progress.setFormat(say.LOADING_MODEL)
-                self._set_enabled()
-        elif isinstance(value, ModelSession):
-            self.session = value
-            self.method_panel.show_model_state(self.session)
-            self.show_message(say.loaded(value.choice.describe()))
-            self._show_job_progress()
-            self._set_enabled()
-        elif isinstance(value, JobResult):
-            self.progress.setValue(value.done)
-            if project is self.project and value.image_id in project:
-                self._apply(value, method, merge)
-
-    def _on_job_error(self, exc: BaseException) -> None:
-        self._show_error(exc)
-        if isinstance(exc, WeightsUnavailableError):
-            self.message.setText(self.message.text() + say.WEIGHTS_HINT)
-            self.method_panel.note_load_failure()
-
-    def _on_job_finished(self, worker) -> None:
-        kind = self.jobs.kind
-        if self.progress.maximum() == 0:  # ended during the model load or an export
-            self._show_job_progress()
-        self._set_enabled()
-        if worker.abort_requested:
-            self.show_message(say.job_cancelled(kind))
-        elif not self.jobs.failed and kind != "Export":
-            self.progress.setValue(self.progress.maximum())
-            self.show_message(say.job_done(kind))
-        merge = self.jobs.take_pending()
-        if merge is not None:
-            self._request_redraw(merge=merge)
+        self.segmenter.request_redraw(merge)
 
     def cancel(self) -> None:
         """Stop the running job after the image in progress."""
-        if self.jobs.cancel():
-            self.show_message(say.job_cancelling(self.jobs.kind))
+        self.segmenter.cancel()
+
+    def _on_weights_unavailable(self) -> None:
+        self.message.setText(self.message.text() + say.WEIGHTS_HINT)
+        self.method_panel.note_load_failure()
 
     def _apply(self, result: JobResult, method: Method, merge: bool) -> None:
         """Show a segmentation if it is of the current image and, with merge, store it (verified pixels
@@ -924,7 +787,7 @@ class AnnotatorWidget(QWidget):
             return
         if method != self.method():
             # settings changed while it ran: redo (now cheap) when the job ends
-            self.jobs.add_pending(merge)
+            self.segmenter.jobs.add_pending(merge)
             return
         self.segmentation = seg
         if merge:
@@ -984,10 +847,8 @@ class AnnotatorWidget(QWidget):
             return export_project(Project.open(root), out, fmt, verified_only=verified_only, val_fraction=val,
                                   overwrite=overwrite)
 
-        worker = self.jobs.create(run, kind="Export", on_error=self._on_job_error, on_finished=self._on_job_finished,
-                                  on_return=lambda report: self.show_message(say.exported(report, fmt, out),
-                                                                             error=bool(report.skipped)))
-        self.progress.setRange(0, 0)
+        worker = self.segmenter.create_other_job(run, "Export", lambda report: self.show_message(
+            say.exported(report, fmt, out), error=bool(report.skipped)))
         self.show_message(say.exporting(fmt, out))
         self._set_enabled()
         worker.start()
