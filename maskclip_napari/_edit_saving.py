@@ -15,7 +15,7 @@ from qtpy.QtWidgets import QApplication
 from maskclip.errors import MaskCLIPError
 
 from . import _wording as say
-from ._saving import SavedEdit, SaveQueue, write_edit
+from ._saving import EditWriter, SavedEdit, SaveQueue
 from .editing import EditState
 
 AUTOSAVE_MS = 300
@@ -32,6 +32,7 @@ class EditSaver(QObject):
         self.edits = EditState()
         self.saves = SaveQueue(self)
         self.saves.saved.connect(self._on_saved)
+        self.writer = EditWriter()  # used in the save thread only: a failed write leaves its base for the next
         self._autosave = QTimer(self, singleShot=True, interval=AUTOSAVE_MS)
         self._autosave.timeout.connect(self.save)
 
@@ -68,7 +69,7 @@ class EditSaver(QObject):
             if edit is not None:
                 labels, verified, base = edit
                 self.saves.submit("labels", image_id,
-                                  lambda: write_edit(project, image_id, labels, verified, base, source))
+                                  lambda: self.writer.write(project, image_id, labels, verified, base, source))
         if wait:
             self.saves.wait()
 

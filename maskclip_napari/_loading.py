@@ -14,7 +14,7 @@ import numpy as np
 from maskclip.errors import MaskCLIPError
 from maskclip.images import IMAGE_EXTENSIONS, list_images
 from maskclip.project import PROJECT_FILE, ImageState, Project, StaleImageError
-from maskclip.text import parse_classes_file
+from maskclip.prompts import parse_classes_file
 
 from ._layers import to_layer_values
 

@@ -29,13 +29,28 @@ class SavedEdit(NamedTuple):
     state: ImageState  # for the image list
 
 
-def write_edit(project: Project, image_id: str, labels: np.ndarray, verified: np.ndarray,
-               base: tuple[np.ndarray, np.ndarray] | None, source: str) -> SavedEdit:
-    """Save the annotator's copy of an image (in the save thread). `base` is the copy its edits started
-    from, so only those edits are taken; the merged result is read back for the annotator to adopt."""
-    project.set_labels(image_id, labels, verified=verified, source=source, base=base)
-    stored, stored_verified = project.get_labels_and_verified(image_id)
-    return SavedEdit(labels, verified, stored, stored_verified, project.image_state(image_id))
+class EditWriter:
+    """Writes the annotator's edits (called in the save thread, one write at a time).
+
+    Each write passes the copy its edit started from (`base`), so only the annotator's own pixels are taken
+    and the merged result is read back for the annotator to adopt. A failed write leaves its base behind:
+    the image's next write starts from it, so the failed edit's pixels are sent again, also by a write that
+    was queued before the failure was known (nothing is lost)."""
+
+    def __init__(self):
+        self._unsaved_base: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
+
+    def write(self, project: Project, image_id: str, labels: np.ndarray, verified: np.ndarray,
+              base: tuple[np.ndarray, np.ndarray] | None, source: str) -> SavedEdit:
+        base = self._unsaved_base.get(image_id, base)
+        try:
+            project.set_labels(image_id, labels, verified=verified, source=source, base=base)
+        except Exception:
+            self._unsaved_base[image_id] = base
+            raise
+        self._unsaved_base.pop(image_id, None)
+        stored, stored_verified = project.get_labels_and_verified(image_id)
+        return SavedEdit(labels, verified, stored, stored_verified, project.image_state(image_id))
 
 
 class SaveQueue(QObject):

@@ -257,7 +257,7 @@ class AnnotatorWidget(QWidget):
         return self._image
 
     @property
-    def _worker(self):  # the running job's worker, for maskclip_napari/_screenshot*.py (use `busy`)
+    def _worker(self):  # the running job's worker, for scripts/screenshot_*.py (use `busy`)
         return self.segmenter.jobs.worker
 
     # --- layers -----------------------------------------------------------------------------------
@@ -416,7 +416,7 @@ class AnnotatorWidget(QWidget):
         if self.current_id is not None and self.labels_layer is not None:
             self.layers.set_label_classes(p.class_names, p.class_colours)
 
-    _show_classes = show_classes  # for maskclip_napari/_screenshot*.py
+    _show_classes = show_classes  # for scripts/screenshot_*.py
 
     def edit_classes(self, method: str, *args) -> None:
         """Apply one class edit (a `Project` method and its arguments, as the class editor requests it),

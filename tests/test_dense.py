@@ -1,4 +1,4 @@
-"""The exact checks of DESIGN.md section 7: dense features against open_clip's own modules, for any weights."""
+"""The exact checks of docs/architecture.md ("The method, in short"): dense features against open_clip's own modules, for any weights."""
 from __future__ import annotations
 
 import open_clip

@@ -317,14 +317,14 @@ def test_newer_format_is_refused(project):
 
 def test_open_is_lazy(project, monkeypatch):
     project.set_labels("a", _labels([1, 1, 1]))
-    import maskclip.project as mod
+    import maskclip.project.files as mod  # the store reads every image, label file and hash through it
 
     def forbidden(*args, **kwargs):
         raise AssertionError("open must not read images or labels")
 
     monkeypatch.setattr(mod, "read_image", forbidden)
     monkeypatch.setattr(mod, "read_label_image", forbidden)
-    monkeypatch.setattr(mod, "_sha256_file", forbidden)
+    monkeypatch.setattr(mod, "sha256_file", forbidden)
     p = Project.open(project.root)
     assert p.image_ids == ["a", "b", "c"] and p.class_names == ["road", "car", "sky"]
     assert [s.status for s in p.list_images()] == ["labelled", "unlabelled", "unlabelled"]

@@ -298,17 +298,17 @@ def test_leftover_temp_files_are_removed(proj, tmp_path):
 
 
 def test_failed_init_leaves_no_half_project(tmp_path, monkeypatch):
-    import maskclip.project as mod
+    import maskclip.project.files as mod  # the store writes every JSON file through it
 
     _image(tmp_path / "src" / "a.png")
-    real = mod._write_json
+    real = mod.write_json
 
     def full_disk(path, data):
         if path.name == "project.json":
             raise mod.FileWriteError(f"cannot write {path}: no space left on device")
         real(path, data)
 
-    monkeypatch.setattr(mod, "_write_json", full_disk)
+    monkeypatch.setattr(mod, "write_json", full_disk)
     with pytest.raises(MaskCLIPError, match="no space left"):
         Project.create(tmp_path / "new", tmp_path / "src", ["road"])
     assert not (tmp_path / "new").exists()
@@ -319,7 +319,7 @@ def test_failed_init_leaves_no_half_project(tmp_path, monkeypatch):
     assert [f.name for f in (tmp_path / "empty").iterdir()] == [".keep"]
 
     # a create killed part-way (no cleanup ran): open says so, init again cleans up and succeeds
-    monkeypatch.setattr(mod, "_remove_unfinished", lambda root: None)
+    monkeypatch.setattr(mod, "remove_unfinished", lambda root: None)
     monkeypatch.setattr(mod.shutil, "rmtree", lambda *a, **k: None)
     with pytest.raises(MaskCLIPError):
         Project.create(tmp_path / "killed", tmp_path / "src", ["road"])

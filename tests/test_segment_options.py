@@ -9,7 +9,7 @@ import maskclip
 from maskclip.errors import MaskCLIPError
 from maskclip.geometry import upsample_accumulate
 from maskclip.options import MODE_DEFAULTS, SegmentOptions
-from maskclip.refine import key_smooth_official
+from maskclip.scoring import key_smooth_official
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,10 @@ __all__ = ["__version__", "MaskCLIPError", "SegmentOptions", "DENSE_MODE_NAMES",
 
 
 def __getattr__(name: str):
+    if name in ("DEFAULT_BACKGROUND", "DEFAULT_SCALES"):  # torch-free: maskclip.defaults
+        from . import defaults
+
+        return getattr(defaults, name)
     if name in _MODEL_NAMES:
         from . import model
 

@@ -15,9 +15,11 @@ from .errors import MaskCLIPError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import cli_segment, cli_eval, cli_project, cli_train
+    """The whole command line; builds without importing torch (models load when a command runs)."""
+    from . import __version__, cli_segment, cli_eval, cli_project, cli_train
 
     parser = argparse.ArgumentParser(prog="maskclip", description="MaskCLIP dense labelling assistant.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in (cli_segment, cli_eval, cli_project, cli_train):
         module.register(sub)

@@ -8,8 +8,7 @@ import argparse
 import json
 import sys
 
-from .labels_io import read_classes_json
-from .metrics import evaluate_folders, format_table
+from .defaults import UNLABELLED
 
 
 def register(subparsers) -> None:
@@ -28,12 +27,15 @@ def register(subparsers) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="ground-truth value not scored (default: the classes file's ignore_index, else 255)",
+        help=f"ground-truth value not scored (default: the classes file's ignore_index, else {UNLABELLED})",
     )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from .labels_io import read_classes_json
+    from .metrics import evaluate_folders, format_table
+
     classes = read_classes_json(args.classes_json)
     ignore = classes["ignore_index"] if args.ignore_index is None else args.ignore_index
     result = evaluate_folders(args.pred, args.gt, classes["classes"], ignore_index=ignore)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from .dense_modes import per_mode_text, successor_names
 from .options import DENSE_MODE_NAMES, KS_VARIANTS, SCALE_FUSIONS, SYNONYM_MERGES, option_names
 from .validation import int_arg, positive_float_arg, probability_arg
 
 
 def add_dense_mode_arguments(parser: argparse.ArgumentParser, default: str | None = None) -> None:
     parser.add_argument("--dense-mode", choices=DENSE_MODE_NAMES, default=default,
-                        help="last-block variant: maskclip, or the training-free successors sclip, clearclip, "
-                             "naclip (ViT models only; see the README for which to use) "
+                        help="last-block variant: maskclip, or the training-free successors "
+                             f"{', '.join(successor_names())} (ViT models only; see the README for which to use) "
                              f"(default: {default or 'the project setting'})")
     parser.add_argument("--quick-gelu", action=argparse.BooleanOptionalAction, default=None,
                         help="force the QuickGELU activation on or off (default: from the weights: OpenAI's "
@@ -31,7 +32,7 @@ def add_option_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ks-threshold", type=probability_arg("--ks-threshold"),
                         help="official KS: smooth only patches whose best probability is below this (default 1)")
     parser.add_argument("--temperature", type=positive_float_arg("--temperature"),
-                        help="logit scale (default per mode: maskclip 100, sclip 40, clearclip 50, naclip 40)")
+                        help=f"logit scale (default per mode: {per_mode_text('temperature')})")
     parser.add_argument("--bg-threshold", type=probability_arg("--bg-threshold"), metavar="P",
                         help="pixels whose best class probability is below P become background (default: off)")
     parser.add_argument("--synonyms", choices=SYNONYM_MERGES,

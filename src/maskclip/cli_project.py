@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from .defaults import DEFAULT_DEVICE, UNLABELLED
 from .cli_options import add_dense_mode_arguments, add_option_arguments, option_kwargs
 from .errors import MaskCLIPError
 from .validation import device_arg, int_arg, probability_arg
@@ -29,8 +30,8 @@ def register(subparsers) -> None:
     p = sub.add_parser("import-labels", help="import label images named like the project's images")
     p.add_argument("dir", type=Path, help="project folder")
     p.add_argument("labels", type=Path,
-                   help="folder of label images (PNG/TIFF, values = class indices, 255 = unlabelled), a VOC or "
-                        "index export, or a COCO annotations.json")
+                   help=f"folder of label images (PNG/TIFF, values = class indices, {UNLABELLED} = unlabelled), "
+                        "a VOC or index export, or a COCO annotations.json")
     p.add_argument("--verified", action="store_true",
                    help="the labels are ground truth: mark every labelled pixel verified (replaces labels)")
     p.add_argument("--format", default="auto", choices=("auto", "voc", "coco", "index"))
@@ -45,13 +46,13 @@ def register(subparsers) -> None:
     p.add_argument("dir", type=Path, help="project folder")
     p.add_argument("--model", help="open_clip architecture (default: the project's setting)")
     p.add_argument("--pretrained", help="open_clip tag or checkpoint file; 'none' = random weights")
-    p.add_argument("--device", default="auto", type=device_arg)
+    p.add_argument("--device", default=DEFAULT_DEVICE, type=device_arg)
     p.add_argument("--scales", type=int_arg("--scales", 1), nargs="+",
                    help="short sides of the multi-scale ensemble")
     add_dense_mode_arguments(p)
     add_option_arguments(p)
     p.add_argument("--min-confidence", type=probability_arg("--min-confidence"), default=0.0,
-                   help="pixels whose top probability is below this stay unlabelled (255)")
+                   help=f"pixels whose top probability is below this stay unlabelled ({UNLABELLED})")
     p.add_argument("--only-unlabelled", action="store_true", help="skip images that already have labels")
     p.add_argument("--learn-from-verified", action=argparse.BooleanOptionalAction, default=None,
                    help="blend in class prototypes learned from the project's verified pixels (default: the "
@@ -75,7 +76,7 @@ def register(subparsers) -> None:
     e.add_argument("dir", type=Path, help="project folder")
     e.add_argument("--format", required=True, choices=("voc", "coco", "index"))
     e.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
-    e.add_argument("--verified-only", action="store_true", help="only verified pixels (others 255)")
+    e.add_argument("--verified-only", action="store_true", help=f"only verified pixels (others {UNLABELLED})")
     e.add_argument("--no-images", dest="images", action="store_false", help="write labels only")
     e.add_argument("--val-fraction", type=probability_arg("--val-fraction"), default=0.1,
                    help="VOC: share of images in val.txt")
@@ -89,7 +90,7 @@ def _read_classes(path: Path) -> list:
 
         data = read_classes_json(path)
         return [{"name": n, "colour": c} for n, c in zip(data["classes"], data["colors"])]
-    from .text import parse_classes_file
+    from .prompts import parse_classes_file
 
     return parse_classes_file(path)
 
@@ -177,10 +178,10 @@ def _accept_changes(args) -> int:
 
 def _segment(args) -> int:
     import maskclip
-    from .errors import ImageReadError
-    from .project import Project, ProjectError
+    from .batch import FAILED, MERGED, Prediction, run_batch
+    from .project import Project
     from .settings import clip_spec, learn_spec
-    from .text import prompt_rows
+    from .prompts import prompt_rows
 
     project = Project.open(args.dir)
     if not project.class_names:
@@ -200,24 +201,22 @@ def _segment(args) -> int:
                           quick_gelu=spec["quick_gelu"], cache_dir=project.cache_dir)
     if learn["from_verified"]:
         options["learned"] = _learn_from_verified(model, project, options, learn["weight"])
-    done = skipped = 0
-    failed: list[tuple[str, str]] = []
-    for image_id in ids:
-        if project.is_stale(image_id) or (args.only_unlabelled and project.has_labels(image_id)):
-            skipped += 1
-            continue
-        try:  # one bad image or label file is reported and skipped; the batch goes on
-            seg = model.segment(project.get_image(image_id), project.prompts, **options)
-            project.merge_prediction(image_id, seg.labels, seg.probs.max(axis=0), class_names=seg.class_names,
-                                     min_confidence=args.min_confidence, source=f"maskclip {model.model_name}")
-        except (ImageReadError, ProjectError) as exc:
-            print(f"skipped {image_id}: {exc}", file=sys.stderr, flush=True)
-            failed.append((image_id, str(exc)))
-            continue
-        done += 1
-        print(f"[{done}/{len(ids)}] {image_id}", flush=True)
+    def predict(image_id: str) -> Prediction:
+        seg = model.segment(project.get_image(image_id), project.prompts, **options)
+        return Prediction(seg.labels, seg.probs.max(axis=0), seg.class_names, seg)
+
+    def report(outcome, so_far) -> None:
+        if outcome.status == FAILED:  # one bad image or label file is reported and skipped; the batch goes on
+            print(f"skipped {outcome.image_id}: {outcome.error}", file=sys.stderr, flush=True)
+        elif outcome.status == MERGED:
+            print(f"[{len(so_far.merged)}/{len(ids)}] {outcome.image_id}", flush=True)
+
+    result = run_batch(project, ids, predict, source=f"maskclip {model.model_name}",
+                       min_confidence=args.min_confidence, on_outcome=report,
+                       skip=lambda i: project.is_stale(i) or (args.only_unlabelled and project.has_labels(i)))
+    failed = result.failed
     project.flush()
-    print(f"segmented {done} images ({skipped} skipped: stale or already labelled"
+    print(f"segmented {len(result.merged)} images ({len(result.skipped)} skipped: stale or already labelled"
           f"{f'; {len(failed)} failed: ' + ', '.join(i for i, _ in failed) if failed else ''})")
     return 1 if failed else 0
 

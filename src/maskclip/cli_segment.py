@@ -11,27 +11,25 @@ import sys
 import time
 from pathlib import Path
 
-from tqdm import tqdm
-
 from .errors import ImageReadError, MaskCLIPError
-from .images import list_images, read_image
-from .labels_io import write_classes_json, write_index_png
 from .cli_options import add_dense_mode_arguments, add_option_arguments, option_kwargs
-from .model import DEFAULT_BACKGROUND, DEFAULT_SCALES, load
+from .defaults import (DEFAULT_BACKGROUND, DEFAULT_DENSE_MODE, DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_PRETRAINED,
+                       DEFAULT_SCALES)
 from .settings import parse_pretrained
-from .text import parse_classes_file, prompt_rows
+from .prompts import parse_classes_file, prompt_rows
 from .validation import device_arg, int_arg
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model/--pretrained/--device/--dense-mode/--quick-gelu, shared by every command that loads CLIP."""
-    parser.add_argument("--model", default="ViT-B-16", help="open_clip architecture (default: ViT-B-16)")
-    parser.add_argument("--pretrained", default="openai", metavar="TAG_OR_PATH", type=parse_pretrained,
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"open_clip architecture (default: {DEFAULT_MODEL})")
+    parser.add_argument("--pretrained", default=DEFAULT_PRETRAINED, metavar="TAG_OR_PATH", type=parse_pretrained,
                         help="open_clip weights tag (downloaded once), a local checkpoint file, or 'none' for "
-                             "random weights (tests and benchmarks only) (default: openai)")
-    parser.add_argument("--device", default="auto", type=device_arg,
+                             "random weights (tests and benchmarks only) "
+                             f"(default: {DEFAULT_PRETRAINED})")
+    parser.add_argument("--device", default=DEFAULT_DEVICE, type=device_arg,
                         help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
-    add_dense_mode_arguments(parser, default="maskclip")
+    add_dense_mode_arguments(parser, default=DEFAULT_DENSE_MODE)
 
 
 def add_method_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,6 +73,11 @@ def _unique_stems(images: list[Path]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .images import list_images, read_image
+    from .labels_io import write_classes_json, write_index_png
+
     classes = parse_classes_file(args.classes_file)
     prompt_rows(classes, args.background)  # the class limit, before any work
     not_files: list[tuple[Path, str]] = []
@@ -89,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise MaskCLIPError(f"cannot create output folder {out}: {exc.strerror or exc}") from None
+
+    from .model import load
 
     model = load(args.model, args.pretrained, args.device, dense_mode=args.dense_mode, quick_gelu=args.quick_gelu,
                  cache_dir=args.cache_dir)

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from .cli_options import add_dense_mode_arguments, add_option_arguments, option_kwargs
+from .defaults import DEFAULT_DEVICE
 from .validation import device_arg, int_arg, positive_float_arg, probability_arg
 
 # option -> (TrainConfig field, or "augment.<field>")
@@ -44,7 +45,8 @@ def register(subparsers) -> None:
     p.add_argument("--student", metavar="NAME",
                    help="auto (ResNet-101 DeepLabV3 on GPU, LR-ASPP MobileNetV3 on CPU), deeplabv3_resnet101, "
                    "deeplabv3_resnet50, deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large")
-    p.add_argument("--device", default="auto", type=device_arg, help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--device", default=DEFAULT_DEVICE, type=device_arg,
+                   help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--model", metavar="NAME", help="CLIP architecture for the pseudo labels (default: the project's)")
     p.add_argument("--pretrained", metavar="TAG_OR_PATH",
                    help="CLIP weights: open_clip tag, checkpoint file, or 'none' for random (default: the project's)")
@@ -84,7 +86,7 @@ def register(subparsers) -> None:
         "(restore them with the project's restore_revision). Prints a JSON summary.")
     r.add_argument("project", metavar="PROJECT")
     r.add_argument("--run", "--run-dir", dest="run", required=True, metavar="RUN_DIR")
-    r.add_argument("--device", default="auto", type=device_arg)
+    r.add_argument("--device", default=DEFAULT_DEVICE, type=device_arg)
     r.add_argument("--min-confidence", type=probability_arg("--min-confidence"), default=0.0, metavar="P",
                    help="pixels the student is less sure about become unlabelled (default 0)")
     r.set_defaults(func=run_refine)

@@ -1,6 +1,6 @@
 """Dataset export of a project's labels, and the matching readers (export -> import round-trips exactly).
 
-Formats (DESIGN.md section 6; file stems are the project's image ids):
+Formats (docs/architecture.md, "Exports"; file stems are the project's image ids):
 - voc:   OUT/JPEGImages/<id>.jpg, OUT/SegmentationClass/<id>.png (indexed PNG: value = project class
          index, 255 = unlabelled, standard VOC palette), OUT/ImageSets/Segmentation/{train,val,trainval}.txt
          (a stable split by a hash of the id), OUT/labels.txt (one class per line) and OUT/classes.json.
@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from .atomic import atomic_write
+from .defaults import MAX_CLASSES, UNLABELLED
 from .errors import ImageReadError, MaskCLIPError
 from .images import read_image, to_rgb_float
 from .labels_io import read_classes_json, read_label_image, voc_palette, write_classes_json, write_index_png
@@ -129,7 +130,7 @@ def _labelled_items(project, verified_only: bool, report: ExportReport):
             report.skipped.append((image_id, str(exc)))
             continue
         if verified_only:
-            labels = np.where(verified, labels, 255).astype(np.uint8)
+            labels = np.where(verified, labels, UNLABELLED).astype(np.uint8)
         report.exported.append(image_id)
         yield image_id, labels
 
@@ -230,7 +231,7 @@ def _write_classes(path: Path, names: list[str], colours) -> None:
         write_classes_json(path, names, colours)
     else:  # a project without classes still exports (all pixels unlabelled)
         with atomic_write(path, "w") as f:
-            json.dump({"classes": [], "colors": [], "ignore_index": 255}, f)
+            json.dump({"classes": [], "colors": [], "ignore_index": UNLABELLED}, f)
 
 
 def _export_index(project, out, items, report) -> None:
@@ -246,7 +247,7 @@ def _export_coco(project, out, items, report, images: bool) -> None:
     img_dir = out / "images"
     _mkdirs(out, *([img_dir] if images else []))
     coco = {
-        "info": {"description": f"maskclip-napari export of {project.root.name}", "ignore_index": 255},
+        "info": {"description": f"maskclip-napari export of {project.root.name}", "ignore_index": UNLABELLED},
         "images": [], "annotations": [],
         "categories": [{"id": i + 1, "name": c.name, "supercategory": "", "color": list(c.colour)}
                        for i, c in enumerate(project.classes)],
@@ -261,7 +262,7 @@ def _export_coco(project, out, items, report, images: bool) -> None:
         height, width = labels.shape
         coco["images"].append({"id": n, "file_name": name, "height": height, "width": width})
         for k in np.unique(labels):
-            if k == 255:
+            if k == UNLABELLED:
                 continue
             rle = mask_util.encode(np.asfortranarray(labels == k, dtype=np.uint8))
             coco["annotations"].append({
@@ -346,13 +347,13 @@ def _open_coco(path: Path) -> LabelSet:
             anns[a["image_id"]].append(a)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ExportError(f"{path}: not a readable COCO annotation file ({exc})") from exc
-    if len(categories) > 255:
-        raise ExportError(f"{path}: {len(categories)} categories; at most 255 fit label images")
+    if len(categories) > MAX_CLASSES:
+        raise ExportError(f"{path}: {len(categories)} categories; at most {MAX_CLASSES} fit label images")
 
     def reader(image: dict) -> Callable[[], np.ndarray]:
         def read() -> np.ndarray:
             h, w = int(image["height"]), int(image["width"])
-            labels = np.full((h, w), 255, np.uint8)
+            labels = np.full((h, w), UNLABELLED, np.uint8)
             for a in anns[image["id"]]:  # overlapping masks: the later annotation wins
                 seg = a["segmentation"]
                 if isinstance(seg, list):  # polygons

@@ -1,4 +1,4 @@
-"""Label images and class lists on disk, in the PASCAL VOC convention (DESIGN.md section 6).
+"""Label images and class lists on disk, in the PASCAL VOC convention (docs/architecture.md, "Exports").
 
 A label image is single-channel: pixel value = class index (0..254), 255 = unlabelled / ignore. It is
 written as an indexed ('P' mode) PNG whose palette only colours the indices for viewers; reading always
@@ -16,10 +16,11 @@ from typing import Sequence
 import numpy as np
 
 from .atomic import atomic_write
+from .defaults import MAX_CLASSES, UNLABELLED
 from .errors import ImageReadError, MaskCLIPError
 from .images import check_readable_file, is_tiff, open_pil
 
-IGNORE_INDEX = 255
+IGNORE_INDEX = UNLABELLED  # the name importers used before maskclip.defaults
 UNLABELLED_COLOR = (224, 224, 192)  # VOC's own colour for index 255 (void): a pale neutral tone
 
 
@@ -79,9 +80,9 @@ def write_index_png(
         raise MaskCLIPError(f"{path}: labels must be an integer array of class indices, got dtype {labels.dtype}")
     if labels.size:
         lo, hi = int(labels.min()), int(labels.max())
-        if lo < 0 or hi > 255:
+        if lo < 0 or hi > UNLABELLED:
             raise MaskCLIPError(
-                f"{path}: label values must be 0..255 (255 = unlabelled) for an indexed PNG, "
+                f"{path}: label values must be 0..{UNLABELLED} ({UNLABELLED} = unlabelled) for an indexed PNG, "
                 f"got values {lo}..{hi}"
             )
     from PIL import Image
@@ -143,9 +144,10 @@ def _as_uint8_indices(path: Path, arr: np.ndarray) -> np.ndarray:
     if arr.dtype.kind not in "iu":
         raise LabelImageError(f"{path}: label image has dtype {arr.dtype}; expected integer class indices")
     lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
-    if lo < 0 or hi > 255:
+    if lo < 0 or hi > UNLABELLED:
         raise LabelImageError(
-            f"{path}: label values {lo}..{hi} do not fit 0..255 (255 = unlabelled); at most 255 classes "
+            f"{path}: label values {lo}..{hi} do not fit 0..{UNLABELLED} ({UNLABELLED} = unlabelled); at most "
+            f"{MAX_CLASSES} classes "
             "are supported"
         )
     return arr.astype(np.uint8)

@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .defaults import UNLABELLED
 from .errors import MaskCLIPError
 from .images import list_images
 from .labels_io import read_label_image
@@ -27,7 +28,7 @@ class EvaluationError(MaskCLIPError):
     """Predictions and ground truth cannot be compared (shapes, class indices, folders)."""
 
 
-def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_classes: int, ignore_index: int = 255) -> np.ndarray:
+def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_classes: int, ignore_index: int = UNLABELLED) -> np.ndarray:
     """int64 matrix [K, K+1]: entry (g, p) counts pixels of ground-truth class g predicted as p.
 
     Column K counts predictions outside 0..K-1. Pixels whose ground truth is `ignore_index` are skipped.
@@ -100,7 +101,7 @@ def evaluate_folders(
     pred_dir: str | os.PathLike,
     gt_dir: str | os.PathLike,
     class_names: Sequence[str],
-    ignore_index: int = 255,
+    ignore_index: int = UNLABELLED,
 ) -> dict:
     """Score the label images of `pred_dir` against those of `gt_dir`, files matched by stem.
 

@@ -1,6 +1,6 @@
 """The MaskCLIP model object: dense features, class embeddings and full-resolution segmentation.
 
-Data flow (DESIGN.md section 2): image -> dense features per scale and dense mode (expensive, cached) ->
+Data flow (docs/architecture.md, "Data flow"): image -> dense features per scale and dense mode (expensive, cached) ->
 cosine scores against class embeddings -> PD, softmax, KS -> background / synonym merge -> PAMR ->
 bilinear upsampling, scale average -> labels (-> background threshold). Changing classes or any
 `SegmentOptions` field except the window ones only redoes the part after the cache.
@@ -21,20 +21,20 @@ import torch.nn.functional as F
 
 from . import __version__
 from .atomic import atomic_write
-from .backbone import (CHECKPOINT_QUICK_GELU_KEY, clip_mean_std, dense_encoder, dense_mode_key, load_clip,
-                       resolve_device, uses_quick_gelu)
+from .backbone import dense_encoder, dense_mode_key
 from .cache import FeatureCache
+from .defaults import (DEFAULT_BACKGROUND, DEFAULT_DENSE_MODE, DEFAULT_DEVICE, DEFAULT_MODEL,  # noqa: F401
+                       DEFAULT_PRETRAINED, DEFAULT_SCALES)
 from .errors import MaskCLIPError
 from .geometry import scaled_size, upsample_accumulate, window_starts
 from .images import to_rgb_float
 from .options import SegmentOptions
 from .pamr import pamr
 from .prototypes import LearnedTerm
-from .refine import key_smooth, key_smooth_official, probabilities, prompt_denoise
+from .scoring import key_smooth, key_smooth_official, probabilities, prompt_denoise
 from .text import ClassSpec, TextEncoder, prompt_rows
+from .weights import CHECKPOINT_QUICK_GELU_KEY, clip_mean_std, load_clip, resolve_device, uses_quick_gelu
 
-DEFAULT_BACKGROUND = ("building", "ground", "grass", "tree", "sky")  # the official demo's background prompts
-DEFAULT_SCALES = (336,)  # short side in pixels; the paper's ensemble is (224, 336, 520)
 FEATURE_FORMAT = 2  # bump when the cached tensors change meaning (2: batch-first last block, activation)
 
 
@@ -332,9 +332,9 @@ def _threshold_background(probs, class_names, bg_index, best, labels, threshold)
     return probs, class_names, bg_index, torch.where(unsure, bg_index, labels)
 
 
-def load(model_name: str = "ViT-B-16", pretrained: str | os.PathLike | None = "openai",
-         device: str | torch.device = "auto", *, dense_mode: str = "maskclip", quick_gelu: bool | None = None,
-         cache_dir: str | Path | None = None, cache_bytes: int = 512 << 20) -> MaskCLIP:
+def load(model_name: str = DEFAULT_MODEL, pretrained: str | os.PathLike | None = DEFAULT_PRETRAINED,
+         device: str | torch.device = DEFAULT_DEVICE, *, dense_mode: str = DEFAULT_DENSE_MODE,
+         quick_gelu: bool | None = None, cache_dir: str | Path | None = None, cache_bytes: int = 512 << 20) -> MaskCLIP:
     """Load an open_clip model for MaskCLIP.
 
     pretrained: an open_clip tag (downloaded on first use, then cached by open_clip), a local checkpoint

@@ -10,49 +10,17 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Mapping
 
+from .dense_modes import DENSE_MODE_NAMES, DENSE_MODES, ModeDefaults  # noqa: F401 (re-exported)
 from .errors import MaskCLIPError
 
-DENSE_MODE_NAMES = ("maskclip", "sclip", "clearclip", "naclip")
 KS_VARIANTS = ("cosine", "official")
 SYNONYM_MERGES = ("average", "max")
 SCALE_FUSIONS = ("mean", "softmax1")
 
-
-@dataclass(frozen=True)
-class ModeDefaults:
-    temperature: float  # logit scale: probabilities are softmax(temperature * cosine)
-    key_smoothing: bool
-    prompt_denoising: bool
-    window: int  # sliding window (pixels, after scaling) and its stride
-    stride: int
-    window_norm: bool  # L2-normalise each window's features before averaging overlaps
-
-
-# One row per dense mode. MaskCLIP's window is this product's (whole image up to 768 px, cheap on a CPU);
-# the successors evaluate with 224-pixel windows every 112 pixels at short side 336 and no KS / PD.
-MODE_DEFAULTS: dict[str, ModeDefaults] = {
-    "maskclip": ModeDefaults(100.0, True, True, 768, 512, False),
-    "sclip": ModeDefaults(40.0, False, False, 224, 112, True),
-    "clearclip": ModeDefaults(50.0, False, False, 224, 112, True),
-    "naclip": ModeDefaults(40.0, False, False, 224, 112, True),
-}
-
-# mIoU (%) each paper reports for its own method with ViT-B/16 OpenAI weights, training-free, sliding-window
-# protocol (the MaskCLIP row is as re-evaluated by the successors under that protocol, without KS/PD).
-PAPER_RESULTS: dict[str, dict[str, float]] = {
-    "maskclip": {"VOC21": 38.8, "Context60": 23.6, "COCO-Stuff": 16.4, "Cityscapes": 12.6, "ADE20K": 9.8},
-    "sclip": {"VOC21": 59.1, "Context60": 30.4, "COCO-Stuff": 22.4, "Cityscapes": 32.2, "ADE20K": 16.1},
-    "clearclip": {"VOC21": 51.8, "Context60": 32.6, "COCO-Stuff": 23.9, "Cityscapes": 30.0, "ADE20K": 16.7},
-    "naclip": {"VOC21": 58.9, "Context60": 32.2, "COCO-Stuff": 23.3, "Cityscapes": 35.5, "ADE20K": 17.4},
-}
-PAPERS = {
-    "maskclip": "Zhou, Loy, Dai. Extract Free Dense Labels from CLIP. ECCV 2022",
-    "sclip": "Wang, Mei, Yuille. SCLIP: Rethinking Self-Attention for Dense Vision-Language Inference. ECCV 2024",
-    "clearclip": "Lan et al. ClearCLIP: Decomposing CLIP Representations for Dense Vision-Language Inference. "
-                 "ECCV 2024",
-    "naclip": "Hajimiri, Ben Ayed, Dolz. Pay Attention to Your Neighbours: Training-Free Open-Vocabulary "
-              "Semantic Segmentation. WACV 2025",
-}
+# Derived from the dense-mode registry (maskclip.dense_modes), kept under their former names.
+MODE_DEFAULTS: dict[str, ModeDefaults] = {name: spec.defaults for name, spec in DENSE_MODES.items()}
+PAPER_RESULTS: dict[str, dict[str, float]] = {name: dict(spec.paper_results) for name, spec in DENSE_MODES.items()}
+PAPERS: dict[str, str] = {name: spec.paper for name, spec in DENSE_MODES.items()}
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .defaults import UNLABELLED
 from .errors import MaskCLIPError
 
 DEFAULT_WEIGHT = 0.5
-UNLABELLED = 255
 
 
 def check_weight(weight: float) -> float:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import warnings
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
@@ -16,6 +15,9 @@ import torch.nn.functional as F
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
 from .errors import MaskCLIPError
+# Class lists, prompt rows and classes files live in the torch-free maskclip.prompts; re-exported here.
+from .prompts import (MAX_OUTPUT_CLASSES, ClassSpec, normalize_classes, parse_classes_file,  # noqa: F401
+                      parse_classes_text, prompt_rows)
 
 # The 80 prompts of OpenAI's ImageNet zero-shot classifier plus the 5 scene prompts MaskCLIP adds.
 SCENE_TEMPLATES = (
@@ -26,93 +28,6 @@ SCENE_TEMPLATES = (
     "this is one {} in the scene.",
 )
 TEMPLATES: tuple[str, ...] = tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES) + SCENE_TEMPLATES
-
-ClassSpec = str | Sequence[str]
-MAX_OUTPUT_CLASSES = 255  # label value 255 means unlabelled, so class indices end at 254
-
-
-def normalize_classes(classes: Iterable[ClassSpec], what: str = "class") -> list[tuple[str, ...]]:
-    """Validated classes as tuples of stripped names; blank or duplicate names are errors, not surprises."""
-    if isinstance(classes, str):
-        raise MaskCLIPError(f"{what} list must be a list of names, not the single string {classes!r}")
-    result: list[tuple[str, ...]] = []
-    seen: dict[str, int] = {}
-    for index, spec in enumerate(classes):
-        names = (spec,) if isinstance(spec, str) else tuple(spec)
-        names = tuple(str(n).strip() for n in names)
-        if not names or any(not n for n in names):
-            raise MaskCLIPError(f"{what} {index + 1} has an empty or blank name: {spec!r}")
-        for name in names:
-            folded = name.casefold()
-            if folded in seen:
-                raise MaskCLIPError(
-                    f"duplicate {what} name '{name}' (entries {seen[folded] + 1} and {index + 1}); names must be "
-                    f"unique, ignoring case")
-            seen[folded] = index
-        result.append(names)
-    return result
-
-
-def prompt_rows(classes: Iterable[ClassSpec], background: Iterable[str], split_synonyms: bool = False
-                ) -> tuple[list[list[str]], list[int], list[str], int | None]:
-    """How classes and background prompts become text-embedding rows and output classes (MaskCLIP's
-    `segment` and the MaskCLIP+ student's classifier both follow it).
-
-    Returns (rows: the names of each row, row_class: the output class of each row, class names,
-    index of the background class or None). User classes come first, in order; background prompts that
-    no user class already names become extra rows merged (max) into the user class called "background"
-    or, when there is none, into an appended "background" class. `split_synonyms` gives each synonym its
-    own row (merged by max like the background prompts, as SCLIP / ClearCLIP / NACLIP do) instead of one
-    row averaging the class's names.
-    """
-    user = normalize_classes(classes)
-    if not user:
-        raise MaskCLIPError("no classes given")
-    taken = {n.casefold() for names in user for n in names}
-    bg = [n for (n,) in normalize_classes([[b] for b in background], what="background prompt")
-          if n.casefold() not in taken]
-    if split_synonyms:
-        rows = [[n] for names in user for n in names]
-        row_class = [c for c, names in enumerate(user) for _ in names]
-    else:
-        rows = [list(names) for names in user]
-        row_class = list(range(len(user)))
-    names = [names[0] for names in user]
-    bg_index = next((i for i, ns in enumerate(user) if any(n.casefold() == "background" for n in ns)), None)
-    if bg:
-        if bg_index is None:
-            bg_index = len(names)
-            names.append("background")
-        rows += [[b] for b in bg]
-        row_class += [bg_index] * len(bg)
-    if len(names) > MAX_OUTPUT_CLASSES:
-        raise MaskCLIPError(
-            f"{len(names)} classes{' (with background)' if bg and bg_index == len(names) - 1 else ''}; label images "
-            f"hold at most {MAX_OUTPUT_CLASSES} (indices 0..254, 255 = unlabelled): use at most "
-            f"{MAX_OUTPUT_CLASSES - 1} classes plus background")
-    return rows, row_class, names, bg_index
-
-
-def parse_classes_text(text: str) -> list[list[str]]:
-    """One class per line, synonyms separated by commas; blank lines and lines starting with '#' are skipped."""
-    classes = [[n.strip() for n in line.split(",")] for line in text.splitlines()
-               if line.strip() and not line.lstrip().startswith("#")]
-    normalize_classes(classes)  # validate early, with line-independent messages
-    return classes
-
-
-def parse_classes_file(path: str | Path) -> list[list[str]]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise MaskCLIPError(f"cannot read classes file {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise MaskCLIPError(f"classes file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
-    classes = parse_classes_text(text)
-    if not classes:
-        raise MaskCLIPError(f"classes file {path} lists no classes (one class per line expected)")
-    return classes
-
 
 def encode_text_cropped(clip_model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """`clip_model.encode_text(tokens)`, computed only up to the batch's last end-of-text token.

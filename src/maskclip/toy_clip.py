@@ -148,7 +148,7 @@ def _multi_positive_loss(image_emb, text_emb, objects: list[tuple[int, ...]], lo
 
 
 def _batch(rng: np.random.Generator, size: int, model, tokenizer):
-    from .backbone import clip_mean_std
+    from .weights import clip_mean_std
 
     scenes = [render_scene(rng) for _ in range(size)]
     mean, std = clip_mean_std(model)
@@ -166,7 +166,7 @@ def train(out: str | os.PathLike | None = None, *, steps: int = RECIPE["steps"],
     save_every > 0 also writes `<out>.partial.pt` every that many steps (to look at a long run early)."""
     import open_clip
 
-    from . import backbone  # noqa: F401  registers the model configs with open_clip
+    from . import weights  # noqa: F401  registers the model configs with open_clip
     from .atomic import atomic_write
 
     out = Path(out) if out is not None else checkpoint_path(steps, batch_size)

@@ -1,5 +1,5 @@
 """MaskCLIP+ training: a DeepLab student learns from MaskCLIP pseudo labels plus verified pixels, then
-self-trains, and its predictions refine a project's labels (DESIGN.md section 4).
+self-trains, and its predictions refine a project's labels (docs/architecture.md, "MaskCLIP+").
 
 Modules: student (network with a frozen text-embedding classifier), targets (pseudo labels, verified
 pixels, self-training, teacher cache), data (items, augmentation, resumable batch plan), loop (training

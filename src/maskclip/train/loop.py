@@ -1,15 +1,8 @@
-"""The MaskCLIP+ training loop and its run folder.
+"""The MaskCLIP+ training loop.
 
-Run folder (RUN_DIR)::
-
-    config.json          the training configuration, classes and data source (written at start)
-    progress.json        {iteration, total, phase, loss, state, ...}; state is running / done / failed /
-                         cancelled. Replaced atomically, so a watcher (the napari widget) never reads half
-    metrics.jsonl        one JSON object per logged iteration (loss, lr, phase, images/s)
-    checkpoints/last.pt  model + optimizer + AMP scaler + iteration, every `checkpoint_every` iterations,
-                         on SIGINT/SIGTERM and at the end; `--resume` continues from it
-    student.pt           the trained student (weights + classes), what `maskclip refine` loads
-    teacher/             cached MaskCLIP pseudo labels (see targets.TeacherCache)
+It writes the run folder laid out in `maskclip.run_folder` (config.json, progress.json, metrics.jsonl,
+checkpoints/last.pt every `checkpoint_every` iterations, on SIGINT/SIGTERM and at the end, student.pt,
+teacher/).
 
 Determinism: batch composition and augmentation come from `data.BatchPlan` (a function of seed and
 iteration) and dropout is reseeded every iteration, so an interrupted-and-resumed run reaches the same
@@ -17,7 +10,6 @@ weights, optimizer state and iteration as an uninterrupted one (bit-exact on CPU
 """
 from __future__ import annotations
 
-import json
 import pickle
 import signal
 import threading
@@ -30,8 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from ..atomic import atomic_write, remove_temp_files
+from ..atomic import atomic_write
 from ..errors import MaskCLIPError
+from ..run_folder import (STATE_CANCELLED, STATE_DONE, STATE_FAILED, STATE_RUNNING,  # noqa: F401
+                          RunFolder)  # RunFolder re-exported (maskclip.train.RunFolder)
 from ..validation import check_positive, check_probability
 from . import distributed as D
 from .data import AugmentConfig, BatchPlan, PlannedBatches, TrainDataset, TrainItem
@@ -74,7 +68,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 @dataclass
 class TrainConfig:
-    """MaskCLIP+ training settings; defaults follow the paper (DESIGN.md section 4)."""
+    """MaskCLIP+ training settings; defaults follow the paper (docs/architecture.md, "MaskCLIP+")."""
 
     iters: int = 2000
     batch_size: int = 8                   # global: split evenly over the torchrun processes
@@ -159,56 +153,6 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None:
                 check_probability(v, name)
-
-
-class RunFolder:
-    """Paths and writers of a run folder (only rank 0 writes)."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.config = self.path / "config.json"
-        self.progress = self.path / "progress.json"
-        self.metrics = self.path / "metrics.jsonl"
-        self.checkpoint = self.path / "checkpoints" / "last.pt"
-        self.student = self.path / "student.pt"
-        self.teacher = self.path / "teacher"
-
-    def create(self) -> "RunFolder":
-        """Make the folders; temporary files of a killed run's saves (a checkpoint's can be large) are removed."""
-        (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
-        remove_temp_files(self.path)
-        remove_temp_files(self.path / "checkpoints")
-        return self
-
-    def write_json(self, path: Path, data: dict) -> None:
-        with atomic_write(path, "w") as f:
-            json.dump(data, f, indent=1)
-
-    def write_progress(self, **fields_) -> None:
-        data = {"iteration": 0, "total": 0, "phase": None, "loss": None, "state": "running"}
-        if self.progress.is_file():
-            try:
-                data.update(json.loads(self.progress.read_text()))
-            except (OSError, ValueError):
-                pass
-        data.update(fields_, updated=time.time())
-        self.write_json(self.progress, data)
-
-    def read_progress(self) -> dict:
-        return json.loads(self.progress.read_text())
-
-    def append_metrics(self, record: dict) -> None:
-        with open(self.metrics, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def truncate_metrics(self, iteration: int) -> None:
-        """Drop records after `iteration` (a resumed run rewrites them)."""
-        if not self.metrics.is_file():
-            return
-        keep = [ln for ln in self.metrics.read_text().splitlines()
-                if ln.strip() and json.loads(ln).get("iteration", 0) <= iteration]
-        with atomic_write(self.metrics, "w") as f:
-            f.write("".join(ln + "\n" for ln in keep))
 
 
 class StopFlag:
@@ -309,7 +253,7 @@ def train(items: Sequence[TrainItem], teacher: TeacherCache, class_embeddings: t
         run.create()
         write_config()
         run.write_progress(iteration=ckpt["iteration"] if ckpt else 0, total=config.iters,
-                           phase=config.phase(ckpt["iteration"] if ckpt else 0), state="running",
+                           phase=config.phase(ckpt["iteration"] if ckpt else 0), state=STATE_RUNNING,
                            error=None, world_size=ctx.world_size)
     try:
         torch.manual_seed(config.seed)
@@ -368,7 +312,7 @@ def train(items: Sequence[TrainItem], teacher: TeacherCache, class_embeddings: t
         window_t, window_loss, window_n = t0, 0.0, 0
         last_loss = None
         iteration = start
-        state = "done"
+        state = STATE_DONE
         net.train()
         with StopFlag(stop) as flag:
             for it, (img, target, verified) in zip(range(start, config.iters), loader):
@@ -412,14 +356,14 @@ def train(items: Sequence[TrainItem], teacher: TeacherCache, class_embeddings: t
                         f"{ips:.2f} img/s")
                     window_t, window_loss, window_n = now, 0.0, 0
                 if stopping:
-                    state = "cancelled"
+                    state = STATE_CANCELLED
                     break
                 if iteration % config.checkpoint_every == 0 and iteration < config.iters:
                     save_checkpoint(iteration)
         seconds = time.perf_counter() - t0
         save_checkpoint(iteration)
         if ctx.is_main:
-            if state == "done":
+            if state == STATE_DONE:
                 _save(run.student, {"format": CHECKPOINT_FORMAT, "student": model.metadata(),
                                     "model": model.state_dict(), **extra_state})
             run.write_progress(iteration=iteration, total=config.iters, state=state, loss=last_loss,
@@ -432,7 +376,7 @@ def train(items: Sequence[TrainItem], teacher: TeacherCache, class_embeddings: t
     except BaseException as exc:
         if ctx.is_main:
             try:
-                run.write_progress(state="failed", error=f"{type(exc).__name__}: {exc}")
+                run.write_progress(state=STATE_FAILED, error=f"{type(exc).__name__}: {exc}")
             except Exception:
                 pass
         raise

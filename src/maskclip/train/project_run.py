@@ -18,10 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ImageReadError, MaskCLIPError
+from ..batch import FAILED, Prediction, run_batch
+from ..errors import MaskCLIPError
 from ..validation import check_probability
 from ..settings import clip_spec
-from ..text import prompt_rows
+from ..prompts import prompt_rows
+from ..run_folder import PHASE_PSEUDO_LABELS, STATE_CANCELLED, STATE_FAILED, STATE_RUNNING
 from . import distributed as D
 from .data import TrainItem, normalise, prediction_size, to_float_rgb
 from .loop import (CHECKPOINT_FORMAT, ResumeError, RunFolder, TrainConfig, TrainResult, StopFlag, load_checkpoint,
@@ -129,7 +131,7 @@ def train_project(project_dir: str | Path, run_dir: str | Path, config: TrainCon
         if ctx.is_main:
             run.create()
             teacher.open()
-            run.write_progress(iteration=0, total=config.iters, phase="pseudo-labels", state="running",
+            run.write_progress(iteration=0, total=config.iters, phase=PHASE_PSEUDO_LABELS, state=STATE_RUNNING,
                                loss=None, error=None)
         D.barrier(ctx)
         missing = [it for it in items if not teacher.has(it.key, it.fingerprint)]
@@ -142,7 +144,7 @@ def train_project(project_dir: str | Path, run_dir: str | Path, config: TrainCon
 
             def report(done: int) -> None:
                 if ctx.is_main:
-                    run.write_progress(phase="pseudo-labels", teacher_done=done * ctx.world_size,
+                    run.write_progress(phase=PHASE_PSEUDO_LABELS, teacher_done=done * ctx.world_size,
                                        teacher_total=len(missing))
 
             fill_teacher_cache(teacher, missing, clip_model, project.prompts, spec["segment"], names,
@@ -151,7 +153,7 @@ def train_project(project_dir: str | Path, run_dir: str | Path, config: TrainCon
         D.barrier(ctx)
         if D.any_rank(flag.requested(0), ctx):
             if ctx.is_main:
-                run.write_progress(state="cancelled")
+                run.write_progress(state=STATE_CANCELLED)
             say("cancelled while computing pseudo labels (they are kept; --resume continues)")
             return TrainResult("cancelled", 0, config.iters, None, 0.0, 0.0, None)
         if embeddings is None:
@@ -167,7 +169,7 @@ def train_project(project_dir: str | Path, run_dir: str | Path, config: TrainCon
     except BaseException as exc:
         if ctx.is_main:
             try:
-                RunFolder(run_dir).write_progress(state="failed", error=f"{type(exc).__name__}: {exc}")
+                RunFolder(run_dir).write_progress(state=STATE_FAILED, error=f"{type(exc).__name__}: {exc}")
             except Exception:
                 pass
         raise
@@ -199,7 +201,7 @@ def refine_project(project_dir: str | Path, run_dir: str | Path, *, device: str 
     the student's classifier is rebuilt from the CLIP text embeddings of the new classes (no retraining).
     Under torchrun the images are split across processes (no process group needed).
     """
-    from ..project import Project, ProjectError
+    from ..project import Project
 
     check_probability(min_confidence, "min_confidence")
     dev = D.resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
@@ -224,23 +226,23 @@ def refine_project(project_dir: str | Path, run_dir: str | Path, *, device: str 
     states = project.list_images()
     todo = [s.id for i, s in enumerate(states) if i % world == rank and not s.stale]
     stale = [s.id for s in states if s.stale]
-    changed_pixels = 0
-    failed: list[dict] = []
     if progress is not None:
         progress(0, len(todo))
-    for n, image_id in enumerate(todo, 1):
-        try:  # one bad image or label file is reported and skipped; the others are refined
-            before = project.get_labels(image_id)
-            labels, conf = predict(student, project.get_image(image_id), base_size, dev)
-            merged = project.merge_prediction(image_id, labels, conf, class_names=names,
-                                              min_confidence=min_confidence,
-                                              source=f"maskclip+ refine ({Path(run_dir).name})")
-            changed_pixels += int((merged != before).sum())
-        except (ImageReadError, ProjectError) as exc:
-            log(f"skipped {image_id}: {exc}")
-            failed.append({"id": image_id, "reason": str(exc)})
+
+    def predict_one(image_id: str) -> Prediction:
+        labels, conf = predict(student, project.get_image(image_id), base_size, dev)
+        return Prediction(labels, conf, names)
+
+    def report(outcome, so_far) -> None:
+        if outcome.status == FAILED:  # one bad image or label file is reported and skipped; the others go on
+            log(f"skipped {outcome.image_id}: {outcome.error}")
         if progress is not None:
-            progress(n, len(todo))
+            progress(outcome.index, len(todo))
+
+    result = run_batch(project, todo, predict_one, source=f"maskclip+ refine ({Path(run_dir).name})",
+                       min_confidence=min_confidence, count_changes=True, on_outcome=report)
+    failed = [{"id": image_id, "reason": reason} for image_id, reason in result.failed]
+    changed_pixels = result.changed_pixels
     if stale:
         log(f"skipped {len(stale)} stale image(s): {', '.join(stale[:5])}" + (" ..." if len(stale) > 5 else ""))
     return {"refined": len(todo) - len(failed), "stale_skipped": stale, "failed": failed,

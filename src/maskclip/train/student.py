@@ -4,7 +4,7 @@ The network's last layer outputs D channels (CLIP's joint-space width) instead o
 features are L2-normalised and compared with the L2-normalised class text embeddings by a frozen 1x1
 convolution (cosine similarity times a fixed logit scale). The embeddings are a buffer, not a parameter,
 so the classes can be changed after training (`set_classes`) without new weights: the student stays
-open-vocabulary, as in the paper (DESIGN.md section 4).
+open-vocabulary, as in the paper (docs/architecture.md, "MaskCLIP+").
 """
 from __future__ import annotations
 

@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_write
+from ..defaults import MAX_CLASSES, UNLABELLED
 
-IGNORE = 255
+IGNORE = UNLABELLED  # ignored by the loss: the unlabelled value
 
 
 def guided_target(pseudo: np.ndarray, confidence: np.ndarray | None, labels: np.ndarray,
@@ -116,7 +117,7 @@ def maskclip_pseudo_labels(model, image: np.ndarray, classes: Sequence, segment_
     """(labels uint8, confidence float32, output class names) from MaskCLIP's refined scores."""
     seg = model.segment(image, classes, **segment_kwargs)
     if len(seg.class_names) > IGNORE:
-        raise ValueError("at most 255 output classes fit a uint8 label map")
+        raise ValueError(f"at most {MAX_CLASSES} output classes fit a uint8 label map")
     return seg.labels.astype(np.uint8), seg.probs.max(axis=0), list(seg.class_names)
 
 

@@ -1,4 +1,5 @@
-"""Make the README screenshot: `xvfb-run -a python -m maskclip_napari._screenshot docs/screenshot_annotator.png`.
+"""Make the README screenshot (a development script, not installed):
+`xvfb-run -a .venv/bin/python scripts/screenshot_annotator.py docs/screenshot_annotator.png`.
 
 It stages a session on the bundled sample photos: segment all (a tiny random-weight model, because no CLIP
 weights can be downloaded where the docs are built; the panel says so), two corrections drawn with the

@@ -1,4 +1,4 @@
-"""MaskCLIP's refinements of patch-level class scores: prompt denoising (PD) and key smoothing (KS).
+"""Scores to probabilities, prompt denoising (PD) and key smoothing (KS) of patch-level class scores.
 
 Both work on flattened patch grids: scores/probabilities are [K, N] (classes x patches), keys [C, N].
 """

@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from maskclip.refine import REMOVED_SCORE, key_smooth, probabilities, prompt_denoise
+from maskclip.scoring import REMOVED_SCORE, key_smooth, probabilities, prompt_denoise
 
 
 def test_probabilities_use_temperature_100():

@@ -1,4 +1,5 @@
-"""Make the training screenshot: `xvfb-run -a python -m maskclip_napari._screenshot_training docs/screenshot_training.png`.
+"""Make the training screenshot (a development script, not installed):
+`xvfb-run -a .venv/bin/python scripts/screenshot_training.py docs/screenshot_training.png`.
 
 It stages the bundled sample photos segmented by a tiny random-weight CLIP (no weights can be downloaded
 where the docs are built), starts "Refine dataset (MaskCLIP+)" with the light LR-ASPP student on the CPU,
@@ -19,7 +20,8 @@ SHOOT_AT = 150  # iteration
 
 def main(out: str) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # the training child inherits it
-    from maskclip_napari._screenshot import stage_sample_session
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # scripts/: the annotator screenshot's staging
+    from screenshot_annotator import stage_sample_session
     from maskclip_napari._training import read_progress
 
     import torch

@@ -1,0 +1,36 @@
+"""Shared defaults: one home for each value the library, the command line and the annotator agree on.
+
+No torch (or any heavy import) here: the CLI's argument parser, the project store and the annotator read
+these before a model is loaded.
+"""
+from __future__ import annotations
+
+# Label images hold class indices 0..254; this value means "unlabelled" (and "ignore" for losses and
+# metrics: the VOC / mmseg convention). A *verified* pixel with this value is confirmed background.
+UNLABELLED = 255
+MAX_CLASSES = UNLABELLED  # class indices end at UNLABELLED - 1
+
+# The CLIP model and weights used when nothing else is chosen: open_clip's ViT-B-16 with OpenAI's weights.
+DEFAULT_MODEL = "ViT-B-16"
+DEFAULT_PRETRAINED = "openai"
+# Architectures offered by the annotator's model field (any open_clip ViT or ModifiedResNet works).
+SUGGESTED_MODELS = ("ViT-B-16", "ViT-B-32", "ViT-L-14", "RN50", "RN101", "maskclip-tiny-vit", "maskclip-tiny-rn")
+# How random weights are spelled where a weights tag or a checkpoint path is expected.
+RANDOM_WEIGHTS_SPELLINGS = ("none", "random")
+
+DEFAULT_DENSE_MODE = "maskclip"
+DEFAULT_SCALES = (336,)  # short side in pixels; the paper's ensemble is (224, 336, 520)
+DEFAULT_BACKGROUND = ("building", "ground", "grass", "tree", "sky")  # the official demo's background prompts
+
+# Devices: "auto" picks CUDA when present, the CPU otherwise. DEVICE_CHOICES is what menus offer;
+# the command line also accepts cuda:N and mps (maskclip.validation.check_device).
+DEFAULT_DEVICE = "auto"
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def auto_device() -> str:
+    """The device "auto" stands for on this machine: "cuda" when a CUDA GPU is usable, else "cpu" (imports
+    torch, so call it only where a model is about to be loaded)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

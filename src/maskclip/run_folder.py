@@ -1,0 +1,208 @@
+"""The MaskCLIP+ run folder: its layout, its writers (the trainer) and its readers (the annotator, scripts).
+
+Qt-free and torch-free, so the annotator's training panel reads runs without loading the trainer.
+
+Layout (PROJECT/runs/<YYYYmmdd-HHMMSS>/ when the annotator starts a run; any folder from the CLI)::
+
+    config.json          the training configuration, classes and data source (written at start)
+    progress.json        {iteration, total, phase, loss, state, ...}; state is running / done / failed /
+                         cancelled. Replaced atomically, so a watcher never reads half of it
+    metrics.jsonl        one JSON object per logged iteration (loss, lr, phase, images/s, time)
+    checkpoints/last.pt  model + optimizer + AMP scaler + iteration; `--resume` continues from it
+    student.pt           the trained student (weights + classes), what `maskclip refine` loads
+    teacher/             cached MaskCLIP pseudo labels (maskclip.train.targets.TeacherCache)
+    annotator.json       the command line the annotator started the run with (Resume reuses it)
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+from .atomic import atomic_write, remove_temp_files
+
+RUNS_FOLDER = "runs"  # PROJECT/runs/<time>/: where the annotator starts runs
+CONFIG_FILE = "config.json"
+PROGRESS_FILE = "progress.json"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINTS_FOLDER = "checkpoints"
+CHECKPOINT_FILE = "last.pt"
+STUDENT_FILE = "student.pt"
+TEACHER_FOLDER = "teacher"
+LAUNCH_FILE = "annotator.json"
+
+# progress.json "state" values, and its "phase" while pseudo labels are computed (training phases are
+# maskclip.train.loop.PHASE_GUIDED / PHASE_SELF)
+STATE_RUNNING, STATE_DONE, STATE_FAILED, STATE_CANCELLED = "running", "done", "failed", "cancelled"
+STATES = (STATE_RUNNING, STATE_DONE, STATE_FAILED, STATE_CANCELLED)
+PHASE_PSEUDO_LABELS = "pseudo-labels"
+
+
+class RunFolder:
+    """Paths, writers and readers of a run folder (only rank 0 writes)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.config = self.path / CONFIG_FILE
+        self.progress = self.path / PROGRESS_FILE
+        self.metrics = self.path / METRICS_FILE
+        self.checkpoint = self.path / CHECKPOINTS_FOLDER / CHECKPOINT_FILE
+        self.student = self.path / STUDENT_FILE
+        self.teacher = self.path / TEACHER_FOLDER
+        self.launch = self.path / LAUNCH_FILE
+
+    def create(self) -> "RunFolder":
+        """Make the folders; temporary files of a killed run's saves (a checkpoint's can be large) are removed."""
+        (self.path / CHECKPOINTS_FOLDER).mkdir(parents=True, exist_ok=True)
+        remove_temp_files(self.path)
+        remove_temp_files(self.path / CHECKPOINTS_FOLDER)
+        return self
+
+    def write_json(self, path: Path, data: dict) -> None:
+        with atomic_write(path, "w") as f:
+            json.dump(data, f, indent=1)
+
+    def write_progress(self, **fields_) -> None:
+        data = {"iteration": 0, "total": 0, "phase": None, "loss": None, "state": STATE_RUNNING}
+        if self.progress.is_file():
+            try:
+                data.update(json.loads(self.progress.read_text()))
+            except (OSError, ValueError):
+                pass
+        data.update(fields_, updated=time.time())
+        self.write_json(self.progress, data)
+
+    def read_progress(self) -> dict:
+        return json.loads(self.progress.read_text())
+
+    def append_metrics(self, record: dict) -> None:
+        with open(self.metrics, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def truncate_metrics(self, iteration: int) -> None:
+        """Drop records after `iteration` (a resumed run rewrites them)."""
+        if not self.metrics.is_file():
+            return
+        keep = [ln for ln in self.metrics.read_text().splitlines()
+                if ln.strip() and json.loads(ln).get("iteration", 0) <= iteration]
+        with atomic_write(self.metrics, "w") as f:
+            f.write("".join(ln + "\n" for ln in keep))
+
+    def has_student(self) -> bool:
+        """Whether `maskclip refine` can use this run (student.pt written at the end of training)."""
+        return self.student.is_file()
+
+
+def runs_folder(project_root: str | os.PathLike) -> Path:
+    return Path(project_root) / RUNS_FOLDER
+
+
+def new_run_dir(project_root: str | os.PathLike, now: float | None = None) -> Path:
+    """A fresh PROJECT/runs/<YYYYmmdd-HHMMSS> path (suffixed -2, -3 ... when taken); not created."""
+    base = runs_folder(project_root) / time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def latest_run(project_root: str | os.PathLike) -> Path | None:
+    """The project's most recently active run folder (by its progress.json, else the folder's mtime)."""
+    folder = runs_folder(project_root)
+    if not folder.is_dir():
+        return None
+    best, best_t = None, -1.0
+    for run in folder.iterdir():
+        if not run.is_dir():
+            continue
+        marker = run / PROGRESS_FILE
+        try:
+            t = (marker if marker.is_file() else run).stat().st_mtime
+        except OSError:
+            continue
+        if t > best_t:
+            best, best_t = run, t
+    return best
+
+
+def read_progress(run_dir: str | os.PathLike) -> dict | None:
+    """RUN_DIR/progress.json, or None while it does not exist (the trainer replaces it atomically)."""
+    try:
+        data = json.loads((Path(run_dir) / PROGRESS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_launch(run_dir: str | os.PathLike) -> dict | None:
+    """RUN_DIR/annotator.json ({"train": [argv...]}), or None when absent or unreadable."""
+    try:
+        data = json.loads((Path(run_dir) / LAUNCH_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_launch(run_dir: str | os.PathLike, train_args: list[str]) -> None:
+    """Record the `maskclip train` arguments a run was started with (creates the run folder)."""
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(run_dir) / LAUNCH_FILE).write_text(json.dumps({"train": train_args}, indent=1), encoding="utf-8")
+
+
+class MetricsTail:
+    """Incremental reader of RUN_DIR/metrics.jsonl (one JSON record per logged iteration).
+
+    Each poll reads only the bytes appended since the last one; a replaced or shortened file (a resumed
+    run rewrites it without the records after its checkpoint) is read again from the start.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.records: list[dict] = []
+        self._offset = 0
+        self._identity = None
+        self._partial = b""
+
+    @classmethod
+    def of_run(cls, run_dir: str | os.PathLike) -> "MetricsTail":
+        return cls(Path(run_dir) / METRICS_FILE)
+
+    def _reset(self, identity) -> None:
+        self.records, self._offset, self._identity, self._partial = [], 0, identity, b""
+
+    def poll(self) -> bool:
+        """Read what is new; True when `records` changed."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            changed = bool(self.records)
+            self._reset(None)
+            return changed
+        changed = False
+        identity = (st.st_dev, st.st_ino)
+        if identity != self._identity or st.st_size < self._offset:
+            changed = bool(self.records)
+            self._reset(identity)
+        if st.st_size == self._offset:
+            return changed
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except OSError:
+            return changed
+        self._offset += len(data)
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("iteration"), int) \
+                    and isinstance(record.get("loss"), (int, float)) and math.isfinite(record["loss"]):
+                self.records.append(record)
+                changed = True
+        return changed
