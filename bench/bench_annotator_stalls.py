@@ -111,7 +111,7 @@ def measure(folder: Path, app, napari) -> dict:
 
     def idle(widget):
         return (widget.project is not None and widget.current_id is not None
-                and not getattr(widget, "loading", False) and widget._worker is None)
+                and not getattr(widget, "loading", False) and not widget.busy)
 
     # start-up with a folder (`python -m maskclip_napari FOLDER`): the annotator docks and opens at once,
     # while napari's one-time layer warm-up and the annotator's empty layers are still being made

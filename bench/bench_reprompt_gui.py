@@ -67,12 +67,12 @@ def main() -> int:
     widget = dock_annotator(viewer)
     widget.open_path(images)
     widget.project.set_classes(CLASSES[: args.classes])
-    widget._show_classes()
+    widget.show_classes()
     widget.set_model_choice(args.model, str(checkpoint), "cpu")
     app = QApplication.instance()
 
     def wait_idle():
-        while widget._worker is not None:
+        while widget.busy:
             app.processEvents()
             time.sleep(0.01)
 
@@ -82,7 +82,7 @@ def main() -> int:
     first = time.perf_counter() - start
     runs = widget.session.model.stats["image_encoder_runs"]
 
-    if not widget.session.is_cheap(widget._image, widget.method()):
+    if not widget.session.is_cheap(widget.image, widget.method()):
         sys.exit(f"{args.size}x{args.size} with {args.classes} classes is over the annotator's GUI-thread redraw "
                  "budget (maskclip_napari._session.GUI_THREAD_REDRAW_VALUES): its redraws run in the worker, "
                  "which this benchmark does not time")
@@ -106,7 +106,7 @@ def main() -> int:
     engine = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        widget.session.segment(widget._image, method)
+        widget.session.segment(widget.image, method)
         engine.append(time.perf_counter() - t0)
 
     result = {

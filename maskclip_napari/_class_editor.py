@@ -79,8 +79,8 @@ class ClassEditor(QWidget):
         up, down = QToolButton(text="↑"), QToolButton(text="↓")
         up.setToolTip("Move the selected class up")
         down.setToolTip("Move the selected class down")
-        up.clicked.connect(lambda: self._move(-1))
-        down.clicked.connect(lambda: self._move(+1))
+        up.clicked.connect(lambda: self.move_selected(-1))
+        down.clicked.connect(lambda: self.move_selected(+1))
 
         self.background = QLineEdit()
         self.background.setPlaceholderText("none: every pixel gets one of the classes above")
@@ -158,7 +158,8 @@ class ClassEditor(QWidget):
         if name is not None:
             self.remove_requested.emit(name)
 
-    def _move(self, step: int) -> None:
+    def move_selected(self, step: int) -> None:
+        """Move the selected class up (-1) or down (+1), as the arrow buttons do."""
         name = self.selected_name()
         if name is None:
             return

@@ -13,30 +13,9 @@ from typing import Sequence
 import numpy as np
 from napari.utils.colormaps import Colormap, DirectLabelColormap
 
-from maskclip.labels_io import IGNORE_INDEX
+from .editing import from_layer_values, to_layer_values  # noqa: F401  (Qt-free; imported from here too)
 
 UNLABELLED = "unlabelled"
-
-
-def to_layer_values(labels: np.ndarray) -> np.ndarray:
-    """Project labels (255 = unlabelled) -> Labels-layer values (0 = unlabelled)."""
-    labels = np.asarray(labels)
-    out = labels.astype(np.uint8) + np.uint8(1)  # 255 wraps to 0
-    out[labels == IGNORE_INDEX] = 0
-    return out
-
-
-def from_layer_values(values: np.ndarray, n_classes: int) -> np.ndarray:
-    """Labels-layer values -> project labels; values beyond the class list read as unlabelled."""
-    values = np.asarray(values)
-    if values.dtype == np.uint8:  # the annotator's layers: uint8 arithmetic, 0 - 1 wraps to 255 (12 Mpx: ~10 ms)
-        out = values - np.uint8(1)
-        if n_classes < IGNORE_INDEX:
-            out[values > n_classes] = IGNORE_INDEX
-        return out
-    out = values.astype(np.int64) - 1
-    out[(values == 0) | (values > n_classes)] = IGNORE_INDEX
-    return out.astype(np.uint8)
 
 
 def labels_features(names: Sequence[str]) -> dict:

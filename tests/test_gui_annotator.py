@@ -62,7 +62,7 @@ def annotator(viewer):
 
 
 def wait_idle(qtbot, widget):
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=JOB_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=JOB_TIMEOUT_MS)
 
 
 def from_layer(values):
@@ -108,7 +108,7 @@ def test_end_to_end(make_napari_viewer, qtbot, image_folder, checkpoint, tmp_pat
     # segment with a local checkpoint (random weights)
     widget.set_model_choice("maskclip-tiny-vit", str(checkpoint), "cpu")
     qtbot.mouseClick(widget.segment_button, Qt.MouseButton.LeftButton)
-    assert widget._worker is not None  # the encoding runs in a worker thread
+    assert widget.busy  # the encoding runs in a worker thread
     wait_idle(qtbot, widget)
     assert widget.session is not None and widget.session.on_cpu
     assert "CPU" in widget.model_label.text()
@@ -135,7 +135,7 @@ def test_end_to_end(make_napari_viewer, qtbot, image_folder, checkpoint, tmp_pat
     count = widget.redraw_count
     widget.ks_check.setChecked(False)
     qtbot.waitUntil(lambda: widget.redraw_count == count + 1, timeout=2000)
-    assert widget._worker is None and widget.last_redraw_s is not None
+    assert not widget.busy and widget.last_redraw_s is not None
     assert not np.allclose(road.data, before)
     sky = widget.confidence_layers["sky"]  # hidden: filled only when shown
     sky.visible = True
@@ -160,14 +160,14 @@ def test_end_to_end(make_napari_viewer, qtbot, image_folder, checkpoint, tmp_pat
     labels_layer.selected_label = fix
     labels_layer.brush_size = 9
     untouched = labels_layer.data.copy()
-    assert not widget._verified.any()
+    assert not widget.edits.verified.any()
     labels_layer.paint((r, c), fix)
     changed = labels_layer.data != untouched
     assert changed.sum() > 20 and (labels_layer.data[changed] == fix).all()
-    assert widget._autosave.isActive()  # the paint event schedules the autosave
+    assert widget.autosave_pending  # the paint event schedules the autosave
     qtbot.waitUntil(lambda: not widget.has_unsaved_edits, timeout=3000)
-    np.testing.assert_array_equal(widget._verified, changed)
-    verified_before_nav = widget._verified.copy()
+    np.testing.assert_array_equal(widget.edits.verified, changed)
+    verified_before_nav = widget.edits.verified.copy()
     np.testing.assert_array_equal(project.get_verified(first), verified_before_nav)
 
     # Ctrl+Z / Ctrl+Shift+Z: labels and verified pixels go back (and forward) together, saved at once
@@ -209,7 +209,7 @@ def test_end_to_end(make_napari_viewer, qtbot, image_folder, checkpoint, tmp_pat
     wait_idle(qtbot, widget)
     assert widget.current_id == first
     assert (viewer.layers["labels"].data[changed] == fix).all()
-    np.testing.assert_array_equal(widget._verified, verified_before_nav)
+    np.testing.assert_array_equal(widget.edits.verified, verified_before_nav)
     assert sorted(widget.confidence_layers) == ["car", "road", "sky", "tree"]  # from the feature cache
 
     # mark the second image reviewed after segmenting it
@@ -240,7 +240,7 @@ def test_end_to_end(make_napari_viewer, qtbot, image_folder, checkpoint, tmp_pat
     assert widget2.project.root == project.root
     assert widget2.current_id == second  # the last image shown
     widget2.show_image(first)
-    np.testing.assert_array_equal(widget2._verified, verified_before_nav)
+    np.testing.assert_array_equal(widget2.edits.verified, verified_before_nav)
     assert (viewer2.layers["labels"].data[changed] == fix).all()
     states = {s.id: s.status for s in widget2.project.list_images()}
     assert states == {first: "labelled", second: "verified", widget2.project.image_ids[2]: "unlabelled"}
@@ -273,13 +273,13 @@ def test_class_edits_keep_labels(make_napari_viewer, qtbot, image_folder, checkp
     widget.class_editor.table.item(1, 1).setText("automobile")
     assert widget.project.class_names == ["road", "automobile"]
     widget.class_editor.table.selectRow(1)
-    widget.class_editor._move(-1)
+    widget.class_editor.move_selected(-1)
     assert widget.project.class_names == ["automobile", "road"]
     assert (viewer.layers["labels"].data[car] == 1).all()
     assert list(viewer.layers["labels"].features["class"]) == ["unlabelled", "automobile", "road"]
 
     # a colour edit reaches the labels layer
-    widget._edit_classes("set_class_colour", "road", (10, 20, 30))
+    widget.edit_classes("set_class_colour", "road", (10, 20, 30))
     np.testing.assert_allclose(viewer.layers["labels"].colormap.map(2)[:3], np.array([10, 20, 30]) / 255)
 
     # a new class costs only its text embedding; background prompts are editable

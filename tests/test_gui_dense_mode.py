@@ -44,15 +44,15 @@ def test_dense_mode_combo(make_napari_viewer, qtbot, tmp_path):
     widget.set_model_choice("maskclip-tiny-vit", str(weights), "cpu")
     assert widget.dense_mode() == "maskclip" and widget.ks_check.isChecked() and widget.pd_check.isChecked()
     qtbot.mouseClick(widget.segment_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
     model = widget.session.model
     runs = model.stats["image_encoder_runs"]
     before = widget.segmentation.probs.copy()
 
     widget.dense_mode_combo.setCurrentIndex(widget.dense_mode_combo.findData("naclip"))
     assert not widget.ks_check.isChecked() and not widget.pd_check.isChecked()  # NACLIP's paper uses neither
-    qtbot.waitUntil(lambda: widget._worker is not None or model.stats["image_encoder_runs"] > runs, timeout=5000)
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: widget.busy or model.stats["image_encoder_runs"] > runs, timeout=5000)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
     assert model.stats["image_encoder_runs"] > runs  # re-encoded, in the worker
     assert widget.session.model is model  # same weights: no reload
     assert widget.segmentation.probs.shape == before.shape and not (widget.segmentation.probs == before).all()
@@ -63,5 +63,5 @@ def test_dense_mode_combo(make_napari_viewer, qtbot, tmp_path):
     count = widget.redraw_count
     widget.dense_mode_combo.setCurrentIndex(widget.dense_mode_combo.findData("maskclip"))
     qtbot.waitUntil(lambda: widget.redraw_count > count, timeout=10_000)
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
     assert model.stats["image_encoder_runs"] == runs  # back to a mode whose features are cached

@@ -59,7 +59,7 @@ def test_corrections_teach_every_image(make_napari_viewer, qtbot, folder, checkp
     widget.learn_weight.setValue(1.0)
     widget.show_image(project.image_ids[0])
     widget.segment_current()
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=JOB_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=JOB_TIMEOUT_MS)
     assert project.settings["learn"] == {"from_verified": True, "weight": 1.0}
 
     # the random-weight text labels the two halves somehow; the annotator says the opposite with two strokes
@@ -76,7 +76,7 @@ def test_corrections_teach_every_image(make_napari_viewer, qtbot, folder, checkp
     widget.wait_for_saves()  # the saved strokes teach the prototypes
     assert sorted(widget.session.learner.prototypes.known()) == ["road", "sky"]
     qtbot.waitUntil(lambda: widget.redraw_count > count, timeout=5000)
-    assert widget._worker is None  # taught and redrawn from cached features on the GUI thread
+    assert not widget.busy  # taught and redrawn from cached features on the GUI thread
     verified = project.get_verified(widget.current_id)
     assert (layer.data[verified] == painted[verified]).all()  # strokes are kept
     assert (layer.data[:48] == bottom).mean() > 0.9 and (layer.data[48:] == top).mean() > 0.9
@@ -84,7 +84,7 @@ def test_corrections_teach_every_image(make_napari_viewer, qtbot, folder, checkp
     # the other image follows the corrections too (its split is elsewhere)
     widget.next_image()
     widget.segment_current()
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=JOB_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=JOB_TIMEOUT_MS)
     layer = viewer.layers["labels"]
     assert (layer.data[:30] == bottom).mean() > 0.9 and (layer.data[30:] == top).mean() > 0.9
 

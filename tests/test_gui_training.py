@@ -164,7 +164,7 @@ def open_annotator(make_napari_viewer, qtbot, folder, iters):
         widget.class_editor.new_name.setText(name)
         qtbot.mouseClick(widget.class_editor.add_button, Qt.MouseButton.LeftButton)
     widget.project.set_background([])
-    widget._show_classes()
+    widget.show_classes()
     widget.set_model_choice("maskclip-tiny-vit", "random", "cpu")
     widget.scale_spin.setValue(64)
     qtbot.wait(300)  # the settings are saved after the redraw debounce
@@ -280,7 +280,7 @@ def test_closing_the_viewer_cancels_training_and_reaps_the_child(make_napari_vie
     viewer, widget, section = open_annotator(make_napari_viewer, qtbot, image_folder, iters=100_000)
     qtbot.mouseClick(section.start_button, Qt.MouseButton.LeftButton)
     run = section.run_dir
-    pid = section._proc.processId()
+    pid = section.process_id
     wait_progress(qtbot, section, lambda p: p.get("iteration", 0) >= 10)
     viewer.close()
     with pytest.raises(ProcessLookupError):  # exited and reaped: not even a zombie is left
@@ -298,11 +298,9 @@ def test_refine_that_skipped_images_reports_them_and_keeps_the_rest(make_napari_
     viewer, widget, section = open_annotator(make_napari_viewer, qtbot, image_folder, iters=2)
     summary = {"refined": 2, "stale_skipped": [], "failed": [{"id": "broken", "reason": "unreadable"}],
                "changed_pixels": 5, "classes": ["red", "blue"]}
-    section._stdout = "log line\n" + json.dumps(summary) + "\n"
-    section._finish_refine(1, crashed=False)
+    section.show_refine_result(1, "log line\n" + json.dumps(summary) + "\n", crashed=False)
     text = section.message.text()
     assert "Refined 2 images" in text and "Skipped 1 unreadable: broken" in text
     assert section.refine_summary == summary
-    section._stdout = "no summary\n"
-    section._finish_refine(1, crashed=False)
+    section.show_refine_result(1, "no summary\n", crashed=False)
     assert "Refining failed" in section.message.text()

@@ -47,7 +47,7 @@ def test_messages_show_at_the_top_in_gui_words(make_napari_viewer, qtbot, image_
     viewer, widget = opened(make_napari_viewer, qtbot, image_folder)
     viewer.window._qt_window.resize(1600, 1000)
     add_class(qtbot, widget, "road")
-    assert not widget._scroll.isAncestorOf(widget.message)  # outside the scrolled controls: always in sight
+    assert not widget.scroll_area.isAncestorOf(widget.message)  # outside the scrolled controls: always in sight
     widget.set_model_choice("maskclip-tiny-vit", "random", "cuda")  # no GPU on the test machines
     records = len(notification_manager.records)
     qtbot.mouseClick(widget.segment_button, Qt.MouseButton.LeftButton)

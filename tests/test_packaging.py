@@ -59,8 +59,9 @@ def test_packages_are_discovered(pyproject):
     found = set()
     for where in find["where"]:
         found |= set(find_packages(str(ROOT / where), include=find["include"]))
-    expected = {"maskclip_napari"} | {
+    expected = {".".join(p.relative_to(ROOT).parent.parts) for p in (ROOT / "maskclip_napari").rglob("__init__.py")} | {
         ".".join(p.relative_to(ROOT / "src").parent.parts) for p in (ROOT / "src" / "maskclip").rglob("__init__.py")}
+    assert {"maskclip_napari", "maskclip_napari.panels"} <= expected
     assert found == expected
     assert {"maskclip", "maskclip.train"} <= found
     data = pyproject["tool"]["setuptools"]["package-data"]

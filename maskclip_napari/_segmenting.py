@@ -1,0 +1,153 @@
+"""Segmenting with the loaded model: cheap redraws on the GUI thread, everything else as a job in a worker
+(`_jobs.JobRunner`: one at a time, with progress and Cancel). Qt timers and signals, no widgets.
+
+A redraw is cheap when the session has the image's features and the prompts cached (`ModelSession.is_cheap`);
+it then runs over two event-loop turns (MaskCLIP's cheap part, then showing it) so input is handled in
+between. An expensive redraw asked for while a job runs waits for it (`JobRunner.pending_merge`).
+
+`target()` gives (project, image_id, image) shown now; `method()` and `model_choice()` what the controls say;
+`apply(result, method, merge)` shows (and with merge, stores) a result. The job's progress is shown in
+`progress` (a QProgressBar). Signals: message(str, bool error), failed(exception), state_changed (busy or
+progress changed), session_loaded (a model was loaded), weights_unavailable (the weights could not be read).
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from qtpy.QtCore import QObject, QTimer, Signal
+
+from maskclip.errors import MaskCLIPError, WeightsUnavailableError
+
+from . import _wording as say
+from ._jobs import JobRunner
+from ._session import JobResult, Method, ModelSession, segment_job
+
+
+class Segmenter(QObject):
+    message = Signal(str, bool)
+    failed = Signal(object)
+    state_changed = Signal()
+    session_loaded = Signal()
+    weights_unavailable = Signal()
+
+    def __init__(self, target: Callable, method: Callable, model_choice: Callable, apply: Callable, progress,
+                 parent=None):
+        super().__init__(parent)
+        self._target, self._method, self._model_choice, self._apply = target, method, model_choice, apply
+        self.progress = progress
+        self.jobs = JobRunner()
+        self.session: ModelSession | None = None
+        self.last_redraw_s: float | None = None  # latency of the last in-place (GUI thread) redraw
+        self.last_redraw_blocking_s: float | None = None
+        self.redraw_count = 0
+
+    @property
+    def busy(self) -> bool:
+        return self.jobs.busy
+
+    def request_redraw(self, merge: bool = True) -> None:
+        """Recompute the current image: on the GUI thread when cheap (features and prompts cached),
+        otherwise in a worker; while another job runs, an expensive redraw waits for it."""
+        project, image_id, image = self._target()
+        if project is None or image_id is None or not project.classes:
+            return
+        method, choice = self._method(), self._model_choice()
+        cheap = (self.session is not None and self.session.serves(choice, project.cache_dir)
+                 and self.session.is_cheap(image, method))
+        if cheap:
+            start = time.perf_counter()
+            try:
+                seg = self.session.segment(image, method)
+            except MaskCLIPError as exc:
+                self.failed.emit(exc)
+                return
+            computed = time.perf_counter() - start
+            result = JobResult(image_id, seg, 1, 1)
+            QTimer.singleShot(0, lambda: self._finish_redraw(result, method, merge, start, computed))
+            return
+        if self.busy:
+            self.jobs.add_pending(merge)
+            return
+        self.start_job([(image_id, project.image_path(image_id))], method, merge=merge,
+                       kind="Segment" if merge else "Confidence")
+
+    def _finish_redraw(self, result: JobResult, method: Method, merge: bool, start: float, computed: float) -> None:
+        shown = time.perf_counter()
+        project = self._target()[0]
+        if project is not None and result.image_id in project:
+            self._apply(result, method, merge)
+        end = time.perf_counter()
+        self.last_redraw_s = end - start  # from the toggle to the layers showing it
+        self.last_redraw_blocking_s = max(computed, end - shown)  # longest the event loop was held
+        self.redraw_count += 1
+
+    def start_job(self, images, method: Method | None, merge: bool, kind: str) -> None:
+        """Segment `images` ([(image_id, path)]; none: only load the model) in a worker, storing the results
+        with merge."""
+        if self.busy:
+            self.message.emit(say.BUSY, True)
+            return
+        project = self._target()[0]
+        cache_dir = project.cache_dir if project is not None else None
+        worker = self.jobs.create(segment_job, self.session, self._model_choice(), cache_dir, images, method, project,
+                                  merge, kind=kind, range=len(images), on_error=self._on_job_error,
+                                  on_finished=self._on_job_finished,
+                                  on_yield=lambda value: self._on_job_yield(value, project, method, merge))
+        self._show_job_progress()
+        self.progress.setValue(0)
+        self.state_changed.emit()
+        worker.start()
+
+    def create_other_job(self, fn: Callable, kind: str, on_return: Callable):
+        """Another job (an export) in the same one-job-at-a-time worker, shown as busy; the caller starts it."""
+        worker = self.jobs.create(fn, kind=kind, on_error=self._on_job_error, on_finished=self._on_job_finished,
+                                  on_return=on_return)
+        self.progress.setRange(0, 0)
+        return worker
+
+    def _show_job_progress(self) -> None:
+        self.progress.setRange(0, self.jobs.range)
+        self.progress.setFormat(f"{self.jobs.kind}: %v/%m")
+
+    def _on_job_yield(self, value, project, method, merge) -> None:
+        if isinstance(value, str):
+            self.message.emit(value, False)
+            if value.startswith(say.LOADING_PREFIX):  # the model load gives no progress: a busy bar until it ends
+                self.progress.setRange(0, 0)
+                self.progress.setFormat(say.LOADING_MODEL)
+                self.state_changed.emit()
+        elif isinstance(value, ModelSession):
+            self.session = value
+            self.session_loaded.emit()
+            self.message.emit(say.loaded(value.choice.describe()), False)
+            self._show_job_progress()
+            self.state_changed.emit()
+        elif isinstance(value, JobResult):
+            self.progress.setValue(value.done)
+            if project is self._target()[0] and value.image_id in project:
+                self._apply(value, method, merge)
+
+    def _on_job_error(self, exc: BaseException) -> None:
+        self.failed.emit(exc)
+        if isinstance(exc, WeightsUnavailableError):
+            self.weights_unavailable.emit()
+
+    def _on_job_finished(self, worker) -> None:
+        kind = self.jobs.kind
+        if self.progress.maximum() == 0:  # ended during the model load or an export
+            self._show_job_progress()
+        self.state_changed.emit()
+        if worker.abort_requested:
+            self.message.emit(say.job_cancelled(kind), False)
+        elif not self.jobs.failed and kind != "Export":
+            self.progress.setValue(self.progress.maximum())
+            self.message.emit(say.job_done(kind), False)
+        merge = self.jobs.take_pending()
+        if merge is not None:
+            self.request_redraw(merge=merge)
+
+    def cancel(self) -> None:
+        """Stop the running job after the image in progress."""
+        if self.jobs.cancel():
+            self.message.emit(say.job_cancelling(self.jobs.kind), False)

@@ -1,0 +1,261 @@
+"""What the annotator says: messages, tooltips and the core's command-line phrasing as the GUI says it.
+
+Messages are functions (they take the values they name) or constants; panels and the widget import them
+from here, so wording is changed in one place. No Qt here.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+# --- the core's command-line phrasing, as the annotator says it -----------------------------------------
+GUI_WORDING = (
+    (re.compile(r"; use --device cpu"), ": choose the cpu device under 'Model, weights and device'"),
+    (re.compile(r", or --pretrained \S+ on the command line"), ""),
+    (re.compile(r" \(or pass overwrite=True / --overwrite\)"), ""),
+    (re.compile(r"accept the new content \(Project\.accept_image_change\) to start over"),
+     "press 'Image changed on disk: start over on the new content'"),
+)
+
+
+def gui_text(text: str) -> str:
+    for pattern, replacement in GUI_WORDING:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+# --- tooltips (a control's shortcut key is appended to its tooltip) ----------------------------------------
+TIPS = {
+    "open_folder": "Open a folder of images (its project is kept in a '{subfolder}' folder inside it) or a "
+                   "project folder",
+    "reviewed": "Verify every pixel of this image: the labels as shown are correct, unlabelled pixels are "
+                "background",
+    "verify_class": "Verify the pixels of the class selected as the labels layer's label (its mask on this image "
+                    "is right as shown)",
+    "accept_change": "Its labels were made for the old content and are not applied. Starting over clears them "
+                     "(they stay in the image's history); restoring the old file brings them back instead.",
+    "brush": "The labels layer's selected label: select a class row or press 1-9",
+    "dense_mode": "How CLIP's last block makes per-patch features. SCLIP / ClearCLIP / NACLIP (ViT models) give "
+                  "cleaner masks than MaskCLIP at the same cost; changing it re-encodes the image once",
+    "key_smoothing": "Average class probabilities over patches with similar keys (less noise)",
+    "prompt_denoising": "Drop classes whose best pixel is below the threshold (fewer stray classes)",
+    "scale": "Images are resized to this short side before encoding (336 is a good default)",
+    "segment": "Segment the current image (verified pixels keep their labels)",
+    "segment_all": "Segment every image of the project in the background",
+    "model": "Any open_clip architecture with a ViT or ModifiedResNet image tower",
+    "weights": "An open_clip weights tag (downloaded once, then cached) or a local checkpoint file",
+    "checkpoint": "Choose a local checkpoint file",
+    "learn": "Verified pixels teach every image at once: each class's look in CLIP's feature space (from all "
+             "verified pixels of the project) is blended with its text prompt",
+    "learn_weight": "Weight of what was learned from corrections (0 = text only, 1 = looks only among the classes "
+                    "that have corrections)",
+    "export_format": "voc: indexed PNGs + image sets; coco: RLE annotations.json; index: one indexed PNG per image "
+                     "+ classes.json",
+    "export_val": "Share of the images in the VOC validation split (ImageSets/Segmentation/val.txt; 0 = none). "
+                  "With at least two images, a non-zero share keeps one.",
+    "export": "Choose a folder; a folder that is not empty asks before files are replaced",
+    # training
+    "iters": "Training iterations (see Advanced → Self-training for how they are split between MaskCLIP's labels "
+             "and the network's own predictions)",
+    "student": "The network trained; LR-ASPP is quick enough for a CPU",
+    "crop": "Side of the random training crops (smaller: faster, less context)",
+    "base": "Images are resized to this short side (then scaled 0.5-2x) for training and to it for refining",
+    "imagenet": "Start from torchvision's ImageNet weights (downloaded once); without them training needs many "
+                "more iterations",
+    "self_training": "When the network starts learning from its own predictions instead of MaskCLIP's labels "
+                     "(verified pixels always stay ground truth). A network without ImageNet weights collapses "
+                     "onto the commonest classes when it self-trains early.",
+    "train_start": "Train in a new run folder (PROJECT/runs/...), then refine the labels",
+    "train_cancel": "Stop after the current iteration; a checkpoint is kept for Resume",
+    "train_resume": "Continue the last run from its checkpoint, then refine",
+    "train_refine": "Relabel every image with the last run's trained network",
+}
+TRAINING_INTRO = ("Trains a segmentation network on MaskCLIP's labels and your verified pixels, then relabels every "
+                  "image with it (verified pixels never change).")
+
+# --- annotator messages ------------------------------------------------------------------------------------
+START = "Open a folder of images to start."
+NO_PROJECT = "No project open"
+OPEN_FIRST = "Open a folder of images first."
+ADD_CLASSES_FIRST = "Add at least one class (for example: road, car, tree, sky)."
+SELECT_CLASS_FIRST = "Select a class as the labels layer's label first."
+BUSY = "Busy: wait for the running job or cancel it."
+WEIGHTS_HINT = ("\n\nIn the annotator: open 'Model, weights and device' and choose a local checkpoint file with "
+                "the … button.")
+COULD_NOT_LOAD = " Could not load: see the message at the top."
+SAVE_TARGETS = {"labels": "the labels of {image_id}", "prediction": "the segmentation of {image_id}",
+                "settings": "the project settings"}
+
+
+def could_not_save(kind: str, image_id: str, error) -> str:
+    return f"Could not save {SAVE_TARGETS[kind].format(image_id=image_id)}: {error}"
+
+
+def skipped_files(skipped) -> str:
+    """The unreadable files by name (the first few) and why ('' when none)."""
+    if not skipped:
+        return ""
+    shown = "; ".join(f"{Path(p).name} ({r})" for p, r in skipped[:3])
+    more = f"; and {len(skipped) - 3} more (maskclip project status lists them)" if len(skipped) > 3 else ""
+    return f" Skipped {len(skipped)} unreadable files: {shown}{more}."
+
+
+def added_images(added: int, present: int) -> str:
+    text = f"Added {added} images."
+    return text + (f" {present} were already in the project." if present else "")
+
+
+def opening(name: str) -> str:
+    return f"Opening {name}…"
+
+
+def reading(image_id: str) -> str:
+    return f"Reading {image_id}…"
+
+
+READING_PREFIX = "Reading "
+
+
+def opened(name: str, count: int, note: str) -> str:
+    return f"Opened {name}: {count} images.{note}"
+
+
+def showing(image_id: str, position: int, count: int) -> str:
+    return f"{image_id} ({position}/{count})."
+
+
+def classes_now(names) -> str:
+    return f"Classes: {', '.join(names) or 'none'}."
+
+
+def nothing_to(done: str, image_id: str) -> str:
+    return f"Nothing to {done[:-2].lower()} on {image_id}."
+
+
+def step_done(done: str, image_id: str) -> str:
+    return f"{done} the last edit of {image_id}."
+
+
+def accepted_change(image_id: str) -> str:
+    return f"{image_id}: the new content is the project's; its earlier labels are in its history."
+
+
+def reviewed(image_id: str, labelled: int, background: int) -> str:
+    return f"{image_id}: reviewed: {labelled} labelled and {background} background pixels verified."
+
+
+def class_verified(image_id: str, count: int, name: str) -> str:
+    return f"{image_id}: the {count} '{name}' pixels verified."
+
+
+def brush(index: int, name: str | None, colour=None) -> str:
+    """The brush line: which class the labels layer paints (napari's label box shows only a number)."""
+    if name is None:
+        return f"Brush: label {index + 1} (not a class: select one, or press 1-9)"
+    r, g, b = colour
+    return (f"Brush: <span style='color: rgb({r},{g},{b})'>■</span> {name} "
+            f"(label {index + 1}{', key ' + str(index + 1) if index < 9 else ''})")
+
+
+def stale_skipped(count: int) -> str:
+    return f"{count} images changed on disk since import and are skipped."
+
+
+LOADING_PREFIX = "Loading "  # the worker's message while the model loads
+LOADING_MODEL = "Loading model…"
+
+
+def loaded(description: str) -> str:
+    return f"Loaded {description}."
+
+
+def job_cancelled(kind: str) -> str:
+    return f"{kind}: cancelled."
+
+
+def job_done(kind: str) -> str:
+    return f"{kind}: done."
+
+
+def job_cancelling(kind: str) -> str:
+    return f"{kind}: cancelling after the current image…"
+
+
+def model_state(description: str, where: str | None = None, on_cpu: bool = False, device: str = "",
+                no_gpu: bool = False) -> str:
+    """The model line: loaded (where it runs) or not yet (where it will run)."""
+    if where is not None:
+        if on_cpu:
+            return (f"{description} on the CPU (no GPU in use): encoding an image takes seconds; "
+                    "redraws of encoded images stay instant.")
+        return f"{description} on {where}."
+    return f"{description}: loads on first use, runs on {device}." + (" No GPU found." if no_gpu else "")
+
+
+def exporting(fmt: str, out) -> str:
+    return f"Exporting {fmt} to {out}…"
+
+
+def exported(report, fmt: str, out) -> str:
+    text = f"Exported {len(report.exported)} images as {fmt} to {out}."
+    if fmt == "voc":
+        text += f" Split: {len(report.splits['train'])} train, {len(report.splits['val'])} val."
+    if report.skipped:
+        shown = "; ".join(f"{image_id} ({reason})" for image_id, reason in report.skipped[:3])
+        more = f"; and {len(report.skipped) - 3} more" if len(report.skipped) > 3 else ""
+        text += f" Skipped {len(report.skipped)}: {shown}{more}."
+    return text
+
+
+EXPORT_NOT_EMPTY_TITLE = "Export folder is not empty"
+EXPORT_NOT_EMPTY_INFO = ("Replace the files this export writes there (other files stay as they are), or choose "
+                         "another folder?")
+
+# --- training panel messages -------------------------------------------------------------------------------
+NO_RUN = "No training run yet."
+TRAIN_NEEDS_CLASSES = "Add classes before training."
+TRAIN_STARTING = "Starting the training process…"
+REFINING = "Refining the labels…"
+TRAIN_DONE_REFINING = "Training done; refining the labels…"
+TRAIN_DONE_NOT_REFINED = "Training done; the labels were not refined (napari closed). Press Refine."
+STOPPED_ON_CLOSE = "The process was stopped because napari closed."
+RUN_STATE_NOTES = {"running": " (not running in this session: Resume continues it)",
+                   "cancelled": " (Resume continues it)"}
+
+
+def last_run(name: str, status: str, state: str | None) -> str:
+    return f"Last run {name}: {status}{RUN_STATE_NOTES.get(state, '')}"
+
+
+def cannot_create_run(run_dir, exc) -> str:
+    return f"Cannot create the run folder {run_dir}: {exc}"
+
+
+def cancelling(stage: str) -> str:
+    return f"Cancelling the {stage}…"
+
+
+def train_cancelled(iteration, total) -> str:
+    return f"Cancelled at iteration {iteration}/{total}; the checkpoint is kept: Resume continues."
+
+
+def train_killed(summary: str) -> str:
+    return "The training process was killed. " + summary + "\nResume continues from the last checkpoint."
+
+
+def train_failed(summary: str) -> str:
+    return "Training failed:\n" + summary
+
+
+def refine_failed(summary: str) -> str:
+    return "Refining failed:\n" + summary
+
+
+def refined(summary: dict, skipped: list[str]) -> str:
+    note = f" Skipped {len(skipped)} unreadable: {', '.join(skipped[:5])}." if skipped else ""
+    return (f"Refined {summary.get('refined', 0)} images ({summary.get('changed_pixels', 0)} pixels changed; "
+            "verified pixels kept). The previous labels are in each image's history." + note)
+
+
+def other_project(root, text: str) -> str:
+    return f"{root}: {text}"  # the user opened another project meanwhile

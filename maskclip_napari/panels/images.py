@@ -1,0 +1,162 @@
+"""The "Images" panel: open a folder / add images, the image list with each image's state, navigation,
+Reviewed ✓ / Class ✓, and the notice for an image whose file changed on disk.
+
+Signals (the widget acts on them): open_requested(str folder), add_requested(list of paths),
+image_selected(int row, by the user), step_requested(int), reviewed_requested, verify_class_requested,
+accept_change_requested.
+"""
+from __future__ import annotations
+
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtGui import QColor, QIcon, QPixmap
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QVBoxLayout,
+)
+from superqt import QElidingLabel
+
+from .. import _wording as say
+
+STATUS_COLOURS = {"unlabelled": "#7f7f7f", "labelled": "#e6a23c", "verified": "#4caf50", "stale": "#e05555"}
+
+
+def status_icon(status: str) -> QIcon:
+    pix = QPixmap(10, 10)
+    pix.fill(QColor(STATUS_COLOURS[status]))
+    return QIcon(pix)
+
+
+def describe_item(item: QListWidgetItem, state) -> None:
+    """An image's list row from its ImageState: id, labelled/verified share or status, icon and tooltip."""
+    status = state.status
+    if status == "stale":
+        text = f"{state.id}   stale: changed on disk"
+    elif state.labelled_pixels:
+        text = f"{state.id}   {state.labelled_fraction:.0%} labelled, {state.verified_fraction:.0%} verified"
+    elif status == "verified":
+        text = f"{state.id}   verified: all background"
+    elif status == "unlabelled" and state.rev:
+        text = f"{state.id}   all background (segmented, not verified)"
+    elif status == "unlabelled":
+        text = f"{state.id}   not segmented yet"
+    else:
+        text = f"{state.id}   {status}"
+    item.setText(text)
+    item.setIcon(status_icon(status))
+    item.setData(Qt.ItemDataRole.UserRole, state.id)
+    item.setToolTip(f"{state.path}\n{state.width}x{state.height}, {status}")
+
+
+class ImagesPanel(QGroupBox):
+    """Open folder / add images, the image list, navigation and verification."""
+
+    open_requested = Signal(str)
+    add_requested = Signal(list)
+    image_selected = Signal(int)
+    step_requested = Signal(int)
+    reviewed_requested = Signal()
+    verify_class_requested = Signal()
+    accept_change_requested = Signal()
+
+    def __init__(self, project_subfolder: str, parent=None):
+        super().__init__("Images", parent)
+        self._updating_list = False
+        v = QVBoxLayout(self)
+        row = QHBoxLayout()
+        self.open_folder_button = QPushButton("Open folder…")
+        self.open_folder_button.setToolTip(say.TIPS["open_folder"].format(subfolder=project_subfolder))
+        self.open_folder_button.clicked.connect(self._choose_folder)
+        self.add_images_button = QPushButton("Add images…")
+        self.add_images_button.clicked.connect(self._choose_images)
+        row.addWidget(self.open_folder_button)
+        row.addWidget(self.add_images_button)
+        v.addLayout(row)
+        self.project_label = QElidingLabel(say.NO_PROJECT)
+        self.project_label.setElideMode(Qt.TextElideMode.ElideLeft)
+        v.addWidget(self.project_label)
+        self.image_list = QListWidget()
+        self.image_list.setMinimumHeight(90)
+        self.image_list.setMaximumHeight(160)
+        self.image_list.currentRowChanged.connect(self._on_row)
+        v.addWidget(self.image_list)
+        row = QHBoxLayout()
+        self.prev_button = QPushButton("◀ Previous")
+        self.next_button = QPushButton("Next ▶")
+        self.reviewed_button = QPushButton("Reviewed ✓")
+        self.reviewed_button.setToolTip(say.TIPS["reviewed"])
+        self.prev_button.clicked.connect(lambda: self.step_requested.emit(-1))
+        self.next_button.clicked.connect(lambda: self.step_requested.emit(+1))
+        self.reviewed_button.clicked.connect(lambda: self.reviewed_requested.emit())
+        self.verify_class_button = QPushButton("Class ✓")
+        self.verify_class_button.setToolTip(say.TIPS["verify_class"])
+        self.verify_class_button.clicked.connect(lambda: self.verify_class_requested.emit())
+        for b in (self.prev_button, self.next_button, self.reviewed_button, self.verify_class_button):
+            row.addWidget(b)
+        v.addLayout(row)
+        self.accept_change_button = QPushButton("Image changed on disk: start over on the new content")
+        self.accept_change_button.setToolTip(say.TIPS["accept_change"])
+        self.accept_change_button.clicked.connect(lambda: self.accept_change_requested.emit())
+        self.accept_change_button.setVisible(False)
+        self.stale_label = QLabel()  # why the image shows no labels, for as long as it is stale
+        self.stale_label.setWordWrap(True)
+        self.stale_label.setStyleSheet("color: #e05555;")
+        self.stale_label.setVisible(False)
+        v.addWidget(self.stale_label)
+        v.addWidget(self.accept_change_button)
+
+    def _choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open an image folder or a MaskCLIP project")
+        if folder:
+            self.open_requested.emit(folder)
+
+    def _choose_images(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(self, "Add images to the project")
+        if files:
+            self.add_requested.emit(list(files))
+
+    def _on_row(self, row: int) -> None:
+        if not self._updating_list:
+            self.image_selected.emit(row)
+
+    def show_project(self, root) -> None:
+        self.project_label.setText(str(root))
+        self.project_label.setToolTip(str(root))
+
+    def fill(self, states, current_row: int | None) -> None:
+        """One row per ImageState; `current_row` selected (without emitting image_selected)."""
+        self._updating_list = True
+        try:
+            self.image_list.clear()
+            for state in states:
+                item = QListWidgetItem()
+                describe_item(item, state)
+                self.image_list.addItem(item)
+            if current_row is not None:
+                self.image_list.setCurrentRow(current_row)
+        finally:
+            self._updating_list = False
+
+    def refresh_item(self, row: int, state) -> None:
+        item = self.image_list.item(row)
+        if item is not None:
+            describe_item(item, state)
+
+    def select_row(self, row: int) -> None:
+        """Show `row` as the current image's row (without emitting image_selected)."""
+        self._updating_list = True
+        self.image_list.setCurrentRow(row)
+        self._updating_list = False
+
+    def set_state(self, has_project: bool, has_image: bool, stale: bool, can_open: bool) -> None:
+        self.add_images_button.setEnabled(has_project)
+        for b in (self.prev_button, self.next_button, self.reviewed_button, self.verify_class_button):
+            b.setEnabled(has_image)
+        self.accept_change_button.setVisible(has_image and stale)
+        self.stale_label.setVisible(has_image and stale)
+        self.open_folder_button.setEnabled(can_open)
