@@ -14,7 +14,8 @@ from typing import Mapping, Sequence
 from ..labels_io import voc_palette
 from . import files
 from .records import ClassInfo, ProjectError
-from .schema import MAX_CLASSES, PROJECT_FILE, check_colour, check_name, deep_merge, validate_meta
+from .schema import MAX_CLASSES, PROJECT_FILE, check_colour, check_name, deep_merge, settings_problem, \
+    validate_meta
 
 
 def class_from_json(c: dict) -> ClassInfo:
@@ -152,7 +153,11 @@ def set_background(p, prompts: Sequence[str]) -> None:
 
 
 def update_settings(p, update: Mapping) -> None:
-    p._meta["settings"] = deep_merge(p._meta["settings"], update)
+    settings = deep_merge(p._meta["settings"], update)
+    problem = settings_problem(settings)
+    if problem:
+        raise ProjectError(f"cannot save the settings in {p.root / PROJECT_FILE}: {problem}")
+    p._meta["settings"] = settings
     save_meta(p)
 
 
