@@ -221,3 +221,104 @@ def test_over_long_file_name_is_skipped_not_fatal(tmp_path, capsys):
     assert "Traceback" not in captured.err and "x" * 240 in captured.err
     project = Project.open(tmp_path / "proj")
     assert "ok" in project.image_ids
+
+
+# ---------------------------------------------------------------------------------------------- item 7
+TRAIN = ["--iters", "2", "--batch-size", "2", "--student", "lraspp_mobilenet_v3_large", "--no-imagenet",
+         "--crop-size", "48", "--base-size", "48", "--device", "cpu", "--checkpoint-every", "1", "--log-every", "1"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A project and a finished 2-iteration run (tiny random CLIP, LR-ASPP student), made once."""
+    from test_train import make_project
+
+    tmp = tmp_path_factory.mktemp("trained")
+    project = make_project(tmp)
+    run = tmp / "run"
+    assert main(["train", str(project.root), "--run", str(run), *TRAIN]) == 0
+    return project.root, run
+
+
+@pytest.fixture
+def run_copy(trained, tmp_path):
+    import shutil
+
+    root, run = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    return root, copy
+
+
+def _train(root, run, *extra):
+    return main(["train", str(root), "--run", str(run), *TRAIN, "--iters", "3", "--resume", *extra])
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("{not json", "config.json"),
+    ('["a list"]', "config.json"),
+    ('{"classes": []}', "'train'"),
+    ('{"train": {"iters": "many"}}', "train.iters"),
+    ('{"train": {"lr": [1]}}', "train.lr"),
+    ('{"train": {"augment": {"crop_size": "x"}}}', "train.augment.crop_size"),
+    ('{"train": {"augment": 5}}', "train.augment"),
+])
+def test_resume_with_a_bad_config_names_the_file_and_field(run_copy, capsys, content, problem):
+    root, run = run_copy
+    (run / "config.json").write_text(content)
+    assert _train(root, run) == 2
+    err = capsys.readouterr().err
+    assert str(run / "config.json") in err and problem in err and "Traceback" not in err
+
+
+def test_resume_without_config_is_an_error(run_copy, capsys):
+    root, run = run_copy
+    (run / "config.json").unlink()
+    assert _train(root, run) == 2
+    err = capsys.readouterr().err
+    assert "config.json" in err and "nothing to resume" in err
+
+
+def test_resume_survives_corrupt_metrics_signature_and_pseudo_labels(run_copy, capsys):
+    root, run = run_copy
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"iteration": 1, "lo\n[1, 2]\n')
+    (run / "teacher" / "signature.json").write_text("{garbage")
+    assert _train(root, run) == 0, capsys.readouterr().err
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["iteration"] for ln in lines] == [1, 2, 3]
+    # a pseudo-label file of the wrong shape or values is recomputed, not trained on
+    npz = sorted((run / "teacher").glob("*.npz"))
+    np.savez_compressed(npz[0], labels=np.zeros((3, 3), np.uint8), fingerprint=np.array("x"))
+    with np.load(npz[1]) as data:
+        fp = str(data["fingerprint"])
+        shape = data["labels"].shape
+    np.savez_compressed(npz[1], labels=np.full(shape, 77, np.uint8), fingerprint=np.array(fp))
+    capsys.readouterr()
+    assert main(["train", str(root), "--run", str(run), *TRAIN, "--iters", "4", "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "computing MaskCLIP pseudo labels for 2 image(s)" in err, err
+
+
+def test_teacher_cache_reading_a_wrong_file_names_it(tmp_path):
+    from maskclip.train.targets import TeacherCache
+
+    cache = TeacherCache(tmp_path / "teacher", {"a": 1}).open()
+    cache.put("k", np.zeros((4, 5), np.uint8), fingerprint="f")
+    assert cache.has("k", "f", shape=(4, 5), n_classes=2) and not cache.has("k", "f", shape=(5, 4), n_classes=2)
+    np.savez_compressed(cache.path("k"), labels=np.full((4, 5), 9, np.uint8), fingerprint=np.array("f"))
+    assert not cache.has("k", "f", shape=(4, 5), n_classes=2)
+    with pytest.raises(MaskCLIPError, match=str(cache.path("k").name)):
+        cache.get("k", "f", shape=(4, 5), n_classes=2)
+
+
+def test_refine_with_a_damaged_student_record_names_the_file(run_copy, capsys):
+    import torch
+
+    root, run = run_copy
+    record = torch.load(run / "student.pt", weights_only=True)
+    record["student"] = {"name": 5}
+    torch.save(record, run / "student.pt")
+    assert main(["refine", str(root), "--run", str(run), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "student.pt" in err and "Traceback" not in err

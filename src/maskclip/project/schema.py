@@ -142,23 +142,6 @@ def validate_meta(meta: dict, path: Path) -> dict:
     return meta
 
 
-def _option_type_ok(annotation: str, value) -> bool:
-    """A value read from JSON against a SegmentOptions field's annotation (None only where it allows None)."""
-    if value is None:
-        return "None" in annotation
-    if annotation.startswith("tuple"):
-        return isinstance(value, (list, tuple)) and all(is_int(v) for v in value)
-    if annotation.startswith("bool"):
-        return isinstance(value, bool)
-    if annotation.startswith("int"):
-        return is_int(value)
-    if annotation.startswith("float"):
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-    if annotation.startswith("str"):
-        return isinstance(value, str)
-    return True
-
-
 def settings_problem(settings) -> str | None:
     """What is wrong with a project's settings (types and ranges of every field maskclip reads), naming the
     field ('method.scales'), or None. Sections and fields maskclip does not read are left as they are."""
@@ -167,6 +150,7 @@ def settings_problem(settings) -> str | None:
     from ..dense_modes import DENSE_MODE_NAMES
     from ..errors import MaskCLIPError
     from ..options import SegmentOptions
+    from ..validation import json_value_fits
 
     if not isinstance(settings, dict):
         return "'settings' must be an object"
@@ -190,7 +174,7 @@ def settings_problem(settings) -> str | None:
         if field.name not in method:
             continue
         value = method[field.name]
-        if not _option_type_ok(str(field.type), value):
+        if not json_value_fits(str(field.type), value):
             return f"setting 'method.{field.name}' must be of type {field.type}, got {value!r}"
         if value is not None:
             try:
