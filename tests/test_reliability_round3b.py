@@ -322,3 +322,44 @@ def test_refine_with_a_damaged_student_record_names_the_file(run_copy, capsys):
     assert main(["refine", str(root), "--run", str(run), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "student.pt" in err and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------------------------- item 11
+@pytest.mark.parametrize("name", ["car\nroad", "tab\tname", "nul\x00", "bell\x07", "del\x7f"])
+def test_project_class_names_refuse_control_characters(tmp_path, name):
+    project = _project(tmp_path)
+    for call in (lambda: project.add_class(name), lambda: project.rename_class("road", name),
+                 lambda: project.set_class_synonyms("road", [name]), lambda: project.set_background([name]),
+                 lambda: project.set_classes(["road", name])):
+        with pytest.raises(ProjectError, match="control character"):
+            call()
+    assert project.class_names == ["road", "car"]
+
+
+def test_synonym_and_background_prompt_counts_are_capped():
+    from maskclip.prompts import MAX_BACKGROUND_PROMPTS, MAX_SYNONYMS, normalize_classes, prompt_rows
+
+    assert (MAX_SYNONYMS, MAX_BACKGROUND_PROMPTS) == (64, 256)
+    many = [f"s{i}" for i in range(20_000)]
+    with pytest.raises(MaskCLIPError, match="at most 64"):
+        normalize_classes([["car", *many]])
+    with pytest.raises(MaskCLIPError, match="at most 256"):
+        prompt_rows(["car"], [f"b{i}" for i in range(5_000)])
+    prompt_rows([["car", *many[:63]]], [f"b{i}" for i in range(256)])  # the caps themselves are fine
+
+
+def test_project_caps_synonyms_and_background(tmp_path):
+    project = _project(tmp_path)
+    with pytest.raises(ProjectError, match="at most 63"):
+        project.set_class_synonyms("road", [f"s{i}" for i in range(64)])
+    with pytest.raises(ProjectError, match="at most 256"):
+        project.set_background([f"b{i}" for i in range(257)])
+
+
+def test_classes_file_with_too_many_synonyms_is_one_line(tmp_path, capsys):
+    classes = tmp_path / "classes.txt"
+    classes.write_text("car, " + ", ".join(f"s{i}" for i in range(20_000)) + "\n")
+    assert main(["project", "init", str(tmp_path / "proj"), "--images", str(_images(tmp_path / "src")),
+                 "--classes-file", str(classes)]) == 2
+    err = capsys.readouterr().err
+    assert "at most 64" in err and "Traceback" not in err

@@ -12,6 +12,7 @@ import copy
 from typing import Mapping, Sequence
 
 from ..labels_io import voc_palette
+from ..prompts import MAX_BACKGROUND_PROMPTS, MAX_SYNONYMS
 from . import files
 from .records import ClassInfo, ProjectError
 from .schema import MAX_CLASSES, PROJECT_FILE, check_colour, check_name, deep_merge, settings_problem, \
@@ -25,6 +26,9 @@ def class_from_json(c: dict) -> ClassInfo:
 def check_synonyms(synonyms, name) -> tuple[str, ...]:
     if isinstance(synonyms, str):
         synonyms = [synonyms]
+    synonyms = list(synonyms)
+    if len(synonyms) + 1 > MAX_SYNONYMS:
+        raise ProjectError(f"class {name!r}: {len(synonyms)} synonyms; at most {MAX_SYNONYMS - 1} besides the name")
     out = tuple(check_name(s) for s in synonyms)
     return tuple(s for s in dict.fromkeys(out) if s != name)
 
@@ -148,6 +152,9 @@ def set_classes(p, classes) -> None:
 
 
 def set_background(p, prompts: Sequence[str]) -> None:
+    prompts = list(prompts)
+    if len(prompts) > MAX_BACKGROUND_PROMPTS:
+        raise ProjectError(f"{len(prompts)} background prompts; at most {MAX_BACKGROUND_PROMPTS} are allowed")
     p._meta["background"] = [check_name(q) for q in prompts]
     save_meta(p)
 

@@ -58,6 +58,9 @@ def check_name(name) -> str:
         raise ProjectError(f"class name must be a non-empty text, got {name!r}")
     if "," in name:
         raise ProjectError(f"class name {name!r} contains a comma (commas separate synonyms)")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name.strip()):
+        raise ProjectError(f"class name {name!r} contains a control character (newline, tab, NUL ...); class "
+                           "names must be plain text (one line of VOC labels.txt each)")
     return name.strip()
 
 
