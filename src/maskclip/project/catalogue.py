@@ -49,8 +49,8 @@ def _add_images(p, images, recursive: bool) -> ImportReport:
                 continue
             base = base_id(rel)
             if len(base) > MAX_NEW_ID:  # its files' names (with suffixes and temporaries) would be too long
-                skipped.append((str(f), f"file name too long for an image id ({len(base)} characters after "
-                                        f"the folder; at most {MAX_NEW_ID}); rename the file"))
+                skipped.append((str(f), f"file name too long: its image id would have {len(base)} characters "
+                                        f"(at most {MAX_NEW_ID}); rename the file"))
                 continue
             try:
                 arr = files.read_image(f)

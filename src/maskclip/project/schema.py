@@ -170,8 +170,8 @@ def settings_problem(settings) -> str | None:
     method = settings.get("method", {})
     if "scales" in method:
         scales = method["scales"]
-        if not isinstance(scales, list) or not scales or not all(is_int(s) and 0 < s <= 8192 for s in scales):
-            return f"setting 'method.scales' must be a list of image sizes (1..8192 pixels), got {scales!r}"
+        if not isinstance(scales, list) or not scales or not all(is_int(s) and s > 0 for s in scales):
+            return f"setting 'method.scales' must be a list of short-side lengths in pixels, got {scales!r}"
     mode = model.get("dense_mode") if model.get("dense_mode") in DENSE_MODE_NAMES else DENSE_MODE_NAMES[0]
     for field in dataclasses.fields(SegmentOptions):
         if field.name not in method:
