@@ -90,6 +90,7 @@ def _run_with_student(tmp_path, record):
     (run / "checkpoints").mkdir(parents=True)
     torch.save(record, run / "student.pt")
     torch.save(record, run / "checkpoints" / "last.pt")
+    (run / "config.json").write_text('{"train": {}}')  # --resume needs the run's configuration (issue 16, item 7)
     return run
 
 

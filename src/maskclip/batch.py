@@ -77,16 +77,23 @@ def iter_batch(project, image_ids: Sequence[str], predict: Callable[[str], Predi
     """Predict and merge each image; yield its outcome.
 
     skip(image_id) True: the image is not predicted (e.g. stale, or already labelled). An error of a type in
-    `errors` (default: `default_errors()`) while predicting or merging one image is that image's FAILED
-    outcome; the batch goes on. merge=False only predicts (outcomes MERGED without `merged`).
+    `errors` (default: `default_errors()`) while checking (`skip`), predicting or merging one image is that
+    image's FAILED outcome; the batch goes on. merge=False only predicts (outcomes MERGED without `merged`).
     """
     errors = default_errors() if errors is None else errors
     total = len(image_ids)
     for index, image_id in enumerate(image_ids, start=1):
-        if skip is not None and skip(image_id):
-            yield ImageOutcome(image_id, index, total, SKIPPED)
-            continue
         outcome = ImageOutcome(image_id, index, total, MERGED)
+        try:  # skip first (e.g. the staleness check: it reads the image and its state, which may be damaged)
+            skipped = skip is not None and skip(image_id)
+        except errors as exc:
+            outcome.status, outcome.error = FAILED, exc
+            yield outcome
+            continue
+        if skipped:
+            outcome.status = SKIPPED
+            yield outcome
+            continue
         try:
             before = project.get_labels(image_id) if merge and count_changes else None
             outcome.prediction = prediction = predict(image_id)

@@ -96,8 +96,8 @@ def _config(args):
     from .train.loop import RunFolder, TrainConfig
 
     run = RunFolder(args.run)
-    if args.resume and run.config.is_file():
-        config = TrainConfig.from_dict(json.loads(run.config.read_text())["train"])
+    if args.resume:  # the run's own settings (no config.json: nothing to resume, never silently the defaults)
+        config = TrainConfig.from_json(run.config)
     else:
         config = TrainConfig()
     for option, target in _TRAIN_OPTIONS.items():
@@ -117,6 +117,10 @@ def run_train(args: argparse.Namespace) -> int:
     from .outputs import check_run_folder
     from .train.project_run import train_project
 
+    if args.resume:  # a damaged config.json is named as such (before the run-folder check calls it foreign)
+        from .run_folder import RunFolder, read_config
+
+        read_config(RunFolder(args.run).config)
     check_run_folder(args.run)  # a new, empty or run folder: never overwrite another folder's config.json
     config = _config(args)
     result = train_project(args.project, args.run, config, model=args.model, pretrained=args.pretrained,

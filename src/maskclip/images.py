@@ -22,6 +22,7 @@ Conversion (`to_rgb_float`) gives float32 HxWx3 in [0, 1]:
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Iterable
 
@@ -96,12 +97,21 @@ def check_readable_file(path: Path) -> None:
 
 
 def is_tiff(path: Path) -> bool:
-    """True when the file starts with a TIFF signature (the extension is not trusted)."""
+    """True when the file starts with a TIFF signature (the extension is not trusted). Opened without
+    blocking and checked to be a regular file: a FIFO or device put there since `check_readable_file` is an
+    ImageReadError, never a read that does not end."""
     try:
-        with open(path, "rb") as f:
-            return f.read(4) in _TIFF_MAGIC
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as exc:
         raise ImageReadError(f"{path}: cannot open file ({exc.strerror or exc})") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ImageReadError(f"{path}: {_not_a_file(Path(path))}")
+        return os.read(fd, 4) in _TIFF_MAGIC
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
+    finally:
+        os.close(fd)
 
 
 def _read_tiff_first_plane(path: Path) -> np.ndarray:

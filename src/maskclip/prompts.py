@@ -14,6 +14,19 @@ from .errors import MaskCLIPError
 
 ClassSpec = str | Sequence[str]
 MAX_OUTPUT_CLASSES = MAX_CLASSES  # label value 255 means unlabelled, so class indices end at 254
+# each name is encoded in 85 templates: 20 000 synonyms or 5 000 background prompts would run for minutes
+MAX_SYNONYMS = 64  # names per class (its name and synonyms)
+MAX_BACKGROUND_PROMPTS = 256
+
+
+def check_prompt_counts(n_names: int, n_background: int, where: str = "") -> None:
+    """Refuse more than MAX_SYNONYMS names for one class or MAX_BACKGROUND_PROMPTS background prompts."""
+    if n_names > MAX_SYNONYMS:
+        raise MaskCLIPError(f"{where}{n_names} names (name and synonyms) for one class; at most {MAX_SYNONYMS} are "
+                            "allowed (each is encoded in 85 prompt templates)")
+    if n_background > MAX_BACKGROUND_PROMPTS:
+        raise MaskCLIPError(f"{where}{n_background} background prompts; at most {MAX_BACKGROUND_PROMPTS} are "
+                            "allowed (each is encoded in 85 prompt templates)")
 
 
 def normalize_classes(classes: Iterable[ClassSpec], what: str = "class") -> list[tuple[str, ...]]:
@@ -25,6 +38,7 @@ def normalize_classes(classes: Iterable[ClassSpec], what: str = "class") -> list
     for index, spec in enumerate(classes):
         names = (spec,) if isinstance(spec, str) else tuple(spec)
         names = tuple(str(n).strip() for n in names)
+        check_prompt_counts(len(names), 0, f"{what} {index + 1}: ")
         if not names or any(not n for n in names):
             raise MaskCLIPError(f"{what} {index + 1} has an empty or blank name: {spec!r}")
         for name in names:
@@ -53,6 +67,8 @@ def prompt_rows(classes: Iterable[ClassSpec], background: Iterable[str], split_s
     user = normalize_classes(classes)
     if not user:
         raise MaskCLIPError("no classes given")
+    background = list(background)
+    check_prompt_counts(0, len(background))
     taken = {n.casefold() for names in user for n in names}
     bg = [n for (n,) in normalize_classes([[b] for b in background], what="background prompt")
           if n.casefold() not in taken]

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from .atomic import atomic_write, remove_temp_files
+from .errors import MaskCLIPError
 
 RUNS_FOLDER = "runs"  # PROJECT/runs/<time>/: where the annotator starts runs
 CONFIG_FILE = "config.json"
@@ -38,6 +39,27 @@ LAUNCH_FILE = "annotator.json"
 STATE_RUNNING, STATE_DONE, STATE_FAILED, STATE_CANCELLED = "running", "done", "failed", "cancelled"
 STATES = (STATE_RUNNING, STATE_DONE, STATE_FAILED, STATE_CANCELLED)
 PHASE_PSEUDO_LABELS = "pseudo-labels"
+
+
+class RunFolderError(MaskCLIPError):
+    """A run folder's file is missing or damaged (the message names it)."""
+
+
+def read_config(path: Path) -> dict:
+    """A run's config.json, checked: a JSON object with a "train" object (its fields are checked by
+    `maskclip.train.loop.TrainConfig.from_json`). Raises RunFolderError naming the file."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunFolderError(f"nothing to resume: {path} does not exist (the run never started training, or the "
+                             "file was deleted); start without --resume (cached pseudo labels are reused)") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise RunFolderError(f"{path}: cannot read the run's configuration ({exc}); restore the file or start a "
+                             "new run folder") from None
+    if not isinstance(data, dict) or not isinstance(data.get("train"), dict):
+        raise RunFolderError(f"{path}: malformed run configuration (it needs a 'train' object as maskclip train "
+                             "writes it); restore the file or start a new run folder")
+    return data
 
 
 class RunFolder:
@@ -85,8 +107,15 @@ class RunFolder:
         """Drop records after `iteration` (a resumed run rewrites them)."""
         if not self.metrics.is_file():
             return
-        keep = [ln for ln in self.metrics.read_text().splitlines()
-                if ln.strip() and json.loads(ln).get("iteration", 0) <= iteration]
+        keep = []
+        for ln in self.metrics.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(ln)
+            except ValueError:  # a damaged line (e.g. a killed write): dropped, the records stay
+                continue
+            if isinstance(record, dict) and isinstance(record.get("iteration", 0), int) \
+                    and record.get("iteration", 0) <= iteration:
+                keep.append(ln)
         with atomic_write(self.metrics, "w") as f:
             f.write("".join(ln + "\n" for ln in keep))
 

@@ -99,3 +99,31 @@ def check_device(device) -> None:
                                 "CUDA GPU(s), cuda:0 ...")
     if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise MaskCLIPError("device 'mps' (Apple GPU) is not available on this machine; use --device cpu")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def json_value_fits(annotation: str, value) -> bool:
+    """Whether a value read from JSON fits a dataclass field's annotation ("float | None", "int",
+    "tuple[int, ...]", "tuple[float, float]", "bool", "str"); None only where the annotation allows it."""
+    annotation = str(annotation)
+    if value is None:
+        return "None" in annotation
+    if annotation.startswith("tuple"):
+        inner = annotation[annotation.index("[") + 1:annotation.rindex("]")].split(",")
+        kind = inner[0].strip()
+        fits = (lambda v: isinstance(v, int) and not isinstance(v, bool)) if kind == "int" else _is_number
+        if not isinstance(value, (list, tuple)) or not all(fits(v) for v in value):
+            return False
+        return "..." in annotation or len(value) == len(inner)
+    if annotation.startswith("bool"):
+        return isinstance(value, bool)
+    if annotation.startswith("int"):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation.startswith("float"):
+        return _is_number(value)
+    if annotation.startswith("str"):
+        return isinstance(value, str)
+    return True

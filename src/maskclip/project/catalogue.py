@@ -12,7 +12,7 @@ from pathlib import Path
 from ..errors import ImageReadError
 from . import files, revisions
 from .records import ImageRecord, ImportReport, ProjectError, StaleImageError
-from .schema import FORMAT_VERSION, IMAGES_FILE, base_id, records_from_json
+from .schema import FORMAT_VERSION, IMAGES_FILE, MAX_NEW_ID, base_id, records_from_json
 
 
 def add_images(p, images, recursive: bool) -> ImportReport:
@@ -32,7 +32,12 @@ def _add_images(p, images, recursive: bool) -> ImportReport:
     known_sources = {r.source for r in p._records}
     taken = {i.casefold() for i in p._by_id}  # case-insensitive file systems
     added, skipped = [], []
+    if copy_mode:
+        files.check_own_folder(p.root / "images")
     for src in map(Path, sources):
+        if "\x00" in str(src):
+            skipped.append((str(src).replace("\x00", "\\x00"), "the file name contains a NUL byte"))
+            continue
         not_files: list[tuple[Path, str]] = []
         found = files.list_images(src, recursive=recursive, skipped=not_files)
         skipped.extend((str(f), reason) for f, reason in not_files)
@@ -41,6 +46,11 @@ def _add_images(p, images, recursive: bool) -> ImportReport:
             source = str(f.resolve())
             if source in known_sources:
                 skipped.append((str(f), "already in the project"))
+                continue
+            base = base_id(rel)
+            if len(base) > MAX_NEW_ID:  # its files' names (with suffixes and temporaries) would be too long
+                skipped.append((str(f), f"file name too long: its image id would have {len(base)} characters "
+                                        f"(at most {MAX_NEW_ID}); rename the file"))
                 continue
             try:
                 arr = files.read_image(f)
@@ -52,18 +62,22 @@ def _add_images(p, images, recursive: bool) -> ImportReport:
             except ImageReadError as exc:
                 skipped.append((str(f), str(exc)))
                 continue
-            base = base_id(rel)
             image_id, n = base, 1
             while image_id.casefold() in taken:
                 n += 1
                 image_id = f"{base}-{n}"
+            try:  # the resolved source: a regular file, read once more (a FIFO put there since is refused)
+                if copy_mode:
+                    dest = p.root / "images" / f"{image_id}{f.suffix.lower()}"
+                    digest, stored, file = (files.copy_hashed(Path(source), dest), dest,
+                                            dest.relative_to(p.root).as_posix())
+                else:
+                    digest, stored, file = files.sha256_file(Path(source)), Path(source), source
+                st = os.stat(stored)
+            except OSError as exc:  # reading the source (a failed write is a FileWriteError: it stops the import)
+                skipped.append((str(f), f"cannot read the file ({exc.strerror or exc})"))
+                continue
             taken.add(image_id.casefold())
-            if copy_mode:
-                dest = p.root / "images" / f"{image_id}{f.suffix.lower()}"
-                digest, stored, file = files.copy_hashed(f, dest), dest, dest.relative_to(p.root).as_posix()
-            else:
-                digest, stored, file = files.sha256_file(f), f, source
-            st = os.stat(stored)
             rec = ImageRecord(image_id, file, source, rel, digest, st.st_size, st.st_mtime_ns,
                               int(arr.shape[0]), int(arr.shape[1]))
             p._records.append(rec)

@@ -12,9 +12,11 @@ import copy
 from typing import Mapping, Sequence
 
 from ..labels_io import voc_palette
+from ..prompts import MAX_BACKGROUND_PROMPTS, MAX_SYNONYMS
 from . import files
 from .records import ClassInfo, ProjectError
-from .schema import MAX_CLASSES, PROJECT_FILE, check_colour, check_name, deep_merge, validate_meta
+from .schema import MAX_CLASSES, PROJECT_FILE, check_colour, check_name, deep_merge, settings_problem, \
+    validate_meta
 
 
 def class_from_json(c: dict) -> ClassInfo:
@@ -24,6 +26,9 @@ def class_from_json(c: dict) -> ClassInfo:
 def check_synonyms(synonyms, name) -> tuple[str, ...]:
     if isinstance(synonyms, str):
         synonyms = [synonyms]
+    synonyms = list(synonyms)
+    if len(synonyms) + 1 > MAX_SYNONYMS:
+        raise ProjectError(f"class {name!r}: {len(synonyms)} synonyms; at most {MAX_SYNONYMS - 1} besides the name")
     out = tuple(check_name(s) for s in synonyms)
     return tuple(s for s in dict.fromkeys(out) if s != name)
 
@@ -147,12 +152,19 @@ def set_classes(p, classes) -> None:
 
 
 def set_background(p, prompts: Sequence[str]) -> None:
+    prompts = list(prompts)
+    if len(prompts) > MAX_BACKGROUND_PROMPTS:
+        raise ProjectError(f"{len(prompts)} background prompts; at most {MAX_BACKGROUND_PROMPTS} are allowed")
     p._meta["background"] = [check_name(q) for q in prompts]
     save_meta(p)
 
 
 def update_settings(p, update: Mapping) -> None:
-    p._meta["settings"] = deep_merge(p._meta["settings"], update)
+    settings = deep_merge(p._meta["settings"], update)
+    problem = settings_problem(settings)
+    if problem:
+        raise ProjectError(f"cannot save the settings in {p.root / PROJECT_FILE}: {problem}")
+    p._meta["settings"] = settings
     save_meta(p)
 
 

@@ -8,10 +8,12 @@ process leaves the old or the new file, never a mix. The other modules of the st
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -53,18 +55,43 @@ def mkdir(path: Path) -> None:
         raise FileWriteError(f"cannot create folder {path}: {exc.strerror or exc}") from exc
 
 
+def open_regular(path: Path):
+    """Open a regular file for reading (binary), never following a symbolic link in its last part and never
+    blocking on a FIFO: a FIFO, socket, device (/dev/zero) or link is an OSError naming the path (hashing
+    one would never end)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    if not hasattr(os, "O_NOFOLLOW") and os.path.islink(path):
+        raise OSError(f"{path}: is a symbolic link, not a regular file")
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(exc.errno, "is a symbolic link, not a regular file", str(path)) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path}: not a regular file (a FIFO, socket or device)")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def sha256_file(path: Path) -> str:
+    """sha256 of a regular file's content (`open_regular`: anything else is an OSError)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
 
 
 def copy_hashed(src: Path, dest: Path) -> str:
-    """Copy a file atomically and return the sha256 of what was copied (one read of the source)."""
+    """Copy a regular file atomically and return the sha256 of what was copied (one read of the source)."""
     h = hashlib.sha256()
-    with open(src, "rb") as fin, atomic_write(dest, "wb") as fout:
+    with open_regular(src) as fin, atomic_write(dest, "wb") as fout:
         for chunk in iter(lambda: fin.read(1 << 20), b""):
             h.update(chunk)
             fout.write(chunk)
@@ -134,6 +161,23 @@ def hold(lock: FileLock, what: str):
         lock.release()
 
 
+SUBFOLDERS = ("annotations", "images", "cache")  # the project's own folders: never symbolic links
+
+
+def check_own_folder(path: Path) -> None:
+    """Refuse a project folder that is a symbolic link: writes would land outside the project, and files
+    there named like the project's would be deleted as its own."""
+    if path.is_symlink():
+        raise ProjectError(f"{path} is a symbolic link; a project's folders (annotations/, images/, cache/ and "
+                           "annotations/<image id>/) must be real folders inside the project, so nothing is written "
+                           "or deleted elsewhere. Replace the link with a copy of the folder it points to")
+
+
+def check_subfolders(root: Path) -> None:
+    for name in SUBFOLDERS:
+        check_own_folder(root / name)
+
+
 class ProjectLocks:
     """A project's inter-process locks, one FileLock per file (re-entrant within one Project: calls nest)."""
 
@@ -154,6 +198,8 @@ class ProjectLocks:
     def image(self, image_id: str, folder: Path):
         """For one image's revisions (`folder` is its annotations folder): every commit reads the latest
         state under it."""
+        check_own_folder(folder.parent)
+        check_own_folder(folder)
         mkdir(folder)
         return self._file(folder / IMAGE_LOCK, f"image {image_id!r} of project {self.root}")
 

@@ -30,18 +30,26 @@ IMAGE_LOCK = ".lock"  # annotations/<id>/.lock: held while one image's revision 
 INIT_MARKER = ".maskclip-init"  # present while Project.create builds the folder (removed when done)
 CREATED_ENTRIES = (IMAGES_FILE, SUMMARY_FILE, "annotations", "cache", "images", PROJECT_LOCK, INIT_MARKER)
 DEFAULT_HISTORY = 20  # revisions kept per image besides the current one
+MAX_NEW_ID = 200  # a new image id's length: "<id>-N.tiff" and atomic_write's temporaries stay below 255 bytes
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,239}")  # image ids: one safe file name, no leading dot
 REVISION_FILE = re.compile(r"r\d{6,}-[0-9a-f]{8}\.(labels|verified)\.png")
 
 DEFAULT_SETTINGS = default_settings()  # a new project's settings (maskclip.settings: one schema)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# names Windows reserves for devices (with any extension, any case): no file may be called so
+RESERVED_NAMES = frozenset(["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
+                           + [f"{d}{i}" for d in ("COM", "LPT") for i in (*range(1, 10), "¹", "²", "³")])
 
 
 def base_id(rel: str) -> str:
-    """A file-name-safe id from a relative path without suffix ('a/b c' -> 'a__b_c')."""
+    """A file-name-safe id from a relative path without suffix ('a/b c' -> 'a__b_c'). A Windows device name
+    (CON, nul, aux.tar, com1, ...) or a leading '-' (read as an option by command lines) gets a '_' in front
+    ('CON' -> '_CON'); ids already in a project are read as they are."""
     base = "__".join(_UNSAFE.sub("_", part) for part in rel.split("/"))
     base = base.strip(".") or "image"
+    if base.startswith("-") or base.split(".")[0].upper() in RESERVED_NAMES:
+        base = "_" + base
     return base
 
 
@@ -50,6 +58,9 @@ def check_name(name) -> str:
         raise ProjectError(f"class name must be a non-empty text, got {name!r}")
     if "," in name:
         raise ProjectError(f"class name {name!r} contains a comma (commas separate synonyms)")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name.strip()):
+        raise ProjectError(f"class name {name!r} contains a control character (newline, tab, NUL ...); class "
+                           "names must be plain text (one line of VOC labels.txt each)")
     return name.strip()
 
 
@@ -124,11 +135,63 @@ def validate_meta(meta: dict, path: Path) -> dict:
         raise malformed(path, "project file", "'background' must be a list of prompts")
     if not isinstance(meta.get("settings"), dict):
         raise malformed(path, "project file", "'settings' must be an object")
+    problem = settings_problem(meta["settings"])
+    if problem:
+        raise malformed(path, "project file", problem)
     if meta.get("images_mode") not in ("copy", "reference"):
         raise malformed(path, "project file", "'images_mode' must be 'copy' or 'reference'")
     if not is_int(meta.get("history", DEFAULT_HISTORY)) or meta.get("history", DEFAULT_HISTORY) < 0:
         raise malformed(path, "project file", "'history' must be a non-negative integer")
     return meta
+
+
+def settings_problem(settings) -> str | None:
+    """What is wrong with a project's settings (types and ranges of every field maskclip reads), naming the
+    field ('method.scales'), or None. Sections and fields maskclip does not read are left as they are."""
+    import dataclasses
+
+    from ..dense_modes import DENSE_MODE_NAMES
+    from ..errors import MaskCLIPError
+    from ..options import SegmentOptions
+    from ..validation import json_value_fits
+
+    if not isinstance(settings, dict):
+        return "'settings' must be an object"
+    for section in ("model", "method", "learn", "annotator"):
+        if section in settings and not isinstance(settings[section], dict):
+            return f"setting {section!r} must be an object, got {settings[section]!r}"
+    model = settings.get("model", {})
+    for key, ok, want in (("name", lambda v: isinstance(v, str) and v.strip(), "a model name"),
+                          ("pretrained", lambda v: v is None or isinstance(v, str), "a weights tag, a path or null"),
+                          ("dense_mode", lambda v: v in DENSE_MODE_NAMES, f"one of {', '.join(DENSE_MODE_NAMES)}"),
+                          ("quick_gelu", lambda v: v is None or isinstance(v, bool), "true, false or null")):
+        if key in model and not ok(model[key]):
+            return f"setting 'model.{key}' must be {want}, got {model[key]!r}"
+    method = settings.get("method", {})
+    if "scales" in method:
+        scales = method["scales"]
+        if not isinstance(scales, list) or not scales or not all(is_int(s) and s > 0 for s in scales):
+            return f"setting 'method.scales' must be a list of short-side lengths in pixels, got {scales!r}"
+    mode = model.get("dense_mode") if model.get("dense_mode") in DENSE_MODE_NAMES else DENSE_MODE_NAMES[0]
+    for field in dataclasses.fields(SegmentOptions):
+        if field.name not in method:
+            continue
+        value = method[field.name]
+        if not json_value_fits(str(field.type), value):
+            return f"setting 'method.{field.name}' must be of type {field.type}, got {value!r}"
+        if value is not None:
+            try:
+                SegmentOptions.from_mapping({field.name: value}).resolved(mode)
+            except (MaskCLIPError, TypeError, ValueError) as exc:
+                return f"setting 'method.{field.name}': {exc}"
+    learn = settings.get("learn", {})
+    if "from_verified" in learn and not isinstance(learn["from_verified"], bool):
+        return f"setting 'learn.from_verified' must be true or false, got {learn['from_verified']!r}"
+    if "weight" in learn:
+        w = learn["weight"]
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 <= w <= 1.0:
+            return f"setting 'learn.weight' must be a number in [0, 1], got {w!r}"
+    return None
 
 
 RECORD_FIELDS = {"id": str, "file": str, "source": str, "rel": str, "sha256": str, "size": int, "mtime_ns": int,
@@ -154,7 +217,7 @@ def records_from_json(data: dict, path: Path) -> tuple[list[ImageRecord], list[d
         if key in seen:
             raise malformed(path, "image list", f"image id {image_id!r} appears twice")
         seen.add(key)
-        if type(file) is not str or not file or (".." in file and file[0] != "/"
+        if type(file) is not str or not file or "\x00" in file or (".." in file and file[0] != "/"
                                                  and ".." in file.replace("\\", "/").split("/")):
             raise malformed(path, "image list", f"image {image_id!r} names the file {file!r} outside the project")
         if type(rec.height) is not int or type(rec.width) is not int or rec.height < 1 or rec.width < 1 \

@@ -21,7 +21,8 @@ from . import catalogue, files, label_import, revisions, stats
 from . import classes as class_ops, labels as label_ops  # (methods have parameters named classes, labels)
 from .records import ClassInfo, ImageRecord, ImageState, ImportReport, ProjectError
 from .schema import (DEFAULT_BACKGROUND, DEFAULT_HISTORY, DEFAULT_SETTINGS, FORMAT, FORMAT_VERSION, IMAGES_FILE,
-                     INIT_MARKER, PROJECT_FILE, deep_merge, records_from_json, validate_meta)
+                     INIT_MARKER, PROJECT_FILE, deep_merge, records_from_json, settings_problem,
+                     validate_meta)
 
 
 def _locked(method):
@@ -87,6 +88,9 @@ class Project:
         if root.exists() and not root.is_dir():
             raise ProjectError(f"{root} exists and is not a folder")
         made_root = not root.exists()
+        problem = settings_problem(deep_merge(DEFAULT_SETTINGS, settings or {}))
+        if problem:
+            raise ProjectError(f"the new project's settings: {problem}")
         if (root / INIT_MARKER).exists():
             files.remove_unfinished(root)  # an earlier create failed part-way (disk full, killed): start over
         elif root.is_dir() and any(p for p in root.iterdir() if not p.name.startswith(".")):
@@ -128,7 +132,8 @@ class Project:
         """Open an existing project. Lazy: reads project.json and images.json only (no image, no label).
 
         Both files are checked (a damaged or hand-edited file is an error naming it, and an image id or
-        file that would lead outside the project is refused). Temporary files left by killed saves in the
+        file that would lead outside the project is refused), and so are the project's folders (a symbolic
+        link for annotations/, images/ or cache/ is refused). Temporary files left by killed saves in the
         project folder are removed.
         """
         root = Path(root)
@@ -136,6 +141,7 @@ class Project:
             raise ProjectError(f"{root}: creating this project did not finish (e.g. the disk was full or the "
                                "process was killed); run `maskclip project init` on it again, which cleans up")
         meta = validate_meta(files.read_json(root / PROJECT_FILE, "project file"), root / PROJECT_FILE)
+        files.check_subfolders(root)
         records, skipped = records_from_json(files.read_json(root / IMAGES_FILE, "image list"), root / IMAGES_FILE)
         remove_temp_files(root, files.TEMP_AGE_S)
         return cls(root, meta, records, skipped)

@@ -38,6 +38,7 @@ class TrainItem:
     load_image: ImageLoader
     load_annotation: AnnotationLoader | None = None
     fingerprint: str = ""
+    shape: tuple[int, int] | None = None  # (height, width) when known: cached pseudo labels must have it
 
 
 @dataclass
@@ -139,7 +140,7 @@ class TrainDataset(Dataset):
         item = self.items[index]
         image = to_float_rgb(item.load_image())
         h, w = image.shape[:2]
-        pseudo, confidence = self.teacher.get(item.key, item.fingerprint)
+        pseudo, confidence = self.teacher.get(item.key, item.fingerprint, shape=(h, w))
         if item.load_annotation is not None:
             labels, verified = item.load_annotation()
         else:

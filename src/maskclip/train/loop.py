@@ -128,7 +128,40 @@ class TrainConfig:
         if "scale_range" in aug:
             aug["scale_range"] = tuple(aug["scale_range"])
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known}, augment=AugmentConfig(**aug))
+        known_aug = {f.name for f in fields(AugmentConfig)}
+        return cls(**{k: v for k, v in d.items() if k in known},
+                   augment=AugmentConfig(**{k: v for k, v in aug.items() if k in known_aug}))
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "TrainConfig":
+        """A run's config.json (`--resume`), schema-checked: every error names the file and the field."""
+        from ..run_folder import RunFolderError, read_config
+        from ..validation import json_value_fits
+
+        train_d = read_config(Path(path))["train"]
+
+        def bad(field_name: str, value, want) -> RunFolderError:
+            return RunFolderError(f"{path}: malformed run configuration ('train.{field_name}' must be of type "
+                                  f"{want}, got {value!r}); correct it or start a new run folder")
+
+        for f in fields(cls):
+            if f.name == "augment":
+                if not isinstance(train_d.get("augment", {}), dict):
+                    raise bad("augment", train_d["augment"], "object")
+                for g in fields(AugmentConfig):
+                    aug = train_d.get("augment", {})
+                    if g.name in aug and not json_value_fits(str(g.type), aug[g.name]):
+                        raise bad(f"augment.{g.name}", aug[g.name], g.type)
+            elif f.name in train_d and not json_value_fits(str(f.type), train_d[f.name]):
+                raise bad(f.name, train_d[f.name], f.type)
+        try:
+            config = cls.from_dict({k: v for k, v in train_d.items()
+                                    if k != "augment" or isinstance(v, dict)})
+            config.validate()
+        except (MaskCLIPError, TypeError, ValueError) as exc:
+            raise RunFolderError(f"{path}: malformed run configuration ({exc}); correct it or start a new run "
+                                 "folder") from None
+        return config
 
     def validate(self, world_size: int = 1) -> None:
         if self.iters < 1:
@@ -393,5 +426,13 @@ def load_student(run_dir: str | Path, map_location: str | torch.device = "cpu") 
         raise MaskCLIPError(f"{run.path} holds no trained student (no student.pt or checkpoints/last.pt); "
                             "run `maskclip train` first")
     record = load_checkpoint(path, map_location)
-    return student_from_state(record["student"], record["model"]), record
+    try:
+        student = student_from_state(record["student"], record["model"])
+    except Exception as exc:  # a damaged or hand-made record: keys, types or shapes that are not a student's
+        raise CheckpointError(f"{path} does not hold a usable student ({type(exc).__name__}: {str(exc)[:200]}); "
+                              "train again into a new run folder") from None
+    for key, kind in (("info", dict), ("classes", list), ("augment", dict)):
+        if key in record and not isinstance(record[key], kind):
+            raise CheckpointError(f"{path}: its '{key}' is not a {kind.__name__}; train again into a new run folder")
+    return student, record
 

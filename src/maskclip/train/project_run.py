@@ -66,7 +66,8 @@ def project_items(project, log: Callable[[str], None] = print) -> tuple[list[Tra
             continue
         items.append(TrainItem(key=state.id, load_image=functools.partial(_load_image, root, state.id),
                                load_annotation=functools.partial(_load_annotation, root, state.id),
-                               fingerprint=project.record(state.id).sha256))
+                               fingerprint=project.record(state.id).sha256,
+                               shape=(project.record(state.id).height, project.record(state.id).width)))
     return items, stale
 
 
@@ -130,11 +131,16 @@ def train_project(project_dir: str | Path, run_dir: str | Path, config: TrainCon
             "quick_gelu": spec["quick_gelu"], "rows": rows, "groups": groups, "segment": spec["segment"]})
         if ctx.is_main:
             run.create()
+            if not resume or not run.config.is_file():  # from the start: a run cancelled while pseudo-labelling
+                run.write_json(run.config, {"train": config.to_dict(), "classes": names,  # resumes with its own
+                                            "info": {"project": str(Path(project_dir).resolve()), "clip": spec},
+                                            "world_size": ctx.world_size, "device": str(ctx.device)})
             teacher.open()
             run.write_progress(iteration=0, total=config.iters, phase=PHASE_PSEUDO_LABELS, state=STATE_RUNNING,
                                loss=None, error=None)
         D.barrier(ctx)
-        missing = [it for it in items if not teacher.has(it.key, it.fingerprint)]
+        # a missing, foreign or damaged file (wrong shape, values that are no class) is computed again
+        missing = [it for it in items if not teacher.has(it.key, it.fingerprint, shape=it.shape, n_classes=len(names))]
         clip_model = None
         if missing or embeddings is None:
             clip_model = load_clip_model(spec, ctx.device, project.cache_dir, config.seed)

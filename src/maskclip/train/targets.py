@@ -28,6 +28,7 @@ import torch
 
 from ..atomic import atomic_write
 from ..defaults import MAX_CLASSES, UNLABELLED
+from ..errors import MaskCLIPError
 
 IGNORE = UNLABELLED  # ignored by the loss: the unlabelled value
 
@@ -64,6 +65,10 @@ def _safe_name(key: str) -> str:
     return f"{stem}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
 
+class TeacherCacheError(MaskCLIPError):
+    """A cached pseudo-label file is damaged or does not fit its image (the message names it)."""
+
+
 class TeacherCache:
     """Pseudo labels (uint8 HxW) and teacher confidences (float16 HxW, optional) per item, on disk."""
 
@@ -74,8 +79,11 @@ class TeacherCache:
     def open(self) -> "TeacherCache":
         """Create the folder, discarding entries made under another signature (call on one rank only)."""
         sig_file = self.folder / "signature.json"
-        old = json.loads(sig_file.read_text()) if sig_file.is_file() else None
-        if old is not None and old != self.signature:
+        try:
+            old = json.loads(sig_file.read_text(encoding="utf-8")) if sig_file.is_file() else None
+        except (OSError, UnicodeDecodeError, ValueError):
+            old = "damaged"  # an unreadable signature: nothing cached can be trusted, so it is computed again
+        if old is not None and old != self.signature and self.folder.is_dir() and not self.folder.is_symlink():
             shutil.rmtree(self.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         if old != self.signature:
@@ -86,14 +94,31 @@ class TeacherCache:
     def path(self, key: str) -> Path:
         return self.folder / f"{_safe_name(key)}.npz"
 
-    def has(self, key: str, fingerprint: str = "") -> bool:
+    def _problem(self, data, fingerprint: str, shape, n_classes) -> str | None:
+        """Why a cached file cannot be used for an item (None: it can)."""
+        if str(data["fingerprint"]) != fingerprint:
+            return "belongs to other image content"
+        labels = data["labels"]
+        if labels.dtype != np.uint8 or labels.ndim != 2 or (shape is not None and labels.shape != tuple(shape)):
+            return f"holds labels of shape {labels.shape} ({labels.dtype}), the image is {tuple(shape or ())}"
+        if n_classes is not None and labels.size and ((labels >= n_classes) & (labels != IGNORE)).any():
+            return f"holds label values above the {n_classes} classes"
+        if "confidence" in data and data["confidence"].shape != labels.shape:
+            return "holds confidences of another shape than its labels"
+        return None
+
+    def has(self, key: str, fingerprint: str = "", shape: tuple[int, int] | None = None,
+            n_classes: int | None = None) -> bool:
+        """A usable cached file: its fingerprint, and with `shape` / `n_classes` its labels' shape and values."""
         path = self.path(key)
         if not path.is_file():
             return False
         try:
             with np.load(path) as data:
-                return str(data["fingerprint"]) == fingerprint
-        except (OSError, ValueError, KeyError):  # truncated / foreign file: recompute it
+                if shape is None and n_classes is None:
+                    return str(data["fingerprint"]) == fingerprint
+                return self._problem(data, fingerprint, shape, n_classes) is None
+        except (OSError, ValueError, KeyError, EOFError):  # truncated / foreign file: recompute it
             return False
 
     def put(self, key: str, labels: np.ndarray, confidence: np.ndarray | None = None,
@@ -104,12 +129,22 @@ class TeacherCache:
         with atomic_write(self.path(key), "wb") as f:
             np.savez_compressed(f, **arrays)
 
-    def get(self, key: str, fingerprint: str = "") -> tuple[np.ndarray, np.ndarray | None]:
-        with np.load(self.path(key)) as data:
-            if str(data["fingerprint"]) != fingerprint:
-                raise KeyError(f"cached pseudo labels of {key} belong to other image content")
-            conf = data["confidence"].astype(np.float32) if "confidence" in data else None
-            return data["labels"], conf
+    def get(self, key: str, fingerprint: str = "", shape: tuple[int, int] | None = None,
+            n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        path = self.path(key)
+        try:
+            with np.load(path) as data:
+                if str(data["fingerprint"]) != fingerprint:
+                    raise KeyError(f"cached pseudo labels of {key} belong to other image content")
+                problem = self._problem(data, fingerprint, shape, n_classes)
+                if problem:
+                    raise TeacherCacheError(f"{path}: the cached pseudo labels of {key} cannot be used (it {problem}); "
+                                            "delete the file and train with --resume to compute them again")
+                conf = data["confidence"].astype(np.float32) if "confidence" in data else None
+                return data["labels"], conf
+        except (OSError, ValueError, EOFError) as exc:
+            raise TeacherCacheError(f"{path}: the cached pseudo labels of {key} are unreadable ({exc}); delete "
+                                    "the file and train with --resume to compute them again") from None
 
 
 def maskclip_pseudo_labels(model, image: np.ndarray, classes: Sequence, segment_kwargs: dict,
