@@ -89,8 +89,9 @@ def test_error_summary_drops_traceback_frames_and_progress_bars():
                                       "RuntimeError: CUDA out of memory")
     assert T.error_summary([], {"error": "ValueError: bad"}) == "ValueError: bad"
     assert T.error_summary([], None, 3) == "the process ended with exit code 3"
-    assert T.tqdm_counts("refine:  67%|######6   | 2/3 [00:00<00:00, 17.07image/s]") == (2, 3)
-    assert T.tqdm_counts("maskclip refine: done") is None
+    # refine's progress is its refine_progress.json (nothing is read from stderr)
+    assert T.describe_refine_progress(None) == "refining…"
+    assert T.describe_refine_progress({"done": 2, "total": 3, "failed": 1}) == "refine 2/3 images · 1 skipped"
 
 
 def test_run_folders_and_commands(tmp_path):
