@@ -18,6 +18,8 @@ from typing import Callable
 from qtpy.QtCore import QObject, QTimer, Signal
 
 from maskclip.errors import MaskCLIPError, WeightsUnavailableError
+from maskclip.export import export_project
+from maskclip.project import Project
 
 from . import _wording as say
 from ._jobs import JobRunner
@@ -98,6 +100,32 @@ class Segmenter(QObject):
         self.progress.setValue(0)
         self.state_changed.emit()
         worker.start()
+
+    def learn_from_current(self) -> bool:
+        """With 'Learn from corrections' on, the current image's new verified pixels update the class
+        prototypes at once (features in memory: a few ms); otherwise the next segmentation job reads them.
+        True when the prototypes changed (the image should be redrawn)."""
+        project, image_id, image = self._target()
+        method = self._method() if project is not None and project.classes else None
+        if method is None or method.learn_weight == 0 or self.session is None or image is None:
+            return False
+        if not self.session.serves(self._model_choice(), project.cache_dir):
+            return False
+        try:
+            return self.session.learn_image(project, image_id, image, method)
+        except MaskCLIPError as exc:
+            self.failed.emit(exc)
+            return False
+
+    def export_job(self, root, out, fmt: str, verified_only: bool, val_fraction: float, overwrite: bool):
+        """An export of the project at `root` (a fresh Project instance reads the committed files) as the
+        one job; says how it went. The caller starts the returned worker."""
+        def run():
+            return export_project(Project.open(root), out, fmt, verified_only=verified_only,
+                                  val_fraction=val_fraction, overwrite=overwrite)
+
+        return self.create_other_job(run, "Export", lambda report: self.message.emit(
+            say.exported(report, fmt, out), bool(report.skipped)))
 
     def create_other_job(self, fn: Callable, kind: str, on_return: Callable):
         """Another job (an export) in the same one-job-at-a-time worker, shown as busy; the caller starts it."""
