@@ -190,6 +190,14 @@ class LayerManager:
         if layer.visible and layer.metadata.get("maskclip_stale") and self._current()[1] is not None:
             self._fill_confidence(layer)
 
+    def select_label(self, value: int) -> None:
+        """Paint with labels-layer value `value` (switches a non-painting mode to paint)."""
+        layer = self.labels_layer
+        if layer is not None:
+            layer.selected_label = value
+            if layer.mode in ("pan_zoom", "transform", "picker") and layer.editable:
+                layer.mode = "paint"
+
     def describe_cursor(self, position, image_id: str, class_names, segmentation, verified) -> str:
         """What is under the cursor: the class, its confidence and MaskCLIP's best class when they differ,
         and whether the pixel is verified (the image's name outside it)."""

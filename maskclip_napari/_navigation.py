@@ -94,7 +94,6 @@ class Navigator(QObject):
 
     def set_project(self, project: Project) -> None:
         """Make `project` the one shown, with no image yet (the widget resets its panels next)."""
-        self.remember_now()
         self.project = project
         self.current_id = None
         self.segmentation = None

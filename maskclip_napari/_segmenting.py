@@ -6,7 +6,8 @@ it then runs over two event-loop turns (MaskCLIP's cheap part, then showing it) 
 between. An expensive redraw asked for while a job runs waits for it (`JobRunner.pending_merge`).
 
 `target()` gives (project, image_id, image) shown now; `method()` and `model_choice()` what the controls say;
-`apply(result, method, merge)` shows (and with merge, stores) a result. The job's progress is shown in
+`show(segmentation, merge, stored)` shows a result of the current image made with the current method (and
+with merge, shows it as the labels and stores it unless the job's worker did: `stored`). The job's progress is shown in
 `progress` (a QProgressBar). Signals: message(str, bool error), failed(exception), state_changed (busy or
 progress changed), session_loaded (a model was loaded), weights_unavailable (the weights could not be read).
 """
@@ -32,11 +33,12 @@ class Segmenter(QObject):
     state_changed = Signal()
     session_loaded = Signal()
     weights_unavailable = Signal()
+    stored = Signal(str)  # a job's worker stored this image's prediction
 
-    def __init__(self, target: Callable, method: Callable, model_choice: Callable, apply: Callable, progress,
+    def __init__(self, target: Callable, method: Callable, model_choice: Callable, show: Callable, progress,
                  parent=None):
         super().__init__(parent)
-        self._target, self._method, self._model_choice, self._apply = target, method, model_choice, apply
+        self._target, self._method, self._model_choice, self._show = target, method, model_choice, show
         self.progress = progress
         self.jobs = JobRunner()
         self.session: ModelSession | None = None
@@ -83,6 +85,31 @@ class Segmenter(QObject):
         self.last_redraw_s = end - start  # from the toggle to the layers showing it
         self.last_redraw_blocking_s = max(computed, end - shown)  # longest the event loop was held
         self.redraw_count += 1
+
+    def _apply(self, result: JobResult, method: Method, merge: bool) -> None:
+        """Show a segmentation if it is of the current image and, with merge, store it (verified pixels
+        win). Stores happen off the GUI thread: a job's worker stores its own results; a redraw made on the
+        GUI thread is stored by the save thread, after the edits queued before it."""
+        if result.merge_error is not None:
+            self.failed.emit(result.merge_error)
+            return
+        if result.stored:
+            self.stored.emit(result.image_id)
+        if result.image_id != self._target()[1]:
+            return
+        if method != self._method():
+            # settings changed while it ran: redo (now cheap) when the job ends
+            self.jobs.add_pending(merge)
+            return
+        self._show(result.segmentation, merge, result.stored)
+
+    def segment_all(self) -> None:
+        """Segment and store every image of the project that is not stale."""
+        states = self._target()[0].list_images()
+        jobs = [(s.id, s.path) for s in states if not s.stale]
+        if len(states) > len(jobs):
+            self.message.emit(say.stale_skipped(len(states) - len(jobs)), False)
+        self.start_job(jobs, self._method(), merge=True, kind="Segment all")
 
     def start_job(self, images, method: Method | None, merge: bool, kind: str) -> None:
         """Segment `images` ([(image_id, path)]; none: only load the model) in a worker, storing the results

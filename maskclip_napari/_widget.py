@@ -6,13 +6,15 @@ The widget composes and connects:
 
 - panels (`panels/`): status (top), images, classes, method, training, export; they talk upward by Qt
   signals and never import this module;
+- `_navigation.Navigator`: the current project and image: opening, the image list, moving between images,
+  showing one (reads in a worker through `_jobs.Loader` and `_loading`);
 - `editing.EditState`: the current image's edits (recorded layer values, verified mask, merge base, undo);
-- `_layer_manager.LayerManager`: the "image", "labels" and "confidence: <class>" layers;
-- `_segmenting.Segmenter`: redraws and jobs (model load, segmentation, export) in a worker (`_jobs`);
-  `_jobs.Loader`: reads of a project or an image in a worker (`_loading`);
+- `_layer_manager.LayerManager`: the "image", "labels" and "confidence: <class>" layers, the hover text;
+- `_segmenting.Segmenter`: redraws and jobs (model load, segmentation, export) in a worker (`_jobs`),
+  learning from corrections;
 - `_edit_saving.EditSaver`: autosave of the edits, adopting other writers' pixels, undo/redo and
   verification, over `_saving.SaveQueue` (label, prediction and settings writes in one background thread);
-- `_shortcuts`: keyboard shortcuts; `_wording`: what the annotator says.
+- `_shortcuts`: keyboard shortcuts; `_window.CloseWatcher`: napari's Close; `_wording`: what it says.
 
 Paint, fill and erase strokes on the labels layer mark the touched pixels verified; every change is
 autosaved, and Ctrl+Z / Ctrl+Shift+Z undo and redo labels and verified pixels together.
@@ -36,7 +38,7 @@ from ._segmenting import Segmenter
 from ._layers import warm_up_layers
 from ._loading import PROJECT_SUBFOLDER, OpenedProject
 from ._navigation import Navigator
-from ._session import JobResult, Method, ModelChoice
+from ._session import Method, ModelChoice
 from ._shortcuts import SHORTCUTS, bind_layer_keys, bind_viewer_shortcuts  # noqa: F401
 from ._window import CloseWatcher
 from ._wording import GUI_WORDING, gui_text  # noqa: F401
@@ -109,7 +111,8 @@ class AnnotatorWidget(QWidget):
         self._connect_panels()
         # segmentation: cheap redraws on the GUI thread, jobs (model load, segment, export) in a worker
         self.segmenter = Segmenter(lambda: (self.project, self.current_id, self._image), self.method,
-                                   self.model_choice, self._apply, self.progress, self)
+                                   self.model_choice, self.nav.show_segmentation, self.progress, self)
+        self.segmenter.stored.connect(self.nav.refresh_item)
         self.segmenter.message.connect(self.show_message)
         self.segmenter.failed.connect(self._show_error)
         self.segmenter.state_changed.connect(self._set_enabled)
@@ -132,9 +135,7 @@ class AnnotatorWidget(QWidget):
         threading.Thread(target=warm_up_layers, name="maskclip-warm-up", daemon=True).start()
         QTimer.singleShot(0, self.nav.prepare_layers)
 
-    # ============================================================================================
-    # Composition
-    # ============================================================================================
+    # === Composition =============================================================================
     def _build_ui(self) -> None:
         # the controls scroll instead of being squeezed when the window is short
         outer = QVBoxLayout(self)
@@ -260,9 +261,7 @@ class AnnotatorWidget(QWidget):
         layer.events.selected_label.connect(self._on_selected_label)
         bind_layer_keys(layer, self)
 
-    # ============================================================================================
-    # Opening
-    # ============================================================================================
+    # === Opening =================================================================================
     def add_images(self, files) -> None:
         """Add image files to the project (the 'Add images…' button)."""
         self.nav.add_images(files)
@@ -284,9 +283,7 @@ class AnnotatorWidget(QWidget):
         self.training.set_project(project)
         self._set_enabled()
 
-    # ============================================================================================
-    # Settings, model and classes
-    # ============================================================================================
+    # === Settings, model and classes =============================================================
     def set_model_choice(self, model: str | None = None, weights: str | None = None, device: str | None = None) -> None:
         """Preset the model controls (launcher options); None keeps the current value."""
         self.method_panel.set_model_choice(model, weights, device)
@@ -349,11 +346,7 @@ class AnnotatorWidget(QWidget):
         """Paint with class `index` (0-based): the labels layer's selected label, the class table's row."""
         if self.project is None or not 0 <= index < len(self.project.classes):
             return
-        layer = self.labels_layer
-        if layer is not None:
-            layer.selected_label = index + 1
-            if layer.mode in ("pan_zoom", "transform", "picker") and layer.editable:
-                layer.mode = "paint"
+        self.layers.select_label(index + 1)
 
     def _on_selected_label(self, event=None) -> None:
         layer, p = self.labels_layer, self.project
@@ -376,9 +369,7 @@ class AnnotatorWidget(QWidget):
         else:
             getattr(self, name)()
 
-    # ============================================================================================
-    # Image list and navigation
-    # ============================================================================================
+    # === Image list and navigation ===============================================================
     def next_image(self) -> None:
         self.nav.step(+1)
 
@@ -403,9 +394,7 @@ class AnnotatorWidget(QWidget):
         """Take the current image's new file content as the project's (old labels stay in its history)."""
         self.nav.accept_image_change()
 
-    # ============================================================================================
-    # Corrections and saving (_edit_saving.EditSaver over editing.EditState)
-    # ============================================================================================
+    # === Corrections and saving (_edit_saving.EditSaver over editing.EditState) ==================
     def save_current(self, source: str = "annotator", wait: bool = False) -> None:
         """Write the current image's recorded edits (labels and verified mask) to the project, in the save
         thread. wait=True returns once every save so far is written: for callers that read the project
@@ -436,25 +425,15 @@ class AnnotatorWidget(QWidget):
         self.editor.verify(None)
 
     def verify_selected_class(self) -> None:
-        """Verify the pixels of the class selected in the labels layer's controls (its mask is right as
-        shown; painting the same class over it would change no pixel and so verify nothing)."""
-        layer = self.labels_layer
-        if layer is None or self.project is None:
-            return
-        index = int(layer.selected_label) - 1
-        if not 0 <= index < len(self.project.classes):
-            self.show_message(say.SELECT_CLASS_FIRST, error=True)
-            return
-        self.editor.verify(index)
+        """Verify the pixels of the class selected in the labels layer's controls."""
+        self.editor.verify_selected_class()
 
     def _learn_from_current(self) -> None:
         """With 'Learn from corrections' on, new verified pixels update the prototypes and the image is redrawn."""
         if self.segmenter.learn_from_current() and self._has_prediction():
             self._schedule_redraw()
 
-    # ============================================================================================
-    # Closing: write what waits
-    # ============================================================================================
+    # === Closing: write what waits ===============================================================
     def _flush(self) -> None:
         """Write what waits on a timer or in the save thread: the current edits and the image shown."""
         self.save_current(wait=True)
@@ -464,9 +443,7 @@ class AnnotatorWidget(QWidget):
         self._flush()
         super().hideEvent(event)
 
-    # ============================================================================================
-    # Segmentation (jobs in workers: _jobs.JobRunner; cheap redraws on the GUI thread)
-    # ============================================================================================
+    # === Segmentation (jobs in workers: _jobs.JobRunner; cheap redraws on the GUI thread) ========
     def _ready_to_segment(self) -> bool:
         if self.project is None or self.current_id is None:
             self.show_message(say.OPEN_FIRST, error=True)
@@ -484,12 +461,7 @@ class AnnotatorWidget(QWidget):
         if not self._ready_to_segment():
             return
         self.save_current(wait=True)
-        states = self.project.list_images()
-        jobs = [(s.id, s.path) for s in states if not s.stale]
-        stale = len(states) - len(jobs)
-        if stale:
-            self.show_message(say.stale_skipped(stale))
-        self.segmenter.start_job(jobs, self.method(), merge=True, kind="Segment all")
+        self.segmenter.segment_all()
 
     def load_model(self) -> None:
         """Load the chosen model now (otherwise it loads on the first segmentation)."""
@@ -520,27 +492,7 @@ class AnnotatorWidget(QWidget):
         self.message.setText(self.message.text() + say.WEIGHTS_HINT)
         self.method_panel.note_load_failure()
 
-    def _apply(self, result: JobResult, method: Method, merge: bool) -> None:
-        """Show a segmentation if it is of the current image and, with merge, store it (verified pixels
-        win). Stores happen off the GUI thread: a job's worker stores its own results; a redraw made on the
-        GUI thread is stored by the save thread, after the edits queued before it."""
-        image_id = result.image_id
-        if result.merge_error is not None:
-            self._show_error(result.merge_error)
-            return
-        if result.stored:
-            self.nav.refresh_item(image_id)
-        if image_id != self.current_id:
-            return
-        if method != self.method():
-            # settings changed while it ran: redo (now cheap) when the job ends
-            self.segmenter.jobs.add_pending(merge)
-            return
-        self.nav.show_segmentation(result.segmentation, merge, result.stored)
-
-    # ============================================================================================
-    # Hover and export
-    # ============================================================================================
+    # === Hover and export ========================================================================
     def _on_cursor(self, event=None) -> None:
         if self.project is not None and self.current_id is not None and self.labels_layer is not None:
             self.hover_label.setText(self.layers.describe_cursor(
