@@ -127,7 +127,7 @@ class TrainingPanel(QGroupBox):
         self.refine_summary: dict | None = None
         self._child: ChildProcess | None = None
         self._project_root: Path | None = None  # the project the running child works on
-        self._started_at = 0.0
+        self.started_at = 0.0  # time.time() when the running (or last) child started
         self._metrics: MetricsTail | None = None
         self._progress: dict | None = None
         self._shutting_down = False
@@ -334,7 +334,7 @@ class TrainingPanel(QGroupBox):
                              on_failed_to_start=self._on_failed_to_start)
         self._child, self.stage = child, stage
         self._project_root, self.run_dir = Path(project_root), Path(run_dir)
-        self._started_at = time.time()
+        self.started_at = time.time()
         if stage == "train":
             self._metrics = MetricsTail.of_run(self.run_dir)  # a resumed run's curve is read again
             self.plot.set_data([], 0)
@@ -353,7 +353,7 @@ class TrainingPanel(QGroupBox):
         """Refine's image counts, from RUN_DIR/refine_progress.json (one written before this refine started
         is not shown)."""
         progress = read_refine_progress(self.run_dir)
-        if not progress or progress.get("started", 0) < self._started_at - 1.0:
+        if not progress or progress.get("started", 0) < self.started_at - 1.0:
             return
         total = int(progress.get("total") or 0)
         self.status_label.setText(describe_refine_progress(progress))
@@ -367,7 +367,7 @@ class TrainingPanel(QGroupBox):
         runs: its image counts (refine_progress.json)."""
         if self.run_dir is None:
             return
-        if self.running and self.stage == "refine":
+        if self.stage == "refine":  # set while a refine child runs
             self._poll_refine()
             return
         self._progress = progress = read_progress(self.run_dir)
@@ -378,7 +378,7 @@ class TrainingPanel(QGroupBox):
         eta = None
         if progress and self._metrics is not None:
             eta = estimate_eta(self._metrics.records, progress.get("total", 0),
-                               since=self._started_at if self.running else None)
+                               since=self.started_at if self.running else None)
         self.status_label.setText(describe_progress(progress, eta, running=self.running))
         if not progress:
             return
