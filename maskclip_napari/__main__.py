@@ -9,6 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from maskclip.defaults import DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_PRETRAINED, DEVICE_CHOICES
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m maskclip_napari", description=__doc__.splitlines()[0])
@@ -19,10 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "'maskclip-project' folder inside it)")
     p.add_argument("--classes-file", type=Path, default=None,
                    help="classes for a new project: one per line, synonyms separated by commas")
-    p.add_argument("--model", default=None, help="open_clip architecture (default ViT-B-16)")
+    p.add_argument("--model", default=None, help=f"open_clip architecture (default {DEFAULT_MODEL})")
     p.add_argument("--weights", default=None, help="open_clip weights tag or a local checkpoint file "
-                                                   "(default openai)")
-    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="default auto")
+                                                   f"(default {DEFAULT_PRETRAINED})")
+    p.add_argument("--device", default=None, choices=list(DEVICE_CHOICES), help=f"default {DEFAULT_DEVICE}")
     p.add_argument("--screenshot", type=Path, default=None,
                    help="save a screenshot of the window to this PNG after start-up and quit (for docs)")
     return p

@@ -1,11 +1,9 @@
 """One child process for `maskclip train` and `maskclip refine`: `python -m maskclip ARGS` in a QProcess, so
 the viewer never waits for it and a crash of the child cannot take napari down.
 
-Progress: `maskclip train` reports through the run folder (RUN_DIR/progress.json and metrics.jsonl, see
-`_run_folder`), which the training panel polls. `maskclip refine` writes no progress file today: its only
-progress report is a tqdm bar on stderr, so for refine this helper still reads the bar's "done/total"
-counts (`on_progress`). TODO(merge): once refine reports through the run folder too, drop the stderr
-counts and poll the run folder for both.
+Progress: the child reports only through its run folder (`maskclip train`: RUN_DIR/progress.json and
+metrics.jsonl; `maskclip refine`: RUN_DIR/refine_progress.json; all defined in `maskclip.run_folder`), which
+the training panel polls; nothing here reads progress from the child's output.
 
 The child's stderr is kept (its last lines make the error summary) and its stdout collected (refine prints
 a JSON summary as its last line). Stopping (`stop`) is SIGTERM (training checkpoints and ends `cancelled`),
@@ -19,7 +17,7 @@ from typing import Callable
 
 from qtpy.QtCore import QProcess, QProcessEnvironment
 
-from ._run_folder import split_output_lines, tqdm_counts
+from ._run_commands import split_output_lines
 
 EXIT_CANCELLED = 130  # `maskclip train` cancelled (SIGTERM/SIGINT) after writing a checkpoint
 STDERR_LINES = 200
@@ -38,18 +36,16 @@ class ChildProcess:
     """`python -m maskclip <stage> ...` (stage: "train" or "refine"), reporting to callbacks on the GUI thread.
 
     on_finished(child, exit_code, crashed) once it ends; on_failed_to_start(child, message) when it could not
-    start; on_progress(done, total) for refine's image counts (see the module docstring).
+    start.
     """
 
-    def __init__(self, stage: str, args: list[str], parent, *, on_finished: Callable, on_failed_to_start: Callable,
-                 on_progress: Callable[[int, int], None] | None = None):
+    def __init__(self, stage: str, args: list[str], parent, *, on_finished: Callable, on_failed_to_start: Callable):
         self.stage = stage
         self.args = list(args)
         self.stderr: deque[str] = deque(maxlen=STDERR_LINES)
         self.stdout = ""
         self._partial = ""
         self._released = False
-        self._on_progress = on_progress
         proc = QProcess(parent)
         env = QProcessEnvironment.systemEnvironment()
         env.insert("PYTHONUNBUFFERED", "1")
@@ -109,10 +105,6 @@ class ChildProcess:
         self._partial = text[cut + 1:]
         lines = split_output_lines(text[:cut + 1])
         self.stderr.extend(lines)
-        if self.stage == "refine" and self._on_progress is not None:
-            counts = [c for c in map(tqdm_counts, lines) if c]
-            if counts and counts[-1][1] > 0:
-                self._on_progress(*counts[-1])
 
     def _read_stdout(self) -> None:
         if not self._released:

@@ -118,6 +118,18 @@ class EditSaver(QObject):
         self.save(source=done.lower())
         self.message.emit(say.step_done(done, image_id), False)
 
+    def verify_selected_class(self) -> None:
+        """Verify the pixels of the class selected in the labels layer's controls (its mask is right as
+        shown; painting the same class over it would change no pixel and so verify nothing)."""
+        project, _, layer = self._target()
+        if layer is None or project is None:
+            return
+        index = int(layer.selected_label) - 1
+        if not 0 <= index < len(project.classes):
+            self.message.emit(say.SELECT_CLASS_FIRST, True)
+            return
+        self.verify(index)
+
     def verify(self, class_index: int | None) -> None:
         """Verify pixels as one undoable edit: all of them (None: Reviewed ✓) or one class's (Class ✓)."""
         project, image_id, layer = self._target()

@@ -189,3 +189,33 @@ class LayerManager:
         layer = event.source
         if layer.visible and layer.metadata.get("maskclip_stale") and self._current()[1] is not None:
             self._fill_confidence(layer)
+
+    def select_label(self, value: int) -> None:
+        """Paint with labels-layer value `value` (switches a non-painting mode to paint)."""
+        layer = self.labels_layer
+        if layer is not None:
+            layer.selected_label = value
+            if layer.mode in ("pan_zoom", "transform", "picker") and layer.editable:
+                layer.mode = "paint"
+
+    def describe_cursor(self, position, image_id: str, class_names, segmentation, verified) -> str:
+        """What is under the cursor: the class, its confidence and MaskCLIP's best class when they differ,
+        and whether the pixel is verified (the image's name outside it)."""
+        layer = self.labels_layer
+        r, c = (int(round(v)) for v in layer.world_to_data(position)[-2:])
+        h, w = layer.data.shape
+        if not (0 <= r < h and 0 <= c < w):
+            return image_id
+        value = int(layer.data[r, c])
+        name = class_names[value - 1] if 0 < value <= len(class_names) else "unlabelled"
+        parts = [name]
+        seg = segmentation
+        if seg is not None and seg.probs.shape[1:] == (h, w):
+            if name in seg.class_names:
+                parts.append(f"confidence {seg.probs[seg.class_names.index(name), r, c]:.2f}")
+            best = int(seg.probs[:, r, c].argmax())
+            if seg.class_names[best] != name:
+                parts.append(f"MaskCLIP: {seg.class_names[best]} {seg.probs[best, r, c]:.2f}")
+        if verified is not None and verified.shape == (h, w) and verified[r, c]:
+            parts.append("verified")
+        return " · ".join(parts)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from maskclip.defaults import UNLABELLED
 from maskclip.errors import MaskCLIPError
 from maskclip.images import IMAGE_EXTENSIONS, list_images
 from maskclip.project import PROJECT_FILE, ImageState, Project, StaleImageError
@@ -48,7 +49,7 @@ def load_image(project: Project, image_id: str) -> LoadedImage:
         labels, verified = project.get_labels_and_verified(image_id)
         stale = None
     except StaleImageError as exc:  # the old labels are not applied to the new content
-        labels = np.full(image.shape[:2], 255, np.uint8)
+        labels = np.full(image.shape[:2], UNLABELLED, np.uint8)
         verified = np.zeros(image.shape[:2], bool)
         stale = exc
     return LoadedImage(image_id, image, to_layer_values(labels), verified, stale, has_labels)

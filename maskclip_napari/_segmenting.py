@@ -6,7 +6,8 @@ it then runs over two event-loop turns (MaskCLIP's cheap part, then showing it) 
 between. An expensive redraw asked for while a job runs waits for it (`JobRunner.pending_merge`).
 
 `target()` gives (project, image_id, image) shown now; `method()` and `model_choice()` what the controls say;
-`apply(result, method, merge)` shows (and with merge, stores) a result. The job's progress is shown in
+`show(segmentation, merge, stored)` shows a result of the current image made with the current method (and
+with merge, shows it as the labels and stores it unless the job's worker did: `stored`). The job's progress is shown in
 `progress` (a QProgressBar). Signals: message(str, bool error), failed(exception), state_changed (busy or
 progress changed), session_loaded (a model was loaded), weights_unavailable (the weights could not be read).
 """
@@ -18,6 +19,8 @@ from typing import Callable
 from qtpy.QtCore import QObject, QTimer, Signal
 
 from maskclip.errors import MaskCLIPError, WeightsUnavailableError
+from maskclip.export import export_project
+from maskclip.project import Project
 
 from . import _wording as say
 from ._jobs import JobRunner
@@ -30,11 +33,12 @@ class Segmenter(QObject):
     state_changed = Signal()
     session_loaded = Signal()
     weights_unavailable = Signal()
+    stored = Signal(str)  # a job's worker stored this image's prediction
 
-    def __init__(self, target: Callable, method: Callable, model_choice: Callable, apply: Callable, progress,
+    def __init__(self, target: Callable, method: Callable, model_choice: Callable, show: Callable, progress,
                  parent=None):
         super().__init__(parent)
-        self._target, self._method, self._model_choice, self._apply = target, method, model_choice, apply
+        self._target, self._method, self._model_choice, self._show = target, method, model_choice, show
         self.progress = progress
         self.jobs = JobRunner()
         self.session: ModelSession | None = None
@@ -82,6 +86,31 @@ class Segmenter(QObject):
         self.last_redraw_blocking_s = max(computed, end - shown)  # longest the event loop was held
         self.redraw_count += 1
 
+    def _apply(self, result: JobResult, method: Method, merge: bool) -> None:
+        """Show a segmentation if it is of the current image and, with merge, store it (verified pixels
+        win). Stores happen off the GUI thread: a job's worker stores its own results; a redraw made on the
+        GUI thread is stored by the save thread, after the edits queued before it."""
+        if result.merge_error is not None:
+            self.failed.emit(result.merge_error)
+            return
+        if result.stored:
+            self.stored.emit(result.image_id)
+        if result.image_id != self._target()[1]:
+            return
+        if method != self._method():
+            # settings changed while it ran: redo (now cheap) when the job ends
+            self.jobs.add_pending(merge)
+            return
+        self._show(result.segmentation, merge, result.stored)
+
+    def segment_all(self) -> None:
+        """Segment and store every image of the project that is not stale."""
+        states = self._target()[0].list_images()
+        jobs = [(s.id, s.path) for s in states if not s.stale]
+        if len(states) > len(jobs):
+            self.message.emit(say.stale_skipped(len(states) - len(jobs)), False)
+        self.start_job(jobs, self._method(), merge=True, kind="Segment all")
+
     def start_job(self, images, method: Method | None, merge: bool, kind: str) -> None:
         """Segment `images` ([(image_id, path)]; none: only load the model) in a worker, storing the results
         with merge."""
@@ -98,6 +127,32 @@ class Segmenter(QObject):
         self.progress.setValue(0)
         self.state_changed.emit()
         worker.start()
+
+    def learn_from_current(self) -> bool:
+        """With 'Learn from corrections' on, the current image's new verified pixels update the class
+        prototypes at once (features in memory: a few ms); otherwise the next segmentation job reads them.
+        True when the prototypes changed (the image should be redrawn)."""
+        project, image_id, image = self._target()
+        method = self._method() if project is not None and project.classes else None
+        if method is None or method.learn_weight == 0 or self.session is None or image is None:
+            return False
+        if not self.session.serves(self._model_choice(), project.cache_dir):
+            return False
+        try:
+            return self.session.learn_image(project, image_id, image, method)
+        except MaskCLIPError as exc:
+            self.failed.emit(exc)
+            return False
+
+    def export_job(self, root, out, fmt: str, verified_only: bool, val_fraction: float, overwrite: bool):
+        """An export of the project at `root` (a fresh Project instance reads the committed files) as the
+        one job; says how it went. The caller starts the returned worker."""
+        def run():
+            return export_project(Project.open(root), out, fmt, verified_only=verified_only,
+                                  val_fraction=val_fraction, overwrite=overwrite)
+
+        return self.create_other_job(run, "Export", lambda report: self.message.emit(
+            say.exported(report, fmt, out), bool(report.skipped)))
 
     def create_other_job(self, fn: Callable, kind: str, on_return: Callable):
         """Another job (an export) in the same one-job-at-a-time worker, shown as busy; the caller starts it."""

@@ -15,6 +15,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 import maskclip
+from maskclip.batch import FAILED, Prediction, iter_batch
+from maskclip.defaults import DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_PRETRAINED
 from maskclip.errors import MaskCLIPError
 from maskclip.images import read_image
 from maskclip.project import Project
@@ -27,9 +29,9 @@ GUI_THREAD_REDRAW_VALUES = 1 << 24
 
 @dataclass(frozen=True)
 class ModelChoice:
-    name: str = "ViT-B-16"
-    weights: str | None = "openai"  # open_clip tag, checkpoint path, or None for random weights
-    device: str = "auto"
+    name: str = DEFAULT_MODEL
+    weights: str | None = DEFAULT_PRETRAINED  # open_clip tag, checkpoint path, or None for random weights
+    device: str = DEFAULT_DEVICE
 
     def describe(self) -> str:
         weights = "random weights" if self.weights is None else Path(self.weights).name
@@ -163,7 +165,8 @@ def segment_job(session: ModelSession | None, choice: ModelChoice, cache_dir: Pa
 
     merge=True stores each prediction in the project here, in the worker (a 12-Mpx labels PNG takes
     ~0.5 s to write), through a Project instance of its own: the project merges its commits with the
-    annotator's like another process's, so verified pixels and strokes made meanwhile are kept.
+    annotator's like another process's, so verified pixels and strokes made meanwhile are kept. The images
+    go through `maskclip.batch.iter_batch`, the loop `maskclip project segment` and `maskclip refine` use.
     """
     if session is None or not session.serves(choice, cache_dir):
         yield f"Loading {choice.describe()}…"
@@ -171,17 +174,45 @@ def segment_job(session: ModelSession | None, choice: ModelChoice, cache_dir: Pa
         yield session
     if method is not None and method.learn_weight > 0 and project is not None:
         yield from session.learn_all(project, method)
-    writer = None
-    for done, (image_id, path) in enumerate(images, start=1):
-        yield f"Segmenting {image_id} ({done}/{len(images)})…"
-        image = read_image(path)
-        result = JobResult(image_id, session.segment(image, method), done, len(images))
-        if merge and project is not None:
-            seg = result.segmentation
-            try:
-                writer = writer or Project.open(project.root)
-                writer.merge_prediction(image_id, seg.labels, class_names=seg.class_names, source="maskclip")
-                result.stored = True
-            except MaskCLIPError as exc:  # this image only: the job goes on
-                result.merge_error = exc
+    paths = dict(images)
+    ids = [image_id for image_id, _ in images]
+
+    def predict(image_id: str) -> Prediction:
+        seg = session.segment(read_image(paths[image_id]), method)
+        return Prediction(seg.labels, class_names=seg.class_names, payload=seg)
+
+    store = merge and project is not None
+    # the core's per-image loop (maskclip.batch): predict -> merge -> skip-and-report. Only a merge error
+    # is this image's alone (the job goes on); a read or segmentation error ends the job, as it always did
+    outcomes = iter_batch(_LazyWriter(project.root) if store else None, ids, predict, source="maskclip",
+                          merge=store, errors=(MaskCLIPError,))
+    for done, image_id in enumerate(ids, start=1):
+        yield f"Segmenting {image_id} ({done}/{len(ids)})…"
+        outcome = next(outcomes)
+        if outcome.prediction is None:  # failed before a prediction: not the merge's error
+            raise outcome.error
+        result = JobResult(image_id, outcome.prediction.payload, done, len(ids))
+        if outcome.status == FAILED:
+            result.merge_error = outcome.error
+        elif store:
+            result.stored = True
         yield result
+
+
+class _LazyWriter:
+    """The worker's own Project instance, opened at the first merge (an open that fails is that image's
+    merge error, like any other)."""
+
+    def __init__(self, root: Path):
+        self._root, self._project = root, None
+
+    def _open(self) -> Project:
+        if self._project is None:
+            self._project = Project.open(self._root)
+        return self._project
+
+    def merge_prediction(self, *args, **kwargs):
+        return self._open().merge_prediction(*args, **kwargs)
+
+    def get_labels(self, image_id: str):
+        return self._open().get_labels(image_id)

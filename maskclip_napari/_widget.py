@@ -6,13 +6,15 @@ The widget composes and connects:
 
 - panels (`panels/`): status (top), images, classes, method, training, export; they talk upward by Qt
   signals and never import this module;
+- `_navigation.Navigator`: the current project and image: opening, the image list, moving between images,
+  showing one (reads in a worker through `_jobs.Loader` and `_loading`);
 - `editing.EditState`: the current image's edits (recorded layer values, verified mask, merge base, undo);
-- `_layer_manager.LayerManager`: the "image", "labels" and "confidence: <class>" layers;
-- `_segmenting.Segmenter`: redraws and jobs (model load, segmentation, export) in a worker (`_jobs`);
-  `_jobs.Loader`: reads of a project or an image in a worker (`_loading`);
+- `_layer_manager.LayerManager`: the "image", "labels" and "confidence: <class>" layers, the hover text;
+- `_segmenting.Segmenter`: redraws and jobs (model load, segmentation, export) in a worker (`_jobs`),
+  learning from corrections;
 - `_edit_saving.EditSaver`: autosave of the edits, adopting other writers' pixels, undo/redo and
   verification, over `_saving.SaveQueue` (label, prediction and settings writes in one background thread);
-- `_shortcuts`: keyboard shortcuts; `_wording`: what the annotator says.
+- `_shortcuts`: keyboard shortcuts; `_window.CloseWatcher`: napari's Close; `_wording`: what it says.
 
 Paint, fill and erase strokes on the labels layer mark the touched pixels verified; every change is
 autosaved, and Ctrl+Z / Ctrl+Shift+Z undo and redo labels and verified pixels together.
@@ -22,12 +24,10 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-import numpy as np
-from qtpy.QtCore import QEvent, Qt, QTimer
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QApplication, QFrame, QScrollArea, QVBoxLayout, QWidget
 
 from maskclip.errors import MaskCLIPError
-from maskclip.export import export_project
 from maskclip.project import Project
 
 from . import _wording as say
@@ -35,12 +35,14 @@ from ._layer_manager import CONFIDENCE_PREFIX, IMAGE_LAYER, LABELS_LAYER, LayerM
 from ._edit_saving import EditSaver
 from ._jobs import Loader
 from ._segmenting import Segmenter
-from ._layers import layers_ready, warm_up_layers
-from ._loading import PROJECT_SUBFOLDER, LoadedImage, OpenedProject, load_image, open_job
-from ._session import JobResult, Method, ModelChoice, ModelSession
+from ._layers import warm_up_layers
+from ._loading import PROJECT_SUBFOLDER, OpenedProject
+from ._navigation import Navigator
+from ._session import Method, ModelChoice
 from ._shortcuts import SHORTCUTS, bind_layer_keys, bind_viewer_shortcuts  # noqa: F401
+from ._window import CloseWatcher
 from ._wording import GUI_WORDING, gui_text  # noqa: F401
-from .editing import EditState, to_layer_values
+from .editing import EditState
 from .panels.classes import ClassesPanel
 from .panels.export import ExportPanel
 from .panels.images import ImagesPanel
@@ -48,10 +50,7 @@ from .panels.method import DENSE_MODE_LABELS, MODELS, RANDOM_WEIGHTS, MethodPane
 from .panels.status import StatusPanel
 from .panels.training import TrainingPanel
 
-REMEMBER_IMAGE_MS = 1000
 REDRAW_DEBOUNCE_MS = 120
-LAYER_TURN_MS = 20  # between napari layer builds: the viewer repaints and takes input in between
-WARM_UP_POLL_MS = 20  # a read that finished before napari's layer warm-up looks again this often
 
 # the panels' controls, also reachable as the widget's attributes (scripts, tests and the README use them)
 CONTROLS = {
@@ -66,6 +65,17 @@ CONTROLS = {
 }
 
 
+def _part(part: str, name: str, doc: str = "", settable: bool = False) -> property:
+    """A widget attribute that is one of its parts' (`self.<part>.<name>`)."""
+    def get(self):
+        return getattr(getattr(self, part), name)
+
+    def set_(self, value):
+        setattr(getattr(self, part), name, value)
+
+    return property(get, set_ if settable else None, doc=doc or None)
+
+
 class AnnotatorWidget(QWidget):
     """Dock widget: project and image navigation, class editor, model choice, segmentation, training, export.
 
@@ -77,12 +87,8 @@ class AnnotatorWidget(QWidget):
 
     def __init__(self, napari_viewer):
         super().__init__()
-        self._watched_window = None
+        self._close_watch = CloseWatcher(self, self._flush)
         self.viewer = napari_viewer
-        self.project: Project | None = None
-        self.current_id: str | None = None
-        self.segmentation = None  # the current image's last Segmentation (confidence layers, hover)
-        self._image: np.ndarray | None = None
         # the current image's edits, their autosave and the save thread
         self.editor = EditSaver(lambda: (self.project, self.current_id, self.labels_layer), self)
         self.edits: EditState = self.editor.edits
@@ -94,9 +100,19 @@ class AnnotatorWidget(QWidget):
         self.layers = LayerManager(napari_viewer, current=lambda: (self.segmentation, self._image),
                                    on_labels_layer=self._on_labels_layer)
         self._build_ui()
+        # the current image: opening, navigation, showing (project, current_id, image, segmentation)
+        self.nav = Navigator(napari_viewer, self.images, self.status, self.layers, self.loader, self.editor, self)
+        self.nav.message.connect(self.show_message)
+        self.nav.failed.connect(self._show_error)
+        self.nav.state_changed.connect(self._set_enabled)
+        self.nav.open_ready.connect(self.open_project)
+        self.nav.labels_reset.connect(self._on_selected_label)
+        self.nav.image_shown.connect(self._on_image_shown)
+        self._connect_panels()
         # segmentation: cheap redraws on the GUI thread, jobs (model load, segment, export) in a worker
         self.segmenter = Segmenter(lambda: (self.project, self.current_id, self._image), self.method,
-                                   self.model_choice, self._apply, self.progress, self)
+                                   self.model_choice, self.nav.show_segmentation, self.progress, self)
+        self.segmenter.stored.connect(self.nav.refresh_item)
         self.segmenter.message.connect(self.show_message)
         self.segmenter.failed.connect(self._show_error)
         self.segmenter.state_changed.connect(self._set_enabled)
@@ -104,14 +120,7 @@ class AnnotatorWidget(QWidget):
         self.segmenter.weights_unavailable.connect(self._on_weights_unavailable)
         self._redraw_timer = QTimer(self, singleShot=True, interval=REDRAW_DEBOUNCE_MS)
         self._redraw_timer.timeout.connect(self._on_method_changed)
-        # the image shown is written to the project once navigation pauses (a project.json write per
-        # image would cost every Next its own disk sync)
-        self._remember_timer = QTimer(self, singleShot=True, interval=REMEMBER_IMAGE_MS)
-        self._remember_timer.timeout.connect(self._remember_image)
         self.viewer.cursor.events.position.connect(self._on_cursor)
-        # the image shown is named in the window title, not in a canvas text overlay: each new glyph of
-        # napari's overlay costs the GUI thread a GPU pass (~0.4 s for the first text under software OpenGL)
-        self._base_title = self.viewer.title
         app = QApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(self._flush)
@@ -124,11 +133,9 @@ class AnnotatorWidget(QWidget):
         self.method_panel.show_model_state(self.session)
         # napari's first layers cost ~0.5 s of one-time imports: paid now, off the GUI thread
         threading.Thread(target=warm_up_layers, name="maskclip-warm-up", daemon=True).start()
-        QTimer.singleShot(0, self._prepare_layers)
+        QTimer.singleShot(0, self.nav.prepare_layers)
 
-    # ============================================================================================
-    # Composition
-    # ============================================================================================
+    # === Composition =============================================================================
     def _build_ui(self) -> None:
         # the controls scroll instead of being squeezed when the window is short
         outer = QVBoxLayout(self)
@@ -156,15 +163,14 @@ class AnnotatorWidget(QWidget):
         for panel, names in CONTROLS.items():
             for name in names:
                 setattr(self, name, getattr(getattr(self, panel), name))
-        self._connect_panels()
         self.method_panel.load_settings(None)
 
     def _connect_panels(self) -> None:
         im, cl, me = self.images, self.classes, self.method_panel
         im.open_requested.connect(lambda folder: self.open_path(Path(folder), background=True))
         im.add_requested.connect(self.add_images)
-        im.image_selected.connect(self._on_list_row)
-        im.step_requested.connect(lambda step: self._step(step, background=True))
+        im.image_selected.connect(self.nav.on_list_row)
+        im.step_requested.connect(lambda step: self.nav.step(step, background=True))
         im.reviewed_requested.connect(self.mark_reviewed)
         im.verify_class_requested.connect(self.verify_selected_class)
         im.accept_change_requested.connect(self.accept_image_change)
@@ -221,169 +227,63 @@ class AnnotatorWidget(QWidget):
         text = str(exc) if isinstance(exc, MaskCLIPError) else f"{type(exc).__name__}: {exc}"
         self.show_message(text, error=True)
 
-    @property
-    def loading(self) -> bool:
-        """Whether a project or an image is being read in the background."""
-        return self.loader.busy
-
-    @property
-    def busy(self) -> bool:
-        """Whether a job (model load, segmentation, export) runs in a worker."""
-        return self.segmenter.busy
-
-    @property
-    def session(self) -> ModelSession | None:
-        """The loaded model (None until one is loaded)."""
-        return self.segmenter.session
-
-    @property
-    def redraw_count(self) -> int:
-        """How many redraws ran on the GUI thread (cheap: features and prompts cached)."""
-        return self.segmenter.redraw_count
-
-    @property
-    def last_redraw_s(self) -> float | None:
-        """Latency of the last GUI-thread redraw, from the change to the layers showing it."""
-        return self.segmenter.last_redraw_s
-
-    @property
-    def last_redraw_blocking_s(self) -> float | None:
-        """The longest the event loop was held by the last GUI-thread redraw."""
-        return self.segmenter.last_redraw_blocking_s
-
-    @property
-    def image(self) -> np.ndarray | None:
-        """The current image's pixels (None before one is shown)."""
-        return self._image
+    # state of the parts, readable here (scripts, tests and the README use these names)
+    loading = _part("loader", "busy", "Whether a project or an image is being read in the background.")
+    busy = _part("segmenter", "busy", "Whether a job (model load, segmentation, export) runs in a worker.")
+    session = _part("segmenter", "session", "The loaded model (None until one is loaded).")
+    redraw_count = _part("segmenter", "redraw_count", "How many redraws ran on the GUI thread (cheap ones).")
+    last_redraw_s = _part("segmenter", "last_redraw_s", "Latency of the last GUI-thread redraw.")
+    last_redraw_blocking_s = _part("segmenter", "last_redraw_blocking_s",
+                                   "The longest the event loop was held by the last GUI-thread redraw.")
+    image = _part("nav", "image", "The current image's pixels (None before one is shown).")
+    _image = image
+    image_layer = _part("layers", "image_layer")
+    labels_layer = _part("layers", "labels_layer")
+    confidence_layers = _part("layers", "confidence_layers")
+    autosave_pending = _part("editor", "autosave_pending", "Whether an edit waits for the autosave timer.")
+    has_unsaved_edits = _part("editor", "unsaved", "Edits waiting for the autosave timer or being written.")
+    # the current image lives in the navigator; read and written through here
+    project = _part("nav", "project", settable=True)
+    current_id = _part("nav", "current_id", settable=True)
+    segmentation = _part("nav", "segmentation", "The current image's last Segmentation.", settable=True)
 
     @property
     def _worker(self):  # the running job's worker, for scripts/screenshot_*.py (use `busy`)
         return self.segmenter.jobs.worker
 
-    # --- layers -----------------------------------------------------------------------------------
-    @property
-    def image_layer(self):
-        return self.layers.image_layer
-
-    @property
-    def labels_layer(self):
-        return self.layers.labels_layer
-
-    @property
-    def confidence_layers(self) -> dict:
-        return self.layers.confidence_layers
-
     @property
     def layers_prepared(self) -> bool:
-        """The image and labels layers exist (empty and hidden until a project opens, see _prepare_layers)."""
+        """The image and labels layers exist (empty and hidden until a project opens, see Navigator.prepare_layers)."""
         return self.image_layer is not None and self.labels_layer is not None
-
-    def _prepare_layers(self) -> None:
-        """Make the image and labels layers, hidden and empty, while napari starts: napari takes about
-        0.1 s of GUI time per new layer here, which opening a project would otherwise add to its stall.
-        One layer per event-loop turn; a project opened first makes them itself."""
-        if self.project is not None:
-            return
-        if not layers_ready(wait=False):
-            QTimer.singleShot(WARM_UP_POLL_MS, self._prepare_layers)
-            return
-        if self.layers.add_placeholder():
-            QTimer.singleShot(LAYER_TURN_MS, self._prepare_layers)
 
     def _on_labels_layer(self, layer) -> None:
         layer.events.paint.connect(self.editor.on_paint)
         layer.events.selected_label.connect(self._on_selected_label)
         bind_layer_keys(layer, self)
 
-    def _update_confidence_layers(self) -> None:
-        if self.project is None:
-            self.layers.remove_confidence_layers()
-        else:
-            self.layers.update_confidence_layers(self.project.class_names, self.project.class_colours)
-
-    # ============================================================================================
-    # Opening
-    # ============================================================================================
+    # === Opening =================================================================================
     def add_images(self, files) -> None:
         """Add image files to the project (the 'Add images…' button)."""
-        if not files or self.project is None:
-            return
-        try:
-            report = self.project.add_images([Path(f) for f in files])
-        except MaskCLIPError as exc:
-            self._show_error(exc)
-            return
-        self._fill_image_list()
-        unreadable = [(p, r) for p, r in report.skipped if r != "already in the project"]
-        present = len(report.skipped) - len(unreadable)
-        self.show_message(say.added_images(len(report.added), present) + say.skipped_files(unreadable),
-                          error=bool(unreadable))
+        self.nav.add_images(files)
 
     def open_path(self, path: Path, project_dir: Path | None = None, classes_file: Path | None = None,
                   background: bool = False) -> bool:
-        """Open a project folder, or an image folder (its project is created on first use; a folder without
-        images is refused). background=True reads in a worker (the GUI's way: the viewer stays responsive)
-        and returns True at once; otherwise it returns when the project shows, False on error."""
-        if not background:
-            try:
-                opened = open_job(Path(path), project_dir, classes_file)
-            except MaskCLIPError as exc:
-                self._show_error(exc)
-                return False
-            self.open_project(opened.project, opened)
-            return True
-        self._start_loader(open_job, lambda opened: self.open_project(opened.project, opened, split=True),
-                           Path(path), project_dir, classes_file, message=say.opening(Path(path).name))
-        return True
-
-    def _start_loader(self, job, on_done, *args, message: str) -> None:
-        """Run a reading job in a worker; only the latest request's result is shown."""
-        def failed(exc):
-            self._show_error(exc)
-            if self.project is not None and self.current_id in self.project:  # the list shows what is shown
-                self.images.select_row(self.project.image_ids.index(self.current_id))
-
-        worker = self.loader.start(job, *args, on_done=on_done, on_failed=failed, on_finished=self._set_enabled)
-        self.show_message(message)
-        self._set_enabled()
-        worker.start()
-
-    def _remember_image(self) -> None:
-        """Write the image shown as the project's last image (reopening shows it first), in the save thread."""
-        self._remember_timer.stop()
-        if self.project is None or self.current_id is None:
-            return
-        project, image_id = self.project, self.current_id
-        self._saves.submit("settings", "", lambda: project.update_settings({"annotator": {"last_image": image_id}}))
+        """Open a project or image folder (`Navigator.open_path`); background=True reads in a worker."""
+        return self.nav.open_path(path, project_dir, classes_file, background)
 
     def open_project(self, project: Project, opened: OpenedProject | None = None, split: bool = False) -> None:
         self.save_current()
-        if self._remember_timer.isActive():
-            self._remember_image()
+        self.nav.remember_now()
         self.cancel()
-        self.project = project
-        self.current_id = None
-        self.segmentation = None
-        self._image = None
-        self.layers.remove_confidence_layers()
-        self.images.show_project(project.root)
+        self.nav.set_project(project)
         self.method_panel.load_settings(project.settings)
         self.method_panel.show_model_state(self.session)
         self.show_classes()
-        self._fill_image_list(opened.states if opened is not None else None)
-        note = say.skipped_files(project.skipped_images)
-        self.show_message(say.opened(project.root.name, len(project), note), error=bool(note))
-        if opened is not None and opened.first is not None:
-            self._show_loaded(opened.first, split=split)
-        elif len(project):
-            last = project.settings.get("annotator", {}).get("last_image")
-            self.show_image(last if last in project else project.image_ids[0])
+        self.nav.show_project(opened, split)
         self.training.set_project(project)
         self._set_enabled()
 
-    # ============================================================================================
-    # Settings, model and classes
-    # ============================================================================================
+    # === Settings, model and classes =============================================================
     def set_model_choice(self, model: str | None = None, weights: str | None = None, device: str | None = None) -> None:
         """Preset the model controls (launcher options); None keeps the current value."""
         self.method_panel.set_model_choice(model, weights, device)
@@ -432,8 +332,8 @@ class AnnotatorWidget(QWidget):
             self.show_message(say.classes_now(self.project.class_names))
         self.show_classes()
         if self.current_id is not None:
-            self._reload_labels()
-            self._update_confidence_layers()
+            self.nav.reload_labels()
+            self.nav.update_confidence_layers()
             if self._has_prediction() and method not in ("set_class_colour", "reorder_classes", "rename_class"):
                 self._request_redraw()
 
@@ -446,11 +346,7 @@ class AnnotatorWidget(QWidget):
         """Paint with class `index` (0-based): the labels layer's selected label, the class table's row."""
         if self.project is None or not 0 <= index < len(self.project.classes):
             return
-        layer = self.labels_layer
-        if layer is not None:
-            layer.selected_label = index + 1
-            if layer.mode in ("pan_zoom", "transform", "picker") and layer.editable:
-                layer.mode = "paint"
+        self.layers.select_label(index + 1)
 
     def _on_selected_label(self, event=None) -> None:
         layer, p = self.labels_layer, self.project
@@ -463,9 +359,9 @@ class AnnotatorWidget(QWidget):
     def on_shortcut(self, name: str) -> None:
         """What a SHORTCUTS key does: the same as its control (navigation reads in a worker)."""
         if name == "next_image":
-            self._step(+1, background=True)
+            self.nav.step(+1, background=True)
         elif name == "previous_image":
-            self._step(-1, background=True)
+            self.nav.step(-1, background=True)
         elif name == "toggle_key_smoothing":
             self.ks_check.toggle()
         elif name == "toggle_prompt_denoising":
@@ -473,159 +369,32 @@ class AnnotatorWidget(QWidget):
         else:
             getattr(self, name)()
 
-    # ============================================================================================
-    # Image list and navigation
-    # ============================================================================================
-    def _fill_image_list(self, states=None) -> None:
-        p = self.project
-        self.images.fill(states if states is not None else p.list_images(),
-                         p.image_ids.index(self.current_id) if self.current_id in p else None)
-
-    def _refresh_item(self, image_id: str, state=None) -> None:
-        """Redescribe an image's list row (state: its ImageState when already read)."""
-        row = self.project.image_ids.index(image_id)
-        self.images.refresh_item(row, state if state is not None else self.project.image_state(image_id))
-
-    def _on_list_row(self, row: int) -> None:
-        if self.project is None or not 0 <= row < len(self.project):
-            return
-        self.show_image(self.project.image_ids[row], background=True)
-
+    # === Image list and navigation ===============================================================
     def next_image(self) -> None:
-        self._step(+1)
+        self.nav.step(+1)
 
     def previous_image(self) -> None:
-        self._step(-1)
-
-    def _step(self, step: int, background: bool = False) -> None:
-        if self.project is None or self.current_id is None:
-            return
-        ids = self.project.image_ids
-        self.show_image(ids[(ids.index(self.current_id) + step) % len(ids)], background=background)
+        self.nav.step(-1)
 
     def show_image(self, image_id: str, background: bool = False) -> None:
-        """Make `image_id` the current image: its pixels, stored labels and (when cheap) confidences.
-        background=True reads the files in a worker (the GUI's way) and shows them when read."""
-        self.save_current(wait=not background)
-        if background:
-            self.images.select_row(self.project.image_ids.index(image_id))  # the click shows at once
-            self._start_loader(load_image, lambda loaded: self._show_loaded(loaded, split=True), self.project,
-                               image_id, message=say.reading(image_id))
-            return
-        try:
-            loaded = load_image(self.project, image_id)
-        except MaskCLIPError as exc:
-            self._show_error(exc)
-            return
-        self._show_loaded(loaded)
+        """Make `image_id` the current image (`Navigator.show_image`); background=True reads in a worker."""
+        self.nav.show_image(image_id, background)
 
-    def _show_loaded(self, loaded: LoadedImage, split: bool = False) -> None:
-        """Show an image read by load_image (on the GUI thread: layer updates only, no disk reads).
-
-        split=True (a worker's result): when napari still has to make the image and labels layers (a few
-        hundred milliseconds each here), the labels come one event-loop turn after the image, so the
-        viewer repaints and takes input in between.
-        """
-        p, image_id = self.project, loaded.image_id
-        if p is None or image_id not in p:
-            return
-        token = self.loader.token
-        if not layers_ready(wait=not split):  # napari's one-time warm-up still runs in its thread
-            QTimer.singleShot(WARM_UP_POLL_MS, lambda: self.loader.current(token) and self._show_loaded(loaded, split))
-            return
-        self.save_current()  # edits made while it was being read
-        new_shape = self._image is None or self._image.shape[:2] != loaded.image.shape[:2]
-        first_layers = self.image_layer is None and self.labels_layer is None
-        self.layers.set_image(loaded.image)
-        if split and first_layers:
-            QTimer.singleShot(LAYER_TURN_MS,
-                              lambda: self.loader.current(token) and self._show_labels(loaded, new_shape))
-        else:
-            self._show_labels(loaded, new_shape)
-
-    def _show_labels(self, loaded: LoadedImage, new_shape: bool) -> None:
-        """The rest of _show_loaded: labels, confidence layers, view, list and settings."""
-        p, image_id = self.project, loaded.image_id
-        if p is None or image_id not in p:
-            return
-        self.current_id = image_id
-        self._image = loaded.image
-        self.segmentation = None
-        self.edits.load(loaded.verified, stale=loaded.stale_error is not None)
-        self._set_labels_data(loaded.values, editable=loaded.stale_error is None)
-        self._update_confidence_layers()
-        if new_shape:
-            self.viewer.reset_view()  # after every layer has the new size: the view fits this image
-        self.images.select_row(p.image_ids.index(image_id))
-        self.viewer.title = f"{self._base_title} — {image_id}"
-        if loaded.stale_error is not None:
-            self.stale_label.setText(gui_text(str(loaded.stale_error)))
-            self._show_error(loaded.stale_error)
-            self._refresh_item(image_id)  # the list may still show the state from before the change
-        elif self.message.text().startswith(say.READING_PREFIX):
-            self.show_message(say.showing(image_id, p.image_ids.index(image_id) + 1, len(p)))
-        self._remember_timer.start()
-        self._watch_window()
+    def _on_image_shown(self, has_labels: bool) -> None:
+        self._close_watch.watch()  # closing napari writes what waits, also when the dock was never shown
         self._set_enabled()
-        if self.session is not None and p.classes and loaded.has_labels:
+        if self.session is not None and self.project.classes and has_labels:
             self._request_redraw(merge=False)  # confidence maps of an image segmented before
-
-    def _reload_labels(self) -> None:
-        """Show the project's stored labels of the current image (clears the undo history)."""
-        try:
-            loaded = load_image(self.project, self.current_id)
-        except MaskCLIPError as exc:
-            self._show_error(exc)
-            return
-        self.edits.load(loaded.verified, stale=loaded.stale_error is not None)
-        self._set_labels_data(loaded.values, editable=loaded.stale_error is None)
-        if loaded.stale_error is not None:
-            self.stale_label.setText(gui_text(str(loaded.stale_error)))
-
-    def _set_labels_data(self, values: np.ndarray, editable: bool = True) -> None:
-        """Put values in the labels layer (made on first use); the edits start over from them."""
-        p = self.project
-        self.layers.set_labels(values, p.class_names, p.class_colours, editable)
-        self.edits.start(values, len(p.classes), editable)
-        self._on_selected_label()
 
     def refresh_from_project(self) -> None:
         """Show labels another process wrote (maskclip refine): the image list and the current image."""
-        if self.project is None:
-            return
-        self.save_current(wait=True)
-        self._fill_image_list()
-        if self.current_id is not None:
-            self._reload_labels()
+        self.nav.refresh_from_project()
 
     def accept_image_change(self) -> None:
-        """Take the current image's new file content as the project's: its old labels are cleared (they stay
-        in the image's history) and the new pixels are shown."""
-        image_id = self.current_id
-        if image_id is None or not self.project.is_stale(image_id):
-            return
-        try:
-            self.project.accept_image_change(image_id)
-        except MaskCLIPError as exc:
-            self._show_error(exc)
-            return
-        self.show_message(say.accepted_change(image_id))
-        self._refresh_item(image_id)
-        self.show_image(image_id)
+        """Take the current image's new file content as the project's (old labels stay in its history)."""
+        self.nav.accept_image_change()
 
-    # ============================================================================================
-    # Corrections and saving (_edit_saving.EditSaver over editing.EditState)
-    # ============================================================================================
-    @property
-    def autosave_pending(self) -> bool:
-        """Whether an edit waits for the autosave timer (a stroke is saved shortly after it ends)."""
-        return self.editor.autosave_pending
-
-    @property
-    def has_unsaved_edits(self) -> bool:
-        """Edits waiting for the autosave timer or being written."""
-        return self.editor.unsaved
-
+    # === Corrections and saving (_edit_saving.EditSaver over editing.EditState) ==================
     def save_current(self, source: str = "annotator", wait: bool = False) -> None:
         """Write the current image's recorded edits (labels and verified mask) to the project, in the save
         thread. wait=True returns once every save so far is written: for callers that read the project
@@ -638,7 +407,7 @@ class AnnotatorWidget(QWidget):
 
     def _on_written(self, kind: str, image_id: str, state) -> None:
         """A write finished (GUI thread): update the image list and the learned prototypes."""
-        self._refresh_item(image_id, state)
+        self.nav.refresh_item(image_id, state)
         if image_id == self.current_id:
             self._learn_from_current()
 
@@ -656,70 +425,25 @@ class AnnotatorWidget(QWidget):
         self.editor.verify(None)
 
     def verify_selected_class(self) -> None:
-        """Verify the pixels of the class selected in the labels layer's controls (its mask is right as
-        shown; painting the same class over it would change no pixel and so verify nothing)."""
-        layer = self.labels_layer
-        if layer is None or self.project is None:
-            return
-        index = int(layer.selected_label) - 1
-        if not 0 <= index < len(self.project.classes):
-            self.show_message(say.SELECT_CLASS_FIRST, error=True)
-            return
-        self.editor.verify(index)
+        """Verify the pixels of the class selected in the labels layer's controls."""
+        self.editor.verify_selected_class()
 
     def _learn_from_current(self) -> None:
-        """With 'Learn from corrections' on, the current image's new verified pixels update the class
-        prototypes at once (features in memory: a few ms) and the image is redrawn with them; otherwise the
-        next segmentation job reads them."""
-        method = self.method() if self.project is not None and self.project.classes else None
-        if method is None or method.learn_weight == 0 or self.session is None or self._image is None:
-            return
-        if not self.session.serves(self.model_choice(), self.project.cache_dir):
-            return
-        try:
-            changed = self.session.learn_image(self.project, self.current_id, self._image, method)
-        except MaskCLIPError as exc:
-            self._show_error(exc)
-            return
-        if changed and self._has_prediction():
+        """With 'Learn from corrections' on, new verified pixels update the prototypes and the image is redrawn."""
+        if self.segmenter.learn_from_current() and self._has_prediction():
             self._schedule_redraw()
 
-    # ============================================================================================
-    # Closing: write what waits
-    # ============================================================================================
+    # === Closing: write what waits ===============================================================
     def _flush(self) -> None:
         """Write what waits on a timer or in the save thread: the current edits and the image shown."""
         self.save_current(wait=True)
-        if self._remember_timer.isActive():
-            self._remember_image()
+        self.nav.remember_now()
 
     def hideEvent(self, event):
         self._flush()
         super().hideEvent(event)
 
-    def _watch_window(self) -> None:
-        """Watch the viewer's main window (the root of the parent chain) for its Close event: closing napari
-        writes what waits on a timer, also when the dock was never shown."""
-        root = self
-        while root.parent() is not None:
-            root = root.parent()
-        if root is not self and root is not self._watched_window:
-            if self._watched_window is not None:
-                self._watched_window.removeEventFilter(self)
-            root.installEventFilter(self)
-            self._watched_window = root
-
-    def eventFilter(self, obj, event):
-        # getattr: napari may tear this widget's Python side down before the window stops sending events
-        if obj is getattr(self, "_watched_window", None) and event.type() == QEvent.Type.Close:
-            obj.removeEventFilter(self)
-            self._watched_window = None
-            self._flush()
-        return False
-
-    # ============================================================================================
-    # Segmentation (jobs in workers: _jobs.JobRunner; cheap redraws on the GUI thread)
-    # ============================================================================================
+    # === Segmentation (jobs in workers: _jobs.JobRunner; cheap redraws on the GUI thread) ========
     def _ready_to_segment(self) -> bool:
         if self.project is None or self.current_id is None:
             self.show_message(say.OPEN_FIRST, error=True)
@@ -737,12 +461,7 @@ class AnnotatorWidget(QWidget):
         if not self._ready_to_segment():
             return
         self.save_current(wait=True)
-        states = self.project.list_images()
-        jobs = [(s.id, s.path) for s in states if not s.stale]
-        stale = len(states) - len(jobs)
-        if stale:
-            self.show_message(say.stale_skipped(stale))
-        self.segmenter.start_job(jobs, self.method(), merge=True, kind="Segment all")
+        self.segmenter.segment_all()
 
     def load_model(self) -> None:
         """Load the chosen model now (otherwise it loads on the first segmentation)."""
@@ -773,65 +492,12 @@ class AnnotatorWidget(QWidget):
         self.message.setText(self.message.text() + say.WEIGHTS_HINT)
         self.method_panel.note_load_failure()
 
-    def _apply(self, result: JobResult, method: Method, merge: bool) -> None:
-        """Show a segmentation if it is of the current image and, with merge, store it (verified pixels
-        win). Stores happen off the GUI thread: a job's worker stores its own results; a redraw made on the
-        GUI thread is stored by the save thread, after the edits queued before it."""
-        image_id, seg = result.image_id, result.segmentation
-        if result.merge_error is not None:
-            self._show_error(result.merge_error)
-            return
-        if result.stored:
-            self._refresh_item(image_id)
-        if image_id != self.current_id:
-            return
-        if method != self.method():
-            # settings changed while it ran: redo (now cheap) when the job ends
-            self.segmenter.jobs.add_pending(merge)
-            return
-        self.segmentation = seg
-        if merge:
-            self.save_current()  # strokes made while it ran: written over the prediction, as verified pixels
-            if not result.stored:
-                project = self.project
-                self._saves.submit("prediction", image_id, lambda: (project.merge_prediction(
-                    image_id, seg.labels, class_names=seg.class_names, source="maskclip"), project.image_state(image_id)))
-            # what the project holds once the writes are done: the prediction under every pixel not verified
-            values = to_layer_values(self.project.project_labels(seg.labels, seg.class_names))
-            recorded = self.edits.recorded
-            if recorded is not None and recorded.shape == values.shape:
-                values = np.where(self.edits.verified, recorded, values)
-            self._set_labels_data(values)
-        self._update_confidence_layers()
-
-    # ============================================================================================
-    # Hover and export
-    # ============================================================================================
+    # === Hover and export ========================================================================
     def _on_cursor(self, event=None) -> None:
-        layer = self.labels_layer
-        if layer is None or self.project is None or self.current_id is None:
-            return
-        r, c = (int(round(v)) for v in layer.world_to_data(self.viewer.cursor.position)[-2:])
-        h, w = layer.data.shape
-        if not (0 <= r < h and 0 <= c < w):
-            text = self.current_id
-        else:
-            value = int(layer.data[r, c])
-            names = self.project.class_names
-            name = names[value - 1] if 0 < value <= len(names) else "unlabelled"
-            parts = [name]
-            seg = self.segmentation
-            if seg is not None and seg.probs.shape[1:] == (h, w):
-                if name in seg.class_names:
-                    parts.append(f"confidence {seg.probs[seg.class_names.index(name), r, c]:.2f}")
-                best = int(seg.probs[:, r, c].argmax())
-                if seg.class_names[best] != name:
-                    parts.append(f"MaskCLIP: {seg.class_names[best]} {seg.probs[best, r, c]:.2f}")
-            verified = self.edits.verified
-            if verified is not None and verified.shape == (h, w) and verified[r, c]:
-                parts.append("verified")
-            text = " · ".join(parts)
-        self.hover_label.setText(text)
+        if self.project is not None and self.current_id is not None and self.labels_layer is not None:
+            self.hover_label.setText(self.layers.describe_cursor(
+                self.viewer.cursor.position, self.current_id, self.project.class_names, self.segmentation,
+                self.edits.verified))
 
     def export(self, out: Path, fmt: str, verified_only: bool = False, overwrite: bool = False,
                val_fraction: float | None = None):
@@ -840,15 +506,8 @@ class AnnotatorWidget(QWidget):
         if self.project is None or self.busy:
             return None
         self.save_current(wait=True)
-        root = self.project.root
         val = self.export_panel.val_fraction() if val_fraction is None else val_fraction
-
-        def run():
-            return export_project(Project.open(root), out, fmt, verified_only=verified_only, val_fraction=val,
-                                  overwrite=overwrite)
-
-        worker = self.segmenter.create_other_job(run, "Export", lambda report: self.show_message(
-            say.exported(report, fmt, out), error=bool(report.skipped)))
+        worker = self.segmenter.export_job(self.project.root, out, fmt, verified_only, val, overwrite)
         self.show_message(say.exporting(fmt, out))
         self._set_enabled()
         worker.start()

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from maskclip.defaults import UNLABELLED
 from maskclip.errors import MaskCLIPError
-from maskclip.labels_io import IGNORE_INDEX, write_classes_json, write_index_png
+from maskclip.labels_io import write_classes_json, write_index_png
 
 from ._layers import class_table_from_layer
 
@@ -33,10 +34,10 @@ def write_labels(path: str, data, meta: dict) -> list[str]:
         names, colors = table
         # annotator layers: 0 = unlabelled, value v = class v - 1
         bad = labels > len(names)
-        index = np.where((labels == 0) | bad, IGNORE_INDEX, labels.astype(np.int64) - 1)
+        index = np.where((labels == 0) | bad, UNLABELLED, labels.astype(np.int64) - 1)
     else:
         # any other labels layer: values are written as they are, named by their number
-        if labels.size and (labels.min() < 0 or labels.max() >= IGNORE_INDEX):
+        if labels.size and (labels.min() < 0 or labels.max() >= UNLABELLED):
             raise MaskCLIPError(
                 f"label values must lie in 0..254 for an indexed PNG (255 = unlabelled); this layer holds "
                 f"{labels.min()}..{labels.max()}")
@@ -46,5 +47,5 @@ def write_labels(path: str, data, meta: dict) -> list[str]:
         index = labels
     write_index_png(png, index.astype(np.uint8), palette=colors)
     classes = classes_path_for(png)
-    write_classes_json(classes, names, colors=colors, ignore_index=IGNORE_INDEX)
+    write_classes_json(classes, names, colors=colors, ignore_index=UNLABELLED)
     return [str(png), str(classes)]

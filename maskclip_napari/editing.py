@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from maskclip.labels_io import IGNORE_INDEX
+from maskclip.defaults import UNLABELLED
 
 from ._history import EditHistory
 
@@ -25,7 +25,7 @@ def to_layer_values(labels: np.ndarray) -> np.ndarray:
     """Project labels (255 = unlabelled) -> Labels-layer values (0 = unlabelled)."""
     labels = np.asarray(labels)
     out = labels.astype(np.uint8) + np.uint8(1)  # 255 wraps to 0
-    out[labels == IGNORE_INDEX] = 0
+    out[labels == UNLABELLED] = 0
     return out
 
 
@@ -34,11 +34,11 @@ def from_layer_values(values: np.ndarray, n_classes: int) -> np.ndarray:
     values = np.asarray(values)
     if values.dtype == np.uint8:  # the annotator's layers: uint8 arithmetic, 0 - 1 wraps to 255 (12 Mpx: ~10 ms)
         out = values - np.uint8(1)
-        if n_classes < IGNORE_INDEX:
-            out[values > n_classes] = IGNORE_INDEX
+        if n_classes < UNLABELLED:
+            out[values > n_classes] = UNLABELLED
         return out
     out = values.astype(np.int64) - 1
-    out[(values == 0) | (values > n_classes)] = IGNORE_INDEX
+    out[(values == 0) | (values > n_classes)] = UNLABELLED
     return out.astype(np.uint8)
 
 

@@ -89,8 +89,9 @@ def test_error_summary_drops_traceback_frames_and_progress_bars():
                                       "RuntimeError: CUDA out of memory")
     assert T.error_summary([], {"error": "ValueError: bad"}) == "ValueError: bad"
     assert T.error_summary([], None, 3) == "the process ended with exit code 3"
-    assert T.tqdm_counts("refine:  67%|######6   | 2/3 [00:00<00:00, 17.07image/s]") == (2, 3)
-    assert T.tqdm_counts("maskclip refine: done") is None
+    # refine's progress is its refine_progress.json (nothing is read from stderr)
+    assert T.describe_refine_progress(None) == "refining…"
+    assert T.describe_refine_progress({"done": 2, "total": 3, "failed": 1}) == "refine 2/3 images · 1 skipped"
 
 
 def test_run_folders_and_commands(tmp_path):
@@ -208,6 +209,8 @@ def test_train_then_refine_updates_labels_and_keeps_verified(make_napari_viewer,
     assert progress["state"] == "done" and progress["iteration"] == 12
     assert (section.run_dir / "student.pt").is_file()
     assert section.refine_summary["refined"] == 3
+    refined = T.read_refine_progress(section.run_dir)  # refine's progress, as the panel polled it
+    assert (refined["state"], refined["done"], refined["total"], refined["failed"]) == ("done", 3, 3, 0)
     assert "Refined 3 images" in section.message.text()
     # the loss curve holds every logged iteration (log every 10, and the last)
     assert [r["iteration"] for r in section.plot.records] == [10, 12] and section.plot.total == 12
@@ -288,6 +291,28 @@ def test_closing_the_viewer_cancels_training_and_reaps_the_child(make_napari_vie
     progress = T.read_progress(run)
     assert progress["state"] == "cancelled"
     assert (run / "checkpoints" / "last.pt").is_file()
+
+
+@needs_display
+def test_refine_progress_comes_from_the_run_folder(qtbot, tmp_path):
+    """While refine runs, the panel shows RUN_DIR/refine_progress.json; a file of an earlier refine is not shown."""
+    from maskclip.run_folder import RunFolder
+
+    from maskclip_napari._session import ModelChoice
+
+    section = T.TrainingSection(lambda: ModelChoice())
+    qtbot.addWidget(section)
+    run = RunFolder(tmp_path / "run")
+    run.path.mkdir()
+    run.write_refine_progress(done=5, total=5, state="done", started=time.time() - 60)
+    section.run_dir, section.stage, section.started_at = run.path, "refine", time.time()  # as when refine starts
+    section.poll()
+    assert "5/5" not in section.status_label.text()  # the earlier refine's file
+    run.write_refine_progress(done=2, total=4, failed=1, started=time.time())
+    section.poll()
+    bar = section.progress_bar
+    assert (bar.value(), bar.maximum(), bar.format()) == (2, 4, "refine %v/%m images")
+    assert section.status_label.text() == "refine 2/4 images · 1 skipped"
 
 
 @pytest.mark.gui

@@ -17,6 +17,7 @@ from maskclip.train import (IGNORE, AugmentConfig, TeacherCache, TrainConfig, Tr
 from maskclip.train import loop as loop_module
 from maskclip.train.data import BatchPlan, augment
 from maskclip.train.loop import RunFolder, load_student
+from maskclip.run_folder import read_progress, read_refine_progress
 
 H, W = 48, 64
 STUDENT = "lraspp_mobilenet_v3_large"
@@ -358,8 +359,18 @@ def test_train_and_refine_a_project_keep_verified_pixels_and_history(tmp_path):
     assert config["info"]["clip"]["model"] == "maskclip-tiny-vit"
     assert len(list(run.teacher.glob("*.npz"))) == 4  # pseudo labels computed once per image, cached
 
-    summary = refine_project(project.root, tmp_path / "run", device="cpu", log=lambda m: None)
+    seen = []
+    summary = refine_project(project.root, tmp_path / "run", device="cpu", log=lambda m: None,
+                             progress=lambda done, total: seen.append(
+                                 (done, total, read_refine_progress(run.path)["done"])))
     assert summary["refined"] == 4
+    # refine reports through the run folder (refine_progress.json), written before each progress callback;
+    # training's progress.json keeps saying the training is done
+    assert seen == [(0, 4, 0), (1, 4, 1), (2, 4, 2), (3, 4, 3), (4, 4, 4)]
+    refined = read_refine_progress(run.path)
+    assert (refined["state"], refined["done"], refined["total"], refined["failed"]) == ("done", 4, 4, 0)
+    assert refined["updated"] >= refined["started"]
+    assert read_progress(run.path)["state"] == "done"
     project = Project.open(project.root)
     after, verified = project.get_labels_and_verified(first)
     assert np.array_equal(after[:, :8], before[:, :8]) and verified[:, :8].all() and not verified[:, 8:].any()

@@ -28,14 +28,16 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible, QLabeledDoubleSlider
 
+from maskclip.defaults import (DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_PRETRAINED, DEFAULT_SCALES, DEVICE_CHOICES,
+                               SUGGESTED_MODELS)
+from maskclip.dense_modes import DENSE_MODE_LABELS
 from maskclip.options import DENSE_MODE_NAMES, MODE_DEFAULTS
 from maskclip.settings import clip_spec, learn_spec, parse_pretrained
 
 from .. import _wording as say
 from .._session import Method, ModelChoice
 
-DENSE_MODE_LABELS = {"maskclip": "MaskCLIP", "sclip": "SCLIP", "clearclip": "ClearCLIP", "naclip": "NACLIP"}
-MODELS = ("ViT-B-16", "ViT-B-32", "ViT-L-14", "RN50", "RN101", "maskclip-tiny-vit", "maskclip-tiny-rn")
+MODELS = SUGGESTED_MODELS
 RANDOM_WEIGHTS = "random (untrained, for testing)"
 
 
@@ -134,7 +136,7 @@ class MethodPanel(QGroupBox):
         self.model_combo.setToolTip(say.TIPS["model"])
         self.weights_combo = QComboBox()
         self.weights_combo.setEditable(True)
-        self.weights_combo.addItems(["openai", RANDOM_WEIGHTS])
+        self.weights_combo.addItems([DEFAULT_PRETRAINED, RANDOM_WEIGHTS])
         self.weights_combo.setToolTip(say.TIPS["weights"])
         browse = QPushButton("…")
         browse.setFixedWidth(28)
@@ -144,7 +146,7 @@ class MethodPanel(QGroupBox):
         wrow.addWidget(self.weights_combo, 1)
         wrow.addWidget(browse)
         self.device_combo = QComboBox()
-        self.device_combo.addItems(["auto", "cpu", "cuda"])
+        self.device_combo.addItems(list(DEVICE_CHOICES))
         self.load_button = QPushButton("Load model")
         self.load_button.clicked.connect(lambda: self.load_requested.emit())
         mform.addRow("Architecture", self.model_combo)
@@ -199,15 +201,15 @@ class MethodPanel(QGroupBox):
             self.ks_check.setChecked(bool(method.get("key_smoothing", True)))
             self.pd_check.setChecked(bool(method.get("prompt_denoising", True)))
             self.pd_slider.setValue(float(method.get("pd_threshold", 0.5)))
-            self.scale_spin.setValue(int((method.get("scales") or [336])[0]))
+            self.scale_spin.setValue(int((method.get("scales") or DEFAULT_SCALES)[0]))
             self.dense_mode_combo.setCurrentIndex(max(0, self.dense_mode_combo.findData(model.get("dense_mode"))))
             learn = learn_spec(settings)
             self.learn_check.setChecked(learn["from_verified"])
             self.learn_weight.setValue(learn["weight"])
-            self.model_combo.setCurrentText(model.get("name", "ViT-B-16"))
-            weights = model.get("pretrained", "openai")
+            self.model_combo.setCurrentText(model.get("name", DEFAULT_MODEL))
+            weights = model.get("pretrained", DEFAULT_PRETRAINED)
             self.weights_combo.setCurrentText(RANDOM_WEIGHTS if weights is None else str(weights))
-            self.device_combo.setCurrentText(settings.get("annotator", {}).get("device", "auto"))
+            self.device_combo.setCurrentText(settings.get("annotator", {}).get("device", DEFAULT_DEVICE))
         finally:
             for w in widgets:
                 w.blockSignals(False)
@@ -225,7 +227,7 @@ class MethodPanel(QGroupBox):
 
     def model_choice(self) -> ModelChoice:
         weights = self.weights_combo.currentText().strip()
-        return ModelChoice(name=self.model_combo.currentText().strip() or "ViT-B-16",
+        return ModelChoice(name=self.model_combo.currentText().strip() or DEFAULT_MODEL,
                            weights=None if weights in ("", RANDOM_WEIGHTS) else parse_pretrained(weights),
                            device=self.device_combo.currentText())
 

@@ -50,20 +50,30 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
+from maskclip.defaults import DEVICE_CHOICES
 from .. import _wording as say
 from .._child_process import EXIT_CANCELLED, ChildProcess
 from .._loss_plot import LossPlot
-from .._run_folder import (
-    LAUNCH_FILE,
-    METRICS_FILE,
-    STUDENT_FILE,
+from maskclip.run_folder import (
+    PHASE_PSEUDO_LABELS,
+    STATE_CANCELLED,
+    STATE_DONE,
+    STATE_FAILED,
+    STATE_RUNNING,
     MetricsTail,
-    describe_progress,
-    error_summary,
-    estimate_eta,
+    RunFolder,
     latest_run,
     new_run_dir,
     read_progress,
+    read_refine_progress,
+    write_launch,
+)
+
+from .._run_commands import (
+    describe_progress,
+    describe_refine_progress,
+    error_summary,
+    estimate_eta,
     refine_arguments,
     resume_arguments,
     train_arguments,
@@ -117,7 +127,7 @@ class TrainingPanel(QGroupBox):
         self.refine_summary: dict | None = None
         self._child: ChildProcess | None = None
         self._project_root: Path | None = None  # the project the running child works on
-        self._started_at = 0.0
+        self.started_at = 0.0  # time.time() when the running (or last) child started
         self._metrics: MetricsTail | None = None
         self._progress: dict | None = None
         self._shutting_down = False
@@ -143,7 +153,7 @@ class TrainingPanel(QGroupBox):
             self.student_combo.addItem(text, name)
         self.student_combo.setToolTip(say.TIPS["student"])
         self.device_combo = QComboBox()
-        self.device_combo.addItems(["auto", "cpu", "cuda"])
+        self.device_combo.addItems(list(DEVICE_CHOICES))
         form.addRow("Iterations", self.iters_spin)
         form.addRow("Network", self.student_combo)
         form.addRow("Device", self.device_combo)
@@ -239,11 +249,11 @@ class TrainingPanel(QGroupBox):
         idle = not self.running
         progress = read_progress(self.run_dir) if self.run_dir is not None else None
         state = (progress or {}).get("state")
-        resumable = self.run_dir is not None and state in ("cancelled", "failed", "running")
+        resumable = self.run_dir is not None and state in (STATE_CANCELLED, STATE_FAILED, STATE_RUNNING)
         self.start_button.setEnabled(idle and self.project is not None)
         self.cancel_button.setEnabled(not idle)
         self.resume_button.setEnabled(idle and resumable)
-        self.refine_button.setEnabled(idle and self.run_dir is not None and (self.run_dir / STUDENT_FILE).is_file())
+        self.refine_button.setEnabled(idle and self.run_dir is not None and RunFolder(self.run_dir).has_student())
         for w in (self.iters_spin, self.student_combo, self.device_combo, self.batch_spin, self.crop_spin,
                   self.base_spin, self.imagenet_check, self.self_training_combo):
             w.setEnabled(idle)
@@ -257,7 +267,7 @@ class TrainingPanel(QGroupBox):
             return
         self.device_combo.setCurrentText(self._model_choice().device)
         self.run_dir = latest_run(project.root) if project is not None else None
-        self._metrics = MetricsTail(self.run_dir / METRICS_FILE) if self.run_dir is not None else None
+        self._metrics = MetricsTail.of_run(self.run_dir) if self.run_dir is not None else None
         self.plot.set_data([], 0)
         self._show_message("")
         self.poll()
@@ -288,7 +298,7 @@ class TrainingPanel(QGroupBox):
                                guided_fraction=GUIDED_FRACTIONS[self.self_training_combo.currentData()])
         try:
             run_dir.mkdir(parents=True)
-            (run_dir / LAUNCH_FILE).write_text(json.dumps({"train": args}, indent=1), encoding="utf-8")
+            write_launch(run_dir, args)
         except OSError as exc:
             self._show_message(say.cannot_create_run(run_dir, exc), error=True)
             return False
@@ -321,12 +331,12 @@ class TrainingPanel(QGroupBox):
     # --- the child process ----------------------------------------------------------------------
     def _launch(self, stage: str, args: list[str], project_root: Path, run_dir: Path) -> bool:
         child = ChildProcess(stage, args, self, on_finished=self._on_finished,
-                             on_failed_to_start=self._on_failed_to_start, on_progress=self._on_refine_progress)
+                             on_failed_to_start=self._on_failed_to_start)
         self._child, self.stage = child, stage
         self._project_root, self.run_dir = Path(project_root), Path(run_dir)
-        self._started_at = time.time()
+        self.started_at = time.time()
         if stage == "train":
-            self._metrics = MetricsTail(self.run_dir / METRICS_FILE)  # a resumed run's curve is read again
+            self._metrics = MetricsTail.of_run(self.run_dir)  # a resumed run's curve is read again
             self.plot.set_data([], 0)
             self.refine_summary = None
         self._show_message("")
@@ -339,15 +349,26 @@ class TrainingPanel(QGroupBox):
         self._set_enabled()
         return True
 
-    def _on_refine_progress(self, done: int, total: int) -> None:
-        """Refine's image counts (from its stderr: refine writes no progress file, see `_child_process`)."""
-        self.progress_bar.setRange(0, total)
-        self.progress_bar.setValue(done)
-        self.progress_bar.setFormat("refine %v/%m images")
+    def _poll_refine(self) -> None:
+        """Refine's image counts, from RUN_DIR/refine_progress.json (one written before this refine started
+        is not shown)."""
+        progress = read_refine_progress(self.run_dir)
+        if not progress or progress.get("started", 0) < self.started_at - 1.0:
+            return
+        total = int(progress.get("total") or 0)
+        self.status_label.setText(describe_refine_progress(progress))
+        if total:
+            self.progress_bar.setRange(0, total)
+            self.progress_bar.setValue(min(int(progress.get("done") or 0), total))
+            self.progress_bar.setFormat("refine %v/%m images")
 
     def poll(self) -> None:
-        """Show the run folder's progress and loss curve (timer; cheap: two small reads)."""
-        if self.run_dir is None or (self.running and self.stage == "refine"):
+        """Show the run folder's progress and loss curve (timer; cheap: two small reads). While refine
+        runs: its image counts (refine_progress.json)."""
+        if self.run_dir is None:
+            return
+        if self.stage == "refine":  # set while a refine child runs
+            self._poll_refine()
             return
         self._progress = progress = read_progress(self.run_dir)
         if self._metrics is not None and self._metrics.poll():
@@ -357,11 +378,11 @@ class TrainingPanel(QGroupBox):
         eta = None
         if progress and self._metrics is not None:
             eta = estimate_eta(self._metrics.records, progress.get("total", 0),
-                               since=self._started_at if self.running else None)
+                               since=self.started_at if self.running else None)
         self.status_label.setText(describe_progress(progress, eta, running=self.running))
         if not progress:
             return
-        if progress.get("phase") == "pseudo-labels" and progress.get("state") == "running":
+        if progress.get("phase") == PHASE_PSEUDO_LABELS and progress.get("state") == STATE_RUNNING:
             total = int(progress.get("teacher_total") or 0)
             if total:
                 self.progress_bar.setRange(0, total)
@@ -393,7 +414,7 @@ class TrainingPanel(QGroupBox):
         self.poll()
         progress = self._progress or {}
         state = progress.get("state")
-        if not crashed and code == 0 and state == "done":
+        if not crashed and code == 0 and state == STATE_DONE:
             if self._shutting_down:
                 self._finish(say.TRAIN_DONE_NOT_REFINED)
                 return
@@ -401,7 +422,7 @@ class TrainingPanel(QGroupBox):
             self._show_message(say.TRAIN_DONE_REFINING)
             self._launch("refine", refine_arguments(self._project_root, self.run_dir, self.device_combo.currentText()),
                          self._project_root, self.run_dir)
-        elif not crashed and (code == EXIT_CANCELLED or state == "cancelled"):
+        elif not crashed and (code == EXIT_CANCELLED or state == STATE_CANCELLED):
             self._finish(say.train_cancelled(progress.get("iteration", 0), progress.get("total", 0)))
         elif crashed:
             self._finish(say.train_killed(error_summary(list(child.stderr), progress)), failed=True)

@@ -12,6 +12,13 @@ Layout (PROJECT/runs/<YYYYmmdd-HHMMSS>/ when the annotator starts a run; any fol
     student.pt           the trained student (weights + classes), what `maskclip refine` loads
     teacher/             cached MaskCLIP pseudo labels (maskclip.train.targets.TeacherCache)
     annotator.json       the command line the annotator started the run with (Resume reuses it)
+    refine_progress.json {state, done, total, failed, started, updated}: `maskclip refine` with this run's
+                         student (train.refine_project writes it at its start and after every image; state
+                         running / done / failed). Replaced atomically. A file of its own, so a refine never
+                         changes what progress.json says about the training (done, resumable ...)
+
+Progress protocol: the trainer and refine report only through these files (the annotator polls them with
+`read_progress` / `read_refine_progress`); nothing reads a child's stderr for progress.
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ CHECKPOINT_FILE = "last.pt"
 STUDENT_FILE = "student.pt"
 TEACHER_FOLDER = "teacher"
 LAUNCH_FILE = "annotator.json"
+REFINE_PROGRESS_FILE = "refine_progress.json"
 
 # progress.json "state" values, and its "phase" while pseudo labels are computed (training phases are
 # maskclip.train.loop.PHASE_GUIDED / PHASE_SELF)
@@ -74,6 +82,7 @@ class RunFolder:
         self.student = self.path / STUDENT_FILE
         self.teacher = self.path / TEACHER_FOLDER
         self.launch = self.path / LAUNCH_FILE
+        self.refine_progress = self.path / REFINE_PROGRESS_FILE
 
     def create(self) -> "RunFolder":
         """Make the folders; temporary files of a killed run's saves (a checkpoint's can be large) are removed."""
@@ -98,6 +107,15 @@ class RunFolder:
 
     def read_progress(self) -> dict:
         return json.loads(self.progress.read_text())
+
+    def write_refine_progress(self, *, done: int, total: int, failed: int = 0, state: str = STATE_RUNNING,
+                              started: float | None = None) -> None:
+        """refine_progress.json: images done of total (failed ones included), and the refine's state.
+        `started` (time.time() of the refine's start) defaults to the value already in the file."""
+        if started is None:
+            started = (read_refine_progress(self.path) or {}).get("started", time.time())
+        self.write_json(self.refine_progress, {"state": state, "done": int(done), "total": int(total),
+                                               "failed": int(failed), "started": started, "updated": time.time()})
 
     def append_metrics(self, record: dict) -> None:
         with open(self.metrics, "a", encoding="utf-8") as f:
@@ -161,6 +179,15 @@ def read_progress(run_dir: str | os.PathLike) -> dict | None:
     """RUN_DIR/progress.json, or None while it does not exist (the trainer replaces it atomically)."""
     try:
         data = json.loads((Path(run_dir) / PROGRESS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_refine_progress(run_dir: str | os.PathLike) -> dict | None:
+    """RUN_DIR/refine_progress.json (the last or the running `maskclip refine`), or None when absent."""
+    try:
+        data = json.loads((Path(run_dir) / REFINE_PROGRESS_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None

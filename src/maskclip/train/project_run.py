@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -23,7 +24,7 @@ from ..errors import MaskCLIPError
 from ..validation import check_probability
 from ..settings import clip_spec
 from ..prompts import prompt_rows
-from ..run_folder import PHASE_PSEUDO_LABELS, STATE_CANCELLED, STATE_FAILED, STATE_RUNNING
+from ..run_folder import PHASE_PSEUDO_LABELS, STATE_CANCELLED, STATE_DONE, STATE_FAILED, STATE_RUNNING
 from . import distributed as D
 from .data import TrainItem, normalise, prediction_size, to_float_rgb
 from .loop import (CHECKPOINT_FORMAT, ResumeError, RunFolder, TrainConfig, TrainResult, StopFlag, load_checkpoint,
@@ -197,6 +198,15 @@ def predict(student, image: np.ndarray, base_size: int | None, device: torch.dev
     return labels[0].to(torch.int32).cpu().numpy(), conf[0].cpu().numpy()
 
 
+def _write_refine_end(folder: RunFolder, state: str, started: float) -> None:
+    """The last refine_progress.json of a refine (done or failed), keeping its counts."""
+    from ..run_folder import read_refine_progress
+
+    last = read_refine_progress(folder.path) or {}
+    folder.write_refine_progress(done=last.get("done", 0), total=last.get("total", 0),
+                                 failed=last.get("failed", 0), state=state, started=started)
+
+
 def refine_project(project_dir: str | Path, run_dir: str | Path, *, device: str = "auto",
                    min_confidence: float = 0.0, log: Callable[[str], None] = print,
                    progress: Callable[[int, int], None] | None = None) -> dict:
@@ -232,6 +242,10 @@ def refine_project(project_dir: str | Path, run_dir: str | Path, *, device: str 
     states = project.list_images()
     todo = [s.id for i, s in enumerate(states) if i % world == rank and not s.stale]
     stale = [s.id for s in states if s.stale]
+    folder = RunFolder(run_dir) if rank == 0 else None  # only rank 0 reports (its share of the images)
+    started = time.time()
+    if folder is not None:
+        folder.write_refine_progress(done=0, total=len(todo), started=started)
     if progress is not None:
         progress(0, len(todo))
 
@@ -242,11 +256,21 @@ def refine_project(project_dir: str | Path, run_dir: str | Path, *, device: str 
     def report(outcome, so_far) -> None:
         if outcome.status == FAILED:  # one bad image or label file is reported and skipped; the others go on
             log(f"skipped {outcome.image_id}: {outcome.error}")
+        if folder is not None:
+            folder.write_refine_progress(done=outcome.index, total=len(todo), failed=len(so_far.failed),
+                                         started=started)
         if progress is not None:
             progress(outcome.index, len(todo))
 
-    result = run_batch(project, todo, predict_one, source=f"maskclip+ refine ({Path(run_dir).name})",
-                       min_confidence=min_confidence, count_changes=True, on_outcome=report)
+    try:
+        result = run_batch(project, todo, predict_one, source=f"maskclip+ refine ({Path(run_dir).name})",
+                           min_confidence=min_confidence, count_changes=True, on_outcome=report)
+    except BaseException:
+        if folder is not None:
+            _write_refine_end(folder, STATE_FAILED, started)
+        raise
+    if folder is not None:
+        _write_refine_end(folder, STATE_DONE, started)
     failed = [{"id": image_id, "reason": reason} for image_id, reason in result.failed]
     changed_pixels = result.changed_pixels
     if stale:
