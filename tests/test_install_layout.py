@@ -50,11 +50,26 @@ def test_shipped_copy_wins(monkeypatch, tmp_path):
     assert _sample_data.sample_classes_file() == shipped / "classes.txt"
 
 
-def test_repository_copy_when_not_installed(monkeypatch):
+def test_repository_copy_when_not_installed(monkeypatch, tmp_path):
     from maskclip_napari import _sample_data
 
+    checkout = _copy_samples(tmp_path / "checkout" / "sample_data")
     monkeypatch.setattr(_sample_data, "_shipped_samples", lambda: None)
-    assert _sample_data.sample_folder() == ROOT / "sample_data" / "images"
+    monkeypatch.setattr(_sample_data, "_REPO_SAMPLES", checkout)
+    monkeypatch.setenv("MASKCLIP_CACHE_DIR", str(tmp_path / "cache"))  # never the real user cache
+    assert _sample_data.sample_folder() == checkout / "images"
+    assert not (tmp_path / "cache").exists()
+
+
+def test_this_checkout_or_install_finds_its_samples(monkeypatch, tmp_path):
+    """From a checkout the repository copy, from an installed wheel the shipped one: never a rewrite."""
+    from maskclip_napari import _sample_data
+
+    monkeypatch.setenv("MASKCLIP_CACHE_DIR", str(tmp_path / "cache"))
+    folder = _sample_data.sample_folder()
+    assert not (tmp_path / "cache").exists()
+    assert sorted(p.name for p in folder.glob("*.jpg")) == sorted(
+        p.name for p in (ROOT / "sample_data" / "images").glob("*.jpg"))
 
 
 def test_written_to_the_cache_when_neither_exists(monkeypatch, tmp_path):
