@@ -39,7 +39,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "reprompt_gui.json")
     args = parser.parse_args()
 
-    import maskclip_napari  # noqa: F401  (sets up the triton guard before torch loads)
+    from maskclip_napari._torch_env import import_torch_stack
+
+    import_torch_stack()  # torch + torchvision without triton, before napari's GL context (see _torch_env)
     import torch
 
     import maskclip

@@ -1,4 +1,5 @@
-"""`python -m maskclip_napari [PATH]`: napari with the MaskCLIP Annotator docked and images loaded.
+"""`python -m maskclip_napari [PATH]` or `maskclip-annotate [PATH]`: napari with the MaskCLIP Annotator docked
+and images loaded.
 
 PATH is an image folder, an annotation project folder, or omitted for the bundled sample photos (their
 project lives in the user cache folder so a source checkout stays clean).
@@ -13,7 +14,9 @@ from maskclip.defaults import DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_PRETRAINED,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m maskclip_napari", description=__doc__.splitlines()[0])
+    launcher = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else ""
+    prog = "maskclip-annotate" if launcher == "maskclip-annotate" else "python -m maskclip_napari"
+    p = argparse.ArgumentParser(prog=prog, description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("path", nargs="?", type=Path,
                    help="image folder or project folder (default: the bundled sample photos)")
     p.add_argument("--project", type=Path, default=None,

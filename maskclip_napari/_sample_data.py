@@ -1,12 +1,14 @@
 """Offline sample data: public-domain / CC0 photos bundled with scikit-image.
 
 napari's "sample data" menu and the launcher open them in the annotator as an image folder with its
-project in the user cache folder (a small copy lives in the repository's sample_data/images, and an
-installed package writes the same files to a user cache folder on first use).
+project in the user cache folder. Small copies live in the repository's top-level sample_data/ folder, which
+the wheel ships inside this package as `maskclip_napari/sample_data` (package data, found with
+importlib.resources); only when neither is there (a copied source file, say) are they written again from
+scikit-image into the user cache folder.
 """
 from __future__ import annotations
 
-import os
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -78,16 +80,31 @@ def write_sample_folder(dest: Path) -> Path:
 
 
 def user_cache_dir() -> Path:
-    """Where the launcher keeps the sample copy and the demo project when not run from a checkout."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "maskclip-napari"
+    """Where the launcher keeps the demo project (and, failing the shipped copy, the sample photos): the
+    platform's user cache folder, or $MASKCLIP_CACHE_DIR (`maskclip.paths`)."""
+    from maskclip.paths import user_cache_dir as platform_cache_dir
+
+    return platform_cache_dir()
+
+
+def _shipped_samples() -> Path | None:
+    """The installed package's copy (package data), when this is an installed package."""
+    try:
+        folder = resources.files(__package__).joinpath("sample_data")
+    except (ModuleNotFoundError, TypeError):  # pragma: no cover
+        return None
+    return folder if isinstance(folder, Path) else None  # wheels install unzipped: a real folder
 
 
 def sample_folder() -> Path:
-    """The sample image folder: the repository copy when present, otherwise a copy in the user cache."""
-    images = _REPO_SAMPLES / "images"
-    if images.is_dir() and any(images.iterdir()):
-        return images
+    """The sample image folder: the installed package's copy, else the repository's, else a copy written to
+    the user cache folder."""
+    for folder in (_shipped_samples(), _REPO_SAMPLES):
+        if folder is None:
+            continue
+        images = folder / "images"
+        if images.is_dir() and any(images.iterdir()) and (folder / "classes.txt").is_file():
+            return images
     return write_sample_folder(user_cache_dir() / "sample_data")
 
 

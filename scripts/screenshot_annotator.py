@@ -26,7 +26,9 @@ ROCKET = [(0, 258), (12, 270), (60, 280), (110, 290), (150, 290), (170, 276), (1
 def stage_sample_session():
     """napari with the annotator on a temporary copy of the sample photos, classes set, a tiny
     random-weight CLIP on the CPU. Returns (viewer, widget, app, work folder to delete afterwards)."""
-    import maskclip_napari  # noqa: F401  (import guard before torch)
+    from maskclip_napari._torch_env import import_torch_stack
+
+    import_torch_stack()  # torch + torchvision without triton, before napari's GL context
     import napari
     from qtpy.QtWidgets import QApplication
 

@@ -7,6 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+try:  # GUI tests build the annotator directly: import torch's stack as its napari entry point does
+    from maskclip_napari._torch_env import import_torch_stack
+except ImportError:  # pragma: no cover  (core-only install)
+    pass
+else:
+    import_torch_stack()
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 

@@ -250,3 +250,15 @@ def test_voc_val_split_is_never_empty_when_asked_for(tmp_path):
     assert len(report.splits["val"]) == 1 and len(report.splits["train"]) == 1
     report = export_project(project, tmp_path / "voc0", "voc", val_fraction=0.0)
     assert report.splits["val"] == [] and len(report.splits["train"]) == 2
+
+
+def test_coco_without_pycocotools_says_which_extra(monkeypatch):
+    """Issue 17 item 3: pycocotools is the `coco` extra; without it COCO export/import is a clear error."""
+    import sys
+
+    from maskclip.errors import MaskCLIPError
+    from maskclip.export import coco_mask_api
+
+    monkeypatch.setitem(sys.modules, "pycocotools", None)
+    with pytest.raises(MaskCLIPError, match=r'maskclip-napari\[coco\]'):
+        coco_mask_api()

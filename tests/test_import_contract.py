@@ -17,7 +17,7 @@ GUI = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6")
 TORCH_FREE = ("maskclip", "maskclip.cli", "maskclip.cli_options", "maskclip.cli_segment", "maskclip.cli_eval",
               "maskclip.cli_project", "maskclip.cli_train", "maskclip.defaults", "maskclip.dense_modes",
               "maskclip.options", "maskclip.settings", "maskclip.prompts", "maskclip.validation",
-              "maskclip.run_folder", "maskclip.batch")
+              "maskclip.run_folder", "maskclip.batch", "maskclip.paths")
 
 
 def run_python(code: str) -> subprocess.CompletedProcess:

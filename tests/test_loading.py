@@ -103,9 +103,12 @@ def test_openai_tag_builds_quick_gelu(monkeypatch):
         requested.update(kwargs, pretrained=pretrained)
         return create(name, pretrained=None, **kwargs)
 
+    from maskclip import weights
+
     monkeypatch.setattr(open_clip, "create_model", without_download)
+    monkeypatch.setattr(weights, "_tag_checkpoint", lambda name, tag: f"/hub-cache/{name}-{tag}.bin")
     model = maskclip.load("ViT-B-32", pretrained="openai", device="cpu")
-    assert requested["pretrained"] == "openai" and requested["quick_gelu"] is True
+    assert requested["pretrained"] == "/hub-cache/ViT-B-32-openai.bin" and requested["quick_gelu"] is True
     assert _activations(model) == {QuickGELU}
     assert model.weights_id == "tag:openai" and model.signature["activation"] == "quick_gelu"
 
@@ -147,7 +150,10 @@ def test_download_failure_gives_instructions(monkeypatch):
     def offline(*args, **kwargs):
         raise RuntimeError("Failed to download weights: Name or service not known")
 
+    from maskclip import weights
+
     monkeypatch.setattr(open_clip, "create_model", offline)
+    monkeypatch.setattr(weights, "_hub_reachable", lambda repo: False)  # hermetic: never download here
     with pytest.raises(WeightsUnavailableError, match="--pretrained /path/to/ViT-B-16.pt"):
         maskclip.load("ViT-B-16", pretrained="openai")
 

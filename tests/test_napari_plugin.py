@@ -32,6 +32,7 @@ def test_manifest_is_valid():
 
     manifest = PluginManifest.from_file(ROOT / "maskclip_napari" / "napari.yaml")
     assert manifest.name == "maskclip-napari"
+    assert [str(c.value) for c in manifest.categories] == ["Segmentation", "Annotation"]  # napari-hub filters
     assert [w.display_name for w in manifest.contributions.widgets] == ["MaskCLIP Annotator"]
     assert manifest.contributions.readers[0].accepts_directories
     assert manifest.contributions.writers[0].layer_types == ["labels"]

@@ -41,7 +41,8 @@ def test_metadata_in_pyproject(pyproject):
     assert "Framework :: napari" in project["classifiers"]
     assert project["scripts"] == {"maskclip": "maskclip.cli:main"}
     assert project["entry-points"]["napari.manifest"] == {"maskclip-napari": "maskclip_napari:napari.yaml"}
-    assert set(project["optional-dependencies"]) == {"napari", "all", "dev"}
+    assert set(project["optional-dependencies"]) == {"napari", "all", "dev", "coco"}
+    assert project["gui-scripts"] == {"maskclip-annotate": "maskclip_napari.__main__:main"}
     assert "MIT License" in (ROOT / "LICENSE").read_text(encoding="utf-8")
 
 
@@ -52,21 +53,44 @@ def test_setup_cfg_declares_no_metadata():
     assert not any(s.startswith("options.") for s in cfg.sections())
 
 
-def test_packages_are_discovered(pyproject):
-    find = pyproject["tool"]["setuptools"]["packages"]["find"]
-    from setuptools import find_packages
-
-    found = set()
-    for where in find["where"]:
-        found |= set(find_packages(str(ROOT / where), include=find["include"]))
-    expected = {".".join(p.relative_to(ROOT).parent.parts) for p in (ROOT / "maskclip_napari").rglob("__init__.py")} | {
-        ".".join(p.relative_to(ROOT / "src").parent.parts) for p in (ROOT / "src" / "maskclip").rglob("__init__.py")}
-    assert {"maskclip_napari", "maskclip_napari.panels"} <= expected
-    assert found == expected
-    assert {"maskclip", "maskclip.train"} <= found
-    data = pyproject["tool"]["setuptools"]["package-data"]
-    assert data == {"maskclip": ["model_configs/*.json"], "maskclip_napari": ["napari.yaml"]}
+def test_package_list_is_complete(pyproject):
+    """Packages are listed (the sample photos are mapped into the plugin); every folder with an __init__.py
+    under src/maskclip and maskclip_napari must be in the list, or the wheel would silently lack it."""
+    setuptools_cfg = pyproject["tool"]["setuptools"]
+    listed = set(setuptools_cfg["packages"])
+    on_disk = {".".join(p.relative_to(ROOT / "src").parent.parts) for p in (ROOT / "src" / "maskclip").rglob("__init__.py")}
+    on_disk |= {".".join(p.relative_to(ROOT).parent.parts) for p in (ROOT / "maskclip_napari").rglob("__init__.py")}
+    assert listed - {"maskclip_napari.sample_data"} == on_disk, "add new packages to [tool.setuptools] packages"
+    assert setuptools_cfg["package-dir"] == {"maskclip": "src/maskclip", "maskclip_napari": "maskclip_napari",
+                                             "maskclip_napari.sample_data": "sample_data"}
+    data = setuptools_cfg["package-data"]
+    assert data == {"maskclip": ["model_configs/*.json"], "maskclip_napari": ["napari.yaml"],
+                    "maskclip_napari.sample_data": ["images/*.jpg", "classes.txt", "README.md"]}
     assert list((ROOT / "src" / "maskclip").glob("model_configs/*.json"))
+    assert len(list((ROOT / "sample_data" / "images").glob("*.jpg"))) == 4
+
+
+def test_sdist_manifest_carries_what_the_tests_need():
+    manifest = (ROOT / "MANIFEST.in").read_text(encoding="utf-8").split()
+    for folder in ("tests", "sample_data", "requirements", "docs", "src", "maskclip_napari"):
+        assert folder in manifest, folder
+
+
+def test_dependencies(pyproject):
+    """Issue 17 item 3: what is imported is declared, and nothing else; optional parts are extras."""
+    project = pyproject["project"]
+    names = {d.split(">")[0].split("<")[0].split("=")[0].split("[")[0].strip().lower() for d in project["dependencies"]}
+    assert {"huggingface_hub", "open_clip_torch", "platformdirs"} <= names
+    assert not {"scikit-image", "magicgui", "pycocotools"} & names
+    assert "open_clip_torch>=3.0,<4" in project["dependencies"]
+    extras = project["optional-dependencies"]
+    assert extras["coco"] == ["pycocotools>=2.0.7"]
+    assert any(d.startswith("scikit-image") for d in extras["napari"])
+    assert not any("magicgui" in d for ds in extras.values() for d in ds)
+    sources = [p.read_text(encoding="utf-8") for p in (ROOT / "src").rglob("*.py")]
+    sources += [p.read_text(encoding="utf-8") for p in (ROOT / "maskclip_napari").rglob("*.py")]
+    assert not any("import magicgui" in s or "from magicgui" in s for s in sources)
+    assert not any("skimage" in s for s in [p.read_text(encoding="utf-8") for p in (ROOT / "src").rglob("*.py")])
 
 
 def test_no_development_scripts_in_the_packages():

@@ -246,7 +246,7 @@ def _python_names() -> list[str]:
 
 def test_napari_manifest_commands():
     assert _python_names() == [
-        "maskclip_napari._widget:AnnotatorWidget", "maskclip_napari._reader:get_reader",
+        "maskclip_napari._annotator:AnnotatorWidget", "maskclip_napari._reader:get_reader",
         "maskclip_napari._writer:write_labels", "maskclip_napari._sample_data:sample_scenes",
     ]
 

@@ -253,8 +253,18 @@ def _export_index(project, out, items, report) -> None:
     _write_classes(out / "classes.json", project.class_names, project.class_colours)
 
 
+def coco_mask_api():
+    """pycocotools' mask module (RLE encoding), an optional dependency: the `coco` extra."""
+    try:
+        from pycocotools import mask
+    except ImportError:
+        raise MaskCLIPError('COCO export and import need pycocotools: pip install "maskclip-napari[coco]" '
+                            '(or pip install pycocotools); VOC and index exports work without it') from None
+    return mask
+
+
 def _export_coco(project, out, items, report, images: bool) -> None:
-    from pycocotools import mask as mask_util
+    mask_util = coco_mask_api()
 
     img_dir = out / "images"
     _mkdirs(out, *([img_dir] if images else []))
@@ -431,7 +441,7 @@ def _coco_rle(seg, h: int, w: int, mask_util) -> dict:
 
 
 def _open_coco(path: Path) -> LabelSet:
-    from pycocotools import mask as mask_util
+    mask_util = coco_mask_api()
 
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))

@@ -85,7 +85,11 @@ class MaskCLIP:
         mean, std = clip_mean_std(self.clip)
         self._mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
-        self.text = TextEncoder(self.clip, tokenizer, self.device)
+        # text embeddings persist beside the features, except for random weights (never seen again)
+        text_signature = None if weights_id.startswith("random:") else {
+            "model": model_name, "weights": weights_id, "activation": "quick_gelu" if self.quick_gelu else "gelu",
+            "maskclip": __version__}
+        self.text = TextEncoder(self.clip, tokenizer, self.device, cache_dir=cache_dir, signature=text_signature)
         self.stats = {"image_encoder_runs": 0}
 
     def _encoder(self, mode: str):

@@ -3,17 +3,24 @@
 A class is one or more names (synonyms). Each name is put into every template, the prompt embeddings are
 L2-normalised and averaged, and the mean is re-normalised; a class with synonyms averages its names'
 embeddings the same way, so every class is one unit vector (one row of a 1x1 convolution).
+
+With a cache folder, each name's embedding is also kept on disk (`<cache>/text/`, one small file per name),
+keyed by the model's signature (architecture, weights identity, activation), the template set and the name:
+a later run, project or annotator session with the same weights embeds nothing again.
 """
 from __future__ import annotations
 
+import hashlib
 import threading
 import warnings
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
+from .cache import FeatureCache
 from .errors import MaskCLIPError
 # Class lists, prompt rows and classes files live in the torch-free maskclip.prompts; re-exported here.
 from .prompts import (MAX_OUTPUT_CLASSES, ClassSpec, normalize_classes, parse_classes_file,  # noqa: F401
@@ -59,11 +66,22 @@ def encode_text_cropped(clip_model: torch.nn.Module, tokens: torch.Tensor) -> to
     return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
 
 
+TEXT_FORMAT = 1  # bump when stored name embeddings change meaning
+TEXT_CACHE_SUBFOLDER = "text"
+
+
+def templates_digest(templates: Sequence[str]) -> str:
+    return hashlib.sha1("\n".join(templates).encode()).hexdigest()
+
+
 class TextEncoder:
-    """Template-ensembled name embeddings, computed once per name and kept for the model's lifetime."""
+    """Template-ensembled name embeddings, computed once per name and kept for the model's lifetime, and on
+    disk when `cache_dir` is given together with the model's `signature` (what the embeddings depend on
+    besides the templates and the name: model, weights identity, activation)."""
 
     def __init__(self, clip_model: torch.nn.Module, tokenizer, device: torch.device,
-                 templates: Sequence[str] = TEMPLATES, batch_size: int = 256):
+                 templates: Sequence[str] = TEMPLATES, batch_size: int = 256, *,
+                 cache_dir: str | Path | None = None, signature: dict | None = None):
         self.clip = clip_model
         self.tokenizer = tokenizer
         self.device = device
@@ -72,6 +90,11 @@ class TextEncoder:
         self.prompts_encoded = 0  # how many prompts went through the text tower (tests check caching with it)
         self._names: dict[str, torch.Tensor] = {}
         self._lock = threading.Lock()
+        self.disk: FeatureCache | None = None
+        if cache_dir is not None and signature is not None:
+            self.disk = FeatureCache({**signature, "templates": templates_digest(self.templates),
+                                      "text_format": TEXT_FORMAT},
+                                     max_bytes=16 << 20, disk_dir=Path(cache_dir) / TEXT_CACHE_SUBFOLDER)
 
     def _context_length(self) -> int:
         return int(getattr(self.tokenizer, "context_length", None) or getattr(self.clip, "context_length", 77))
@@ -99,6 +122,18 @@ class TextEncoder:
         per_prompt = torch.cat(chunks).view(len(names), len(self.templates), -1)
         for name, emb in zip(names, F.normalize(per_prompt.mean(dim=1), dim=-1)):
             self._names[name] = emb
+            if self.disk is not None:
+                self.disk.put(name, {"embedding": emb})
+
+    def _load_stored(self, names: list[str]) -> list[str]:
+        """Take what the disk cache has; returns the names still missing."""
+        if self.disk is None:
+            return names
+        for name in names:
+            entry = self.disk.get(name)
+            if entry is not None:
+                self._names[name] = entry["embedding"].to(self.device)
+        return [n for n in names if n not in self._names]
 
     def has_names(self, names: Iterable[str]) -> bool:
         """Whether every name is already embedded (no text-encoder work needed)."""
@@ -108,7 +143,7 @@ class TextEncoder:
     def name_embeddings(self, names: Sequence[str]) -> torch.Tensor:
         """[N, D] unit vectors, one per name."""
         with self._lock:
-            missing = list(dict.fromkeys(n for n in names if n not in self._names))
+            missing = self._load_stored(list(dict.fromkeys(n for n in names if n not in self._names)))
             if missing:
                 self._encode_names(missing)
             return torch.stack([self._names[n] for n in names])

@@ -7,9 +7,7 @@ The dense feature extraction on top of a loaded model is maskclip.backbone.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import uuid
 import warnings
 import zipfile
@@ -49,26 +47,63 @@ def _is_torchscript_archive(path: str) -> bool:
         return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
+def _hub_error(exc: BaseException | None) -> str:
+    return type(exc).__name__ if exc is not None else "unavailable"
+
+
+def _hub_reachable(repo: str) -> bool:
+    """One request through huggingface_hub's own HTTP session (its HF_ENDPOINT, proxies and headers), with its
+    configured timeout (HF_HUB_ETAG_TIMEOUT) and no retries: without network `hf_hub_download` retries
+    with back-off for ~25 s per file, which a missing network does not deserve."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
     try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        get_session().head(f"{constants.ENDPOINT}/api/models/{repo}", timeout=constants.HF_HUB_ETAG_TIMEOUT)
         return True
-    except OSError:
+    except Exception:  # httpx/requests connection errors, timeouts, proxy errors: all mean "not now"
         return False
 
 
-@contextlib.contextmanager
-def _offline_unless_hub_reachable():
-    """Without network, ask huggingface_hub for cached files only: it fails in a second instead of retrying
-    for most of a minute, and weights downloaded earlier still load."""
-    import huggingface_hub.constants as hf_constants
+def _tag_checkpoint(model_name: str, tag: str) -> str | None:
+    """The local file of an open_clip tag's weights on the Hugging Face hub (None: a tag not on the hub).
 
-    previous = hf_constants.HF_HUB_OFFLINE
-    hf_constants.HF_HUB_OFFLINE = previous or not _hub_reachable()
-    try:
-        yield
-    finally:
-        hf_constants.HF_HUB_OFFLINE = previous
+    Weights already in the Hugging Face cache load with no network request (`local_files_only`, the hub's
+    own offline path); otherwise they are downloaded by `hf_hub_download`, which honours HF_HUB_OFFLINE,
+    HF_ENDPOINT mirrors, proxies and its timeouts. Nothing process-wide is changed.
+    """
+    from huggingface_hub import constants, hf_hub_download
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    hub = open_clip.get_pretrained_cfg(model_name, tag).get("hf_hub", "")
+    if not hub:
+        return None
+    repo, filename = os.path.split(hub)
+    filename = filename or HF_WEIGHTS_NAME
+    # the same files open_clip looks for, safetensors first
+    candidates = ([HF_SAFE_WEIGHTS_NAME] if filename == HF_WEIGHTS_NAME else
+                  [filename[:-4] + ".safetensors"] if filename.endswith((".bin", ".pth")) else []) + [filename]
+    for name in candidates:
+        try:
+            return hf_hub_download(repo, name, local_files_only=True)
+        except Exception:
+            pass
+    last: BaseException | None = None
+    if not constants.HF_HUB_OFFLINE and _hub_reachable(repo):
+        for name in candidates:
+            try:
+                return hf_hub_download(repo, name)
+            except Exception as exc:
+                last = exc
+    raise WeightsUnavailableError(_download_failed(model_name, tag, last))
+
+
+def _download_failed(model_name: str, tag: str, exc: BaseException | None) -> str:
+    return (f"could not download the CLIP weights {model_name}/{tag} ({_hub_error(exc)}). Without "
+            f"network access, use a local checkpoint file instead (an OpenAI CLIP .pt or an open_clip state "
+            f"dict for {model_name}: the annotator's weights field, or --pretrained /path/to/{model_name}.pt "
+            f"on the command line), or copy the Hugging Face cache (HF_HOME) from a machine that has "
+            f"downloaded it")
 
 
 # OpenAI's TorchScript archives hold these constants beside the weights; a state dict saved from such an
@@ -181,15 +216,21 @@ def load_clip(model_name: str, pretrained: str | None, quick_gelu: bool | None =
     if not activation and open_clip.get_pretrained_cfg(model_name, pretrained).get("quick_gelu"):
         activation = {"quick_gelu": True}
     try:
-        with _offline_unless_hub_reachable():
+        checkpoint = _tag_checkpoint(model_name, pretrained)
+        if checkpoint is None:  # a tag downloaded from a URL, not the hub: open_clip fetches it
             model = open_clip.create_model(model_name, pretrained=pretrained, **activation)
+        else:
+            model = open_clip.create_model(model_name, pretrained=checkpoint, **activation)
+            # what open_clip does for a tag: the tag's image normalisation over the architecture's
+            from open_clip.model import set_model_preprocess_cfg
+            from open_clip.transform import merge_preprocess_dict
+
+            tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+            set_model_preprocess_cfg(model, merge_preprocess_dict(model.visual.preprocess_cfg, tag_cfg))
+    except WeightsUnavailableError:
+        raise
     except Exception as exc:
-        raise WeightsUnavailableError(
-            f"could not download the CLIP weights {model_name}/{pretrained} ({type(exc).__name__}). Without "
-            f"network access, use a local checkpoint file instead (an OpenAI CLIP .pt or an open_clip state "
-            f"dict for {model_name}: the annotator's weights field, or --pretrained /path/to/{model_name}.pt "
-            f"on the command line), or copy the Hugging Face cache (HF_HOME) from a machine that has "
-            f"downloaded it") from None
+        raise WeightsUnavailableError(_download_failed(model_name, pretrained, exc)) from None
     return model, f"tag:{pretrained}"
 
 
