@@ -233,7 +233,7 @@ def simulate(project: Project, truth: dict[str, np.ndarray], assistant: Assistan
             spent = time.perf_counter() - t
             round_tool += spent
             result.stroke_seconds += spent
-            reread([image_id] if changed is not None and not changed else changed)
+            reread(None if changed is None else sorted({image_id, *changed}))
             result.curve.append((result.strokes, result.painted, dataset_miou(matrices, num_classes)))
         if result.stopped:
             break
@@ -489,7 +489,10 @@ def plot(path: Path, title: str, results: dict[str, EffortResult]) -> None:
 
 
 # --- main -------------------------------------------------------------------------------------------------
-def run_dataset(args, name: str) -> tuple[str, dict[str, EffortResult]]:
+def run_dataset(args, name: str, publish: Callable[[str, dict], None] | None = None
+                ) -> tuple[str, dict[str, EffortResult]]:
+    """Every level of `args.levels` on one dataset; `publish(body, results)` after each level (the levels so
+    far), so a run cut short keeps what it measured."""
     import torch
 
     import maskclip
@@ -522,6 +525,8 @@ def run_dataset(args, name: str) -> tuple[str, dict[str, EffortResult]]:
                  f"{size[0]}x{size[1]} (labels nearest), 11 classes, void ignored; brush radius {radius} px; an image "
                  f"is reviewed when at most {tolerance:.1%} of its pixels are wrong. The text of a random CLIP "
                  "means nothing: only learning from corrections, the student and the pixel classifier can help")
+    setup += (f"; (c) and (d) redraw the current image after {'each stroke' if live_every == 1 else f'every {live_every} strokes'}"
+              f" and the images not yet reviewed after each reviewed image, learned-term weight {args.weight}")
     settings = {"model": {"name": model_name, "pretrained": pretrained, "dense_mode": "maskclip"},
                 "method": {"scales": list(scales)}}
     options = {"scales": scales, "key_smoothing": True, "prompt_denoising": True}
@@ -543,7 +548,8 @@ def run_dataset(args, name: str) -> tuple[str, dict[str, EffortResult]]:
                 train_args = ["--iters", str(args.train_iters), "--batch-size", "4", "--device", "cpu",
                               "--no-imagenet", "--seed", str(args.seed), "--checkpoint-every", str(args.train_iters),
                               "--model", model_name, "--pretrained", pretrained, *size_args]
-                assistant = WithStudent(model, options, args.weight, live_every, every=args.train_every,
+                assistant = WithStudent(model, options, args.weight, live_every,
+                                        every=args.train_every or max(1, len(images) // 2),
                                         train_args=train_args, run_root=Path(tmp) / "runs", log=say)
             else:
                 assistant = RandomForest(sigma_max=sigma_max, samples=args.rf_samples, seed=args.seed)
@@ -555,11 +561,17 @@ def run_dataset(args, name: str) -> tuple[str, dict[str, EffortResult]]:
                 f"90% at {r.reached(0.9)}, {r.wall_seconds:.0f}s")
             if level == "d":
                 setup_d = (f"(d) trains `maskclip train --iters {args.train_iters} --batch-size 4` (LR-ASPP, random "
-                           f"init, {size_args[1]} px crops) and refines every {args.train_every} reviewed images; "
+                           f"init, {size_args[1]} px crops) and refines every {assistant.every} reviewed images; "
                            f"each train + refine took {np.mean(assistant.train_seconds or [0]):.0f} s")
                 setup += ". " + setup_d
+            if publish is not None:
+                publish(summary(args, name, results, setup), results)
+    return summary(args, name, results, setup), results
+
+
+def summary(args, name: str, results: dict[str, EffortResult], setup: str) -> str:
     every = args.every or max(1, round(max(r.strokes for r in results.values()) / 12, -1) or 10)
-    return report(name, results, int(every), setup), results
+    return report(name, results, int(every), setup)
 
 
 def main() -> int:
@@ -575,12 +587,13 @@ def main() -> int:
     ap.add_argument("--camvid-size", type=int, nargs=2, default=[240, 180])
     ap.add_argument("--camvid-scale", type=int, default=224)
     ap.add_argument("--camvid-radius", type=int, default=4)
-    ap.add_argument("--camvid-tolerance", type=float, default=0.02)
+    ap.add_argument("--camvid-tolerance", type=float, default=0.005)
     ap.add_argument("--toy-live-every", type=int, default=1, help="(c, d): live redraw every K strokes")
     ap.add_argument("--camvid-live-every", type=int, default=5, help="(c, d): live redraw every K strokes")
     ap.add_argument("--weight", type=float, default=0.5, help="learned-term weight (the project default)")
-    ap.add_argument("--train-every", type=int, default=10, help="(d): train + refine every N reviewed images")
-    ap.add_argument("--train-iters", type=int, default=60)
+    ap.add_argument("--train-every", type=int, default=None,
+                    help="(d): train + refine every N reviewed images (default: half the images, i.e. once)")
+    ap.add_argument("--train-iters", type=int, default=40)
     ap.add_argument("--rf-samples", type=int, default=20000)
     ap.add_argument("--max-strokes", type=int, default=None)
     ap.add_argument("--every", type=int, default=None, help="table step in strokes (default: ~12 rows)")
@@ -597,15 +610,21 @@ def main() -> int:
 
     for name in args.dataset:
         start = time.perf_counter()
-        body, results = run_dataset(args, name)
-        minutes = (time.perf_counter() - start) / 60
-        body = "\n".join([machine_line() + f"; this dataset's run {minutes:.1f} min", "", body,
-                          "", f"![effort](../docs/annotation_effort_{name}.png)"])
-        print(body, flush=True)
-        if args.write:
-            plot(DOCS / f"annotation_effort_{name}.png",
-                 f"Simulated annotator, {name}: dataset mIoU vs brush strokes", results)
-            write_section(f"## Annotation effort: {name} (bench/bench_annotation_effort.py)", body)
+
+        def publish(body, results, final=False):
+            minutes = (time.perf_counter() - start) / 60
+            levels = "" if final else f" (levels so far: {', '.join(results)}; the run goes on)"
+            body = "\n".join([machine_line() + f"; this dataset's run {minutes:.1f} min{levels}", "", body,
+                              "", f"![effort](../docs/annotation_effort_{name}.png)"])
+            if final:
+                print(body, flush=True)
+            if args.write:
+                plot(DOCS / f"annotation_effort_{name}.png",
+                     f"Simulated annotator, {name}: dataset mIoU vs brush strokes", results)
+                write_section(f"## Annotation effort: {name} (bench/bench_annotation_effort.py)", body)
+
+        body, results = run_dataset(args, name, publish)
+        publish(body, results, final=True)
     return 0
 
 
