@@ -46,7 +46,6 @@ learned and pixel parts can help).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -525,8 +524,9 @@ def run_dataset(args, name: str, publish: Callable[[str, dict], None] | None = N
                  f"{size[0]}x{size[1]} (labels nearest), 11 classes, void ignored; brush radius {radius} px; an image "
                  f"is reviewed when at most {tolerance:.1%} of its pixels are wrong. The text of a random CLIP "
                  "means nothing: only learning from corrections, the student and the pixel classifier can help")
-    setup += (f"; (c) and (d) redraw the current image after {'each stroke' if live_every == 1 else f'every {live_every} strokes'}"
-              f" and the images not yet reviewed after each reviewed image, learned-term weight {args.weight}")
+    cadence = "each stroke" if live_every == 1 else f"every {live_every} strokes"
+    setup += (f"; (c) and (d) redraw the current image after {cadence} and the images not yet reviewed after each "
+              f"reviewed image, learned-term weight {args.weight}")
     settings = {"model": {"name": model_name, "pretrained": pretrained, "dense_mode": "maskclip"},
                 "method": {"scales": list(scales)}}
     options = {"scales": scales, "key_smoothing": True, "prompt_denoising": True}
