@@ -41,7 +41,7 @@ from .errors import MaskCLIPError
 from .scoring import TEMPERATURE
 from .settings import LEARN_DEFAULTS, LEARNERS
 
-DEFAULT_PULL = 1.0  # chosen by measurement (bench/results.md, "pull" table)
+DEFAULT_PULL = 10.0  # chosen by measurement (bench/results.md: pulls 1 / 10 / 100, sclip), see README
 BACKGROUND = "background"  # the output class confirmed background teaches (what `segment` names it)
 MAX_ITER = 100
 
