@@ -107,7 +107,10 @@ def test_confirmed_background_teaches_the_background_rows(tiny_vit, project):
     learner = ProjectLearner(SCALES)
     assert learner.sync(tiny_vit, project) == 1
     assert set(learner.taught()) == {"road", BACKGROUND}
+    learner.fit(tiny_vit, project.prompts, ["background"])  # ahead of the redraw (a GUI worker's call)
+    fitted = dict(learner._fits)
     seg = tiny_vit.segment(project.get_image(second), project.prompts, learned=learner.term(), **kw)
+    assert learner._fits == fitted  # the redraw applied the weights fitted ahead, no refit
     names = seg.class_names
     assert (seg.labels[:32] == names.index("road")).mean() > 0.9
     assert (seg.labels[32:] == names.index("background")).mean() > 0.9

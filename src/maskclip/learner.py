@@ -367,13 +367,11 @@ class ProjectLearner:
         row_class = [names.index(n) for n in row_names]
         return fit_text_prior(text, row_class, kept, self.pull, temperature)
 
-    def fit(self, model, classes, background, *, split_synonyms: bool | None = None) -> None:
-        """Fit now for these prompts (what `segment` will ask for), e.g. in a worker after a stroke, so the
-        next redraw only applies the weights."""
-        _mode, o = model.options(self.dense_mode)
-        if split_synonyms is None:
-            split_synonyms = o.synonyms == "max"
-        text, class_names, groups, _bg = model.encode_prompts(classes, background, split_synonyms)
+    def fit(self, model, classes, background, options=None, **fields) -> None:
+        """Fit now for the prompts `segment` will get (same classes, background, `options` / option fields),
+        e.g. in a worker after a stroke, so that the next redraw only applies the weights."""
+        _mode, o = model.options(self.dense_mode, options, **fields)
+        text, class_names, groups, _bg = model.encode_prompts(classes, background, o.synonyms == "max")
         row_names = [""] * len(text)
         for c, rows in enumerate(groups):
             for r in rows:
