@@ -293,9 +293,9 @@ def stroke_timing(model, image, classes, options, tmp, teach_items) -> str:
     plain = timed(lambda: model.segment(image, classes, **options), 5)
     learned = timed(lambda: model.segment(image, classes, learned=term, **options), 5)
     ms = lambda t: f"{1000 * min(t):.0f} ms"  # noqa: E731
-    n = len(learner.samples.snapshot()[2])
+    n = sum(len(m.index) for m in learner.samples.snapshot()[2])
     return (f"Timing ({image.shape[1]}x{image.shape[0]}, features in memory, best of 5, 2 shared cores): re-read "
-            f"one image's verified pixels {ms(update)}; fit ({n} verified patches from 5 images) {ms(fits)}; "
+            f"one image's verified pixels {ms(update)}; fit ({n} verified patches, 5 images) {ms(fits)}; "
             f"redraw {ms(plain)} text only, {ms(learned)} with the fitted learner.")
 
 
