@@ -174,15 +174,19 @@ def test_project_segment_learns_from_verified_pixels(tiny_vit, project, capsys, 
     assert main(["project", "segment", str(project.root), "--device", "cpu"]) == 0
     assert "learned" not in capsys.readouterr().out  # off unless asked for (or set in the project)
     assert (project.get_labels(other) == other_truth).mean() < 0.2
+    assert main(["project", "segment", str(project.root), "--device", "cpu", "--learn-from-verified"]) == 0
+    assert "learned (text-prior) from the verified pixels of 1 images: 2 classes (sky, road), text as the prior" \
+        in capsys.readouterr().out  # the default learner (maskclip.learner)
+    assert (project.get_labels(other) == other_truth).mean() > 0.9
     assert main(["project", "segment", str(project.root), "--device", "cpu", "--learn-from-verified",
-                 "--weight", "1"]) == 0
-    assert "learned from the verified pixels of 1 images: 2 classes (sky, road), weight 1.0" \
+                 "--learner", "prototypes", "--weight", "1"]) == 0
+    assert "learned (prototypes) from the verified pixels of 1 images: 2 classes (sky, road), weight 1.0" \
         in capsys.readouterr().out
     assert (project.get_labels(other) == other_truth).mean() > 0.9
     labels, verified = project.get_labels_and_verified(taught)
     assert (verified == strokes).all() and (labels[strokes] == truth[strokes]).all()  # never overwritten
 
-    project.update_settings({"learn": {"from_verified": True, "weight": 0.0}})  # the project's setting
+    project.update_settings({"learn": {"from_verified": True, "learner": "prototypes", "weight": 0.0}})
     assert main(["project", "segment", str(project.root), "--device", "cpu"]) == 0
     assert "weight 0.0" in capsys.readouterr().out and (project.get_labels(other) == other_truth).mean() < 0.2
     project.update_settings({"learn": {"from_verified": False}})

@@ -145,7 +145,7 @@ CLI = {
     "project accept-changes": (["--keep-labels"], ["dir", "image_ids"]),
     "project import-labels": (["--format", "--verified"], ["dir", "labels"]),
     "project init": (["--background", "--classes-file", "--images", "--recursive", "--reference"], ["dir"]),
-    "project segment": (SEGMENT_METHOD + ["--image", "--learn-from-verified", "--min-confidence",
+    "project segment": (SEGMENT_METHOD + ["--image", "--learn-from-verified", "--learner", "--min-confidence",
                                           "--no-learn-from-verified", "--only-unlabelled", "--scales", "--weight"],
                         ["dir"]),
     "project status": (["--json"], ["dir"]),

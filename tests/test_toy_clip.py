@@ -87,3 +87,38 @@ def test_toy_clip_reads_scenes_and_corrections_add_to_its_text(toy_checkpoint):
             assert learned > text_only + 0.02
         else:
             assert learned > text_only - 0.04
+
+
+def _teaching_project(tmp_path, scenes):
+    from PIL import Image
+
+    from maskclip.project import Project
+
+    paths = []
+    for i, s in enumerate(scenes):
+        paths.append(tmp_path / f"s{i}.png")
+        Image.fromarray(s.image).save(paths[-1])
+    project = Project.create(tmp_path / "p", paths, classes=toy_clip.CLASS_NAMES)
+    for image_id, s in zip(project.image_ids, scenes):
+        labels = np.where(s.labels == toy_clip.BACKGROUND_LABEL, 255, s.labels).astype(np.uint8)
+        project.set_labels(image_id, labels, np.ones(labels.shape, bool))  # background confirmed
+    return project
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="issue 19's target, not met yet: measured here sclip 0.301 -> 0.284, and with "
+                          "MaskCLIP's key smoothing the learned scores cost more (bench/results.md)", strict=False)
+@pytest.mark.parametrize("mode", ["sclip", "maskclip"])
+def test_learning_from_five_verified_scenes_is_not_worse_than_the_text(toy_checkpoint, tmp_path, mode):
+    """The project path (`project segment --learn-from-verified`, default learner and settings): issue 19's
+    floor, text only - 0.005 mIoU. Marked xfail until a learner meets it; XPASS means it does."""
+    from maskclip.learner import project_learner
+    from maskclip.settings import learn_spec
+
+    scenes = toy_clip.held_out_scenes(45)
+    evaluation, teaching = scenes[:40], scenes[40:]
+    model = maskclip.load(toy_clip.MODEL_NAME, pretrained=toy_checkpoint, device="cpu", dense_mode=mode)
+    project = _teaching_project(tmp_path, teaching)
+    learner = project_learner(learn_spec(project.settings)["learner"], {"scales": (64,)})
+    assert learner.sync(model, project) == 5
+    assert _miou(model, evaluation, learner.term()) >= _miou(model, evaluation) - 0.005

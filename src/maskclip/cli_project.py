@@ -56,10 +56,12 @@ def register(subparsers) -> None:
                    help=f"pixels whose top probability is below this stay unlabelled ({UNLABELLED})")
     p.add_argument("--only-unlabelled", action="store_true", help="skip images that already have labels")
     p.add_argument("--learn-from-verified", action=argparse.BooleanOptionalAction, default=None,
-                   help="blend in class prototypes learned from the project's verified pixels (default: the "
-                        "project's 'learn' setting, off)")
+                   help="learn from the project's verified pixels (default: the project's 'learn' setting, off)")
+    p.add_argument("--learner", choices=("text-prior", "prototypes"),
+                   help="text-prior: a classifier started at and pulled toward the class text (default); "
+                        "prototypes: class-mean prototypes blended with --weight (kept for comparison)")
     p.add_argument("--weight", type=probability_arg("--weight"),
-                   help="weight of the learned visual term in [0, 1] (default: the project's setting, 0.5)")
+                   help="prototypes only: weight of the visual term in [0, 1] (default: the project's setting, 0.5)")
     p.add_argument("--image", dest="image_ids", action="append", help="only this image id (repeatable)")
     p.set_defaults(func=_segment)
 
@@ -183,7 +185,7 @@ def _segment(args) -> int:
     if not project.class_names:
         raise MaskCLIPError(f"project {args.dir} has no classes; add some first (project init --classes-file)")
     spec = clip_spec(project, args.model, args.pretrained, args.dense_mode, args.quick_gelu, option_kwargs(args))
-    learn = learn_spec(project.settings, args.learn_from_verified, args.weight)
+    learn = learn_spec(project.settings, args.learn_from_verified, args.weight, args.learner)
     options = spec["segment"]
     if args.scales is not None:
         options["scales"] = args.scales
@@ -196,7 +198,7 @@ def _segment(args) -> int:
     model = maskclip.load(spec["model"], spec["pretrained"], args.device, dense_mode=spec["dense_mode"],
                           quick_gelu=spec["quick_gelu"], cache_dir=project.cache_dir)
     if learn["from_verified"]:
-        options["learned"] = _learn_from_verified(model, project, options, learn["weight"])
+        options["learned"] = _learn_from_verified(model, project, options, learn)
     def predict(image_id: str) -> Prediction:
         seg = model.segment(project.get_image(image_id), project.prompts, **options)
         return Prediction(seg.labels, seg.probs.max(axis=0), seg.class_names, seg)
@@ -217,18 +219,18 @@ def _segment(args) -> int:
     return 1 if failed else 0
 
 
-def _learn_from_verified(model, project, options: dict, weight: float):
-    """The visual term learned from every verified pixel of the project (maskclip.prototypes), on the same
-    features `segment` will use (scales, windows, dense mode)."""
-    from .prototypes import ProjectPrototypes
+def _learn_from_verified(model, project, options: dict, learn: dict):
+    """The term learned from every verified pixel of the project (maskclip.learner), on the same features
+    `segment` will use (scales, windows, dense mode)."""
+    from .learner import project_learner
 
-    learner = ProjectPrototypes(options["scales"], options.get("window"), options.get("stride"),
-                                window_norm=options.get("window_norm"))
+    learner = project_learner(learn["learner"], options)
     read = learner.sync(model, project)
-    known = learner.prototypes.known()
-    print(f"learned from the verified pixels of {read} images: {len(known)} classes "
-          f"({', '.join(known) or 'none yet'}), weight {weight}", flush=True)
-    return learner.term(weight)
+    known = learner.known()
+    how = f"weight {learn['weight']}" if learn["learner"] == "prototypes" else "text as the prior"
+    print(f"learned ({learn['learner']}) from the verified pixels of {read} images: {len(known)} classes "
+          f"({', '.join(known) or 'none yet'}), {how}", flush=True)
+    return learner.term(learn["weight"])
 
 
 def _export(args) -> int:

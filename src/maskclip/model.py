@@ -30,7 +30,7 @@ from .geometry import scaled_size, upsample_accumulate, window_starts
 from .images import to_rgb_float
 from .options import SegmentOptions
 from .pamr import pamr
-from .prototypes import LearnedTerm
+from .prototypes import LearnedTerm  # or learner.TextPriorTerm: anything with blend(scores, raw, rows, text, unit)
 from .scoring import key_smooth, key_smooth_official, probabilities, prompt_denoise
 from .text import ClassSpec, TextEncoder, prompt_rows
 from .weights import CHECKPOINT_QUICK_GELU_KEY, clip_mean_std, load_clip, resolve_device, uses_quick_gelu
@@ -298,8 +298,9 @@ class MaskCLIP:
         # windows' cosines (the successors' logit averaging); renormalising would not
         features = raw.flatten(1) if o.window_norm else F.normalize(raw.flatten(1), dim=0)
         scores = text @ features
-        if learned is not None:
-            scores = learned.blend(scores, raw.flatten(1), row_names)
+        if learned is not None:  # the learned scores replace the text's: PD, softmax and KS apply to them
+            scores = learned.blend(scores, raw.flatten(1), row_names, text=text, unit=features,
+                                   temperature=o.temperature)
         if o.prompt_denoising:
             scores, _ = prompt_denoise(scores, o.pd_threshold, o.temperature)
         probs = probabilities(scores, o.temperature)

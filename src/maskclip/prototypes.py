@@ -139,7 +139,8 @@ class LearnedTerm:
     prototypes: ClassPrototypes
     weight: float = DEFAULT_WEIGHT
 
-    def blend(self, scores: torch.Tensor, features: torch.Tensor, row_names: Sequence[str]) -> torch.Tensor:
+    def blend(self, scores: torch.Tensor, features: torch.Tensor, row_names: Sequence[str], **_context
+              ) -> torch.Tensor:
         """Text cosine scores [R, N] (one row per prompt row, `row_names` its output class) and dense features
         [D, N] -> blended scores [R, N], before prompt denoising, softmax and key smoothing."""
         weight = check_weight(self.weight)
@@ -231,6 +232,10 @@ class ProjectPrototypes:
             if progress is not None:
                 progress(done, len(ids))
         return len(ids)
+
+    def known(self) -> dict[str, float]:
+        """Classes with a prototype and their verified area (in patches)."""
+        return self.prototypes.known()
 
     def term(self, weight: float = DEFAULT_WEIGHT) -> LearnedTerm:
         return LearnedTerm(self.prototypes, check_weight(weight))

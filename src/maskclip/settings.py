@@ -6,7 +6,7 @@ A project's settings (`Project.settings`)::
     {"model":  {"name": "ViT-B-16", "pretrained": "openai" | path | None, "dense_mode": "maskclip",
                 "quick_gelu": None | bool},
      "method": {"scales": [336], <SegmentOptions fields explicitly set: key_smoothing, pd_threshold, ...>},
-     "learn":  {"from_verified": False, "weight": 0.5},
+     "learn":  {"from_verified": False, "learner": "text-prior" | "prototypes", "weight": 0.5 (prototypes only)},
      "annotator": {...the annotator's own: device, last_image}}
 
 The `method` fields that depend on the dense mode (`MODE_DEPENDENT`: KS, PD, temperature, windows) belong
@@ -22,6 +22,7 @@ from typing import Mapping, Sequence
 from .defaults import (DEFAULT_DENSE_MODE, DEFAULT_MODEL, DEFAULT_PRETRAINED, DEFAULT_SCALES,
                        RANDOM_WEIGHTS_SPELLINGS)
 from .options import ModeDefaults, SegmentOptions, option_names
+from .errors import MaskCLIPError
 from .validation import check_probability
 
 # options whose defaults depend on the dense mode: stored values belong to the project's stored mode
@@ -103,15 +104,24 @@ def clip_spec(project, model: str | None = None, pretrained: str | None = None, 
             "segment": {"background": list(project.background), "scales": method_scales(settings), **segment}}
 
 
-LEARN_DEFAULTS = {"from_verified": False, "weight": 0.5}  # maskclip.prototypes.DEFAULT_WEIGHT
+LEARNERS = ("text-prior", "prototypes")  # maskclip.learner.LEARNERS (no torch here)
+# weight: the prototypes' blend weight only (maskclip.prototypes.DEFAULT_WEIGHT); the text-prior learner
+# (maskclip.learner, the default) has no weight to tune
+LEARN_DEFAULTS = {"from_verified": False, "learner": "text-prior", "weight": 0.5}
 
 
-def learn_spec(settings: dict, enabled: bool | None = None, weight: float | None = None) -> dict:
+def learn_spec(settings: dict, enabled: bool | None = None, weight: float | None = None,
+               learner: str | None = None) -> dict:
     """Learning from verified pixels: a project's "learn" settings (project.settings) with overrides."""
     learn = {**LEARN_DEFAULTS, **settings.get("learn", {})}
     if enabled is not None:
         learn["from_verified"] = enabled
     if weight is not None:
         learn["weight"] = weight
+    if learner is not None:
+        learn["learner"] = learner
     weight = check_probability(learn["weight"], "the weight of the learned visual term")
-    return {"from_verified": bool(learn["from_verified"]), "weight": weight}
+    if learn["learner"] not in LEARNERS:
+        raise MaskCLIPError(f"unknown learner {learn['learner']!r} in the project's settings; choose one of "
+                            f"{', '.join(LEARNERS)}")
+    return {"from_verified": bool(learn["from_verified"]), "learner": learn["learner"], "weight": weight}

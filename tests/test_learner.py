@@ -1,0 +1,138 @@
+"""The text-prior learner (maskclip.learner): exactly MaskCLIP with nothing verified, moves verified pixels toward
+their class, learns the background from confirmed background, and goes through the project path."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from maskclip.learner import (BACKGROUND, ProjectLearner, VerifiedMap, VerifiedSamples, fit_text_prior,
+                              project_learner, verified_patch_targets)
+from maskclip.project import Project
+from maskclip.prototypes import ProjectPrototypes
+from maskclip.settings import learn_spec
+
+SCALES = (64,)
+
+
+def _map(x, targets):
+    return VerifiedMap(x, torch.arange(len(x)), targets, torch.ones(len(x)))
+
+
+def test_targets_are_each_labels_share_of_the_verified_pixels_and_confirmed_background_is_the_last_column():
+    labels = np.full((4, 4), 255, np.uint8)
+    labels[:2, :2] = 0
+    labels[:2, 2:] = 1
+    verified = np.zeros((4, 4), bool)
+    verified[:2] = True  # class 0 and class 1 patches
+    verified[2:, :1] = True  # half of patch (1, 0) is confirmed background
+    index, targets, weights = verified_patch_targets(labels, verified, (2, 2), 2)
+    assert index.tolist() == [0, 1, 2]
+    assert targets.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
+    assert weights.tolist() == [1.0, 1.0, 0.5]
+
+
+def test_no_data_or_no_taught_class_leaves_the_text_weights():
+    torch.manual_seed(0)
+    text = F.normalize(torch.randn(3, 8), dim=1)
+    x = F.normalize(torch.randn(5, 8), dim=1)
+    w, b = fit_text_prior(text, [0, 1, 2], [_map(x, torch.zeros(5, 3))])
+    assert torch.equal(w, text) and not b.any()
+
+
+def test_verified_pixels_move_their_patches_toward_their_class_on_a_separable_case():
+    torch.manual_seed(0)
+    text = F.normalize(torch.randn(2, 8), dim=1)
+    centre = F.normalize(text[0] - text[1] + 0.1 * torch.randn(8), dim=0)  # the text says class 0 ...
+    x = F.normalize(centre + 0.05 * torch.randn(40, 8), dim=1)
+    assert ((x @ text.T).argmax(1) == 0).all()
+    targets = torch.zeros(40, 2)
+    targets[:, 1] = 1  # ... the verified pixels say class 1
+    w, b = fit_text_prior(text, [0, 1], [_map(x, targets)], pull=1.0)
+    held_out = F.normalize(centre + 0.05 * torch.randn(20, 8), dim=1)
+    assert ((held_out @ w.T + b).argmax(1) == 1).all()
+    # the pull: a far stronger one leaves the text nearly as it was
+    w2, b2 = fit_text_prior(text, [0, 1], [_map(x, targets)], pull=1e6)
+    assert (w2 - text).norm() < 0.01 * (w - text).norm()
+
+
+def test_a_class_nobody_verified_keeps_its_text_row():
+    torch.manual_seed(1)
+    text = F.normalize(torch.randn(3, 8), dim=1)
+    x = F.normalize(torch.randn(30, 8), dim=1)
+    targets = torch.zeros(30, 3)
+    targets[:15, 0] = targets[15:, 1] = 1
+    w, b = fit_text_prior(text, [0, 1, 2], [_map(x, targets)])
+    assert torch.equal(w[2], text[2]) and b[2] == 0
+    assert not torch.equal(w[0], text[0])
+
+
+def two_tone(seed: int, split: int, height: int = 64, width: int = 64) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = np.zeros((height, width, 3), np.uint8)
+    img[:split] = (200, 40, 40)
+    img[split:] = (40, 40, 200)
+    return np.clip(img.astype(int) + rng.integers(-15, 16, img.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def project(tmp_path):
+    from PIL import Image
+
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"img{i}.png")
+        Image.fromarray(two_tone(i, 32)).save(paths[-1])
+    return Project.create(tmp_path / "p", paths, classes=["sky", "road"])
+
+
+def test_with_nothing_verified_the_scores_are_maskclips_exactly(tiny_vit, project):
+    image = project.get_image(project.image_ids[0])
+    kw = {"scales": SCALES, "background": ["background"]}
+    learner = ProjectLearner(SCALES)
+    assert learner.sync(tiny_vit, project) == 0
+    tiny_vit.segment(image, project.prompts, **kw)  # features and text cached: both calls below read them
+    plain = tiny_vit.segment(image, project.prompts, **kw)
+    learned = tiny_vit.segment(image, project.prompts, learned=learner.term(), **kw)
+    assert np.array_equal(plain.probs, learned.probs) and np.array_equal(plain.labels, learned.labels)
+
+
+def test_confirmed_background_teaches_the_background_rows(tiny_vit, project):
+    """Top half verified as road, bottom half confirmed background (verified 255): the learned segmentation
+    of the other image follows, whatever the random text said."""
+    first, second = project.image_ids
+    labels = np.full((64, 64), 255, np.uint8)
+    labels[:32] = 1
+    project.set_labels(first, labels, np.ones((64, 64), bool))
+    kw = {"scales": SCALES, "background": ["background"], "key_smoothing": False, "prompt_denoising": False}
+    learner = ProjectLearner(SCALES)
+    assert learner.sync(tiny_vit, project) == 1
+    assert set(learner.taught()) == {"road", BACKGROUND}
+    learner.fit(tiny_vit, project.prompts, ["background"])  # ahead of the redraw (a GUI worker's call)
+    fitted = dict(learner._fits)
+    seg = tiny_vit.segment(project.get_image(second), project.prompts, learned=learner.term(), **kw)
+    assert learner._fits == fitted  # the redraw applied the weights fitted ahead, no refit
+    names = seg.class_names
+    assert (seg.labels[:32] == names.index("road")).mean() > 0.9
+    assert (seg.labels[32:] == names.index("background")).mean() > 0.9
+    # with key smoothing on (MaskCLIP's default) too
+    seg = tiny_vit.segment(project.get_image(second), project.prompts, learned=learner.term(), scales=SCALES,
+                           background=["background"])
+    assert (seg.labels[:32] == names.index("road")).mean() > 0.9
+    assert (seg.labels[32:] == names.index("background")).mean() > 0.9
+
+
+def test_the_project_settings_choose_the_learner():
+    assert learn_spec({})["learner"] == "text-prior"
+    assert isinstance(project_learner("text-prior", {"scales": SCALES}), ProjectLearner)
+    assert isinstance(project_learner(learn_spec({"learn": {"learner": "prototypes"}})["learner"],
+                                      {"scales": SCALES}), ProjectPrototypes)
+
+
+def test_samples_replace_an_images_contribution():
+    samples = VerifiedSamples()
+    labels = np.zeros((4, 4), np.uint8)
+    samples.set_image("a", [torch.randn(3, 2, 2)], labels, np.ones((4, 4), bool), ["x"])
+    samples.set_image("a", [torch.randn(3, 2, 2)], labels, np.ones((4, 4), bool), ["x"])
+    assert samples.taught() == {"x": 4.0}
+    samples.remove_image("a")
+    assert samples.taught() == {}
