@@ -40,6 +40,7 @@ from .defaults import UNLABELLED
 from .errors import MaskCLIPError
 from .scoring import TEMPERATURE
 from .settings import LEARN_DEFAULTS, LEARNERS
+from .verified_sync import VerifiedPixelSync
 
 DEFAULT_PULL = 10.0  # chosen by measurement (bench/results.md: pulls 1 / 10 / 100, sclip), see README
 BACKGROUND = "background"  # the output class confirmed background teaches (what `segment` names it)
@@ -232,7 +233,7 @@ class TextPriorTerm:
         return w.to(unit.device) @ unit + b.to(unit.device)[:, None]
 
 
-class ProjectLearner:
+class ProjectLearner(VerifiedPixelSync):
     """A project's text-prior classifier for one model and feature setting, kept in step with its verified
     pixels (`sync`, `update_image`: the same interface as `maskclip.prototypes.ProjectPrototypes`).
 
@@ -248,76 +249,25 @@ class ProjectLearner:
 
     def __init__(self, scales: Sequence[int], window: int | None = None, stride: int | None = None, *,
                  dense_mode: str | None = None, window_norm: bool | None = None, pull: float = DEFAULT_PULL):
-        self.scales = tuple(int(s) for s in scales)
-        self.window, self.stride = window, stride
-        self.dense_mode, self.window_norm = dense_mode, window_norm
+        super().__init__(VerifiedSamples(), scales, window, stride, dense_mode=dense_mode, window_norm=window_norm)
         self.pull = check_pull(pull)
-        self.samples = VerifiedSamples()
-        self._revisions: dict[str, int] = {}
-        self._context: tuple | None = None
         self._fits: dict[str, tuple[int, tuple[torch.Tensor, torch.Tensor]]] = {}
         self._fit_lock = threading.Lock()
 
-    # --- reading verified pixels (as ProjectPrototypes) ---------------------------------------------
-    def feature_kwargs(self) -> dict:
-        extra = {k: v for k, v in (("window", self.window), ("stride", self.stride), ("dense_mode", self.dense_mode),
-                                   ("window_norm", self.window_norm)) if v is not None}
-        return {"scales": self.scales, **extra}
+    @property
+    def samples(self) -> VerifiedSamples:
+        return self.store
 
     @property
     def version(self) -> int:
         return self.samples.version
 
-    def _check_context(self, model, project) -> None:
-        context = (repr(model.signature), self.dense_mode or model.dense_mode, str(project.root),
-                   tuple(project.class_names))
-        if context != self._context:
-            self.samples.clear()
-            self._revisions.clear()
-            self._context = context
-
-    def pending(self, model, project) -> list[str]:
-        self._check_context(model, project)
-        out = []
-        for state in project.list_images():
-            seen = self._revisions.get(state.id)
-            if state.stale:
-                if seen is not None:
-                    out.append(state.id)
-            elif (state.verified_pixels > 0 or seen is not None) and seen != state.rev:
-                out.append(state.id)
-        return out
-
-    def _scored_maps(self, model, image: np.ndarray) -> list[torch.Tensor]:
+    def feature_maps(self, model, image: np.ndarray) -> list[torch.Tensor]:
         """The image's dense features as `segment` scores them (unit vectors unless window-normalised)."""
-        kwargs = self.feature_kwargs()
-        _mode, o = model.options(kwargs.get("dense_mode"), window=self.window, stride=self.stride,
+        _mode, o = model.options(self.feature_kwargs().get("dense_mode"), window=self.window, stride=self.stride,
                                  window_norm=self.window_norm)
-        features = [m["features"] for m in model.image_features(image, **kwargs)]
+        features = super().feature_maps(model, image)
         return features if o.window_norm else [F.normalize(m, dim=0) for m in features]
-
-    def update_image(self, model, project, image_id: str, image: np.ndarray | None = None) -> None:
-        self._check_context(model, project)
-        state = project.image_state(image_id)
-        if state.stale or state.verified_pixels == 0:
-            self.samples.remove_image(image_id)
-        else:
-            labels, verified = project.get_labels_and_verified(image_id)
-            image = project.get_image(image_id) if image is None else image
-            self.samples.set_image(image_id, self._scored_maps(model, image), labels, verified,
-                                   project.class_names)
-        self._revisions[image_id] = state.rev
-
-    def is_cheap(self, model, image: np.ndarray) -> bool:
-        return model.has_features(image, **self.feature_kwargs())
-
-    def sync(self, model, project, progress=None) -> int:
-        ids = self.pending(model, project)
-        for done, image_id in enumerate(ids, start=1):
-            self.update_image(model, project, image_id)
-            if progress is not None:
-                progress(done, len(ids))
-        return len(ids)
 
     def taught(self) -> dict[str, float]:
         """Verified area (patches) per class name ("background": confirmed background) - what a GUI shows."""

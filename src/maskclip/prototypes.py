@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from .defaults import UNLABELLED
 from .errors import MaskCLIPError
+from .verified_sync import VerifiedPixelSync
 
 DEFAULT_WEIGHT = 0.5
 
@@ -162,76 +163,20 @@ class LearnedTerm:
         return out
 
 
-class ProjectPrototypes:
+class ProjectPrototypes(VerifiedPixelSync):
     """A project's class prototypes for one model and scale set, kept in step with its verified pixels.
 
     `sync` visits only images whose label revision changed since it last saw them (a stroke re-reads one
-    image); another project, model or set of class names starts over. Features come from the model's cache
-    (`MaskCLIP.image_features`), so an image already segmented costs no encoder run.
+    image); another project, model or set of class names starts over (see maskclip.verified_sync).
     """
 
     def __init__(self, scales: Sequence[int], window: int | None = None, stride: int | None = None, *,
                  dense_mode: str | None = None, window_norm: bool | None = None):
-        self.scales = tuple(int(s) for s in scales)
-        self.window, self.stride = window, stride
-        self.dense_mode, self.window_norm = dense_mode, window_norm  # None: the model's defaults
-        self.prototypes = ClassPrototypes()
-        self._revisions: dict[str, int] = {}
-        self._context: tuple | None = None
+        super().__init__(ClassPrototypes(), scales, window, stride, dense_mode=dense_mode, window_norm=window_norm)
 
-    def feature_kwargs(self) -> dict:
-        """The `MaskCLIP.image_features` arguments the prototypes are learned on (None = the model's default)."""
-        extra = {k: v for k, v in (("window", self.window), ("stride", self.stride), ("dense_mode", self.dense_mode),
-                                   ("window_norm", self.window_norm)) if v is not None}
-        return {"scales": self.scales, **extra}
-
-    def _check_context(self, model, project) -> None:
-        context = (repr(model.signature), self.dense_mode or model.dense_mode, str(project.root),
-                   tuple(project.class_names))
-        if context != self._context:
-            self.prototypes.clear()
-            self._revisions.clear()
-            self._context = context
-
-    def pending(self, model, project) -> list[str]:
-        """Images whose verified pixels may have changed since the last sync (stale images are dropped)."""
-        self._check_context(model, project)
-        out = []
-        for state in project.list_images():
-            seen = self._revisions.get(state.id)
-            if state.stale:
-                if seen is not None:
-                    out.append(state.id)
-            elif (state.verified_pixels > 0 or seen is not None) and seen != state.rev:
-                out.append(state.id)
-        return out
-
-    def update_image(self, model, project, image_id: str, image: np.ndarray | None = None) -> None:
-        """Re-read one image's verified pixels (its features from the cache, or encoded now)."""
-        self._check_context(model, project)
-        state = project.image_state(image_id)
-        if state.stale or state.verified_pixels == 0:
-            self.prototypes.remove_image(image_id)
-        else:
-            labels, verified = project.get_labels_and_verified(image_id)
-            image = project.get_image(image_id) if image is None else image
-            maps = model.image_features(image, **self.feature_kwargs())
-            self.prototypes.set_image(image_id, [m["features"] for m in maps], labels, verified,
-                                      project.class_names)
-        self._revisions[image_id] = state.rev
-
-    def is_cheap(self, model, image: np.ndarray) -> bool:
-        """Whether updating this image runs no encoder (its features are in memory)."""
-        return model.has_features(image, **self.feature_kwargs())
-
-    def sync(self, model, project, progress=None) -> int:
-        """Bring the prototypes up to date; returns how many images were re-read."""
-        ids = self.pending(model, project)
-        for done, image_id in enumerate(ids, start=1):
-            self.update_image(model, project, image_id)
-            if progress is not None:
-                progress(done, len(ids))
-        return len(ids)
+    @property
+    def prototypes(self) -> ClassPrototypes:
+        return self.store
 
     def known(self) -> dict[str, float]:
         """Classes with a prototype and their verified area (in patches)."""
