@@ -50,6 +50,7 @@ class Navigator(QObject):
         self.current_id: str | None = None
         self.image: np.ndarray | None = None
         self.segmentation = None  # the current image's last Segmentation (confidence layers, hover)
+        self.label_source: str | None = None  # where the current image's unverified labels came from
         # the image shown is written to the project once navigation pauses (a project.json write per
         # image would cost every Next its own disk sync)
         self._remember_timer = QTimer(self, singleShot=True, interval=REMEMBER_IMAGE_MS)
@@ -226,6 +227,7 @@ class Navigator(QObject):
         self.current_id = image_id
         self.image = loaded.image
         self.segmentation = None
+        self.label_source = loaded.source
         self.edits.load(loaded.verified, stale=loaded.stale_error is not None)
         self.set_labels_data(loaded.values, editable=loaded.stale_error is None)
         self.update_confidence_layers()
@@ -250,6 +252,7 @@ class Navigator(QObject):
         if merge:
             self.editor.save("annotator", False)  # strokes made while it ran: written over the prediction
             project, image_id = self.project, self.current_id
+            self.label_source = "maskclip"
             if not stored:
                 self.editor.saves.submit("prediction", image_id, lambda: (project.merge_prediction(
                     image_id, seg.labels, class_names=seg.class_names, source="maskclip"),
@@ -275,6 +278,7 @@ class Navigator(QObject):
         except MaskCLIPError as exc:
             self.failed.emit(exc)
             return
+        self.label_source = loaded.source
         self.edits.load(loaded.verified, stale=loaded.stale_error is not None)
         self.set_labels_data(loaded.values, editable=loaded.stale_error is None)
         if loaded.stale_error is not None:

@@ -34,6 +34,7 @@ from . import _wording as say
 from ._layer_manager import CONFIDENCE_PREFIX, IMAGE_LAYER, LABELS_LAYER, LayerManager  # noqa: F401
 from ._edit_saving import EditSaver
 from ._jobs import Loader
+from ._label_sources import describe, is_maskclip, label_source
 from ._segmenting import Segmenter
 from ._layers import warm_up_layers
 from ._loading import PROJECT_SUBFOLDER, OpenedProject
@@ -334,8 +335,8 @@ class AnnotatorWidget(QWidget):
         if self.current_id is not None:
             self.nav.reload_labels()
             self.nav.update_confidence_layers()
-            if self._has_prediction() and method not in ("set_class_colour", "reorder_classes", "rename_class"):
-                self._request_redraw()
+            if method not in ("set_class_colour", "reorder_classes", "rename_class"):
+                self._apply_setting()
 
     def _on_background(self, prompts: list) -> None:
         if self.project is None or prompts == self.project.background:
@@ -454,13 +455,21 @@ class AnnotatorWidget(QWidget):
         return True
 
     def segment_current(self) -> None:
+        """Segment the current image and store it: unverified labels of any source are replaced (said)."""
         if self._ready_to_segment():
+            source = self.nav.label_source
+            if self.project.has_labels(self.current_id) and not is_maskclip(source):
+                self.show_message(say.replacing(describe(source), self.current_id))
             self._request_redraw()
 
     def segment_all(self) -> None:
         if not self._ready_to_segment():
             return
         self.save_current(wait=True)
+        p = self.project
+        others = sum(1 for i in p.image_ids if p.has_labels(i) and not is_maskclip(label_source(p.history(i))))
+        if others:
+            self.show_message(say.replacing_all(others, len(p)))
         self.segmenter.segment_all()
 
     def load_model(self) -> None:
@@ -477,9 +486,22 @@ class AnnotatorWidget(QWidget):
                                                 or self.project.has_labels(self.current_id))
 
     def _on_method_changed(self) -> None:
-        if self._has_prediction():
-            self._request_redraw()
+        self._apply_setting()
         QTimer.singleShot(0, self._save_settings)  # after the redraw: the new look comes first
+
+    def _apply_setting(self) -> None:
+        """A MaskCLIP setting changed (K, PD, threshold, classes, learning): redo the current image's
+        MaskCLIP labels in place; labels from another source (MaskCLIP+, an import) are only previewed
+        over (confidence layers) until an explicit Segment. With no model loaded, nothing is computed."""
+        if not self._has_prediction():
+            return
+        if self.session is None:
+            self.show_message(say.SETTING_NO_MODEL)
+            return
+        in_place = is_maskclip(self.nav.label_source)
+        self._request_redraw(merge=in_place)
+        if not in_place:
+            self.show_message(say.previewing(describe(self.nav.label_source)))
 
     def _request_redraw(self, merge: bool = True) -> None:
         self.segmenter.request_redraw(merge)

@@ -157,6 +157,23 @@ def brush(index: int, name: str | None, colour=None) -> str:
             f"(label {index + 1}{', key ' + str(index + 1) if index < 9 else ''})")
 
 
+SETTING_NO_MODEL = "Setting saved; no model is loaded, so it applies at the next Segment."
+
+
+def previewing(what: str) -> str:
+    return (f"Preview with the new MaskCLIP setting (confidence layers); the {what} are kept. "
+            "Segment image replaces them.")
+
+
+def replacing(what: str, image_id: str) -> str:
+    return f"Segment replaces the {what} of {image_id} with MaskCLIP's (verified pixels are kept)."
+
+
+def replacing_all(count: int, total: int) -> str:
+    return (f"Segment all replaces the unverified labels of {total} images, {count} of them from MaskCLIP+, "
+            "an import or a restore (verified pixels are kept).")
+
+
 def stale_skipped(count: int) -> str:
     return f"{count} images changed on disk since import and are skipped."
 
