@@ -97,6 +97,8 @@ class Navigator(QObject):
         """Make `project` the one shown, with no image yet (the widget resets its panels next)."""
         self.project = project
         self.current_id = None
+        self.label_source = None
+        self.edits.forget_histories()  # another project's images may have the same ids
         self.segmentation = None
         self.image = None
         self.layers.remove_confidence_layers()
@@ -272,7 +274,7 @@ class Navigator(QObject):
             self.layers.update_confidence_layers(self.project.class_names, self.project.class_colours)
 
     def reload_labels(self) -> None:
-        """Show the project's stored labels of the current image (clears the undo history)."""
+        """Show the project's stored labels of the current image (its undo history stays)."""
         try:
             loaded = load_image(self.project, self.current_id)
         except MaskCLIPError as exc:
@@ -288,7 +290,7 @@ class Navigator(QObject):
         """Put values in the labels layer (made on first use); the edits start over from them."""
         p = self.project
         self.layers.set_labels(values, p.class_names, p.class_colours, editable)
-        self.edits.start(values, len(p.classes), editable)
+        self.edits.start(values, len(p.classes), editable, self.current_id)
         self.labels_reset.emit()
 
     def refresh_from_project(self) -> None:

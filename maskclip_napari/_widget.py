@@ -25,7 +25,7 @@ import threading
 from pathlib import Path
 
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import QApplication, QFrame, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QApplication, QFrame, QMessageBox, QScrollArea, QVBoxLayout, QWidget
 
 from maskclip.errors import MaskCLIPError
 from maskclip.project import Project
@@ -57,7 +57,8 @@ REDRAW_DEBOUNCE_MS = 120
 CONTROLS = {
     "status": ("message", "hover_label", "busy_bar"),
     "images": ("open_folder_button", "add_images_button", "project_label", "image_list", "prev_button",
-               "next_button", "reviewed_button", "verify_class_button", "accept_change_button", "stale_label"),
+               "next_button", "reviewed_button", "verify_class_button", "unverify_button",
+               "unverify_class_button", "accept_change_button", "stale_label"),
     "classes": ("class_editor", "brush_label"),
     "method_panel": ("ks_check", "pd_check", "pd_slider", "scale_spin", "dense_mode_combo", "learn_check",
                      "learn_weight", "segment_button", "segment_all_button", "cancel_button", "progress",
@@ -174,6 +175,7 @@ class AnnotatorWidget(QWidget):
         im.step_requested.connect(lambda step: self.nav.step(step, background=True))
         im.reviewed_requested.connect(self.mark_reviewed)
         im.verify_class_requested.connect(self.verify_selected_class)
+        im.unverify_requested.connect(self.editor.unverify)
         im.accept_change_requested.connect(self.accept_image_change)
         cl.edit_requested.connect(lambda method, args: self.edit_classes(method, *args))
         cl.background_requested.connect(self._on_background)
@@ -325,6 +327,7 @@ class AnnotatorWidget(QWidget):
         if self.project is None:
             return
         self.save_current(wait=True)
+        self.edits.forget_histories()  # recorded values name classes by index: undo steps would mislabel
         try:
             getattr(self.project, method)(*args)
         except MaskCLIPError as exc:
@@ -422,7 +425,16 @@ class AnnotatorWidget(QWidget):
 
     def mark_reviewed(self) -> None:
         """Verify the whole current image as shown: labelled pixels keep their class, unlabelled ones are
-        confirmed background (so an image with none of the classes can be verified too)."""
+        confirmed background (so an image with none of the classes can be verified too). On an image never
+        segmented (nor imported) it asks first: it would mark every pixel not painted as background."""
+        if self.current_id is None:
+            return
+        if self.nav.label_source is None and not self.edits.verified.all():
+            answer = QMessageBox.question(self, say.REVIEW_UNSEGMENTED_TITLE, say.review_unsegmented(self.current_id),
+                                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                          QMessageBox.StandardButton.No)
+            if answer != QMessageBox.StandardButton.Yes:
+                return
         self.editor.verify(None)
 
     def verify_selected_class(self) -> None:

@@ -32,6 +32,9 @@ TIPS = {
                 "background",
     "verify_class": "Verify the pixels of the class selected as the labels layer's label (its mask on this image "
                     "is right as shown)",
+    "unverify": "Un-verify every pixel of this image (their labels stay; a segmentation may change them again). "
+                "Ctrl+Z undoes it",
+    "unverify_class": "Un-verify the pixels of the class selected as the labels layer's label (their labels stay)",
     "accept_change": "Its labels were made for the old content and are not applied. Starting over clears them "
                      "(they stay in the image's history); restoring the old file brings them back instead.",
     "brush": "The labels layer's selected label: select a class row or press 1-9",
@@ -142,6 +145,19 @@ def accepted_change(image_id: str) -> str:
 
 def reviewed(image_id: str, labelled: int, background: int) -> str:
     return f"{image_id}: reviewed: {labelled} labelled and {background} background pixels verified."
+
+
+def unverified(image_id: str, count: int, name: str | None = None) -> str:
+    what = f"'{name}' pixels" if name is not None else "pixels"
+    return f"Un-verified {count} {what} of {image_id} (their labels stay; Ctrl+Z undoes it)."
+
+
+REVIEW_UNSEGMENTED_TITLE = "Mark the whole image verified?"
+
+
+def review_unsegmented(image_id: str) -> str:
+    return (f"{image_id} was never segmented: Reviewed ✓ verifies it as shown, every unlabelled pixel as "
+            "background. Mark it verified?")
 
 
 def class_verified(image_id: str, count: int, name: str) -> str:

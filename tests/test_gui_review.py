@@ -131,3 +131,74 @@ def test_a_toggle_without_a_model_only_changes_the_setting(make_napari_viewer, q
     qtbot.wait(400)  # past the redraw debounce
     assert not widget.busy and widget.session is None  # no model load started
     qtbot.waitUntil(lambda: Project.open(widget.project.root).settings["method"]["key_smoothing"] != ks, timeout=5000)
+
+
+def answer(monkeypatch, reply):
+    """Answer the annotator's next questions (QMessageBox.question) with `reply` ("yes" / "no")."""
+    from qtpy.QtWidgets import QMessageBox
+
+    asked = []
+
+    def question(parent, title, text, *args, **kwargs):
+        asked.append(text)
+        return QMessageBox.StandardButton.Yes if reply == "yes" else QMessageBox.StandardButton.No
+
+    monkeypatch.setattr(QMessageBox, "question", question)
+    return asked
+
+
+def test_undo_lasts_the_session_across_images(make_napari_viewer, qtbot, image_folder, monkeypatch):
+    answer(monkeypatch, "yes")
+    viewer, widget = opened(make_napari_viewer, qtbot, image_folder)
+    first, second = widget.project.image_ids[:2]
+    viewer.layers["labels"].paint((20, 20), 1)
+    widget.save_current(wait=True)
+    painted = widget.project.get_verified(first).copy()
+    qtbot.mouseClick(widget.reviewed_button, Qt.MouseButton.LeftButton)  # a wrong Reviewed ✓ ...
+    widget.wait_for_saves()
+    assert widget.project.get_verified(first).all()
+    press(viewer, "PageDown")  # ... noticed only after moving on
+    wait_shown(qtbot, widget, second)
+    press(viewer, "PageUp")
+    wait_shown(qtbot, widget, first)
+    press(viewer, "Control-Z")
+    np.testing.assert_array_equal(widget.project.get_verified(first), painted)
+
+
+def test_unverify_image_and_class_are_undoable_edits(make_napari_viewer, qtbot, image_folder, monkeypatch):
+    answer(monkeypatch, "yes")
+    viewer, widget = opened(make_napari_viewer, qtbot, image_folder)
+    first = widget.current_id
+    layer = viewer.layers["labels"]
+    layer.paint((20, 20), 1)
+    layer.paint((60, 60), 2)
+    widget.save_current(wait=True)
+    qtbot.mouseClick(widget.reviewed_button, Qt.MouseButton.LeftButton)
+    widget.wait_for_saves()
+    layer.selected_label = 1
+    qtbot.mouseClick(widget.unverify_class_button, Qt.MouseButton.LeftButton)
+    widget.wait_for_saves()
+    verified = widget.project.get_verified(first)
+    assert not verified[layer.data == 1].any() and verified[layer.data != 1].all()
+    assert widget.project.history(first)[-1]["source"] == "unverified"
+    qtbot.mouseClick(widget.unverify_button, Qt.MouseButton.LeftButton)
+    widget.wait_for_saves()
+    assert not widget.project.get_verified(first).any()
+    assert (widget.project.get_labels(first)[layer.data == 2] == 1).all()  # the labels stay
+    press(viewer, "Control-Z")
+    press(viewer, "Control-Z")
+    assert widget.project.get_verified(first).all()
+
+
+def test_reviewed_on_a_never_segmented_image_asks(make_napari_viewer, qtbot, image_folder, monkeypatch):
+    viewer, widget = opened(make_napari_viewer, qtbot, image_folder)
+    first = widget.current_id
+    asked = answer(monkeypatch, "no")
+    qtbot.mouseClick(widget.reviewed_button, Qt.MouseButton.LeftButton)
+    widget.wait_for_saves()
+    assert asked and "background" in asked[0]
+    assert not widget.project.get_verified(first).any()
+    answer(monkeypatch, "yes")
+    qtbot.mouseClick(widget.reviewed_button, Qt.MouseButton.LeftButton)
+    widget.wait_for_saves()
+    assert widget.project.get_verified(first).all()

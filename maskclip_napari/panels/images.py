@@ -3,7 +3,7 @@ Reviewed ✓ / Class ✓, and the notice for an image whose file changed on disk
 
 Signals (the widget acts on them): open_requested(str folder), add_requested(list of paths),
 image_selected(int row, by the user), step_requested(int), reviewed_requested, verify_class_requested,
-accept_change_requested.
+unverify_requested(bool selected class only), accept_change_requested.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
     QFileDialog,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -62,6 +63,7 @@ class ImagesPanel(QGroupBox):
     step_requested = Signal(int)
     reviewed_requested = Signal()
     verify_class_requested = Signal()
+    unverify_requested = Signal(bool)
     accept_change_requested = Signal()
 
     def __init__(self, project_subfolder: str, parent=None):
@@ -96,9 +98,20 @@ class ImagesPanel(QGroupBox):
         self.verify_class_button = QPushButton("Class ✓")
         self.verify_class_button.setToolTip(say.TIPS["verify_class"])
         self.verify_class_button.clicked.connect(lambda: self.verify_class_requested.emit())
-        for b in (self.prev_button, self.next_button, self.reviewed_button, self.verify_class_button):
-            row.addWidget(b)
+        self.unverify_button = QPushButton("Un-verify")
+        self.unverify_button.setToolTip(say.TIPS["unverify"])
+        self.unverify_button.clicked.connect(lambda: self.unverify_requested.emit(False))
+        self.unverify_class_button = QPushButton("Un-verify class")
+        self.unverify_class_button.setToolTip(say.TIPS["unverify_class"])
+        self.unverify_class_button.clicked.connect(lambda: self.unverify_requested.emit(True))
+        row.addWidget(self.prev_button)
+        row.addWidget(self.next_button)
         v.addLayout(row)
+        grid = QGridLayout()  # two columns: the dock stays narrow
+        for i, b in enumerate((self.reviewed_button, self.verify_class_button, self.unverify_button,
+                               self.unverify_class_button)):
+            grid.addWidget(b, i // 2, i % 2)
+        v.addLayout(grid)
         self.accept_change_button = QPushButton("Image changed on disk: start over on the new content")
         self.accept_change_button.setToolTip(say.TIPS["accept_change"])
         self.accept_change_button.clicked.connect(lambda: self.accept_change_requested.emit())
@@ -155,7 +168,8 @@ class ImagesPanel(QGroupBox):
 
     def set_state(self, has_project: bool, has_image: bool, stale: bool, can_open: bool) -> None:
         self.add_images_button.setEnabled(has_project)
-        for b in (self.prev_button, self.next_button, self.reviewed_button, self.verify_class_button):
+        for b in (self.prev_button, self.next_button, self.reviewed_button, self.verify_class_button,
+                  self.unverify_button, self.unverify_class_button):
             b.setEnabled(has_image)
         self.accept_change_button.setVisible(has_image and stale)
         self.stale_label.setVisible(has_image and stale)
