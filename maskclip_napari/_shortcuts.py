@@ -4,6 +4,11 @@ SHORTCUTS are viewer-wide (none is one of napari's default keys for any layer); 
 Ctrl+Z / Ctrl+Shift+Z undo and redo labels and verified pixels together and the number keys 1-9 pick
 classes instead of napari's mode keys, whose letter keys (E, P, F, L, Z) stay. Bindings hold their target
 only weakly: a strong reference kept closed viewers (and their widgets) alive.
+
+napari's keybindings only see keys pressed while its canvas has focus: after a click on a dock button,
+PageDown would scroll the dock and, on the image list, jump a page of rows. So SHORTCUTS are also Qt
+shortcuts of the viewer's main window (wherever focus is inside it; a text field still takes the letters
+typed into it), and undo/redo and 1-9 are also shortcuts of the dock (`bind_window_shortcuts`).
 """
 from __future__ import annotations
 
@@ -54,3 +59,43 @@ def bind_layer_keys(layer, target) -> None:
     layer.bind_key(KeyMod.CtrlCmd | KeyMod.Shift | KeyCode.KeyZ, call("redo"), overwrite=True)
     for n in range(1, 10):
         layer.bind_key(str(n), call("select_class", n - 1), overwrite=True)
+
+
+def qt_key(key: str) -> str:
+    """A napari key name ("Shift-R", "PageDown", "Control-Z") as a QKeySequence string."""
+    names = {"PageDown": "PgDown", "PageUp": "PgUp", "Control": "Ctrl"}
+    return "+".join(names.get(part, part) for part in key.split("-"))
+
+
+def bind_window_shortcuts(window, dock, target) -> list:
+    """SHORTCUTS as Qt shortcuts of `window` (the viewer's main window), and Ctrl+Z / Ctrl+Shift+Z / 1-9 as
+    shortcuts of `dock` and its children (on the canvas the labels layer's own bindings serve them).
+    Returns the QShortcut objects (they live as long as their parents)."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtGui import QKeySequence
+
+    try:
+        from qtpy.QtGui import QShortcut  # Qt 6
+    except ImportError:
+        from qtpy.QtWidgets import QShortcut  # Qt 5
+
+    ref = weakref.ref(target)
+
+    def make(parent, key, context, method, *args):
+        shortcut = QShortcut(QKeySequence(qt_key(key)), parent)
+        shortcut.setContext(context)
+
+        def fire():
+            obj = ref()
+            if obj is not None:
+                getattr(obj, method)(*args)
+
+        shortcut.activated.connect(fire)
+        return shortcut
+
+    made = [make(window, key, Qt.ShortcutContext.WindowShortcut, "on_shortcut", name)
+            for name, key in SHORTCUTS.items()]
+    in_dock = Qt.ShortcutContext.WidgetWithChildrenShortcut
+    made += [make(dock, "Control-Z", in_dock, "undo"), make(dock, "Control-Shift-Z", in_dock, "redo")]
+    made += [make(dock, str(n), in_dock, "select_class", n - 1) for n in range(1, 10)]
+    return made

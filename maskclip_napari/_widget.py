@@ -40,7 +40,7 @@ from ._layers import warm_up_layers
 from ._loading import PROJECT_SUBFOLDER, OpenedProject
 from ._navigation import Navigator
 from ._session import Method, ModelChoice
-from ._shortcuts import SHORTCUTS, bind_layer_keys, bind_viewer_shortcuts  # noqa: F401
+from ._shortcuts import SHORTCUTS, bind_layer_keys, bind_viewer_shortcuts, bind_window_shortcuts  # noqa: F401
 from ._window import CloseWatcher
 from ._wording import GUI_WORDING, gui_text  # noqa: F401
 from .editing import EditState
@@ -131,6 +131,7 @@ class AnnotatorWidget(QWidget):
             "segment_current": self.segment_button, "mark_reviewed": self.reviewed_button,
             "verify_selected_class": self.verify_class_button, "toggle_key_smoothing": self.ks_check,
             "toggle_prompt_denoising": self.pd_check})
+        self._window_shortcuts: list = []  # made once the dock is in its window (showEvent)
         self._set_enabled()
         self.method_panel.show_model_state(self.session)
         # napari's first layers cost ~0.5 s of one-time imports: paid now, off the GUI thread
@@ -200,6 +201,9 @@ class AnnotatorWidget(QWidget):
         # wide enough for every control once napari's style sheet applies: only vertical scrolling
         bar = self._scroll.verticalScrollBar().sizeHint().width()
         self._scroll.setMinimumWidth(self._content.minimumSizeHint().width() + bar)
+        if not self._window_shortcuts and self.window() is not self:
+            # the same keys wherever focus is inside the viewer's window (napari's only see the canvas's)
+            self._window_shortcuts = bind_window_shortcuts(self.window(), self, self)
         super().showEvent(event)
 
     def _set_enabled(self) -> None:

@@ -202,3 +202,50 @@ def test_reviewed_on_a_never_segmented_image_asks(make_napari_viewer, qtbot, ima
     qtbot.mouseClick(widget.reviewed_button, Qt.MouseButton.LeftButton)
     widget.wait_for_saves()
     assert widget.project.get_verified(first).all()
+
+
+def key_at_focus(qtbot, key, modifier=Qt.KeyboardModifier.NoModifier):
+    """A real key press delivered where the keyboard focus is (shortcuts included), as a user's is."""
+    from qtpy.QtWidgets import QApplication
+
+    target = QApplication.focusWidget()
+    assert target is not None
+    qtbot.keyClick(target, key, modifier)
+
+
+def test_shortcuts_work_wherever_focus_is_in_the_window(make_napari_viewer, qtbot, image_folder, monkeypatch):
+    viewer, widget = opened(make_napari_viewer, qtbot, image_folder)
+    from qtpy.QtWidgets import QApplication
+
+    window = viewer.window._qt_window
+    window.show()
+    window.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is window, timeout=5000)
+    ids = widget.project.image_ids
+    widget.next_button.setFocus()  # as after clicking it
+    key_at_focus(qtbot, Qt.Key.Key_PageDown)
+    wait_shown(qtbot, widget, ids[1])
+    # a list row clicked: PageDown moves exactly one image (not a page of rows)
+    widget.image_list.setFocus()
+    key_at_focus(qtbot, Qt.Key.Key_PageDown)
+    wait_shown(qtbot, widget, ids[2])
+    qtbot.wait(200)
+    assert widget.current_id == ids[2] and not widget.loading
+    key_at_focus(qtbot, Qt.Key.Key_PageUp)
+    wait_shown(qtbot, widget, ids[1])
+    # K from a dock button toggles key smoothing; Ctrl+Z there undoes the last edit
+    widget.reviewed_button.setFocus()
+    ks = widget.ks_check.isChecked()
+    key_at_focus(qtbot, Qt.Key.Key_K)
+    assert widget.ks_check.isChecked() != ks
+    answer(monkeypatch, "yes")
+    widget.mark_reviewed()
+    widget.wait_for_saves()
+    assert widget.project.get_verified(ids[1]).all()
+    key_at_focus(qtbot, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    widget.wait_for_saves()
+    assert not widget.project.get_verified(ids[1]).any()
+    # typing in the class name field is typing, not a shortcut
+    widget.class_editor.new_name.setFocus()
+    key_at_focus(qtbot, Qt.Key.Key_K)
+    assert widget.ks_check.isChecked() != ks and widget.class_editor.new_name.text() == "k"
