@@ -26,6 +26,7 @@ from pathlib import Path
 
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QApplication, QFrame, QMessageBox, QScrollArea, QVBoxLayout, QWidget
+from superqt import QCollapsible
 
 from maskclip.errors import MaskCLIPError
 from maskclip.project import Project
@@ -160,8 +161,16 @@ class AnnotatorWidget(QWidget):
         self.export_panel = ExportPanel()
         layout = QVBoxLayout(content)
         layout.setContentsMargins(6, 6, 6, 6)
-        for panel in (self.images, self.classes, self.method_panel, self.training, self.export_panel):
+        for panel in (self.images, self.classes, self.method_panel):
             layout.addWidget(panel)
+        self.sections = {}  # the sections a user may fold away (expanded at first)
+        for key, panel in (("training", self.training), ("export", self.export_panel)):
+            section = QCollapsible(panel.title())
+            panel.setTitle("")
+            section.addWidget(panel)
+            section.expand(animate=False)
+            layout.addWidget(section)
+            self.sections[key] = section
         layout.addStretch(1)
         for panel, names in CONTROLS.items():
             for name in names:

@@ -249,3 +249,18 @@ def test_shortcuts_work_wherever_focus_is_in_the_window(make_napari_viewer, qtbo
     widget.class_editor.new_name.setFocus()
     key_at_focus(qtbot, Qt.Key.Key_K)
     assert widget.ks_check.isChecked() != ks and widget.class_editor.new_name.text() == "k"
+
+
+def test_the_dock_fits_a_laptop_screen(make_napari_viewer, qtbot, image_folder):
+    """At 1280x800 the dock was at least 582 px wide (the canvas 335 px): long combo entries and rows of four
+    buttons. Now it fits ~400 px and the training and export sections fold away."""
+    viewer, widget = opened(make_napari_viewer, qtbot, image_folder)
+    window = viewer.window._qt_window
+    window.resize(1280, 800)
+    window.show()
+    qtbot.waitExposed(window)
+    assert widget.width() <= 400, widget.width()
+    assert viewer.window._qt_viewer.canvas.size[0] >= 450
+    section = widget.sections["training"]
+    section.collapse(animate=False)
+    assert not section.isExpanded()

@@ -39,6 +39,7 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -52,6 +53,7 @@ from superqt import QCollapsible
 
 from maskclip.defaults import DEVICE_CHOICES
 from .. import _wording as say
+from ._narrow import NarrowCombo
 from .._child_process import EXIT_CANCELLED, ChildProcess
 from .._loss_plot import LossPlot
 from maskclip.run_folder import (
@@ -148,11 +150,11 @@ class TrainingPanel(QGroupBox):
         v.addWidget(intro)
         form = QFormLayout()
         self.iters_spin = _spin(1, 1_000_000, 2000, 100, tip=say.TIPS["iters"])
-        self.student_combo = QComboBox()
+        self.student_combo = NarrowCombo()
         for name, text in STUDENTS:
             self.student_combo.addItem(text, name)
         self.student_combo.setToolTip(say.TIPS["student"])
-        self.device_combo = QComboBox()
+        self.device_combo = NarrowCombo()
         self.device_combo.addItems(list(DEVICE_CHOICES))
         form.addRow("Iterations", self.iters_spin)
         form.addRow("Network", self.student_combo)
@@ -173,7 +175,7 @@ class TrainingPanel(QGroupBox):
         aform.addRow("Crop size", self.crop_spin)
         aform.addRow("Short side", self.base_spin)
         aform.addRow(self.imagenet_check)
-        self.self_training_combo = QComboBox()
+        self.self_training_combo = NarrowCombo()
         for key, _, text in SELF_TRAINING:
             self.self_training_combo.addItem(text, key)
         self.self_training_combo.setToolTip(say.TIPS["self_training"])
@@ -181,18 +183,18 @@ class TrainingPanel(QGroupBox):
         advanced.addWidget(inner)
         v.addWidget(advanced)
 
-        row = QHBoxLayout()
+        row = QGridLayout()  # two columns: the dock stays narrow
         self.start_button = QPushButton("Start")
         self.cancel_button = QPushButton("Cancel")
         self.resume_button = QPushButton("Resume")
         self.refine_button = QPushButton("Refine")
-        for button, tip, slot in ((self.start_button, "train_start", self.start),
-                                  (self.cancel_button, "train_cancel", self.cancel),
-                                  (self.resume_button, "train_resume", self.resume),
-                                  (self.refine_button, "train_refine", self.refine)):
+        for i, (button, tip, slot) in enumerate(((self.start_button, "train_start", self.start),
+                                                 (self.cancel_button, "train_cancel", self.cancel),
+                                                 (self.resume_button, "train_resume", self.resume),
+                                                 (self.refine_button, "train_refine", self.refine))):
             button.setToolTip(say.TIPS[tip])
             button.clicked.connect(slot)
-            row.addWidget(button)
+            row.addWidget(button, i // 2, i % 2)
         v.addLayout(row)
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1)
