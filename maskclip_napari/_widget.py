@@ -35,6 +35,7 @@ from . import _wording as say
 from ._layer_manager import CONFIDENCE_PREFIX, IMAGE_LAYER, LABELS_LAYER, LayerManager  # noqa: F401
 from ._edit_saving import EditSaver
 from ._jobs import Loader
+from ._run_commands import usable_devices
 from ._label_sources import describe, is_maskclip, label_source
 from ._segmenting import Segmenter
 from ._layers import warm_up_layers
@@ -119,7 +120,7 @@ class AnnotatorWidget(QWidget):
         self.segmenter.message.connect(self.show_message)
         self.segmenter.failed.connect(self._show_error)
         self.segmenter.state_changed.connect(self._set_enabled)
-        self.segmenter.session_loaded.connect(lambda: self.method_panel.show_model_state(self.session))
+        self.segmenter.session_loaded.connect(self._on_session_loaded)
         self.segmenter.weights_unavailable.connect(self._on_weights_unavailable)
         self._redraw_timer = QTimer(self, singleShot=True, interval=REDRAW_DEBOUNCE_MS)
         self._redraw_timer.timeout.connect(self._on_method_changed)
@@ -198,6 +199,7 @@ class AnnotatorWidget(QWidget):
         me.load_requested.connect(self.load_model)
         self.training.save_requested.connect(lambda: self.save_current(wait=True))
         self.training.labels_changed.connect(self.refresh_from_project)
+        self.training.said.connect(self.show_message)
         self.export_panel.export_requested.connect(
             lambda out, fmt, verified, overwrite: self.export(out, fmt, verified, overwrite=overwrite))
 
@@ -320,6 +322,10 @@ class AnnotatorWidget(QWidget):
             self.project.update_settings(self.method_panel.settings_update(self.project))
         except MaskCLIPError as exc:
             self._show_error(exc)
+
+    def _on_session_loaded(self) -> None:
+        self.method_panel.show_model_state(self.session)
+        self.training.set_devices(usable_devices())  # torch is imported now: cuda is offered only if usable
 
     def _on_model_choice_changed(self, *_):
         self._save_settings()

@@ -264,3 +264,27 @@ def test_the_dock_fits_a_laptop_screen(make_napari_viewer, qtbot, image_folder):
     section = widget.sections["training"]
     section.collapse(animate=False)
     assert not section.isExpanded()
+
+
+def test_training_device_offers_cuda_only_with_a_gpu(make_napari_viewer, qtbot, image_folder):
+    import torch  # imported by the annotator's first model load; here already
+
+    viewer, widget = opened(make_napari_viewer, qtbot, image_folder)
+    combo = widget.training.device_combo
+    offered = [combo.itemText(i) for i in range(combo.count())]
+    assert ("cuda" in offered) == torch.cuda.is_available() and "cpu" in offered
+
+
+def test_open_sample_leaves_the_labels_active_and_the_view_fitted(make_napari_viewer, qtbot, image_folder, tmp_path,
+                                                                   monkeypatch):
+    from maskclip_napari._dock import ensure_registered
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    ensure_registered()
+    viewer, widget = opened(make_napari_viewer, qtbot, image_folder, classes=())
+    viewer.open_sample("maskclip-napari", "scenes")
+    qtbot.wait(100)
+    assert viewer.layers.selection.active is viewer.layers["labels"]  # number keys and Ctrl+Z reach it
+    center, zoom = tuple(viewer.camera.center), viewer.camera.zoom
+    viewer.reset_view()
+    assert tuple(viewer.camera.center) == pytest.approx(center) and viewer.camera.zoom == pytest.approx(zoom)

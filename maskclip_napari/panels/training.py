@@ -51,11 +51,10 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from maskclip.defaults import DEVICE_CHOICES
 from .. import _wording as say
-from ._narrow import NarrowCombo
 from .._child_process import EXIT_CANCELLED, ChildProcess
 from .._loss_plot import LossPlot
+from ._narrow import NarrowCombo
 from maskclip.run_folder import (
     PHASE_PSEUDO_LABELS,
     STATE_CANCELLED,
@@ -72,6 +71,7 @@ from maskclip.run_folder import (
 )
 
 from .._run_commands import (
+    usable_devices,
     describe_progress,
     describe_refine_progress,
     error_summary,
@@ -119,6 +119,7 @@ class TrainingPanel(QGroupBox):
 
     save_requested = Signal()  # write the annotator's pending edits now (the child reads the project next)
     labels_changed = Signal()  # refine wrote labels into the shown project
+    said = Signal(str, bool)  # what the section says (text, error): also the annotator's message line
 
     def __init__(self, model_choice: Callable, parent=None):
         super().__init__("Refine dataset (MaskCLIP+)", parent)
@@ -155,7 +156,7 @@ class TrainingPanel(QGroupBox):
             self.student_combo.addItem(text, name)
         self.student_combo.setToolTip(say.TIPS["student"])
         self.device_combo = NarrowCombo()
-        self.device_combo.addItems(list(DEVICE_CHOICES))
+        self.set_devices(usable_devices())
         form.addRow("Iterations", self.iters_spin)
         form.addRow("Network", self.student_combo)
         form.addRow("Device", self.device_combo)
@@ -234,9 +235,22 @@ class TrainingPanel(QGroupBox):
                 raise ValueError(f"self_training must be one of {list(GUIDED_FRACTIONS)}")
             self.self_training_combo.setCurrentIndex(index)
 
+    def set_devices(self, devices) -> None:
+        """Offer these devices (cuda only where it is usable), keeping the choice when it is still offered."""
+        current = self.device_combo.currentText()
+        if [self.device_combo.itemText(i) for i in range(self.device_combo.count())] == list(devices):
+            return
+        self.device_combo.clear()
+        self.device_combo.addItems(list(devices))
+        if current in devices:
+            self.device_combo.setCurrentText(current)
+
     def _show_message(self, text: str, error: bool = False) -> None:
+        """In the section, and (said) on the annotator's message line like every other message."""
         self.message.setStyleSheet("color: #e05555;" if error else "")
         self.message.setText(text)
+        if text:
+            self.said.emit(text, error)
 
     @property
     def running(self) -> bool:
@@ -267,6 +281,7 @@ class TrainingPanel(QGroupBox):
         self.project = project
         if self.running:
             return
+        self.set_devices(usable_devices())  # torch may be imported by now (a model was loaded)
         self.device_combo.setCurrentText(self._model_choice().device)
         self.run_dir = latest_run(project.root) if project is not None else None
         self._metrics = MetricsTail.of_run(self.run_dir) if self.run_dir is not None else None
