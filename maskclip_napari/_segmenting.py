@@ -27,6 +27,9 @@ from ._jobs import JobRunner
 from ._session import JobResult, Method, ModelSession, segment_job
 
 
+QUIET_JOBS = ("Export", "Update", "Preview", "Confidence")  # they say their own result, or nothing
+
+
 class Segmenter(QObject):
     message = Signal(str, bool)
     failed = Signal(object)
@@ -50,9 +53,10 @@ class Segmenter(QObject):
     def busy(self) -> bool:
         return self.jobs.busy
 
-    def request_redraw(self, merge: bool = True) -> None:
+    def request_redraw(self, merge: bool = True, kind: str | None = None) -> None:
         """Recompute the current image: on the GUI thread when cheap (features and prompts cached),
-        otherwise in a worker; while another job runs, an expensive redraw waits for it."""
+        otherwise in a worker; while another job runs, an expensive redraw waits for it. kind: the job's
+        name when it is not the user's Segment ("Update", "Preview": it ends without a 'done' message)."""
         project, image_id, image = self._target()
         if project is None or image_id is None or not project.classes:
             return
@@ -74,7 +78,7 @@ class Segmenter(QObject):
             self.jobs.add_pending(merge)
             return
         self.start_job([(image_id, project.image_path(image_id))], method, merge=merge,
-                       kind="Segment" if merge else "Confidence")
+                       kind=kind or ("Segment" if merge else "Confidence"))
 
     def _finish_redraw(self, result: JobResult, method: Method, merge: bool, start: float, computed: float) -> None:
         shown = time.perf_counter()
@@ -152,7 +156,7 @@ class Segmenter(QObject):
                                   val_fraction=val_fraction, overwrite=overwrite)
 
         return self.create_other_job(run, "Export", lambda report: self.message.emit(
-            say.exported(report, fmt, out), bool(report.skipped)))
+            say.exported(report, fmt, out), bool(report.skipped) or not report.exported))
 
     def create_other_job(self, fn: Callable, kind: str, on_return: Callable):
         """Another job (an export) in the same one-job-at-a-time worker, shown as busy; the caller starts it."""
@@ -195,9 +199,11 @@ class Segmenter(QObject):
         self.state_changed.emit()
         if worker.abort_requested:
             self.message.emit(say.job_cancelled(kind), False)
-        elif not self.jobs.failed and kind != "Export":
+        elif not self.jobs.failed and kind not in QUIET_JOBS:
             self.progress.setValue(self.progress.maximum())
             self.message.emit(say.job_done(kind), False)
+        elif not self.jobs.failed:
+            self.progress.setValue(self.progress.maximum())
         merge = self.jobs.take_pending()
         if merge is not None:
             self.request_redraw(merge=merge)

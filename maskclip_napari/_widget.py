@@ -530,8 +530,10 @@ class AnnotatorWidget(QWidget):
             self.show_message(say.SETTING_NO_MODEL)
             return
         in_place = is_maskclip(self.nav.label_source)
-        self._request_redraw(merge=in_place)
-        if not in_place:
+        self.segmenter.request_redraw(merge=in_place, kind="Update" if in_place else "Preview")
+        if in_place:
+            self.show_message(say.updated(self.current_id))
+        else:
             self.show_message(say.previewing(describe(self.nav.label_source)))
 
     def _request_redraw(self, merge: bool = True) -> None:

@@ -161,7 +161,13 @@ def review_unsegmented(image_id: str) -> str:
 
 
 def class_verified(image_id: str, count: int, name: str) -> str:
-    return f"{image_id}: the {count} '{name}' pixels verified."
+    if count == 0:
+        return f"{image_id} has no '{name}' pixels: nothing verified."
+    return f"{image_id}: its {count} '{name}' pixels verified."
+
+
+def updated(image_id: str) -> str:
+    return f"{image_id}: MaskCLIP's labels redone with the new setting (verified pixels kept)."
 
 
 def brush(index: int, name: str | None, colour=None) -> str:
@@ -231,6 +237,8 @@ def exporting(fmt: str, out) -> str:
 
 def exported(report, fmt: str, out) -> str:
     text = f"Exported {len(report.exported)} images as {fmt} to {out}."
+    if not report.exported:
+        text += " No image had labels to export (with 'verified only': no verified image)."
     if fmt == "voc":
         text += f" Split: {len(report.splits['train'])} train, {len(report.splits['val'])} val."
     if report.skipped:

@@ -288,3 +288,28 @@ def test_open_sample_leaves_the_labels_active_and_the_view_fitted(make_napari_vi
     center, zoom = tuple(viewer.camera.center), viewer.camera.zoom
     viewer.reset_view()
     assert tuple(viewer.camera.center) == pytest.approx(center) and viewer.camera.zoom == pytest.approx(zoom)
+
+
+def test_messages_say_what_happened(make_napari_viewer, qtbot, image_folder, checkpoint, tmp_path):
+    viewer, widget = opened(make_napari_viewer, qtbot, image_folder)
+    said = []
+    show = widget.status.show_message
+    widget.status.show_message = lambda text, error=False: (said.append((text, error)), show(text, error))
+    # Class ✓ on a class with no pixels on the image
+    viewer.layers["labels"].selected_label = 1
+    qtbot.mouseClick(widget.verify_class_button, Qt.MouseButton.LeftButton)
+    assert "the 0" not in said[-1][0] and "no 'road' pixels" in said[-1][0]
+    # an export of nothing is a warning
+    worker = widget.export(tmp_path / "out", "index", verified_only=True)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=JOB_TIMEOUT_MS)
+    assert worker is not None and said[-1][1] and "0 images" in said[-1][0], said[-1]
+    # "Segment: done." does not stay on the line once a setting redraws the image
+    widget.set_model_choice("maskclip-tiny-vit", str(checkpoint), "cpu")
+    widget.segment_current()
+    wait_idle(qtbot, widget)
+    assert widget.message_text() == "Segment: done."
+    count = widget.redraw_count
+    press(viewer, "K")
+    qtbot.waitUntil(lambda: widget.redraw_count > count, timeout=JOB_TIMEOUT_MS)
+    assert "Segment: done." not in widget.message_text()
+    assert widget.busy_bar.maximumHeight() >= 8
