@@ -42,8 +42,23 @@ def bind_viewer_shortcuts(viewer, target, controls: dict) -> None:
         control.setToolTip(f"{tip} [{key}]" if tip else f"[{key}]")
 
 
+# the labels layer's tools by key: napari's letters, and keys for the two whose only napari key is a digit
+TOOL_KEYS = {"erase": "E", "paint": "P", "polygon": "Shift-P", "fill": "F", "pick": "L", "pan_zoom": "Z",
+             "transform": "Shift-T"}
+TOOL_NAMES = {"erase": "the eraser", "paint": "the brush", "polygon": "the polygon", "fill": "fill",
+              "pick": "the label picker", "pan_zoom": "pan/zoom", "transform": "transform"}
+
+
+def labels_help(mode: str) -> str:
+    """napari's status hint for the labels layer, as the annotator binds the keys (1-9 pick classes)."""
+    tools = [f"<{key}> {TOOL_NAMES[name]}" for name, key in TOOL_KEYS.items() if name != str(mode)]
+    return "1-9 pick a class, " + ", ".join(tools) + ", Ctrl+Z undo"
+
+
 def bind_layer_keys(layer, target) -> None:
-    """Ctrl+Z / Ctrl+Shift+Z: target.undo() / target.redo(); 1-9: target.select_class(0..8)."""
+    """Ctrl+Z / Ctrl+Shift+Z: target.undo() / target.redo(); 1-9: target.select_class(0..8); Shift-P and
+    Shift-T: the polygon and transform tools (napari's keys for them are digits); M (napari's new label,
+    which would be no class): target.no_new_label(). napari's status hint says so (labels_help)."""
     from app_model.types import KeyCode, KeyMod
 
     ref = weakref.ref(target)  # the layer must not keep the widget (and its viewer) alive
@@ -59,6 +74,22 @@ def bind_layer_keys(layer, target) -> None:
     layer.bind_key(KeyMod.CtrlCmd | KeyMod.Shift | KeyCode.KeyZ, call("redo"), overwrite=True)
     for n in range(1, 10):
         layer.bind_key(str(n), call("select_class", n - 1), overwrite=True)
+    layer.bind_key("M", call("no_new_label"), overwrite=True)
+    for mode in ("polygon", "transform"):
+        def set_mode(lyr, mode=mode):
+            lyr.mode = mode
+        layer.bind_key(TOOL_KEYS[mode], set_mode, overwrite=True)
+
+    def truthful_help(event=None):
+        layer.help = labels_help(layer.mode)
+        obj = ref()
+        viewer = getattr(obj, "viewer", None) if obj is not None else None
+        active = viewer.layers.selection.active if viewer is not None else None
+        if active is not None and active.name == layer.name:  # (the widget's viewer may be a proxy)
+            viewer.help = layer.help
+
+    layer.events.mode.connect(truthful_help, position="last")  # after napari's own hint
+    truthful_help()
 
 
 def qt_key(key: str) -> str:

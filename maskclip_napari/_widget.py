@@ -379,6 +379,10 @@ class AnnotatorWidget(QWidget):
         name = p.class_names[index] if 0 <= index < len(p.classes) else None
         self.classes.show_brush(index, name, p.class_colours[index] if name is not None else None)
 
+    def no_new_label(self) -> None:
+        """napari's M (a new label) would paint a label that is no class: say how to pick one instead."""
+        self.show_message(say.NO_NEW_LABEL)
+
     def on_shortcut(self, name: str) -> None:
         """What a SHORTCUTS key does: the same as its control (navigation reads in a worker)."""
         if name == "next_image":

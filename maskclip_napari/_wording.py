@@ -179,6 +179,7 @@ def brush(index: int, name: str | None, colour=None) -> str:
             f"(label {index + 1}{', key ' + str(index + 1) if index < 9 else ''})")
 
 
+NO_NEW_LABEL = "Labels are the project's classes: press 1-9 or pick a class row (add a class for a new label)."
 SETTING_NO_MODEL = "Setting saved; no model is loaded, so it applies at the next Segment."
 
 

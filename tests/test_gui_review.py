@@ -313,3 +313,19 @@ def test_messages_say_what_happened(make_napari_viewer, qtbot, image_folder, che
     qtbot.waitUntil(lambda: widget.redraw_count > count, timeout=JOB_TIMEOUT_MS)
     assert "Segment: done." not in widget.message_text()
     assert widget.busy_bar.maximumHeight() >= 8
+
+
+def test_napari_hints_are_truthful_and_every_tool_has_a_key(make_napari_viewer, qtbot, image_folder):
+    viewer, widget = opened(make_napari_viewer, qtbot, image_folder)
+    layer = viewer.layers["labels"]
+    viewer.layers.selection.active = layer
+    layer.mode = "pan_zoom"
+    assert "<1>" not in layer.help and "<2>" not in layer.help and "1-9" in layer.help
+    assert "<P>" in layer.help and "<Shift-P>" in layer.help
+    selected = layer.selected_label
+    for key, mode in (("Shift-P", "polygon"), ("Shift-T", "transform"), ("E", "erase"), ("P", "paint")):
+        press(viewer, key)
+        assert layer.mode == mode, key
+        assert "<1>" not in viewer.help
+    press(viewer, "M")  # napari's new label: not a class here
+    assert layer.selected_label == selected
