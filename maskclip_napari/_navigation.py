@@ -51,6 +51,7 @@ class Navigator(QObject):
         self.image: np.ndarray | None = None
         self.segmentation = None  # the current image's last Segmentation (confidence layers, hover)
         self.label_source: str | None = None  # where the current image's unverified labels came from
+        self.revisions = None  # panels.revisions.RevisionsDialog, made when History… is first pressed
         # the image shown is written to the project once navigation pauses (a project.json write per
         # image would cost every Next its own disk sync)
         self._remember_timer = QTimer(self, singleShot=True, interval=REMEMBER_IMAGE_MS)
@@ -301,6 +302,38 @@ class Navigator(QObject):
         self.fill_image_list()
         if self.current_id is not None:
             self.reload_labels()
+
+    # --- revisions ----------------------------------------------------------------------------------
+    def show_revisions(self):
+        """The current image's revisions (source, time) in a small window with Restore (panels.revisions)."""
+        if self.project is None or self.current_id is None:
+            return None
+        if self.revisions is None:
+            from .panels.revisions import RevisionsDialog
+
+            self.revisions = RevisionsDialog(self.parent())
+            self.revisions.restore_requested.connect(self.restore_revision)
+        self.editor.save("annotator", True)
+        self.revisions.show_history(self.current_id, self.project.history(self.current_id))
+        self.revisions.show()
+        return self.revisions
+
+    def restore_revision(self, rev: int) -> None:
+        """Make revision `rev` of the current image current again (a new revision) and show it."""
+        image_id = self.current_id
+        if image_id is None:
+            return
+        self.editor.save("annotator", True)
+        try:
+            self.project.restore_revision(image_id, rev)
+        except MaskCLIPError as exc:
+            self.failed.emit(exc)
+            return
+        self.reload_labels()
+        self.refresh_item(image_id)
+        self.message.emit(say.restored(image_id, rev), False)
+        if self.revisions is not None and self.revisions.isVisible():
+            self.revisions.show_history(image_id, self.project.history(image_id))
 
     def accept_image_change(self) -> None:
         """Take the current image's new file content as the project's: its old labels are cleared (they stay

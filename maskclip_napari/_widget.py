@@ -25,8 +25,7 @@ import threading
 from pathlib import Path
 
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import QApplication, QFrame, QMessageBox, QScrollArea, QVBoxLayout, QWidget
-from superqt import QCollapsible
+from qtpy.QtWidgets import QApplication, QFrame, QScrollArea, QVBoxLayout, QWidget
 
 from maskclip.errors import MaskCLIPError
 from maskclip.project import Project
@@ -36,7 +35,6 @@ from ._layer_manager import CONFIDENCE_PREFIX, IMAGE_LAYER, LABELS_LAYER, LayerM
 from ._edit_saving import EditSaver
 from ._jobs import Loader
 from ._run_commands import usable_devices
-from ._label_sources import describe, is_maskclip, label_source
 from ._segmenting import Segmenter
 from ._layers import warm_up_layers
 from ._loading import PROJECT_SUBFOLDER, OpenedProject
@@ -49,6 +47,7 @@ from .editing import EditState
 from .panels.classes import ClassesPanel
 from .panels.export import ExportPanel
 from .panels.images import ImagesPanel
+from .panels._narrow import foldable
 from .panels.method import DENSE_MODE_LABELS, MODELS, RANDOM_WEIGHTS, MethodPanel  # noqa: F401
 from .panels.status import StatusPanel
 from .panels.training import TrainingPanel
@@ -60,7 +59,7 @@ CONTROLS = {
     "status": ("message", "hover_label", "busy_bar"),
     "images": ("open_folder_button", "add_images_button", "project_label", "image_list", "prev_button",
                "next_button", "reviewed_button", "verify_class_button", "unverify_button",
-               "unverify_class_button", "accept_change_button", "stale_label"),
+               "unverify_class_button", "history_button", "accept_change_button", "stale_label"),
     "classes": ("class_editor", "brush_label"),
     "method_panel": ("ks_check", "pd_check", "pd_slider", "scale_spin", "dense_mode_combo", "learn_check",
                      "learn_weight", "segment_button", "segment_all_button", "cancel_button", "progress",
@@ -115,7 +114,8 @@ class AnnotatorWidget(QWidget):
         self._connect_panels()
         # segmentation: cheap redraws on the GUI thread, jobs (model load, segment, export) in a worker
         self.segmenter = Segmenter(lambda: (self.project, self.current_id, self._image), self.method,
-                                   self.model_choice, self.nav.show_segmentation, self.progress, self)
+                                   self.model_choice, self.nav.show_segmentation, self.progress, self,
+                                   label_source=lambda: self.nav.label_source)
         self.segmenter.stored.connect(self.nav.refresh_item)
         self.segmenter.message.connect(self.show_message)
         self.segmenter.failed.connect(self._show_error)
@@ -164,14 +164,9 @@ class AnnotatorWidget(QWidget):
         layout.setContentsMargins(6, 6, 6, 6)
         for panel in (self.images, self.classes, self.method_panel):
             layout.addWidget(panel)
-        self.sections = {}  # the sections a user may fold away (expanded at first)
-        for key, panel in (("training", self.training), ("export", self.export_panel)):
-            section = QCollapsible(panel.title())
-            panel.setTitle("")
-            section.addWidget(panel)
-            section.expand(animate=False)
+        self.sections = {"training": foldable(self.training), "export": foldable(self.export_panel)}
+        for section in self.sections.values():  # a user may fold them away (expanded at first)
             layout.addWidget(section)
-            self.sections[key] = section
         layout.addStretch(1)
         for panel, names in CONTROLS.items():
             for name in names:
@@ -187,6 +182,7 @@ class AnnotatorWidget(QWidget):
         im.reviewed_requested.connect(self.mark_reviewed)
         im.verify_class_requested.connect(self.verify_selected_class)
         im.unverify_requested.connect(self.editor.unverify)
+        im.history_requested.connect(self.nav.show_revisions)
         im.accept_change_requested.connect(self.accept_image_change)
         cl.edit_requested.connect(lambda method, args: self.edit_classes(method, *args))
         cl.background_requested.connect(self._on_background)
@@ -351,14 +347,16 @@ class AnnotatorWidget(QWidget):
             getattr(self.project, method)(*args)
         except MaskCLIPError as exc:
             self._show_error(exc)
+            changed = False
         else:
             self.show_message(say.classes_now(self.project.class_names))
+            changed = True
         self.show_classes()
         if self.current_id is not None:
             self.nav.reload_labels()
             self.nav.update_confidence_layers()
-            if method not in ("set_class_colour", "reorder_classes", "rename_class"):
-                self._apply_setting()
+            if changed and method not in ("set_class_colour", "reorder_classes", "rename_class"):
+                self._apply_setting()  # a refused edit keeps its error on the line
 
     def _on_background(self, prompts: list) -> None:
         if self.project is None or prompts == self.project.background:
@@ -452,17 +450,18 @@ class AnnotatorWidget(QWidget):
         segmented (nor imported) it asks first: it would mark every pixel not painted as background."""
         if self.current_id is None:
             return
-        if self.nav.label_source is None and not self.edits.verified.all():
-            answer = QMessageBox.question(self, say.REVIEW_UNSEGMENTED_TITLE, say.review_unsegmented(self.current_id),
-                                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-                                          QMessageBox.StandardButton.No)
-            if answer != QMessageBox.StandardButton.Yes:
-                return
+        if self.nav.label_source is None and not self.edits.verified.all() \
+                and not self.images.confirm_review(self.current_id):
+            return
         self.editor.verify(None)
 
     def verify_selected_class(self) -> None:
         """Verify the pixels of the class selected in the labels layer's controls."""
         self.editor.verify_selected_class()
+
+    def show_revisions(self):
+        """The current image's revisions (source, time) with Restore (`Navigator.show_revisions`)."""
+        return self.nav.show_revisions()
 
     def _learn_from_current(self) -> None:
         """With 'Learn from corrections' on, new verified pixels update the prototypes and the image is redrawn."""
@@ -492,20 +491,12 @@ class AnnotatorWidget(QWidget):
     def segment_current(self) -> None:
         """Segment the current image and store it: unverified labels of any source are replaced (said)."""
         if self._ready_to_segment():
-            source = self.nav.label_source
-            if self.project.has_labels(self.current_id) and not is_maskclip(source):
-                self.show_message(say.replacing(describe(source), self.current_id))
-            self._request_redraw()
+            self.segmenter.segment_current()
 
     def segment_all(self) -> None:
-        if not self._ready_to_segment():
-            return
-        self.save_current(wait=True)
-        p = self.project
-        others = sum(1 for i in p.image_ids if p.has_labels(i) and not is_maskclip(label_source(p.history(i))))
-        if others:
-            self.show_message(say.replacing_all(others, len(p)))
-        self.segmenter.segment_all()
+        if self._ready_to_segment():
+            self.save_current(wait=True)
+            self.segmenter.segment_all()
 
     def load_model(self) -> None:
         """Load the chosen model now (otherwise it loads on the first segmentation)."""
@@ -525,20 +516,9 @@ class AnnotatorWidget(QWidget):
         QTimer.singleShot(0, self._save_settings)  # after the redraw: the new look comes first
 
     def _apply_setting(self) -> None:
-        """A MaskCLIP setting changed (K, PD, threshold, classes, learning): redo the current image's
-        MaskCLIP labels in place; labels from another source (MaskCLIP+, an import) are only previewed
-        over (confidence layers) until an explicit Segment. With no model loaded, nothing is computed."""
-        if not self._has_prediction():
-            return
-        if self.session is None:
-            self.show_message(say.SETTING_NO_MODEL)
-            return
-        in_place = is_maskclip(self.nav.label_source)
-        self.segmenter.request_redraw(merge=in_place, kind="Update" if in_place else "Preview")
-        if in_place:
-            self.show_message(say.updated(self.current_id))
-        else:
-            self.show_message(say.previewing(describe(self.nav.label_source)))
+        """A MaskCLIP setting changed: redo or preview the current image (`Segmenter.apply_setting`)."""
+        if self._has_prediction():
+            self.segmenter.apply_setting()
 
     def _request_redraw(self, merge: bool = True) -> None:
         self.segmenter.request_redraw(merge)

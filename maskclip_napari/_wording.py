@@ -35,6 +35,9 @@ TIPS = {
     "unverify": "Un-verify every pixel of this image (their labels stay; a segmentation may change them again). "
                 "Ctrl+Z undoes it",
     "unverify_class": "Un-verify the pixels of the class selected as the labels layer's label (their labels stay)",
+    "history": "The image's revisions (who or what made its labels, when), to restore an earlier one",
+    "restore": "Make the selected revision current again (as a new revision: the labels shown now stay in the "
+               "history)",
     "accept_change": "Its labels were made for the old content and are not applied. Starting over clears them "
                      "(they stay in the image's history); restoring the old file brings them back instead.",
     "brush": "The labels layer's selected label: select a class row or press 1-9",
@@ -177,6 +180,17 @@ def brush(index: int, name: str | None, colour=None) -> str:
     r, g, b = colour
     return (f"Brush: <span style='color: rgb({r},{g},{b})'>■</span> {name} "
             f"(label {index + 1}{', key ' + str(index + 1) if index < 9 else ''})")
+
+
+REVISIONS_TITLE = "Revisions of the image"
+
+
+def revisions_of(image_id: str, count: int) -> str:
+    return f"{image_id}: {count} revisions kept, newest first (unverified pixels come from the newest that is no edit)."
+
+
+def restored(image_id: str, rev: int) -> str:
+    return f"{image_id}: revision r{rev} restored (a new revision; the previous labels stay in the history)."
 
 
 NO_NEW_LABEL = "Labels are the project's classes: press 1-9 or pick a class row (add a class for a new label)."

@@ -329,3 +329,22 @@ def test_napari_hints_are_truthful_and_every_tool_has_a_key(make_napari_viewer, 
         assert "<1>" not in viewer.help
     press(viewer, "M")  # napari's new label: not a class here
     assert layer.selected_label == selected
+
+
+def test_revisions_can_be_browsed_and_restored(make_napari_viewer, qtbot, image_folder):
+    viewer, widget = opened(make_napari_viewer, qtbot, image_folder)
+    first = widget.current_id
+    h, w = widget.project.get_labels(first).shape
+    widget.project.merge_prediction(first, np.zeros((h, w), np.uint8), source="maskclip")
+    maskclip_rev = widget.project.history(first)[-1]["rev"]
+    refine_elsewhere(widget, first, value=1)
+    qtbot.mouseClick(widget.history_button, Qt.MouseButton.LeftButton)
+    dialog = widget.nav.revisions
+    assert dialog is not None and dialog.isVisible()
+    assert "maskclip+ refine" in dialog.list.item(0).text() and "current" in dialog.list.item(0).text()
+    dialog.select_rev(maskclip_rev)
+    qtbot.mouseClick(dialog.restore_button, Qt.MouseButton.LeftButton)
+    assert (widget.project.get_labels(first) == 0).all()
+    assert (viewer.layers["labels"].data == 1).all()
+    assert widget.project.history(first)[-1]["source"] == f"restore r{maskclip_rev}"
+    assert "restored" in widget.message_text()

@@ -3,7 +3,7 @@ Reviewed ✓ / Class ✓, and the notice for an image whose file changed on disk
 
 Signals (the widget acts on them): open_requested(str folder), add_requested(list of paths),
 image_selected(int row, by the user), step_requested(int), reviewed_requested, verify_class_requested,
-unverify_requested(bool selected class only), accept_change_requested.
+unverify_requested(bool selected class only), history_requested, accept_change_requested.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QListWidget,
     QListWidgetItem,
+    QMessageBox,
     QPushButton,
     QVBoxLayout,
 )
@@ -64,6 +65,7 @@ class ImagesPanel(QGroupBox):
     reviewed_requested = Signal()
     verify_class_requested = Signal()
     unverify_requested = Signal(bool)
+    history_requested = Signal()
     accept_change_requested = Signal()
 
     def __init__(self, project_subfolder: str, parent=None):
@@ -104,8 +106,12 @@ class ImagesPanel(QGroupBox):
         self.unverify_class_button = QPushButton("Un-verify class")
         self.unverify_class_button.setToolTip(say.TIPS["unverify_class"])
         self.unverify_class_button.clicked.connect(lambda: self.unverify_requested.emit(True))
+        self.history_button = QPushButton("History…")
+        self.history_button.setToolTip(say.TIPS["history"])
+        self.history_button.clicked.connect(lambda: self.history_requested.emit())
         row.addWidget(self.prev_button)
         row.addWidget(self.next_button)
+        row.addWidget(self.history_button)
         v.addLayout(row)
         grid = QGridLayout()  # two columns: the dock stays narrow
         for i, b in enumerate((self.reviewed_button, self.verify_class_button, self.unverify_button,
@@ -122,6 +128,13 @@ class ImagesPanel(QGroupBox):
         self.stale_label.setVisible(False)
         v.addWidget(self.stale_label)
         v.addWidget(self.accept_change_button)
+
+    def confirm_review(self, image_id: str) -> bool:
+        """Ask before Reviewed ✓ marks an image that was never segmented (all background but the strokes)."""
+        answer = QMessageBox.question(self, say.REVIEW_UNSEGMENTED_TITLE, say.review_unsegmented(image_id),
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
 
     def _choose_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open an image folder or a MaskCLIP project")
@@ -169,7 +182,7 @@ class ImagesPanel(QGroupBox):
     def set_state(self, has_project: bool, has_image: bool, stale: bool, can_open: bool) -> None:
         self.add_images_button.setEnabled(has_project)
         for b in (self.prev_button, self.next_button, self.reviewed_button, self.verify_class_button,
-                  self.unverify_button, self.unverify_class_button):
+                  self.unverify_button, self.unverify_class_button, self.history_button):
             b.setEnabled(has_image)
         self.accept_change_button.setVisible(has_image and stale)
         self.stale_label.setVisible(has_image and stale)
