@@ -181,6 +181,20 @@ class Navigator(QObject):
         ids = self.project.image_ids
         self.show_image(ids[(ids.index(self.current_id) + step) % len(ids)], background=background)
 
+    def next_unverified(self) -> None:
+        """Show the next image (in list order, wrapping) that is not verified; say so when all are."""
+        if self.project is None or self.current_id is None:
+            return
+        ids = self.project.image_ids
+        start = ids.index(self.current_id)
+        for step in range(1, len(ids) + 1):
+            image_id = ids[(start + step) % len(ids)]
+            if self.project.image_state(image_id).status != "verified":
+                if image_id != self.current_id:
+                    self.show_image(image_id, background=True)
+                return
+        self.message.emit(say.all_verified(len(ids)), False)
+
     # --- showing an image ---------------------------------------------------------------------------
     def show_image(self, image_id: str, background: bool = False) -> None:
         """Make `image_id` the current image: its pixels, stored labels and (when cheap) confidences.

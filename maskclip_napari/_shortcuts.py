@@ -17,6 +17,7 @@ import weakref
 SHORTCUTS = {
     "next_image": "PageDown",
     "previous_image": "PageUp",
+    "next_unverified": "N",
     "segment_current": "G",
     "mark_reviewed": "Shift-R",
     "verify_selected_class": "Shift-C",

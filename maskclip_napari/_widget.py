@@ -59,7 +59,8 @@ CONTROLS = {
     "status": ("message", "hover_label", "busy_bar"),
     "images": ("open_folder_button", "add_images_button", "project_label", "image_list", "prev_button",
                "next_button", "reviewed_button", "verify_class_button", "unverify_button",
-               "unverify_class_button", "history_button", "accept_change_button", "stale_label"),
+               "unverify_class_button", "history_button", "next_unverified_button",
+               "accept_change_button", "stale_label"),
     "classes": ("class_editor", "brush_label"),
     "method_panel": ("ks_check", "pd_check", "pd_slider", "scale_spin", "dense_mode_combo", "learn_check",
                      "learn_weight", "segment_button", "segment_all_button", "cancel_button", "progress",
@@ -130,6 +131,7 @@ class AnnotatorWidget(QWidget):
             app.aboutToQuit.connect(self._flush)
         bind_viewer_shortcuts(self.viewer, self, {
             "next_image": self.next_button, "previous_image": self.prev_button,
+            "next_unverified": self.next_unverified_button,
             "segment_current": self.segment_button, "mark_reviewed": self.reviewed_button,
             "verify_selected_class": self.verify_class_button, "toggle_key_smoothing": self.ks_check,
             "toggle_prompt_denoising": self.pd_check})
@@ -183,6 +185,7 @@ class AnnotatorWidget(QWidget):
         im.verify_class_requested.connect(self.verify_selected_class)
         im.unverify_requested.connect(self.editor.unverify)
         im.history_requested.connect(self.nav.show_revisions)
+        im.next_unverified_requested.connect(self.nav.next_unverified)
         im.accept_change_requested.connect(self.accept_image_change)
         cl.edit_requested.connect(lambda method, args: self.edit_classes(method, *args))
         cl.background_requested.connect(self._on_background)
@@ -400,6 +403,9 @@ class AnnotatorWidget(QWidget):
 
     def previous_image(self) -> None:
         self.nav.step(-1)
+
+    def next_unverified(self) -> None:
+        self.nav.next_unverified()
 
     def show_image(self, image_id: str, background: bool = False) -> None:
         """Make `image_id` the current image (`Navigator.show_image`); background=True reads in a worker."""

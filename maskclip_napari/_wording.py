@@ -35,6 +35,7 @@ TIPS = {
     "unverify": "Un-verify every pixel of this image (their labels stay; a segmentation may change them again). "
                 "Ctrl+Z undoes it",
     "unverify_class": "Un-verify the pixels of the class selected as the labels layer's label (their labels stay)",
+    "next_unverified": "The next image (in list order) that is not verified yet",
     "history": "The image's revisions (who or what made its labels, when), to restore an earlier one",
     "restore": "Make the selected revision current again (as a new revision: the labels shown now stay in the "
                "history)",
@@ -180,6 +181,14 @@ def brush(index: int, name: str | None, colour=None) -> str:
     r, g, b = colour
     return (f"Brush: <span style='color: rgb({r},{g},{b})'>■</span> {name} "
             f"(label {index + 1}{', key ' + str(index + 1) if index < 9 else ''})")
+
+
+def progress(verified: int, total: int) -> str:
+    return f"{verified} / {total} verified"
+
+
+def all_verified(total: int) -> str:
+    return f"All {total} images are verified."
 
 
 REVISIONS_TITLE = "Revisions of the image"

@@ -348,3 +348,19 @@ def test_revisions_can_be_browsed_and_restored(make_napari_viewer, qtbot, image_
     assert (viewer.layers["labels"].data == 1).all()
     assert widget.project.history(first)[-1]["source"] == f"restore r{maskclip_rev}"
     assert "restored" in widget.message_text()
+
+
+def test_dataset_progress_and_next_unverified(make_napari_viewer, qtbot, image_folder, monkeypatch):
+    answer(monkeypatch, "yes")
+    viewer, widget = opened(make_napari_viewer, qtbot, image_folder)
+    ids = widget.project.image_ids
+    assert widget.images.progress_label.text() == f"0 / {len(ids)} verified"
+    qtbot.mouseClick(widget.reviewed_button, Qt.MouseButton.LeftButton)
+    widget.wait_for_saves()
+    assert widget.images.progress_label.text() == f"1 / {len(ids)} verified"
+    widget.show_image(ids[1])
+    qtbot.mouseClick(widget.reviewed_button, Qt.MouseButton.LeftButton)
+    widget.wait_for_saves()
+    widget.show_image(ids[0])
+    qtbot.mouseClick(widget.next_unverified_button, Qt.MouseButton.LeftButton)
+    wait_shown(qtbot, widget, ids[2])  # ids[1] is verified: skipped

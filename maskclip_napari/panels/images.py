@@ -3,7 +3,8 @@ Reviewed ✓ / Class ✓, and the notice for an image whose file changed on disk
 
 Signals (the widget acts on them): open_requested(str folder), add_requested(list of paths),
 image_selected(int row, by the user), step_requested(int), reviewed_requested, verify_class_requested,
-unverify_requested(bool selected class only), history_requested, accept_change_requested.
+unverify_requested(bool selected class only), history_requested, next_unverified_requested,
+accept_change_requested.
 """
 from __future__ import annotations
 
@@ -66,6 +67,7 @@ class ImagesPanel(QGroupBox):
     verify_class_requested = Signal()
     unverify_requested = Signal(bool)
     history_requested = Signal()
+    next_unverified_requested = Signal()
     accept_change_requested = Signal()
 
     def __init__(self, project_subfolder: str, parent=None):
@@ -84,6 +86,15 @@ class ImagesPanel(QGroupBox):
         self.project_label = QElidingLabel(say.NO_PROJECT)
         self.project_label.setElideMode(Qt.TextElideMode.ElideLeft)
         v.addWidget(self.project_label)
+        self.progress_label = QLabel("")  # "12 / 300 verified"
+        self.next_unverified_button = QPushButton("Next unverified ▶")
+        self.next_unverified_button.setToolTip(say.TIPS["next_unverified"])
+        self.next_unverified_button.clicked.connect(lambda: self.next_unverified_requested.emit())
+        row = QHBoxLayout()
+        row.addWidget(self.progress_label, 1)
+        row.addWidget(self.next_unverified_button)
+        v.addLayout(row)
+        self._statuses: list[str] = []  # each row's status, for the progress line
         self.image_list = QListWidget()
         self.image_list.setMinimumHeight(90)
         self.image_list.setMaximumHeight(160)
@@ -159,6 +170,8 @@ class ImagesPanel(QGroupBox):
         self._updating_list = True
         try:
             self.image_list.clear()
+            self._statuses = [state.status for state in states]
+            self._show_progress()
             for state in states:
                 item = QListWidgetItem()
                 describe_item(item, state)
@@ -172,6 +185,12 @@ class ImagesPanel(QGroupBox):
         item = self.image_list.item(row)
         if item is not None:
             describe_item(item, state)
+        if 0 <= row < len(self._statuses):
+            self._statuses[row] = state.status
+            self._show_progress()
+
+    def _show_progress(self) -> None:
+        self.progress_label.setText(say.progress(self._statuses.count("verified"), len(self._statuses)))
 
     def select_row(self, row: int) -> None:
         """Show `row` as the current image's row (without emitting image_selected)."""
@@ -182,7 +201,8 @@ class ImagesPanel(QGroupBox):
     def set_state(self, has_project: bool, has_image: bool, stale: bool, can_open: bool) -> None:
         self.add_images_button.setEnabled(has_project)
         for b in (self.prev_button, self.next_button, self.reviewed_button, self.verify_class_button,
-                  self.unverify_button, self.unverify_class_button, self.history_button):
+                  self.unverify_button, self.unverify_class_button, self.history_button,
+                  self.next_unverified_button):
             b.setEnabled(has_image)
         self.accept_change_button.setVisible(has_image and stale)
         self.stale_label.setVisible(has_image and stale)
