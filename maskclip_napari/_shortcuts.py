@@ -26,6 +26,24 @@ SHORTCUTS = {
 }
 
 
+# the control each shortcut presses (the widget's attribute; its tooltip names the key)
+SHORTCUT_CONTROLS = {"next_image": "next_button", "previous_image": "prev_button",
+                     "next_unverified": "next_unverified_button", "segment_current": "segment_button",
+                     "mark_reviewed": "reviewed_button", "verify_selected_class": "verify_class_button",
+                     "toggle_key_smoothing": "ks_check", "toggle_prompt_denoising": "pd_check"}
+
+
+def run_shortcut(target, name: str) -> None:
+    """What a SHORTCUTS key does on the annotator widget `target`: the same as its control (navigation
+    reads in a worker)."""
+    if name in ("next_image", "previous_image"):
+        target.nav.step(+1 if name == "next_image" else -1, background=True)
+    elif name in ("toggle_key_smoothing", "toggle_prompt_denoising"):
+        getattr(target, SHORTCUT_CONTROLS[name]).toggle()
+    else:
+        getattr(target, name)()
+
+
 def bind_viewer_shortcuts(viewer, target, controls: dict) -> None:
     """SHORTCUTS on the viewer, each calling target.on_shortcut(name); the key is added to the tooltip of
     the control it presses (controls: name -> widget)."""

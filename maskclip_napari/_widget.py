@@ -40,7 +40,8 @@ from ._layers import warm_up_layers
 from ._loading import PROJECT_SUBFOLDER, OpenedProject
 from ._navigation import Navigator
 from ._session import Method, ModelChoice
-from ._shortcuts import SHORTCUTS, bind_layer_keys, bind_viewer_shortcuts, bind_window_shortcuts  # noqa: F401
+from ._shortcuts import (SHORTCUT_CONTROLS, SHORTCUTS, bind_layer_keys, bind_viewer_shortcuts,  # noqa: F401
+                         bind_window_shortcuts, run_shortcut)
 from ._window import CloseWatcher
 from ._wording import GUI_WORDING, gui_text  # noqa: F401
 from .editing import EditState
@@ -129,12 +130,8 @@ class AnnotatorWidget(QWidget):
         app = QApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(self._flush)
-        bind_viewer_shortcuts(self.viewer, self, {
-            "next_image": self.next_button, "previous_image": self.prev_button,
-            "next_unverified": self.next_unverified_button,
-            "segment_current": self.segment_button, "mark_reviewed": self.reviewed_button,
-            "verify_selected_class": self.verify_class_button, "toggle_key_smoothing": self.ks_check,
-            "toggle_prompt_denoising": self.pd_check})
+        bind_viewer_shortcuts(self.viewer, self,
+                              {name: getattr(self, attr) for name, attr in SHORTCUT_CONTROLS.items()})
         self._window_shortcuts: list = []  # made once the dock is in its window (showEvent)
         self._set_enabled()
         self.method_panel.show_model_state(self.session)
@@ -385,17 +382,8 @@ class AnnotatorWidget(QWidget):
         self.show_message(say.NO_NEW_LABEL)
 
     def on_shortcut(self, name: str) -> None:
-        """What a SHORTCUTS key does: the same as its control (navigation reads in a worker)."""
-        if name == "next_image":
-            self.nav.step(+1, background=True)
-        elif name == "previous_image":
-            self.nav.step(-1, background=True)
-        elif name == "toggle_key_smoothing":
-            self.ks_check.toggle()
-        elif name == "toggle_prompt_denoising":
-            self.pd_check.toggle()
-        else:
-            getattr(self, name)()
+        """What a SHORTCUTS key does: the same as its control (`_shortcuts.run_shortcut`)."""
+        run_shortcut(self, name)
 
     # === Image list and navigation ===============================================================
     def next_image(self) -> None:
