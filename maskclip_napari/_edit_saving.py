@@ -130,6 +130,23 @@ class EditSaver(QObject):
             return
         self.verify(index)
 
+    def unverify(self, selected_class: bool) -> None:
+        """Un-verify the image's pixels (or those of the class selected in the labels layer) as one undoable
+        edit; their labels stay."""
+        project, image_id, layer = self._target()
+        if image_id is None or layer is None or project is None or not self.edits.editable:
+            return
+        index = None
+        if selected_class:
+            index = int(layer.selected_label) - 1
+            if not 0 <= index < len(project.classes):
+                self.message.emit(say.SELECT_CLASS_FIRST, True)
+                return
+        count = self.edits.unverify(index, layer.data)
+        self.save(source="unverified")
+        self.message.emit(say.unverified(image_id, count, project.class_names[index] if index is not None else None),
+                          False)
+
     def verify(self, class_index: int | None) -> None:
         """Verify pixels as one undoable edit: all of them (None: Reviewed ✓) or one class's (Class ✓)."""
         project, image_id, layer = self._target()

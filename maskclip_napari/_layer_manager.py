@@ -56,6 +56,16 @@ class LayerManager:
         layer = event.value
         if layer.name == IMAGE_LAYER and self.viewer.layers.index(layer) != 0:
             self.viewer.layers.move(self.viewer.layers.index(layer), 0)
+            from qtpy.QtCore import QTimer
+
+            # napari makes the added layer active and keeps the view of the old image: once it is done,
+            # the labels are active again (number keys, Ctrl+Z) and the view fits the image
+            QTimer.singleShot(0, self._after_outside_image)
+
+    def _after_outside_image(self) -> None:
+        if self.labels_layer is not None:
+            self.viewer.layers.selection.active = self.labels_layer
+        self.viewer.reset_view()
 
     # --- image and labels ---------------------------------------------------------------------------
     def set_image(self, image: np.ndarray) -> None:

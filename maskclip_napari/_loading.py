@@ -17,6 +17,7 @@ from maskclip.images import IMAGE_EXTENSIONS, list_images
 from maskclip.project import PROJECT_FILE, ImageState, Project, StaleImageError
 from maskclip.prompts import parse_classes_file
 
+from ._label_sources import label_source
 from ._layers import to_layer_values
 
 PROJECT_SUBFOLDER = "maskclip-project"  # where an image folder's project lives by default
@@ -32,6 +33,7 @@ class LoadedImage:
     verified: np.ndarray
     stale_error: StaleImageError | None = None  # set when the file changed on disk: labels not applied
     has_labels: bool = False  # a labels revision is stored (segmented before, even if all background)
+    source: str | None = None  # where its unverified pixels came from (`_label_sources.label_source`)
 
 
 @dataclass
@@ -52,7 +54,8 @@ def load_image(project: Project, image_id: str) -> LoadedImage:
         labels = np.full(image.shape[:2], UNLABELLED, np.uint8)
         verified = np.zeros(image.shape[:2], bool)
         stale = exc
-    return LoadedImage(image_id, image, to_layer_values(labels), verified, stale, has_labels)
+    source = label_source(project.history(image_id)) if has_labels else None
+    return LoadedImage(image_id, image, to_layer_values(labels), verified, stale, has_labels, source)
 
 
 def open_project(path: Path, project_dir: Path | None = None, classes_file: Path | None = None) -> Project:

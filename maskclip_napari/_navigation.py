@@ -50,6 +50,8 @@ class Navigator(QObject):
         self.current_id: str | None = None
         self.image: np.ndarray | None = None
         self.segmentation = None  # the current image's last Segmentation (confidence layers, hover)
+        self.label_source: str | None = None  # where the current image's unverified labels came from
+        self.revisions = None  # panels.revisions.RevisionsDialog, made when History… is first pressed
         # the image shown is written to the project once navigation pauses (a project.json write per
         # image would cost every Next its own disk sync)
         self._remember_timer = QTimer(self, singleShot=True, interval=REMEMBER_IMAGE_MS)
@@ -96,6 +98,8 @@ class Navigator(QObject):
         """Make `project` the one shown, with no image yet (the widget resets its panels next)."""
         self.project = project
         self.current_id = None
+        self.label_source = None
+        self.edits.forget_histories()  # another project's images may have the same ids
         self.segmentation = None
         self.image = None
         self.layers.remove_confidence_layers()
@@ -177,6 +181,20 @@ class Navigator(QObject):
         ids = self.project.image_ids
         self.show_image(ids[(ids.index(self.current_id) + step) % len(ids)], background=background)
 
+    def next_unverified(self) -> None:
+        """Show the next image (in list order, wrapping) that is not verified; say so when all are."""
+        if self.project is None or self.current_id is None:
+            return
+        ids = self.project.image_ids
+        start = ids.index(self.current_id)
+        for step in range(1, len(ids) + 1):
+            image_id = ids[(start + step) % len(ids)]
+            if self.project.image_state(image_id).status != "verified":
+                if image_id != self.current_id:
+                    self.show_image(image_id, background=True)
+                return
+        self.message.emit(say.all_verified(len(ids)), False)
+
     # --- showing an image ---------------------------------------------------------------------------
     def show_image(self, image_id: str, background: bool = False) -> None:
         """Make `image_id` the current image: its pixels, stored labels and (when cheap) confidences.
@@ -226,6 +244,7 @@ class Navigator(QObject):
         self.current_id = image_id
         self.image = loaded.image
         self.segmentation = None
+        self.label_source = loaded.source
         self.edits.load(loaded.verified, stale=loaded.stale_error is not None)
         self.set_labels_data(loaded.values, editable=loaded.stale_error is None)
         self.update_confidence_layers()
@@ -250,6 +269,7 @@ class Navigator(QObject):
         if merge:
             self.editor.save("annotator", False)  # strokes made while it ran: written over the prediction
             project, image_id = self.project, self.current_id
+            self.label_source = "maskclip"
             if not stored:
                 self.editor.saves.submit("prediction", image_id, lambda: (project.merge_prediction(
                     image_id, seg.labels, class_names=seg.class_names, source="maskclip"),
@@ -269,12 +289,13 @@ class Navigator(QObject):
             self.layers.update_confidence_layers(self.project.class_names, self.project.class_colours)
 
     def reload_labels(self) -> None:
-        """Show the project's stored labels of the current image (clears the undo history)."""
+        """Show the project's stored labels of the current image (its undo history stays)."""
         try:
             loaded = load_image(self.project, self.current_id)
         except MaskCLIPError as exc:
             self.failed.emit(exc)
             return
+        self.label_source = loaded.source
         self.edits.load(loaded.verified, stale=loaded.stale_error is not None)
         self.set_labels_data(loaded.values, editable=loaded.stale_error is None)
         if loaded.stale_error is not None:
@@ -284,7 +305,7 @@ class Navigator(QObject):
         """Put values in the labels layer (made on first use); the edits start over from them."""
         p = self.project
         self.layers.set_labels(values, p.class_names, p.class_colours, editable)
-        self.edits.start(values, len(p.classes), editable)
+        self.edits.start(values, len(p.classes), editable, self.current_id)
         self.labels_reset.emit()
 
     def refresh_from_project(self) -> None:
@@ -295,6 +316,38 @@ class Navigator(QObject):
         self.fill_image_list()
         if self.current_id is not None:
             self.reload_labels()
+
+    # --- revisions ----------------------------------------------------------------------------------
+    def show_revisions(self):
+        """The current image's revisions (source, time) in a small window with Restore (panels.revisions)."""
+        if self.project is None or self.current_id is None:
+            return None
+        if self.revisions is None:
+            from .panels.revisions import RevisionsDialog
+
+            self.revisions = RevisionsDialog(self.parent())
+            self.revisions.restore_requested.connect(self.restore_revision)
+        self.editor.save("annotator", True)
+        self.revisions.show_history(self.current_id, self.project.history(self.current_id))
+        self.revisions.show()
+        return self.revisions
+
+    def restore_revision(self, rev: int) -> None:
+        """Make revision `rev` of the current image current again (a new revision) and show it."""
+        image_id = self.current_id
+        if image_id is None:
+            return
+        self.editor.save("annotator", True)
+        try:
+            self.project.restore_revision(image_id, rev)
+        except MaskCLIPError as exc:
+            self.failed.emit(exc)
+            return
+        self.reload_labels()
+        self.refresh_item(image_id)
+        self.message.emit(say.restored(image_id, rev), False)
+        if self.revisions is not None and self.revisions.isVisible():
+            self.revisions.show_history(image_id, self.project.history(image_id))
 
     def accept_image_change(self) -> None:
         """Take the current image's new file content as the project's: its old labels are cleared (they stay

@@ -8,9 +8,11 @@ the annotator share. Progress is read only from those files, never from a child'
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Sequence
 
+from maskclip.defaults import DEVICE_CHOICES
 from maskclip.run_folder import PHASE_PSEUDO_LABELS, STATE_RUNNING, read_launch
 
 ERROR_LINES = 6  # the most stderr lines an error summary keeps
@@ -126,3 +128,16 @@ def error_summary(lines: Sequence[str], progress: dict | None = None, exit_code:
     if not kept:
         kept = [f"the process ended with exit code {exit_code}" if exit_code is not None else "the process failed"]
     return "\n".join(kept)
+
+
+def usable_devices() -> tuple[str, ...]:
+    """The DEVICE_CHOICES this machine can train on: "cuda" only with a usable CUDA GPU. torch is asked only
+    once something else imported it (importing it costs 5-10 s); until then every choice is offered."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return tuple(DEVICE_CHOICES)
+    try:
+        cuda = bool(torch.cuda.is_available())
+    except Exception:  # a broken CUDA install: not usable
+        cuda = False
+    return tuple(d for d in DEVICE_CHOICES if d != "cuda" or cuda)

@@ -24,7 +24,11 @@ from maskclip.project import Project
 
 from . import _wording as say
 from ._jobs import JobRunner
+from ._label_sources import describe, is_maskclip, label_source
 from ._session import JobResult, Method, ModelSession, segment_job
+
+
+QUIET_JOBS = ("Export", "Update", "Preview", "Confidence")  # they say their own result, or nothing
 
 
 class Segmenter(QObject):
@@ -36,8 +40,9 @@ class Segmenter(QObject):
     stored = Signal(str)  # a job's worker stored this image's prediction
 
     def __init__(self, target: Callable, method: Callable, model_choice: Callable, show: Callable, progress,
-                 parent=None):
+                 parent=None, label_source: Callable = lambda: None):
         super().__init__(parent)
+        self._label_source = label_source  # () -> where the current image's unverified labels came from
         self._target, self._method, self._model_choice, self._show = target, method, model_choice, show
         self.progress = progress
         self.jobs = JobRunner()
@@ -50,9 +55,10 @@ class Segmenter(QObject):
     def busy(self) -> bool:
         return self.jobs.busy
 
-    def request_redraw(self, merge: bool = True) -> None:
+    def request_redraw(self, merge: bool = True, kind: str | None = None) -> None:
         """Recompute the current image: on the GUI thread when cheap (features and prompts cached),
-        otherwise in a worker; while another job runs, an expensive redraw waits for it."""
+        otherwise in a worker; while another job runs, an expensive redraw waits for it. kind: the job's
+        name when it is not the user's Segment ("Update", "Preview": it ends without a 'done' message)."""
         project, image_id, image = self._target()
         if project is None or image_id is None or not project.classes:
             return
@@ -74,7 +80,7 @@ class Segmenter(QObject):
             self.jobs.add_pending(merge)
             return
         self.start_job([(image_id, project.image_path(image_id))], method, merge=merge,
-                       kind="Segment" if merge else "Confidence")
+                       kind=kind or ("Segment" if merge else "Confidence"))
 
     def _finish_redraw(self, result: JobResult, method: Method, merge: bool, start: float, computed: float) -> None:
         shown = time.perf_counter()
@@ -103,9 +109,35 @@ class Segmenter(QObject):
             return
         self._show(result.segmentation, merge, result.stored)
 
+    def segment_current(self) -> None:
+        """Segment the current image and store it (the user's Segment): labels of another source than
+        MaskCLIP (MaskCLIP+, an import) are replaced, and it says so."""
+        project, image_id, _ = self._target()
+        source = self._label_source()
+        if project.has_labels(image_id) and not is_maskclip(source):
+            self.message.emit(say.replacing(describe(source), image_id), False)
+        self.request_redraw()
+
+    def apply_setting(self) -> None:
+        """A MaskCLIP setting changed (K, PD, threshold, classes, learning) on a segmented image: redo its
+        labels in place when they are MaskCLIP's own; over labels of another source (MaskCLIP+, an import)
+        only preview (confidence layers) until the user's Segment. With no model loaded, compute nothing."""
+        if self.session is None:
+            self.message.emit(say.SETTING_NO_MODEL, False)
+            return
+        source, image_id = self._label_source(), self._target()[1]
+        in_place = is_maskclip(source)
+        self.request_redraw(merge=in_place, kind="Update" if in_place else "Preview")
+        self.message.emit(say.updated(image_id) if in_place else say.previewing(describe(source)), False)
+
     def segment_all(self) -> None:
-        """Segment and store every image of the project that is not stale."""
-        states = self._target()[0].list_images()
+        """Segment and store every image of the project that is not stale (saying how many of them have
+        labels of another source than MaskCLIP, which it replaces)."""
+        p = self._target()[0]
+        others = sum(1 for i in p.image_ids if p.has_labels(i) and not is_maskclip(label_source(p.history(i))))
+        if others:
+            self.message.emit(say.replacing_all(others, len(p)), False)
+        states = p.list_images()
         jobs = [(s.id, s.path) for s in states if not s.stale]
         if len(states) > len(jobs):
             self.message.emit(say.stale_skipped(len(states) - len(jobs)), False)
@@ -152,7 +184,7 @@ class Segmenter(QObject):
                                   val_fraction=val_fraction, overwrite=overwrite)
 
         return self.create_other_job(run, "Export", lambda report: self.message.emit(
-            say.exported(report, fmt, out), bool(report.skipped)))
+            say.exported(report, fmt, out), bool(report.skipped) or not report.exported))
 
     def create_other_job(self, fn: Callable, kind: str, on_return: Callable):
         """Another job (an export) in the same one-job-at-a-time worker, shown as busy; the caller starts it."""
@@ -195,9 +227,11 @@ class Segmenter(QObject):
         self.state_changed.emit()
         if worker.abort_requested:
             self.message.emit(say.job_cancelled(kind), False)
-        elif not self.jobs.failed and kind != "Export":
+        elif not self.jobs.failed and kind not in QUIET_JOBS:
             self.progress.setValue(self.progress.maximum())
             self.message.emit(say.job_done(kind), False)
+        elif not self.jobs.failed:
+            self.progress.setValue(self.progress.maximum())
         merge = self.jobs.take_pending()
         if merge is not None:
             self.request_redraw(merge=merge)

@@ -4,6 +4,11 @@ SHORTCUTS are viewer-wide (none is one of napari's default keys for any layer); 
 Ctrl+Z / Ctrl+Shift+Z undo and redo labels and verified pixels together and the number keys 1-9 pick
 classes instead of napari's mode keys, whose letter keys (E, P, F, L, Z) stay. Bindings hold their target
 only weakly: a strong reference kept closed viewers (and their widgets) alive.
+
+napari's keybindings only see keys pressed while its canvas has focus: after a click on a dock button,
+PageDown would scroll the dock and, on the image list, jump a page of rows. So SHORTCUTS are also Qt
+shortcuts of the viewer's main window (wherever focus is inside it; a text field still takes the letters
+typed into it), and undo/redo and 1-9 are also shortcuts of the dock (`bind_window_shortcuts`).
 """
 from __future__ import annotations
 
@@ -12,12 +17,31 @@ import weakref
 SHORTCUTS = {
     "next_image": "PageDown",
     "previous_image": "PageUp",
+    "next_unverified": "N",
     "segment_current": "G",
     "mark_reviewed": "Shift-R",
     "verify_selected_class": "Shift-C",
     "toggle_key_smoothing": "K",
     "toggle_prompt_denoising": "Shift-D",
 }
+
+
+# the control each shortcut presses (the widget's attribute; its tooltip names the key)
+SHORTCUT_CONTROLS = {"next_image": "next_button", "previous_image": "prev_button",
+                     "next_unverified": "next_unverified_button", "segment_current": "segment_button",
+                     "mark_reviewed": "reviewed_button", "verify_selected_class": "verify_class_button",
+                     "toggle_key_smoothing": "ks_check", "toggle_prompt_denoising": "pd_check"}
+
+
+def run_shortcut(target, name: str) -> None:
+    """What a SHORTCUTS key does on the annotator widget `target`: the same as its control (navigation
+    reads in a worker)."""
+    if name in ("next_image", "previous_image"):
+        target.nav.step(+1 if name == "next_image" else -1, background=True)
+    elif name in ("toggle_key_smoothing", "toggle_prompt_denoising"):
+        getattr(target, SHORTCUT_CONTROLS[name]).toggle()
+    else:
+        getattr(target, name)()
 
 
 def bind_viewer_shortcuts(viewer, target, controls: dict) -> None:
@@ -37,8 +61,23 @@ def bind_viewer_shortcuts(viewer, target, controls: dict) -> None:
         control.setToolTip(f"{tip} [{key}]" if tip else f"[{key}]")
 
 
+# the labels layer's tools by key: napari's letters, and keys for the two whose only napari key is a digit
+TOOL_KEYS = {"erase": "E", "paint": "P", "polygon": "Shift-P", "fill": "F", "pick": "L", "pan_zoom": "Z",
+             "transform": "Shift-T"}
+TOOL_NAMES = {"erase": "the eraser", "paint": "the brush", "polygon": "the polygon", "fill": "fill",
+              "pick": "the label picker", "pan_zoom": "pan/zoom", "transform": "transform"}
+
+
+def labels_help(mode: str) -> str:
+    """napari's status hint for the labels layer, as the annotator binds the keys (1-9 pick classes)."""
+    tools = [f"<{key}> {TOOL_NAMES[name]}" for name, key in TOOL_KEYS.items() if name != str(mode)]
+    return "1-9 pick a class, " + ", ".join(tools) + ", Ctrl+Z undo"
+
+
 def bind_layer_keys(layer, target) -> None:
-    """Ctrl+Z / Ctrl+Shift+Z: target.undo() / target.redo(); 1-9: target.select_class(0..8)."""
+    """Ctrl+Z / Ctrl+Shift+Z: target.undo() / target.redo(); 1-9: target.select_class(0..8); Shift-P and
+    Shift-T: the polygon and transform tools (napari's keys for them are digits); M (napari's new label,
+    which would be no class): target.no_new_label(). napari's status hint says so (labels_help)."""
     from app_model.types import KeyCode, KeyMod
 
     ref = weakref.ref(target)  # the layer must not keep the widget (and its viewer) alive
@@ -54,3 +93,59 @@ def bind_layer_keys(layer, target) -> None:
     layer.bind_key(KeyMod.CtrlCmd | KeyMod.Shift | KeyCode.KeyZ, call("redo"), overwrite=True)
     for n in range(1, 10):
         layer.bind_key(str(n), call("select_class", n - 1), overwrite=True)
+    layer.bind_key("M", call("no_new_label"), overwrite=True)
+    for mode in ("polygon", "transform"):
+        def set_mode(lyr, mode=mode):
+            lyr.mode = mode
+        layer.bind_key(TOOL_KEYS[mode], set_mode, overwrite=True)
+
+    def truthful_help(event=None):
+        layer.help = labels_help(layer.mode)
+        obj = ref()
+        viewer = getattr(obj, "viewer", None) if obj is not None else None
+        active = viewer.layers.selection.active if viewer is not None else None
+        if active is not None and active.name == layer.name:  # (the widget's viewer may be a proxy)
+            viewer.help = layer.help
+
+    layer.events.mode.connect(truthful_help, position="last")  # after napari's own hint
+    truthful_help()
+
+
+def qt_key(key: str) -> str:
+    """A napari key name ("Shift-R", "PageDown", "Control-Z") as a QKeySequence string."""
+    names = {"PageDown": "PgDown", "PageUp": "PgUp", "Control": "Ctrl"}
+    return "+".join(names.get(part, part) for part in key.split("-"))
+
+
+def bind_window_shortcuts(window, dock, target) -> list:
+    """SHORTCUTS as Qt shortcuts of `window` (the viewer's main window), and Ctrl+Z / Ctrl+Shift+Z / 1-9 as
+    shortcuts of `dock` and its children (on the canvas the labels layer's own bindings serve them).
+    Returns the QShortcut objects (they live as long as their parents)."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtGui import QKeySequence
+
+    try:
+        from qtpy.QtGui import QShortcut  # Qt 6
+    except ImportError:
+        from qtpy.QtWidgets import QShortcut  # Qt 5
+
+    ref = weakref.ref(target)
+
+    def make(parent, key, context, method, *args):
+        shortcut = QShortcut(QKeySequence(qt_key(key)), parent)
+        shortcut.setContext(context)
+
+        def fire():
+            obj = ref()
+            if obj is not None:
+                getattr(obj, method)(*args)
+
+        shortcut.activated.connect(fire)
+        return shortcut
+
+    made = [make(window, key, Qt.ShortcutContext.WindowShortcut, "on_shortcut", name)
+            for name, key in SHORTCUTS.items()]
+    in_dock = Qt.ShortcutContext.WidgetWithChildrenShortcut
+    made += [make(dock, "Control-Z", in_dock, "undo"), make(dock, "Control-Shift-Z", in_dock, "redo")]
+    made += [make(dock, str(n), in_dock, "select_class", n - 1) for n in range(1, 10)]
+    return made

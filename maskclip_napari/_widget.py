@@ -34,18 +34,21 @@ from . import _wording as say
 from ._layer_manager import CONFIDENCE_PREFIX, IMAGE_LAYER, LABELS_LAYER, LayerManager  # noqa: F401
 from ._edit_saving import EditSaver
 from ._jobs import Loader
+from ._run_commands import usable_devices
 from ._segmenting import Segmenter
 from ._layers import warm_up_layers
 from ._loading import PROJECT_SUBFOLDER, OpenedProject
 from ._navigation import Navigator
 from ._session import Method, ModelChoice
-from ._shortcuts import SHORTCUTS, bind_layer_keys, bind_viewer_shortcuts  # noqa: F401
+from ._shortcuts import (SHORTCUT_CONTROLS, SHORTCUTS, bind_layer_keys, bind_viewer_shortcuts,  # noqa: F401
+                         bind_window_shortcuts, run_shortcut)
 from ._window import CloseWatcher
 from ._wording import GUI_WORDING, gui_text  # noqa: F401
 from .editing import EditState
 from .panels.classes import ClassesPanel
 from .panels.export import ExportPanel
 from .panels.images import ImagesPanel
+from .panels._narrow import foldable
 from .panels.method import DENSE_MODE_LABELS, MODELS, RANDOM_WEIGHTS, MethodPanel  # noqa: F401
 from .panels.status import StatusPanel
 from .panels.training import TrainingPanel
@@ -56,7 +59,9 @@ REDRAW_DEBOUNCE_MS = 120
 CONTROLS = {
     "status": ("message", "hover_label", "busy_bar"),
     "images": ("open_folder_button", "add_images_button", "project_label", "image_list", "prev_button",
-               "next_button", "reviewed_button", "verify_class_button", "accept_change_button", "stale_label"),
+               "next_button", "reviewed_button", "verify_class_button", "unverify_button",
+               "unverify_class_button", "history_button", "next_unverified_button",
+               "accept_change_button", "stale_label"),
     "classes": ("class_editor", "brush_label"),
     "method_panel": ("ks_check", "pd_check", "pd_slider", "scale_spin", "dense_mode_combo", "learn_check",
                      "learn_weight", "segment_button", "segment_all_button", "cancel_button", "progress",
@@ -111,12 +116,13 @@ class AnnotatorWidget(QWidget):
         self._connect_panels()
         # segmentation: cheap redraws on the GUI thread, jobs (model load, segment, export) in a worker
         self.segmenter = Segmenter(lambda: (self.project, self.current_id, self._image), self.method,
-                                   self.model_choice, self.nav.show_segmentation, self.progress, self)
+                                   self.model_choice, self.nav.show_segmentation, self.progress, self,
+                                   label_source=lambda: self.nav.label_source)
         self.segmenter.stored.connect(self.nav.refresh_item)
         self.segmenter.message.connect(self.show_message)
         self.segmenter.failed.connect(self._show_error)
         self.segmenter.state_changed.connect(self._set_enabled)
-        self.segmenter.session_loaded.connect(lambda: self.method_panel.show_model_state(self.session))
+        self.segmenter.session_loaded.connect(self._on_session_loaded)
         self.segmenter.weights_unavailable.connect(self._on_weights_unavailable)
         self._redraw_timer = QTimer(self, singleShot=True, interval=REDRAW_DEBOUNCE_MS)
         self._redraw_timer.timeout.connect(self._on_method_changed)
@@ -124,11 +130,9 @@ class AnnotatorWidget(QWidget):
         app = QApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(self._flush)
-        bind_viewer_shortcuts(self.viewer, self, {
-            "next_image": self.next_button, "previous_image": self.prev_button,
-            "segment_current": self.segment_button, "mark_reviewed": self.reviewed_button,
-            "verify_selected_class": self.verify_class_button, "toggle_key_smoothing": self.ks_check,
-            "toggle_prompt_denoising": self.pd_check})
+        bind_viewer_shortcuts(self.viewer, self,
+                              {name: getattr(self, attr) for name, attr in SHORTCUT_CONTROLS.items()})
+        self._window_shortcuts: list = []  # made once the dock is in its window (showEvent)
         self._set_enabled()
         self.method_panel.show_model_state(self.session)
         # napari's first layers cost ~0.5 s of one-time imports: paid now, off the GUI thread
@@ -157,8 +161,11 @@ class AnnotatorWidget(QWidget):
         self.export_panel = ExportPanel()
         layout = QVBoxLayout(content)
         layout.setContentsMargins(6, 6, 6, 6)
-        for panel in (self.images, self.classes, self.method_panel, self.training, self.export_panel):
+        for panel in (self.images, self.classes, self.method_panel):
             layout.addWidget(panel)
+        self.sections = {"training": foldable(self.training), "export": foldable(self.export_panel)}
+        for section in self.sections.values():  # a user may fold them away (expanded at first)
+            layout.addWidget(section)
         layout.addStretch(1)
         for panel, names in CONTROLS.items():
             for name in names:
@@ -173,6 +180,9 @@ class AnnotatorWidget(QWidget):
         im.step_requested.connect(lambda step: self.nav.step(step, background=True))
         im.reviewed_requested.connect(self.mark_reviewed)
         im.verify_class_requested.connect(self.verify_selected_class)
+        im.unverify_requested.connect(self.editor.unverify)
+        im.history_requested.connect(self.nav.show_revisions)
+        im.next_unverified_requested.connect(self.nav.next_unverified)
         im.accept_change_requested.connect(self.accept_image_change)
         cl.edit_requested.connect(lambda method, args: self.edit_classes(method, *args))
         cl.background_requested.connect(self._on_background)
@@ -185,6 +195,7 @@ class AnnotatorWidget(QWidget):
         me.load_requested.connect(self.load_model)
         self.training.save_requested.connect(lambda: self.save_current(wait=True))
         self.training.labels_changed.connect(self.refresh_from_project)
+        self.training.said.connect(self.show_message)
         self.export_panel.export_requested.connect(
             lambda out, fmt, verified, overwrite: self.export(out, fmt, verified, overwrite=overwrite))
 
@@ -197,6 +208,9 @@ class AnnotatorWidget(QWidget):
         # wide enough for every control once napari's style sheet applies: only vertical scrolling
         bar = self._scroll.verticalScrollBar().sizeHint().width()
         self._scroll.setMinimumWidth(self._content.minimumSizeHint().width() + bar)
+        if not self._window_shortcuts and self.window() is not self:
+            # the same keys wherever focus is inside the viewer's window (napari's only see the canvas's)
+            self._window_shortcuts = bind_window_shortcuts(self.window(), self, self)
         super().showEvent(event)
 
     def _set_enabled(self) -> None:
@@ -305,6 +319,10 @@ class AnnotatorWidget(QWidget):
         except MaskCLIPError as exc:
             self._show_error(exc)
 
+    def _on_session_loaded(self) -> None:
+        self.method_panel.show_model_state(self.session)
+        self.training.set_devices(usable_devices())  # torch is imported now: cuda is offered only if usable
+
     def _on_model_choice_changed(self, *_):
         self._save_settings()
         self.method_panel.show_model_state(self.session)
@@ -324,18 +342,21 @@ class AnnotatorWidget(QWidget):
         if self.project is None:
             return
         self.save_current(wait=True)
+        self.edits.forget_histories()  # recorded values name classes by index: undo steps would mislabel
         try:
             getattr(self.project, method)(*args)
         except MaskCLIPError as exc:
             self._show_error(exc)
+            changed = False
         else:
             self.show_message(say.classes_now(self.project.class_names))
+            changed = True
         self.show_classes()
         if self.current_id is not None:
             self.nav.reload_labels()
             self.nav.update_confidence_layers()
-            if self._has_prediction() and method not in ("set_class_colour", "reorder_classes", "rename_class"):
-                self._request_redraw()
+            if changed and method not in ("set_class_colour", "reorder_classes", "rename_class"):
+                self._apply_setting()  # a refused edit keeps its error on the line
 
     def _on_background(self, prompts: list) -> None:
         if self.project is None or prompts == self.project.background:
@@ -356,18 +377,13 @@ class AnnotatorWidget(QWidget):
         name = p.class_names[index] if 0 <= index < len(p.classes) else None
         self.classes.show_brush(index, name, p.class_colours[index] if name is not None else None)
 
+    def no_new_label(self) -> None:
+        """napari's M (a new label) would paint a label that is no class: say how to pick one instead."""
+        self.show_message(say.NO_NEW_LABEL)
+
     def on_shortcut(self, name: str) -> None:
-        """What a SHORTCUTS key does: the same as its control (navigation reads in a worker)."""
-        if name == "next_image":
-            self.nav.step(+1, background=True)
-        elif name == "previous_image":
-            self.nav.step(-1, background=True)
-        elif name == "toggle_key_smoothing":
-            self.ks_check.toggle()
-        elif name == "toggle_prompt_denoising":
-            self.pd_check.toggle()
-        else:
-            getattr(self, name)()
+        """What a SHORTCUTS key does: the same as its control (`_shortcuts.run_shortcut`)."""
+        run_shortcut(self, name)
 
     # === Image list and navigation ===============================================================
     def next_image(self) -> None:
@@ -375,6 +391,9 @@ class AnnotatorWidget(QWidget):
 
     def previous_image(self) -> None:
         self.nav.step(-1)
+
+    def next_unverified(self) -> None:
+        self.nav.next_unverified()
 
     def show_image(self, image_id: str, background: bool = False) -> None:
         """Make `image_id` the current image (`Navigator.show_image`); background=True reads in a worker."""
@@ -421,12 +440,22 @@ class AnnotatorWidget(QWidget):
 
     def mark_reviewed(self) -> None:
         """Verify the whole current image as shown: labelled pixels keep their class, unlabelled ones are
-        confirmed background (so an image with none of the classes can be verified too)."""
+        confirmed background (so an image with none of the classes can be verified too). On an image never
+        segmented (nor imported) it asks first: it would mark every pixel not painted as background."""
+        if self.current_id is None:
+            return
+        if self.nav.label_source is None and not self.edits.verified.all() \
+                and not self.images.confirm_review(self.current_id):
+            return
         self.editor.verify(None)
 
     def verify_selected_class(self) -> None:
         """Verify the pixels of the class selected in the labels layer's controls."""
         self.editor.verify_selected_class()
+
+    def show_revisions(self):
+        """The current image's revisions (source, time) with Restore (`Navigator.show_revisions`)."""
+        return self.nav.show_revisions()
 
     def _learn_from_current(self) -> None:
         """With 'Learn from corrections' on, new verified pixels update the prototypes and the image is redrawn."""
@@ -454,14 +483,14 @@ class AnnotatorWidget(QWidget):
         return True
 
     def segment_current(self) -> None:
+        """Segment the current image and store it: unverified labels of any source are replaced (said)."""
         if self._ready_to_segment():
-            self._request_redraw()
+            self.segmenter.segment_current()
 
     def segment_all(self) -> None:
-        if not self._ready_to_segment():
-            return
-        self.save_current(wait=True)
-        self.segmenter.segment_all()
+        if self._ready_to_segment():
+            self.save_current(wait=True)
+            self.segmenter.segment_all()
 
     def load_model(self) -> None:
         """Load the chosen model now (otherwise it loads on the first segmentation)."""
@@ -477,9 +506,13 @@ class AnnotatorWidget(QWidget):
                                                 or self.project.has_labels(self.current_id))
 
     def _on_method_changed(self) -> None:
-        if self._has_prediction():
-            self._request_redraw()
+        self._apply_setting()
         QTimer.singleShot(0, self._save_settings)  # after the redraw: the new look comes first
+
+    def _apply_setting(self) -> None:
+        """A MaskCLIP setting changed: redo or preview the current image (`Segmenter.apply_setting`)."""
+        if self._has_prediction():
+            self.segmenter.apply_setting()
 
     def _request_redraw(self, merge: bool = True) -> None:
         self.segmenter.request_redraw(merge)

@@ -32,6 +32,13 @@ TIPS = {
                 "background",
     "verify_class": "Verify the pixels of the class selected as the labels layer's label (its mask on this image "
                     "is right as shown)",
+    "unverify": "Un-verify every pixel of this image (their labels stay; a segmentation may change them again). "
+                "Ctrl+Z undoes it",
+    "unverify_class": "Un-verify the pixels of the class selected as the labels layer's label (their labels stay)",
+    "next_unverified": "The next image (in list order) that is not verified yet",
+    "history": "The image's revisions (who or what made its labels, when), to restore an earlier one",
+    "restore": "Make the selected revision current again (as a new revision: the labels shown now stay in the "
+               "history)",
     "accept_change": "Its labels were made for the old content and are not applied. Starting over clears them "
                      "(they stay in the image's history); restoring the old file brings them back instead.",
     "brush": "The labels layer's selected label: select a class row or press 1-9",
@@ -144,8 +151,27 @@ def reviewed(image_id: str, labelled: int, background: int) -> str:
     return f"{image_id}: reviewed: {labelled} labelled and {background} background pixels verified."
 
 
+def unverified(image_id: str, count: int, name: str | None = None) -> str:
+    what = f"'{name}' pixels" if name is not None else "pixels"
+    return f"Un-verified {count} {what} of {image_id} (their labels stay; Ctrl+Z undoes it)."
+
+
+REVIEW_UNSEGMENTED_TITLE = "Mark the whole image verified?"
+
+
+def review_unsegmented(image_id: str) -> str:
+    return (f"{image_id} was never segmented: Reviewed ✓ verifies it as shown, every unlabelled pixel as "
+            "background. Mark it verified?")
+
+
 def class_verified(image_id: str, count: int, name: str) -> str:
-    return f"{image_id}: the {count} '{name}' pixels verified."
+    if count == 0:
+        return f"{image_id} has no '{name}' pixels: nothing verified."
+    return f"{image_id}: its {count} '{name}' pixels verified."
+
+
+def updated(image_id: str) -> str:
+    return f"{image_id}: MaskCLIP's labels redone with the new setting (verified pixels kept)."
 
 
 def brush(index: int, name: str | None, colour=None) -> str:
@@ -155,6 +181,43 @@ def brush(index: int, name: str | None, colour=None) -> str:
     r, g, b = colour
     return (f"Brush: <span style='color: rgb({r},{g},{b})'>■</span> {name} "
             f"(label {index + 1}{', key ' + str(index + 1) if index < 9 else ''})")
+
+
+def progress(verified: int, total: int) -> str:
+    return f"{verified} / {total} verified"
+
+
+def all_verified(total: int) -> str:
+    return f"All {total} images are verified."
+
+
+REVISIONS_TITLE = "Revisions of the image"
+
+
+def revisions_of(image_id: str, count: int) -> str:
+    return f"{image_id}: {count} revisions kept, newest first (unverified pixels come from the newest that is no edit)."
+
+
+def restored(image_id: str, rev: int) -> str:
+    return f"{image_id}: revision r{rev} restored (a new revision; the previous labels stay in the history)."
+
+
+NO_NEW_LABEL = "Labels are the project's classes: press 1-9 or pick a class row (add a class for a new label)."
+SETTING_NO_MODEL = "Setting saved; no model is loaded, so it applies at the next Segment."
+
+
+def previewing(what: str) -> str:
+    return (f"Preview with the new MaskCLIP setting (confidence layers); the {what} are kept. "
+            "Segment image replaces them.")
+
+
+def replacing(what: str, image_id: str) -> str:
+    return f"Segment replaces the {what} of {image_id} with MaskCLIP's (verified pixels are kept)."
+
+
+def replacing_all(count: int, total: int) -> str:
+    return (f"Segment all replaces the unverified labels of {total} images, {count} of them from MaskCLIP+, "
+            "an import or a restore (verified pixels are kept).")
 
 
 def stale_skipped(count: int) -> str:
@@ -198,6 +261,8 @@ def exporting(fmt: str, out) -> str:
 
 def exported(report, fmt: str, out) -> str:
     text = f"Exported {len(report.exported)} images as {fmt} to {out}."
+    if not report.exported:
+        text += " No image had labels to export (with 'verified only': no verified image)."
     if fmt == "voc":
         text += f" Split: {len(report.splits['train'])} train, {len(report.splits['val'])} val."
     if report.skipped:

@@ -14,11 +14,15 @@ tests/test_edit_state.py). Conventions:
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 
 from maskclip.defaults import UNLABELLED
 
 from ._history import EditHistory
+
+KEPT_HISTORIES = 20  # images whose undo history is kept for the session (the most recently shown)
 
 
 def to_layer_values(labels: np.ndarray) -> np.ndarray:
@@ -53,6 +57,8 @@ class EditState:
         self.dirty = False  # recorded edits not yet saved
         self.stale = False  # the image's file changed since import (as last read): not editable
         self.history = EditHistory()
+        # undo histories of the images shown this session, most recent last: (image id, shape) -> history
+        self._histories: OrderedDict[tuple, EditHistory] = OrderedDict()
 
     @property
     def editable(self) -> bool:
@@ -64,12 +70,25 @@ class EditState:
         self.dirty = False
         self.stale = stale
 
-    def start(self, values: np.ndarray, n_classes: int, editable: bool = True) -> None:
+    def start(self, values: np.ndarray, n_classes: int, editable: bool = True, image_id: str | None = None) -> None:
         """The labels layer now shows `values` (derived from the project, with `verified` as it is): they
-        are the recorded state and the merge base; the undo history starts over."""
+        are the recorded state and the merge base. The undo history is the image's own, kept for the
+        session across Next / Previous (the last KEPT_HISTORIES images); without image_id it starts over."""
         self.recorded = np.array(values, copy=True) if editable else None
         self.base = (from_layer_values(values, n_classes), self.verified.copy()) if editable else None
-        self.history.clear()
+        if image_id is None:
+            self.history = EditHistory()
+            return
+        key = (image_id, tuple(values.shape))
+        self.history = self._histories.pop(key, None) or EditHistory()
+        self._histories[key] = self.history
+        while len(self._histories) > KEPT_HISTORIES:
+            self._histories.popitem(last=False)
+
+    def forget_histories(self) -> None:
+        """Drop every image's undo history (class indices changed: recorded values mean other classes)."""
+        self._histories.clear()
+        self.history = EditHistory()
 
     def record(self, layer_values: np.ndarray) -> bool:
         """Turn what changed in the layer since the last record into one undo step; changed pixels become
@@ -135,6 +154,19 @@ class EditState:
             return None
         self.recorded, self.verified, self.dirty = values, verified, True
         return values
+
+    def unverify(self, class_index: int | None, layer_values: np.ndarray | None = None) -> int:
+        """Un-verify pixels as one undoable edit: all of them (None) or one class's; their labels stay.
+        Returns how many pixels were verified before."""
+        if layer_values is not None:
+            self.record(layer_values)
+        values = self.recorded
+        mask = self.verified if class_index is None else self.verified & (values == class_index + 1)
+        count = int(mask.sum())
+        verified = self.verified & ~mask
+        if self.history.record(values, self.verified, values, verified):
+            self.verified, self.dirty = verified, True
+        return count
 
     def verify(self, class_index: int | None, layer_values: np.ndarray | None = None) -> np.ndarray:
         """Verify pixels as one undoable edit: every pixel (class_index None: Reviewed ✓, unlabelled pixels

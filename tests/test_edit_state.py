@@ -86,6 +86,38 @@ def test_reviewed_and_class_verification_are_undoable_edits():
     np.testing.assert_array_equal(state.verified, values == 1)
 
 
+def test_each_image_keeps_its_undo_history_for_the_session():
+    from maskclip_napari.editing import KEPT_HISTORIES
+
+    values = np.zeros((4, 4), np.uint8)
+    state = EditState()
+    state.load(np.zeros(values.shape, bool))
+    state.start(values, N, image_id="a")
+    state.verify(None)
+    state.load(np.zeros(values.shape, bool))
+    state.start(values, N, image_id="b")  # Next: b's own (empty) history
+    assert state.step(False, values) is None
+    state.load(np.ones(values.shape, bool))
+    state.start(values, N, image_id="a")  # back on a: its Reviewed ✓ can be undone
+    assert state.step(False, values) is not None and not state.verified.any()
+    for i in range(KEPT_HISTORIES):  # bounded: the oldest image's history goes
+        state.start(values, N, image_id=f"other{i}")
+    state.start(values, N, image_id="a")
+    assert not state.history.can_redo
+
+
+def test_unverify_is_an_undoable_edit_that_keeps_labels():
+    values = np.array([[1, 2], [0, 1]], np.uint8)
+    state = started(values, np.ones((2, 2), bool))
+    assert state.unverify(0) == 2  # class 0 = layer value 1
+    np.testing.assert_array_equal(state.verified, values != 1)
+    assert state.unverify(None) == 2 and not state.verified.any()
+    np.testing.assert_array_equal(state.recorded, values)
+    state.step(False, values)
+    state.step(False, values)
+    assert state.verified.all()
+
+
 def test_a_stale_image_is_not_editable():
     state = EditState()
     state.load(np.zeros((2, 2), bool), stale=True)

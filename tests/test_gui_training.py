@@ -212,6 +212,7 @@ def test_train_then_refine_updates_labels_and_keeps_verified(make_napari_viewer,
     refined = T.read_refine_progress(section.run_dir)  # refine's progress, as the panel polled it
     assert (refined["state"], refined["done"], refined["total"], refined["failed"]) == ("done", 3, 3, 0)
     assert "Refined 3 images" in section.message.text()
+    assert "Refined 3 images" in widget.message_text()  # on the message line too (issue 22)
     # the loss curve holds every logged iteration (log every 10, and the last)
     assert [r["iteration"] for r in section.plot.records] == [10, 12] and section.plot.total == 12
     assert section.progress_bar.value() == 12 and "12/12" in section.status_label.text()
@@ -273,6 +274,7 @@ def test_failure_shows_the_error_not_a_traceback(make_napari_viewer, qtbot, imag
     text = section.message.text()
     assert text.startswith("Training failed:") and "missing-weights.pt" in text, text
     assert "Traceback" not in text and "File \"" not in text
+    assert widget.message_text() == text and viewer.status == text  # where every other message goes (issue 22)
     assert T.read_progress(section.run_dir)["state"] == "failed"
     assert section.start_button.isEnabled() and section.resume_button.isEnabled()
 

@@ -187,7 +187,9 @@ def test_busy_while_the_model_loads(make_napari_viewer, qtbot, image_folder, che
     assert widget.progress.maximum() == 1 and widget.busy_bar.isHidden()
 
 
-def test_reviewed_is_undone_with_its_verified_pixels(make_napari_viewer, qtbot, image_folder):
+def test_reviewed_is_undone_with_its_verified_pixels(make_napari_viewer, qtbot, image_folder, monkeypatch):
+    # never segmented: Reviewed ✓ asks first (tests/test_gui_review.py); answered yes
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
     viewer, widget = opened(make_napari_viewer, qtbot, image_folder)
     add_class(qtbot, widget, "road")
     first = widget.current_id

@@ -8,12 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QGroupBox, QHBoxLayout, QMessageBox, \
+from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QGridLayout, QGroupBox, QMessageBox, \
     QPushButton
 
 from maskclip.export import FORMATS
 
 from .. import _wording as say
+from ._narrow import NarrowCombo
 
 
 class ExportPanel(QGroupBox):
@@ -21,8 +22,8 @@ class ExportPanel(QGroupBox):
 
     def __init__(self, parent=None):
         super().__init__("Export", parent)
-        row = QHBoxLayout(self)
-        self.export_format = QComboBox()
+        row = QGridLayout(self)  # two rows: the dock stays narrow
+        self.export_format = NarrowCombo()
         self.export_format.addItems(FORMATS)
         self.export_format.setToolTip(say.TIPS["export_format"])
         self.export_verified = QCheckBox("verified only")
@@ -36,10 +37,10 @@ class ExportPanel(QGroupBox):
         self.export_button = QPushButton("Export…")
         self.export_button.setToolTip(say.TIPS["export"])
         self.export_button.clicked.connect(self._choose_export)
-        row.addWidget(self.export_format)
-        row.addWidget(self.export_verified)
-        row.addWidget(self.export_val)
-        row.addWidget(self.export_button)
+        row.addWidget(self.export_format, 0, 0)
+        row.addWidget(self.export_verified, 0, 1)
+        row.addWidget(self.export_val, 1, 0)
+        row.addWidget(self.export_button, 1, 1)
 
     def val_fraction(self) -> float:
         """The VOC validation share (0-0.5)."""

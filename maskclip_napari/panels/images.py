@@ -3,6 +3,7 @@ Reviewed ✓ / Class ✓, and the notice for an image whose file changed on disk
 
 Signals (the widget acts on them): open_requested(str folder), add_requested(list of paths),
 image_selected(int row, by the user), step_requested(int), reviewed_requested, verify_class_requested,
+unverify_requested(bool selected class only), history_requested, next_unverified_requested,
 accept_change_requested.
 """
 from __future__ import annotations
@@ -11,11 +12,13 @@ from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
     QFileDialog,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QListWidget,
     QListWidgetItem,
+    QMessageBox,
     QPushButton,
     QVBoxLayout,
 )
@@ -62,6 +65,9 @@ class ImagesPanel(QGroupBox):
     step_requested = Signal(int)
     reviewed_requested = Signal()
     verify_class_requested = Signal()
+    unverify_requested = Signal(bool)
+    history_requested = Signal()
+    next_unverified_requested = Signal()
     accept_change_requested = Signal()
 
     def __init__(self, project_subfolder: str, parent=None):
@@ -80,6 +86,15 @@ class ImagesPanel(QGroupBox):
         self.project_label = QElidingLabel(say.NO_PROJECT)
         self.project_label.setElideMode(Qt.TextElideMode.ElideLeft)
         v.addWidget(self.project_label)
+        self.progress_label = QLabel("")  # "12 / 300 verified"
+        self.next_unverified_button = QPushButton("Next unverified ▶")
+        self.next_unverified_button.setToolTip(say.TIPS["next_unverified"])
+        self.next_unverified_button.clicked.connect(lambda: self.next_unverified_requested.emit())
+        row = QHBoxLayout()
+        row.addWidget(self.progress_label, 1)
+        row.addWidget(self.next_unverified_button)
+        v.addLayout(row)
+        self._statuses: list[str] = []  # each row's status, for the progress line
         self.image_list = QListWidget()
         self.image_list.setMinimumHeight(90)
         self.image_list.setMaximumHeight(160)
@@ -96,9 +111,24 @@ class ImagesPanel(QGroupBox):
         self.verify_class_button = QPushButton("Class ✓")
         self.verify_class_button.setToolTip(say.TIPS["verify_class"])
         self.verify_class_button.clicked.connect(lambda: self.verify_class_requested.emit())
-        for b in (self.prev_button, self.next_button, self.reviewed_button, self.verify_class_button):
-            row.addWidget(b)
+        self.unverify_button = QPushButton("Un-verify")
+        self.unverify_button.setToolTip(say.TIPS["unverify"])
+        self.unverify_button.clicked.connect(lambda: self.unverify_requested.emit(False))
+        self.unverify_class_button = QPushButton("Un-verify class")
+        self.unverify_class_button.setToolTip(say.TIPS["unverify_class"])
+        self.unverify_class_button.clicked.connect(lambda: self.unverify_requested.emit(True))
+        self.history_button = QPushButton("History…")
+        self.history_button.setToolTip(say.TIPS["history"])
+        self.history_button.clicked.connect(lambda: self.history_requested.emit())
+        row.addWidget(self.prev_button)
+        row.addWidget(self.next_button)
+        row.addWidget(self.history_button)
         v.addLayout(row)
+        grid = QGridLayout()  # two columns: the dock stays narrow
+        for i, b in enumerate((self.reviewed_button, self.verify_class_button, self.unverify_button,
+                               self.unverify_class_button)):
+            grid.addWidget(b, i // 2, i % 2)
+        v.addLayout(grid)
         self.accept_change_button = QPushButton("Image changed on disk: start over on the new content")
         self.accept_change_button.setToolTip(say.TIPS["accept_change"])
         self.accept_change_button.clicked.connect(lambda: self.accept_change_requested.emit())
@@ -109,6 +139,13 @@ class ImagesPanel(QGroupBox):
         self.stale_label.setVisible(False)
         v.addWidget(self.stale_label)
         v.addWidget(self.accept_change_button)
+
+    def confirm_review(self, image_id: str) -> bool:
+        """Ask before Reviewed ✓ marks an image that was never segmented (all background but the strokes)."""
+        answer = QMessageBox.question(self, say.REVIEW_UNSEGMENTED_TITLE, say.review_unsegmented(image_id),
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
 
     def _choose_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open an image folder or a MaskCLIP project")
@@ -133,6 +170,8 @@ class ImagesPanel(QGroupBox):
         self._updating_list = True
         try:
             self.image_list.clear()
+            self._statuses = [state.status for state in states]
+            self._show_progress()
             for state in states:
                 item = QListWidgetItem()
                 describe_item(item, state)
@@ -146,6 +185,12 @@ class ImagesPanel(QGroupBox):
         item = self.image_list.item(row)
         if item is not None:
             describe_item(item, state)
+        if 0 <= row < len(self._statuses):
+            self._statuses[row] = state.status
+            self._show_progress()
+
+    def _show_progress(self) -> None:
+        self.progress_label.setText(say.progress(self._statuses.count("verified"), len(self._statuses)))
 
     def select_row(self, row: int) -> None:
         """Show `row` as the current image's row (without emitting image_selected)."""
@@ -155,7 +200,9 @@ class ImagesPanel(QGroupBox):
 
     def set_state(self, has_project: bool, has_image: bool, stale: bool, can_open: bool) -> None:
         self.add_images_button.setEnabled(has_project)
-        for b in (self.prev_button, self.next_button, self.reviewed_button, self.verify_class_button):
+        for b in (self.prev_button, self.next_button, self.reviewed_button, self.verify_class_button,
+                  self.unverify_button, self.unverify_class_button, self.history_button,
+                  self.next_unverified_button):
             b.setEnabled(has_image)
         self.accept_change_button.setVisible(has_image and stale)
         self.stale_label.setVisible(has_image and stale)

@@ -35,6 +35,7 @@ from maskclip.options import DENSE_MODE_NAMES, MODE_DEFAULTS
 from maskclip.settings import clip_spec, learn_spec, parse_pretrained
 
 from .. import _wording as say
+from ._narrow import NarrowCombo
 from .._session import Method, ModelChoice
 
 MODELS = SUGGESTED_MODELS
@@ -62,7 +63,7 @@ class MethodPanel(QGroupBox):
         toggles.addWidget(self.pd_check)
         form.addRow(toggles)
         # the dense mode: MaskCLIP or a training-free successor (each with its own KS/PD defaults)
-        self.dense_mode_combo = QComboBox()
+        self.dense_mode_combo = NarrowCombo()
         for mode in DENSE_MODE_NAMES:
             self.dense_mode_combo.addItem(DENSE_MODE_LABELS[mode], mode)
         self.dense_mode_combo.setToolTip(say.TIPS["dense_mode"])
@@ -130,11 +131,11 @@ class MethodPanel(QGroupBox):
         inner = QWidget()
         mform = QFormLayout(inner)
         mform.setContentsMargins(0, 0, 0, 0)
-        self.model_combo = QComboBox()
+        self.model_combo = NarrowCombo()
         self.model_combo.setEditable(True)
         self.model_combo.addItems(MODELS)
         self.model_combo.setToolTip(say.TIPS["model"])
-        self.weights_combo = QComboBox()
+        self.weights_combo = NarrowCombo()
         self.weights_combo.setEditable(True)
         self.weights_combo.addItems([DEFAULT_PRETRAINED, RANDOM_WEIGHTS])
         self.weights_combo.setToolTip(say.TIPS["weights"])
@@ -145,7 +146,7 @@ class MethodPanel(QGroupBox):
         wrow = QHBoxLayout()
         wrow.addWidget(self.weights_combo, 1)
         wrow.addWidget(browse)
-        self.device_combo = QComboBox()
+        self.device_combo = NarrowCombo()
         self.device_combo.addItems(list(DEVICE_CHOICES))
         self.load_button = QPushButton("Load model")
         self.load_button.clicked.connect(lambda: self.load_requested.emit())

@@ -22,7 +22,9 @@ class StatusPanel(QWidget):
         self.busy_bar = QProgressBar()
         self.busy_bar.setRange(0, 0)  # busy: an indefinite animation
         self.busy_bar.setTextVisible(False)
-        self.busy_bar.setMaximumHeight(6)
+        self.busy_bar.setMaximumHeight(8)
+        # napari's theme draws a 6-px grey bar on dark grey: an accent colour shows it is busy
+        self.busy_bar.setStyleSheet("QProgressBar::chunk { background-color: #4a90d9; }")
         policy = self.busy_bar.sizePolicy()
         policy.setRetainSizeWhenHidden(True)  # showing it must not re-lay out the whole dock
         self.busy_bar.setSizePolicy(policy)

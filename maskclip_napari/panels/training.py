@@ -39,6 +39,7 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -50,10 +51,10 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from maskclip.defaults import DEVICE_CHOICES
 from .. import _wording as say
 from .._child_process import EXIT_CANCELLED, ChildProcess
 from .._loss_plot import LossPlot
+from ._narrow import NarrowCombo
 from maskclip.run_folder import (
     PHASE_PSEUDO_LABELS,
     STATE_CANCELLED,
@@ -70,6 +71,7 @@ from maskclip.run_folder import (
 )
 
 from .._run_commands import (
+    usable_devices,
     describe_progress,
     describe_refine_progress,
     error_summary,
@@ -117,6 +119,7 @@ class TrainingPanel(QGroupBox):
 
     save_requested = Signal()  # write the annotator's pending edits now (the child reads the project next)
     labels_changed = Signal()  # refine wrote labels into the shown project
+    said = Signal(str, bool)  # what the section says (text, error): also the annotator's message line
 
     def __init__(self, model_choice: Callable, parent=None):
         super().__init__("Refine dataset (MaskCLIP+)", parent)
@@ -148,12 +151,12 @@ class TrainingPanel(QGroupBox):
         v.addWidget(intro)
         form = QFormLayout()
         self.iters_spin = _spin(1, 1_000_000, 2000, 100, tip=say.TIPS["iters"])
-        self.student_combo = QComboBox()
+        self.student_combo = NarrowCombo()
         for name, text in STUDENTS:
             self.student_combo.addItem(text, name)
         self.student_combo.setToolTip(say.TIPS["student"])
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(list(DEVICE_CHOICES))
+        self.device_combo = NarrowCombo()
+        self.set_devices(usable_devices())
         form.addRow("Iterations", self.iters_spin)
         form.addRow("Network", self.student_combo)
         form.addRow("Device", self.device_combo)
@@ -173,7 +176,7 @@ class TrainingPanel(QGroupBox):
         aform.addRow("Crop size", self.crop_spin)
         aform.addRow("Short side", self.base_spin)
         aform.addRow(self.imagenet_check)
-        self.self_training_combo = QComboBox()
+        self.self_training_combo = NarrowCombo()
         for key, _, text in SELF_TRAINING:
             self.self_training_combo.addItem(text, key)
         self.self_training_combo.setToolTip(say.TIPS["self_training"])
@@ -181,18 +184,18 @@ class TrainingPanel(QGroupBox):
         advanced.addWidget(inner)
         v.addWidget(advanced)
 
-        row = QHBoxLayout()
+        row = QGridLayout()  # two columns: the dock stays narrow
         self.start_button = QPushButton("Start")
         self.cancel_button = QPushButton("Cancel")
         self.resume_button = QPushButton("Resume")
         self.refine_button = QPushButton("Refine")
-        for button, tip, slot in ((self.start_button, "train_start", self.start),
-                                  (self.cancel_button, "train_cancel", self.cancel),
-                                  (self.resume_button, "train_resume", self.resume),
-                                  (self.refine_button, "train_refine", self.refine)):
+        for i, (button, tip, slot) in enumerate(((self.start_button, "train_start", self.start),
+                                                 (self.cancel_button, "train_cancel", self.cancel),
+                                                 (self.resume_button, "train_resume", self.resume),
+                                                 (self.refine_button, "train_refine", self.refine))):
             button.setToolTip(say.TIPS[tip])
             button.clicked.connect(slot)
-            row.addWidget(button)
+            row.addWidget(button, i // 2, i % 2)
         v.addLayout(row)
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1)
@@ -232,9 +235,22 @@ class TrainingPanel(QGroupBox):
                 raise ValueError(f"self_training must be one of {list(GUIDED_FRACTIONS)}")
             self.self_training_combo.setCurrentIndex(index)
 
+    def set_devices(self, devices) -> None:
+        """Offer these devices (cuda only where it is usable), keeping the choice when it is still offered."""
+        current = self.device_combo.currentText()
+        if [self.device_combo.itemText(i) for i in range(self.device_combo.count())] == list(devices):
+            return
+        self.device_combo.clear()
+        self.device_combo.addItems(list(devices))
+        if current in devices:
+            self.device_combo.setCurrentText(current)
+
     def _show_message(self, text: str, error: bool = False) -> None:
+        """In the section, and (said) on the annotator's message line like every other message."""
         self.message.setStyleSheet("color: #e05555;" if error else "")
         self.message.setText(text)
+        if text:
+            self.said.emit(text, error)
 
     @property
     def running(self) -> bool:
@@ -265,6 +281,7 @@ class TrainingPanel(QGroupBox):
         self.project = project
         if self.running:
             return
+        self.set_devices(usable_devices())  # torch may be imported by now (a model was loaded)
         self.device_combo.setCurrentText(self._model_choice().device)
         self.run_dir = latest_run(project.root) if project is not None else None
         self._metrics = MetricsTail.of_run(self.run_dir) if self.run_dir is not None else None
