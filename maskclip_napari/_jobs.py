@@ -14,6 +14,7 @@ class JobRunner:
 
     def __init__(self):
         self.worker = None
+        self.activity = None  # the job's napari.utils.progress (napari's activity dock), while it runs
         self.kind = ""
         self.range = 1  # the job's image count (the progress bar is busy while the model loads)
         self.failed = False
@@ -45,12 +46,28 @@ class JobRunner:
         self.worker, self.kind, self.failed = worker, kind, False
         if range is not None:
             self.range = max(range, 1)
+        self._close_activity()
+        from napari.utils import progress
+
+        # napari's activity dock shows the job too (total 0: no count, as an export)
+        self.activity = progress(total=self.range if range is not None else 0, desc=f"MaskCLIP: {kind}")
         return worker
+
+    def report(self, done: int) -> None:
+        """The running job has done `done` of its images (napari's activity dock follows)."""
+        if self.activity is not None and done > self.activity.n:
+            self.activity.update(done - self.activity.n)
+
+    def _close_activity(self) -> None:
+        if self.activity is not None:
+            self.activity.close()
+            self.activity = None
 
     def _finished(self, worker, on_finished: Callable) -> None:
         if worker is not self.worker:
             return
         self.worker = None
+        self._close_activity()
         on_finished(worker)
 
     def cancel(self) -> bool:

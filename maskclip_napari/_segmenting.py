@@ -212,6 +212,7 @@ class Segmenter(QObject):
             self.state_changed.emit()
         elif isinstance(value, JobResult):
             self.progress.setValue(value.done)
+            self.jobs.report(value.done)
             if project is self._target()[0] and value.image_id in project:
                 self._apply(value, method, merge)
 

@@ -352,10 +352,17 @@ def test_segment_all_and_cancel(make_napari_viewer, qtbot, image_folder, checkpo
     add_class(qtbot, widget, "road")
     add_class(qtbot, widget, "sky")
     widget.set_model_choice("maskclip-tiny-vit", str(checkpoint), "cpu")
+    from napari.utils import progress
+
+    counts = []  # napari's activity dock shows the job and its count (issue 17)
+    progress._all_instances.events.changed.connect(lambda e: counts.extend(
+        (p.desc, p.total) for p in e.added))
     widget.segment_all()
     wait_idle(qtbot, widget)
     assert all(s.status == "labelled" for s in widget.project.list_images())
     assert widget.progress.value() == 3
+    assert ("MaskCLIP: Segment all", 3) in counts
+    assert not any(p.desc.startswith("MaskCLIP") for p in progress._all_instances)  # closed when done
 
     widget.segment_all()
     widget.cancel()
