@@ -156,7 +156,9 @@ CLI = {
     "train": (SEGMENT_METHOD + ["--base-size", "--batch-size", "--checkpoint-every", "--confidence-threshold",
                                 "--crop-size", "--guided-fraction", "--iters", "--log-every", "--lr", "--no-amp",
                                 "--no-imagenet", "--resume", "--run", "--run-dir", "--seed", "--self-train-start",
-                                "--self-train-threshold", "--student", "--workers"], ["project"]),
+                                "--self-train-threshold", "--student", "--workers",
+                                "--freeze-blocks", "--optimizer"],  # issue 18
+              ["project"]),
 }
 
 
