@@ -241,7 +241,7 @@ Whole comparison: {wall / 60:.1f} min wall time.
 """
     print(body)
     if args.write:
-        write_section(COMPARE_HEADING, body)
+        write_section(COMPARE_HEADING + (f", {args.section_note}" if args.section_note else ""), body)
         print(f"written to {Path(__file__).resolve().parent / 'results.md'}", file=sys.stderr)
     return 0
 
@@ -278,6 +278,8 @@ def main() -> int:
     ap.add_argument("--clip-lr", type=float, default=1e-4)
     ap.add_argument("--clip-batch-size", type=int, default=32)
     ap.add_argument("--freeze-blocks", type=int, default=0)
+    ap.add_argument("--section-note", default="", help="--compare: appended to the results.md heading (one section "
+                    "per note, so runs with other settings keep their own)")
     args = ap.parse_args()
 
     path = Path(args.toy_checkpoint) if args.toy_checkpoint else toy_clip.find_checkpoint()

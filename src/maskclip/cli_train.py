@@ -44,7 +44,7 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int_arg("--batch-size", 1), metavar="B",
                    help="global batch size, split over processes (default 8)")
     p.add_argument("--student", metavar="NAME",
-                   help="auto (ResNet-101 DeepLabV3 on GPU, LR-ASPP MobileNetV3 on CPU), clip (the teacher's own CLIP "
+                   help="auto (ResNet-101 DeepLabV3 on GPU, clip on CPU), clip (the teacher's own CLIP "
                    "image tower, fine-tuned: no download), deeplabv3_resnet101, deeplabv3_resnet50, "
                    "deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large")
     p.add_argument("--optimizer", choices=("auto", "sgd", "adamw"),
@@ -66,7 +66,8 @@ def register(subparsers) -> None:
                    help="short image side at scale 1 before random scaling 0.5-2 (default 512)")
     p.add_argument("--guided-fraction", type=probability_arg("--guided-fraction"), metavar="F",
                    help="share of the iterations trained on MaskCLIP labels before self-training (default: 0.1 "
-                        "with ImageNet backbone weights, 1.0 = no self-training without them)")
+                        "for a torchvision student with ImageNet weights; 1.0 = no self-training for the clip student "
+                        "and without ImageNet weights)")
     p.add_argument("--self-train-start", type=int_arg("--self-train-start", 0), metavar="N",
                    help="self-training starts at this iteration")
     p.add_argument("--confidence-threshold", type=probability_arg("--confidence-threshold"), metavar="P",
