@@ -216,20 +216,25 @@ def compare(args, path: Path, model, classes, segment_kwargs, embeddings, names,
                          f"{pct(np.mean([r['per_class_iou'][c] or 0 for r in best_runs]))} |")
     print(json.dumps({"teacher_mIoU": teacher["mIoU"], "pseudo_label_mIoU_train": pseudo["mIoU"],
                       "summary": summary, "wall_s": wall, "config": vars(args)}, indent=1))
+    described = {
+        "clip": f"""- `clip`: a trainable copy of the toy CLIP's image tower through MaskCLIP's dense path + zero-initialised
+  residual decoder at 2x the patch grid, classifier = the frozen text embeddings; AdamW lr {args.clip_lr}
+  (weight decay 0.01), batch {args.clip_batch_size}, {"end to end" if not args.freeze_blocks else f"first {args.freeze_blocks} blocks frozen"}.""",
+        "lraspp_mobilenet_v3_large": f"""- `lraspp_mobilenet_v3_large`: random initialisation (no ImageNet weights offline), SGD lr {args.lr} poly,
+  batch {args.batch_size}."""}
+    students_text = "\n".join(described.get(s, f"- `{s}`: random initialisation, SGD lr {args.lr} poly, batch "
+                                             f"{args.batch_size}.") for s in args.students)
+    pseudo_text = f"{pseudo_s:.0f} s" if pseudo_s >= 1 else "read from the run folder's cache of an earlier run"
     body = f"""{machine_line()}; {args.threads} torch threads, device {args.device}; the 2 cores shared with other jobs.
 
 Teacher as in the section above: MaskCLIP (KS + PD at 0.5) on the toy CLIP `{path.name}`; its pseudo labels of
 {len(items)} training scenes (seed {args.train_seed}) score {pct(pseudo['mIoU'])} mIoU against their ground truth
-({pseudo_s:.0f} s). Scored on {len(eval_scenes)} held-out scenes.
+({pseudo_text}). Scored on {len(eval_scenes)} held-out scenes.
 Students (`maskclip.train.train`, flips + colour jitter, crops {args.crop_size} from scenes scaled to
 {args.base_size} x U(0.5, 2)), one {args.iters}-iteration poly schedule each, scored at iterations {points}
 of that schedule (a run stops, is scored and resumes; the learning rate at iteration {points[0]} is that of the
 {args.iters}-iteration schedule, not of a {points[0]}-iteration one):
-- `clip`: a trainable copy of the toy CLIP's image tower through MaskCLIP's dense path + zero-initialised
-  residual decoder at 2x the patch grid, classifier = the frozen text embeddings; AdamW lr {args.clip_lr}
-  (weight decay 0.01), batch {args.clip_batch_size}, {"end to end" if not args.freeze_blocks else f"first {args.freeze_blocks} blocks frozen"}.
-- `lraspp_mobilenet_v3_large`: random initialisation (no ImageNet weights offline), SGD lr {args.lr} poly,
-  batch {args.batch_size}.
+{students_text}
 Training seeds {args.seeds} (batch order, augmentation, decoder init); self-training branches
 ({", ".join(phase_text(f) for f in args.self_train_fractions) or "none"}) on seed {args.seeds[0]} only.
 
