@@ -59,6 +59,12 @@ def test_freeze_blocks_freezes_the_first_blocks():
     assert not any(p.requires_grad for p in blocks[0].parameters())
     assert all(p.requires_grad for p in blocks[-1].parameters())
     assert not student.net.visual.conv1.weight.requires_grad
+    rn = maskclip.load("maskclip-tiny-rn", None, device="cpu")
+    student = build_student(CLIP_STUDENT, rn.encode_text(["red", "blue"]).detach(), clip_model=rn, freeze_blocks=2)
+    v = student.net.visual
+    assert not any(p.requires_grad for p in [*v.conv1.parameters(), *v.layer1.parameters(), *v.layer2.parameters()])
+    assert all(p.requires_grad for p in v.layer3.parameters())
+    student(torch.randn(1, 3, 64, 64)).sum().backward()
 
 
 def test_optimizer_defaults_follow_the_student():

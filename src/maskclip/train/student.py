@@ -158,13 +158,11 @@ class ClipBackbone(nn.Module):
             frozen = [v.conv1, v.ln_pre, *v.transformer.resblocks[:n]]
             for p in (v.class_embedding, v.positional_embedding):
                 p.requires_grad_(False)
-        else:
-            frozen = [v.stem if hasattr(v, "stem") else None, *[getattr(v, f"layer{i}") for i in range(1, min(n, 4) + 1)]]
-            if not hasattr(v, "stem"):
-                frozen = [m for name, m in v.named_children() if name.startswith(("conv", "bn", "avgpool"))] + frozen[1:]
+        else:  # ModifiedResNet: the stem's convolutions / norms, then layer1 .. layerN
+            frozen = [m for name, m in v.named_children() if name.startswith(("conv", "bn"))]
+            frozen += [getattr(v, f"layer{i}") for i in range(1, min(n, 4) + 1)]
         for m in frozen:
-            if m is not None:
-                m.requires_grad_(False)
+            m.requires_grad_(False)
 
     def train(self, mode: bool = True):
         super().train(mode)
