@@ -121,7 +121,7 @@ def test_train_exports():
 
     assert set(train.__all__) == {
         "AugmentConfig", "TrainItem", "RunFolder", "TrainConfig", "TrainResult", "load_student", "train",
-        "STUDENTS", "Student", "build_student", "random_class_embeddings", "IGNORE", "TeacherCache",
+        "STUDENTS", "STUDENT_NAMES", "CLIP_STUDENT", "Student", "build_student", "random_class_embeddings", "IGNORE", "TeacherCache",
         "guided_target", "self_training_target",
     }
     for name in train.__all__:
