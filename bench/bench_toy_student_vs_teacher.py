@@ -53,6 +53,8 @@ from maskclip.train.project_run import predict  # noqa: E402
 from maskclip.train.targets import fill_teacher_cache  # noqa: E402
 
 HEADING = "## MaskCLIP+ student vs its MaskCLIP teacher on the toy CLIP (bench/bench_toy_student_vs_teacher.py)"
+COMPARE_HEADING = ("## CLIP-initialised vs random-init MaskCLIP+ students on the toy CLIP, seeds and schedule "
+                   "(bench/bench_toy_student_vs_teacher.py --compare)")
 TRAIN_SEED = 20_261_202  # the student's training scenes: neither the toy CLIP's stream (0) nor the held-out one
 
 
@@ -117,6 +119,138 @@ def reading(teacher: dict, cm_teacher: np.ndarray, runs: list[dict], names: list
     return "\n".join(lines)
 
 
+def compare(args, path: Path, model, classes, segment_kwargs, embeddings, names, teacher, cm_teacher, eval_scenes,
+            items, cache, root: Path, pseudo, pseudo_s: float, teacher_eval_s: float, wall0: float) -> int:
+    """--compare: each student x training seed, scored on the held-out scenes at every --eval-at iteration
+    of one --iters schedule (a run stops at each point, is scored, and resumes: bit-exact on the CPU), plus
+    self-training branches (--self-train-fractions) of the first seed of each student."""
+    device = torch.device(args.device)
+    k = len(names)
+
+    def evaluate(student) -> dict:
+        student = student.eval().to(device)
+        cm = np.zeros((k, k + 1), np.int64)
+        for s in eval_scenes:
+            cm += confusion_matrix(s.labels, predict(student, s.image, args.base_size, device)[0], k)
+        return score(cm, names)
+
+    def config(student: str, seed: int, fraction: float) -> TrainConfig:
+        clip = student == "clip"
+        return TrainConfig(iters=args.iters, batch_size=args.clip_batch_size if clip else args.batch_size,
+                           student=student, imagenet_backbone=False, lr=args.clip_lr if clip else args.lr,
+                           guided_fraction=fraction, seed=seed, freeze_blocks=args.freeze_blocks if clip else 0,
+                           checkpoint_every=args.iters, log_every=max(args.iters // 10, 1),
+                           augment=AugmentConfig(base_size=args.base_size, crop_size=args.crop_size))
+
+    def run(student: str, seed: int, fraction: float, folder: Path, points: list[int], resume: bool,
+            branch_at: dict | None = None, seconds: float = 0.0) -> list[dict]:
+        out = []
+        for point in points:
+            result = train(items, cache, embeddings, names, folder, config(student, seed, fraction), resume=resume,
+                           stop=(lambda it, p=point: it >= p) if point < args.iters else None, log=say,
+                           clip_model=model)
+            seconds += result.seconds
+            resume = True
+            if branch_at and point in branch_at:  # the guided run's checkpoint at a switch: a branch resumes it
+                shutil.copytree(folder, branch_at[point][0])
+                branch_at[point][1] = seconds
+            sc = evaluate(result.student)
+            out.append({"student": student, "seed": seed, "guided_fraction": fraction, "iteration": result.iteration,
+                        "mIoU": sc["mIoU"], "per_class_iou": sc["per_class_iou"], "train_s": seconds,
+                        "loss": result.loss})
+            say(f"{student} seed {seed} ({phase_text(fraction)}) @ {result.iteration}: mIoU {sc['mIoU']:.3f} "
+                f"(teacher {teacher['mIoU']:.3f}), train {seconds:.0f}s")
+        return out
+
+    records = []
+    switches = {f: round(f * args.iters) for f in args.self_train_fractions}
+    points = sorted({p for p in args.eval_at if p < args.iters} | {args.iters} | set(switches.values()))
+    for student in args.students:
+        for seed in args.seeds:
+            folder = root / f"{student}-seed{seed}"
+            branch_at = ({s: [root / f"{student}-seed{seed}-self-from-{s}", 0.0] for s in switches.values()}
+                         if seed == args.seeds[0] else None)
+            records += run(student, seed, 1.0, folder, points, False, branch_at)
+            if branch_at is None:
+                continue
+            for fraction, switch in switches.items():  # self-training branches of the first seed
+                branch, trunk_s = branch_at[switch]
+                records += run(student, seed, fraction, branch, [p for p in points if p > switch], True,
+                               seconds=trunk_s)
+    wall = time.perf_counter() - wall0
+
+    def pct(v):
+        return f"{100 * (v or 0):.1f}"
+
+    def stats(rs):
+        v = np.array([r["mIoU"] for r in rs])
+        return v.mean(), (v.std(ddof=1) if len(v) > 1 else 0.0), v.min(), v.max()
+
+    lines = ["| student | schedule | iteration | seeds | mIoU mean | spread (sd; min-max) | vs teacher | train time / seed |",
+             "|---|---|---|---|---|---|---|---|",
+             f"| teacher: MaskCLIP (KS+PD), training-free | - | - | - | {pct(teacher['mIoU'])} | - | - | "
+             f"{1000 * teacher_eval_s / len(eval_scenes):.0f} ms/scene |"]
+    summary = []
+    for student in args.students:
+        for fraction in [1.0, *args.self_train_fractions]:
+            for point in points:
+                rs = [r for r in records if r["student"] == student and r["guided_fraction"] == fraction
+                      and r["iteration"] == point]
+                if not rs:
+                    continue
+                mean, sd, lo, hi = stats(rs)
+                secs = np.mean([r["train_s"] for r in rs])
+                summary.append({"student": student, "guided_fraction": fraction, "iteration": point,
+                                "seeds": [r["seed"] for r in rs], "mIoU": [r["mIoU"] for r in rs],
+                                "mean": mean, "sd": sd, "train_s": secs})
+                lines.append(f"| {student} | {phase_text(fraction)} | {point} | {len(rs)} | **{pct(mean)}** | "
+                             f"{pct(sd)}; {pct(lo)}-{pct(hi)} | {100 * (mean - teacher['mIoU']):+.1f} | "
+                             f"{secs:.0f} s |")
+    best = max(summary, key=lambda r: r["mean"])
+    best_runs = [r for r in records if r["student"] == best["student"] and r["guided_fraction"] == best["guided_fraction"]
+                 and r["iteration"] == best["iteration"]]
+    per_class = [f"| class | teacher IoU | best student ({best['student']}, {phase_text(best['guided_fraction'])}, "
+                 f"{best['iteration']} it., mean of {len(best_runs)} seeds) |", "|---|---|---|"]
+    for c in names:
+        per_class.append(f"| {c} | {pct(teacher['per_class_iou'][c])} | "
+                         f"{pct(np.mean([r['per_class_iou'][c] or 0 for r in best_runs]))} |")
+    print(json.dumps({"teacher_mIoU": teacher["mIoU"], "pseudo_label_mIoU_train": pseudo["mIoU"],
+                      "summary": summary, "wall_s": wall, "config": vars(args)}, indent=1))
+    described = {
+        "clip": f"""- `clip`: a trainable copy of the toy CLIP's image tower through MaskCLIP's dense path + zero-initialised
+  residual decoder at 2x the patch grid, classifier = the frozen text embeddings; AdamW lr {args.clip_lr}
+  (weight decay 0.01), batch {args.clip_batch_size}, {"end to end" if not args.freeze_blocks else f"first {args.freeze_blocks} blocks frozen"}.""",
+        "lraspp_mobilenet_v3_large": f"""- `lraspp_mobilenet_v3_large`: random initialisation (no ImageNet weights offline), SGD lr {args.lr} poly,
+  batch {args.batch_size}."""}
+    students_text = "\n".join(described.get(s, f"- `{s}`: random initialisation, SGD lr {args.lr} poly, batch "
+                                             f"{args.batch_size}.") for s in args.students)
+    pseudo_text = f"{pseudo_s:.0f} s" if pseudo_s >= 1 else "read from the run folder's cache of an earlier run"
+    body = f"""{machine_line()}; {args.threads} torch threads, device {args.device}; the 2 cores shared with other jobs.
+
+Teacher as in the section above: MaskCLIP (KS + PD at 0.5) on the toy CLIP `{path.name}`; its pseudo labels of
+{len(items)} training scenes (seed {args.train_seed}) score {pct(pseudo['mIoU'])} mIoU against their ground truth
+({pseudo_text}). Scored on {len(eval_scenes)} held-out scenes.
+Students (`maskclip.train.train`, flips + colour jitter, crops {args.crop_size} from scenes scaled to
+{args.base_size} x U(0.5, 2)), one {args.iters}-iteration poly schedule each, scored at iterations {points}
+of that schedule (a run stops, is scored and resumes; the learning rate at iteration {points[0]} is that of the
+{args.iters}-iteration schedule, not of a {points[0]}-iteration one):
+{students_text}
+Training seeds {args.seeds} (batch order, augmentation, decoder init); self-training branches
+({", ".join(phase_text(f) for f in args.self_train_fractions) or "none"}) on seed {args.seeds[0]} only.
+
+{chr(10).join(lines)}
+
+{chr(10).join(per_class)}
+
+Whole comparison: {wall / 60:.1f} min wall time.
+"""
+    print(body)
+    if args.write:
+        write_section(COMPARE_HEADING + (f", {args.section_note}" if args.section_note else ""), body)
+        print(f"written to {Path(__file__).resolve().parent / 'results.md'}", file=sys.stderr)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--toy-checkpoint", help="default: the cached build of maskclip.toy_clip (find_checkpoint)")
@@ -140,6 +274,17 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--run-dir", default=None, help="keep the run folders here (default: a temporary folder)")
     ap.add_argument("--write", action="store_true", help="write the numbers into bench/results.md")
+    ap.add_argument("--compare", action="store_true",
+                    help="students x training seeds, scored along one schedule (see compare())")
+    ap.add_argument("--students", nargs="+", default=["clip", "lraspp_mobilenet_v3_large"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--eval-at", type=int, nargs="+", default=[250, 500])
+    ap.add_argument("--self-train-fractions", type=float, nargs="*", default=[0.5])
+    ap.add_argument("--clip-lr", type=float, default=1e-4)
+    ap.add_argument("--clip-batch-size", type=int, default=32)
+    ap.add_argument("--freeze-blocks", type=int, default=0)
+    ap.add_argument("--section-note", default="", help="--compare: appended to the results.md heading (one section "
+                    "per note, so runs with other settings keep their own)")
     args = ap.parse_args()
 
     path = Path(args.toy_checkpoint) if args.toy_checkpoint else toy_clip.find_checkpoint()
@@ -188,6 +333,10 @@ def main() -> int:
         pseudo = score(cm_pseudo, names)
         print(f"pseudo labels of {len(items)} training scenes ({computed} computed, {pseudo_s:.0f}s): "
               f"mIoU vs their ground truth {pseudo['mIoU']:.3f}", file=sys.stderr, flush=True)
+
+        if args.compare:
+            return compare(args, path, model, classes, segment_kwargs, embeddings, names, teacher, cm_teacher,
+                           eval_scenes, items, cache, root, pseudo, pseudo_s, teacher_eval_s, wall0)
 
         def config_for(fraction: float) -> TrainConfig:
             return TrainConfig(iters=args.iters, batch_size=args.batch_size, student=args.student,

@@ -64,7 +64,7 @@ TIPS = {
     # training
     "iters": "Training iterations (see Advanced → Self-training for how they are split between MaskCLIP's labels "
              "and the network's own predictions)",
-    "student": "The network trained; LR-ASPP is quick enough for a CPU",
+    "student": "The network trained; auto: the clip student (the CLIP tower itself) on a CPU, DeepLabV3 on a GPU",
     "crop": "Side of the random training crops (smaller: faster, less context)",
     "base": "Images are resized to this short side (then scaled 0.5-2x) for training and to it for refining",
     "imagenet": "Start from torchvision's ImageNet weights (downloaded once); without them training needs many "

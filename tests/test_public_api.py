@@ -121,7 +121,7 @@ def test_train_exports():
 
     assert set(train.__all__) == {
         "AugmentConfig", "TrainItem", "RunFolder", "TrainConfig", "TrainResult", "load_student", "train",
-        "STUDENTS", "Student", "build_student", "random_class_embeddings", "IGNORE", "TeacherCache",
+        "STUDENTS", "STUDENT_NAMES", "CLIP_STUDENT", "Student", "build_student", "random_class_embeddings", "IGNORE", "TeacherCache",
         "guided_target", "self_training_target",
     }
     for name in train.__all__:
@@ -156,7 +156,9 @@ CLI = {
     "train": (SEGMENT_METHOD + ["--base-size", "--batch-size", "--checkpoint-every", "--confidence-threshold",
                                 "--crop-size", "--guided-fraction", "--iters", "--log-every", "--lr", "--no-amp",
                                 "--no-imagenet", "--resume", "--run", "--run-dir", "--seed", "--self-train-start",
-                                "--self-train-threshold", "--student", "--workers"], ["project"]),
+                                "--self-train-threshold", "--student", "--workers",
+                                "--freeze-blocks", "--optimizer"],  # issue 18
+              ["project"]),
 }
 
 

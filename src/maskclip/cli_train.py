@@ -24,6 +24,7 @@ _TRAIN_OPTIONS = {
     "confidence_threshold": "confidence_threshold", "self_train_threshold": "self_train_threshold",
     "checkpoint_every": "checkpoint_every", "log_every": "log_every", "workers": "num_workers",
     "crop_size": "augment.crop_size", "base_size": "augment.base_size",
+    "optimizer": "optimizer", "freeze_blocks": "freeze_blocks",
 }
 
 
@@ -43,8 +44,13 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int_arg("--batch-size", 1), metavar="B",
                    help="global batch size, split over processes (default 8)")
     p.add_argument("--student", metavar="NAME",
-                   help="auto (ResNet-101 DeepLabV3 on GPU, LR-ASPP MobileNetV3 on CPU), deeplabv3_resnet101, "
-                   "deeplabv3_resnet50, deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large")
+                   help="auto (ResNet-101 DeepLabV3 on GPU, clip on CPU), clip (the teacher's own CLIP "
+                   "image tower, fine-tuned: no download), deeplabv3_resnet101, deeplabv3_resnet50, "
+                   "deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large")
+    p.add_argument("--optimizer", choices=("auto", "sgd", "adamw"),
+                   help="auto (default): AdamW for the clip student, SGD with momentum for the others")
+    p.add_argument("--freeze-blocks", type=int_arg("--freeze-blocks", 0), metavar="N",
+                   help="clip student: freeze the patch embedding and the first N blocks (default 0: end to end)")
     p.add_argument("--device", default=DEFAULT_DEVICE, type=device_arg,
                    help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--model", metavar="NAME", help="CLIP architecture for the pseudo labels (default: the project's)")
@@ -54,13 +60,14 @@ def register(subparsers) -> None:
     add_option_arguments(p)
     p.add_argument("--resume", action="store_true",
                    help="continue from RUN_DIR/checkpoints/last.pt with the run's saved settings")
-    p.add_argument("--lr", type=positive_float_arg("--lr"), help="initial learning rate (default 0.01, poly decay)")
+    p.add_argument("--lr", type=positive_float_arg("--lr"), help="initial learning rate (default 1e-4 with AdamW, 0.01 with SGD; poly decay)")
     p.add_argument("--crop-size", type=int_arg("--crop-size", 1), metavar="PX", help="training crop side (default 512)")
     p.add_argument("--base-size", type=int_arg("--base-size", 1), metavar="PX",
                    help="short image side at scale 1 before random scaling 0.5-2 (default 512)")
     p.add_argument("--guided-fraction", type=probability_arg("--guided-fraction"), metavar="F",
                    help="share of the iterations trained on MaskCLIP labels before self-training (default: 0.1 "
-                        "with ImageNet backbone weights, 1.0 = no self-training without them)")
+                        "for a torchvision student with ImageNet weights; 1.0 = no self-training for the clip student "
+                        "and without ImageNet weights)")
     p.add_argument("--self-train-start", type=int_arg("--self-train-start", 0), metavar="N",
                    help="self-training starts at this iteration")
     p.add_argument("--confidence-threshold", type=probability_arg("--confidence-threshold"), metavar="P",

@@ -29,7 +29,7 @@ from ..run_folder import (STATE_CANCELLED, STATE_DONE, STATE_FAILED, STATE_RUNNI
 from ..validation import check_positive, check_probability
 from . import distributed as D
 from .data import AugmentConfig, BatchPlan, PlannedBatches, TrainDataset, TrainItem
-from .student import DEFAULT_LOGIT_SCALE, Student, build_student, resolve_student_name
+from .student import CLIP_STUDENT, DEFAULT_LOGIT_SCALE, Student, build_student, resolve_student_name
 from .targets import IGNORE, TeacherCache, self_training_target
 
 CHECKPOINT_FORMAT = 1
@@ -72,13 +72,15 @@ class TrainConfig:
 
     iters: int = 2000
     batch_size: int = 8                   # global: split evenly over the torchrun processes
-    student: str = "auto"                 # see student.STUDENTS; auto = ResNet-101 on CUDA, LR-ASPP on CPU
+    student: str = "auto"                 # see student.STUDENT_NAMES and resolve_student_name
     imagenet_backbone: bool = True
     logit_scale: float = DEFAULT_LOGIT_SCALE
-    lr: float = 0.01
-    min_lr: float = 1e-4
+    optimizer: str = "auto"               # auto: AdamW for the clip student, SGD (the paper's) for the others
+    lr: float | None = None               # None: 1e-4 with AdamW, 0.01 with SGD
+    min_lr: float | None = None           # None: lr / 100 (poly decay floor)
     momentum: float = 0.9
-    weight_decay: float = 5e-4
+    weight_decay: float | None = None     # None: 0.01 with AdamW, 5e-4 with SGD
+    freeze_blocks: int = 0                # clip student: patch embedding + the first N blocks (stages) frozen
     poly_power: float = 0.9
     guided_fraction: float | None = None  # share of the schedule trained on MaskCLIP's labels (None: auto)
     self_train_start: int | None = None   # explicit iteration (overrides guided_fraction)
@@ -99,15 +101,30 @@ class TrainConfig:
         fraction = PAPER_GUIDED_FRACTION if self.guided_fraction is None else self.guided_fraction
         return max(0, min(self.iters, round(fraction * self.iters)))
 
-    def resolve_self_training(self, imagenet_backbone: bool) -> bool:
+    def resolve_self_training(self, imagenet_backbone: bool, student: str | None = None) -> bool:
         """Settle an automatic switch (neither guided_fraction nor self_train_start given): the paper's
-        1/10 for a student that starts from ImageNet weights; no self-training for one that starts from
-        random weights, whose own early predictions collapse onto the dominant classes
-        (bench/bench_student_vs_teacher.py). True when it chose to turn self-training off."""
+        1/10 for a torchvision student that starts from ImageNet weights; no self-training for one that starts
+        from random weights, whose own early predictions collapse onto the dominant classes
+        (bench/bench_student_vs_teacher.py), nor for the clip student, for which self-training from half the
+        schedule cost 3.1 mIoU on the toy CLIP (bench/results.md, "--compare"). True when it chose to turn
+        self-training off."""
         if self.guided_fraction is not None or self.self_train_start is not None:
             return False
-        self.guided_fraction = PAPER_GUIDED_FRACTION if imagenet_backbone else 1.0
-        return not imagenet_backbone
+        on = imagenet_backbone and student != CLIP_STUDENT
+        self.guided_fraction = PAPER_GUIDED_FRACTION if on else 1.0
+        return not on
+
+    def resolve_optimizer(self, student: str) -> None:
+        """Settle the automatic optimizer settings for a (resolved) student name."""
+        if self.optimizer == "auto":
+            self.optimizer = "adamw" if student == CLIP_STUDENT else "sgd"
+        adamw = self.optimizer == "adamw"
+        if self.lr is None:
+            self.lr = 1e-4 if adamw else 0.01
+        if self.min_lr is None:
+            self.min_lr = self.lr / 100
+        if self.weight_decay is None:
+            self.weight_decay = 0.01 if adamw else 5e-4
 
     def phase(self, iteration: int) -> str:
         return PHASE_GUIDED if iteration < self.switch_iteration else PHASE_SELF
@@ -168,8 +185,13 @@ class TrainConfig:
             raise MaskCLIPError("--iters must be at least 1")
         if self.batch_size < 1:
             raise MaskCLIPError(f"--batch-size must be at least 1, got {self.batch_size}")
-        check_positive(self.lr, "--lr")
-        if not 0.0 <= self.min_lr <= self.lr:
+        if self.optimizer not in ("auto", "sgd", "adamw"):
+            raise MaskCLIPError(f"--optimizer must be auto, sgd or adamw, got {self.optimizer!r}")
+        if self.freeze_blocks < 0:
+            raise MaskCLIPError(f"--freeze-blocks must be at least 0, got {self.freeze_blocks}")
+        if self.lr is not None:
+            check_positive(self.lr, "--lr")
+        if self.lr is not None and self.min_lr is not None and not 0.0 <= self.min_lr <= self.lr:
             raise MaskCLIPError(f"min_lr must lie in [0, lr={self.lr}], got {self.min_lr}")
         if self.guided_fraction is not None:
             check_probability(self.guided_fraction, "--guided-fraction")
@@ -247,13 +269,15 @@ def train(items: Sequence[TrainItem], teacher: TeacherCache, class_embeddings: t
           class_names: Sequence[str], run_dir: str | Path, config: TrainConfig, *,
           class_groups: Sequence[int] | None = None, ctx: D.DistContext | None = None, resume: bool = False,
           info: dict | None = None, stop: Callable[[int], bool] | None = None,
-          log: Callable[[str], None] | None = None) -> TrainResult:
+          log: Callable[[str], None] | None = None, clip_model=None) -> TrainResult:
     """Train a student on `items` (pseudo labels from `teacher`, ground truth on verified pixels).
 
     class_embeddings [R,D] (+ class_groups, row -> output class) define the frozen classifier;
     class_names name the output classes. `info` is stored in config.json / the checkpoints (e.g. the
     project and the CLIP model). `stop(iteration)` returning True stops like a signal (tests, GUIs).
     Returns after `config.iters` iterations or a stop request; a failure marks the run `failed`.
+    clip_model: the teacher's CLIP (a maskclip.MaskCLIP or open_clip model), needed by the `clip` student
+    (its image tower is copied; on resume the checkpoint's weights replace the copy).
     """
     ctx = ctx or D.DistContext(device=D.resolve_device("auto"))
     config.validate(ctx.world_size)
@@ -263,6 +287,8 @@ def train(items: Sequence[TrainItem], teacher: TeacherCache, class_embeddings: t
     device = ctx.device
     name = resolve_student_name(config.student, device)
     config.student = name
+    config.resolve_optimizer(name)
+    config.validate(ctx.world_size)
 
     ckpt = None
     if resume:
@@ -291,11 +317,17 @@ def train(items: Sequence[TrainItem], teacher: TeacherCache, class_embeddings: t
         torch.manual_seed(config.seed)
         model = build_student(name, class_embeddings, groups=class_groups,
                               imagenet_backbone=config.imagenet_backbone and ckpt is None,
-                              logit_scale=config.logit_scale).to(device)
+                              logit_scale=config.logit_scale, clip_model=clip_model,
+                              clip_spec=ckpt["student"].get("clip") if ckpt is not None else None,
+                              freeze_blocks=config.freeze_blocks).to(device)
         if ckpt is None:
             if not model.imagenet_loaded:
                 info["imagenet_backbone"] = False
-            if config.resolve_self_training(model.imagenet_loaded):
+            turned_off = config.resolve_self_training(model.imagenet_loaded, name)
+            if turned_off and name == CLIP_STUDENT:
+                say("self-training is off for the clip student (MaskCLIP labels and verified pixels only): on the "
+                    "toy CLIP it lowered the student's mIoU; --guided-fraction or --self-train-start turns it on")
+            elif turned_off:
                 say("the student starts from random weights: self-training is off (MaskCLIP labels and verified "
                     "pixels only), as a random student's own labels collapse onto the dominant classes; "
                     "--guided-fraction or --self-train-start turns it on")
@@ -307,8 +339,12 @@ def train(items: Sequence[TrainItem], teacher: TeacherCache, class_embeddings: t
                 write_config()  # with the settled switch and whether ImageNet weights were loaded
         elif config.guided_fraction is None and config.self_train_start is None:
             config.guided_fraction = ckpt["config"].get("guided_fraction")  # as settled when the run began
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                    weight_decay=config.weight_decay)
+        params = [p for p in model.parameters() if p.requires_grad]
+        if config.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        else:
+            optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                                        weight_decay=config.weight_decay)
         use_amp = config.amp and device.type == "cuda"
         scaler = torch.amp.GradScaler("cuda") if use_amp else None
         start = 0

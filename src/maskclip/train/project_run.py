@@ -142,8 +142,11 @@ def train_project(project_dir: str | Path, run_dir: str | Path, config: TrainCon
         D.barrier(ctx)
         # a missing, foreign or damaged file (wrong shape, values that are no class) is computed again
         missing = [it for it in items if not teacher.has(it.key, it.fingerprint, shape=it.shape, n_classes=len(names))]
+        from .student import CLIP_STUDENT, resolve_student_name
+
+        clip_student = resolve_student_name(config.student, ctx.device) == CLIP_STUDENT
         clip_model = None
-        if missing or embeddings is None:
+        if missing or embeddings is None or clip_student:
             clip_model = load_clip_model(spec, ctx.device, project.cache_dir, config.seed)
         if missing:
             say(f"computing MaskCLIP pseudo labels for {len(missing)} image(s) "
@@ -165,14 +168,15 @@ def train_project(project_dir: str | Path, run_dir: str | Path, config: TrainCon
             return TrainResult("cancelled", 0, config.iters, None, 0.0, 0.0, None)
         if embeddings is None:
             embeddings = clip_model.encode_text(rows).detach().cpu()
-        del clip_model
+        if not clip_student:
+            clip_model = None  # the student needs no CLIP: free it before training
         info = {"project": str(Path(project_dir).resolve()), "clip": spec, "rows": rows, "groups": groups,
                 "stale_skipped": stale}
         if resume and not run.checkpoint.is_file():  # e.g. cancelled while pseudo-labelling
             say("no checkpoint yet: training starts at iteration 0 (cached pseudo labels are reused)")
             resume = False
         return train(items, teacher, embeddings, names, run_dir, config, class_groups=groups, ctx=ctx,
-                     resume=resume, info=info, stop=flag.requested, log=say)
+                     resume=resume, info=info, stop=flag.requested, log=say, clip_model=clip_model)
     except BaseException as exc:
         if ctx.is_main:
             try:
@@ -216,6 +220,8 @@ def refine_project(project_dir: str | Path, run_dir: str | Path, *, device: str 
     the previous revision of each image. When the project's classes differ from the training classes,
     the student's classifier is rebuilt from the CLIP text embeddings of the new classes (no retraining).
     Under torchrun the images are split across processes (no process group needed).
+    The summary's "images" lists, per refined image, the pixels whose stored label changed (and their share)
+    and the student's mean confidence (softmax maximum) over the image.
     """
     from ..project import Project
 
@@ -253,7 +259,15 @@ def refine_project(project_dir: str | Path, run_dir: str | Path, *, device: str 
         labels, conf = predict(student, project.get_image(image_id), base_size, dev)
         return Prediction(labels, conf, names)
 
+    per_image: list[dict] = []
+
     def report(outcome, so_far) -> None:
+        if outcome.status != FAILED and outcome.prediction is not None and outcome.merged is not None:
+            conf = outcome.prediction.confidence
+            changed = int(outcome.changed_pixels or 0)
+            per_image.append({"id": outcome.image_id, "changed_pixels": changed,
+                              "changed_fraction": round(changed / max(1, outcome.merged.size), 6),
+                              "mean_confidence": round(float(conf.mean()), 6)})
         if outcome.status == FAILED:  # one bad image or label file is reported and skipped; the others go on
             log(f"skipped {outcome.image_id}: {outcome.error}")
         if folder is not None:
@@ -276,4 +290,4 @@ def refine_project(project_dir: str | Path, run_dir: str | Path, *, device: str 
     if stale:
         log(f"skipped {len(stale)} stale image(s): {', '.join(stale[:5])}" + (" ..." if len(stale) > 5 else ""))
     return {"refined": len(todo) - len(failed), "stale_skipped": stale, "failed": failed,
-            "changed_pixels": changed_pixels, "classes": names}
+            "changed_pixels": changed_pixels, "classes": names, "images": per_image}
