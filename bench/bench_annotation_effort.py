@@ -30,9 +30,9 @@ Assistance levels (the same simulator each time):
      0.5): after each stroke the current image's verified pixels are learned and the image is redrawn (the
      annotator's live redraw), after each reviewed image every image not yet reviewed is redrawn;
   d  c + MaskCLIP+: every `--train-every` reviewed images `maskclip train` (a small number of iterations on
-     the CPU, random-init LR-ASPP student) and `maskclip refine` run as child processes (the CLI, as the
-     annotator runs them). Refined labels are not overwritten by MaskCLIP redraws: the learned-term redraws
-     touch only images whose labels still come from MaskCLIP;
+     the CPU, the default student: `auto`, on a CPU the clip student) and `maskclip refine` run as child
+     processes (the CLI, as the annotator runs them). Refined labels are not overwritten by MaskCLIP
+     redraws: the learned-term redraws touch only images whose labels still come from MaskCLIP;
   e  ilastik-style baseline: scikit-image `multiscale_basic_features` per pixel and a scikit-learn random
      forest trained on all verified pixels (up to --rf-samples of them), retrained after each reviewed image
      and predicting the images not yet reviewed (no live retraining within an image).
@@ -560,8 +560,8 @@ def run_dataset(args, name: str, publish: Callable[[str, dict], None] | None = N
             say(f"level {level}: {r.strokes} strokes, {r.painted} px, final mIoU {r.curve[-1][2]:.3f}, "
                 f"90% at {r.reached(0.9)}, {r.wall_seconds:.0f}s")
             if level == "d":
-                setup_d = (f"(d) trains `maskclip train --iters {args.train_iters} --batch-size 4` (LR-ASPP, random "
-                           f"init, {size_args[1]} px crops) and refines every {assistant.every} reviewed images; "
+                setup_d = (f"(d) trains `maskclip train --iters {args.train_iters} --batch-size 4` (the default "
+                           f"student: on a CPU the clip student, {size_args[1]} px crops) and refines every {assistant.every} reviewed images; "
                            f"each train + refine took {np.mean(assistant.train_seconds or [0]):.0f} s")
                 setup += ". " + setup_d
             if publish is not None:
