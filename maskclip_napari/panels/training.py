@@ -37,11 +37,9 @@ from qtpy.QtCore import QEvent, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QApplication,
     QCheckBox,
-    QComboBox,
     QFormLayout,
     QGridLayout,
     QGroupBox,
-    QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
@@ -322,20 +320,19 @@ class TrainingPanel(QGroupBox):
         return self._launch("train", args, project.root, run_dir)
 
     def resume(self) -> bool:
-        project = self.project
-        if self.running or self.run_dir is None or project is None:
-            return False
-        self.save_requested.emit()
-        return self._launch("train", resume_arguments(project.root, self.run_dir, self.device_combo.currentText()),
-                            project.root, self.run_dir)
+        return self._launch_in_run("train", resume_arguments)
 
     def refine(self) -> bool:
         """Relabel the shown project with its current run's student (the Refine button)."""
+        return self._launch_in_run("refine", refine_arguments)
+
+    def _launch_in_run(self, kind: str, arguments) -> bool:
+        """A child working in the current run folder (resume, refine): edits saved first."""
         project = self.project
         if self.running or self.run_dir is None or project is None:
             return False
         self.save_requested.emit()
-        return self._launch("refine", refine_arguments(project.root, self.run_dir, self.device_combo.currentText()),
+        return self._launch(kind, arguments(project.root, self.run_dir, self.device_combo.currentText()),
                             project.root, self.run_dir)
 
     def cancel(self) -> None:

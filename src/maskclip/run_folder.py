@@ -175,31 +175,29 @@ def latest_run(project_root: str | os.PathLike) -> Path | None:
     return best
 
 
-def read_progress(run_dir: str | os.PathLike) -> dict | None:
-    """RUN_DIR/progress.json, or None while it does not exist (the trainer replaces it atomically)."""
+def _read_object(path: Path) -> dict | None:
+    """A JSON object file, or None when it is absent, unreadable or not an object (its writer replaces it
+    atomically, so a reader sees the old or the new file)."""
     try:
-        data = json.loads((Path(run_dir) / PROGRESS_FILE).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def read_progress(run_dir: str | os.PathLike) -> dict | None:
+    """RUN_DIR/progress.json, or None while it does not exist (the trainer replaces it atomically)."""
+    return _read_object(Path(run_dir) / PROGRESS_FILE)
 
 
 def read_refine_progress(run_dir: str | os.PathLike) -> dict | None:
     """RUN_DIR/refine_progress.json (the last or the running `maskclip refine`), or None when absent."""
-    try:
-        data = json.loads((Path(run_dir) / REFINE_PROGRESS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return _read_object(Path(run_dir) / REFINE_PROGRESS_FILE)
 
 
 def read_launch(run_dir: str | os.PathLike) -> dict | None:
     """RUN_DIR/annotator.json ({"train": [argv...]}), or None when absent or unreadable."""
-    try:
-        data = json.loads((Path(run_dir) / LAUNCH_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return _read_object(Path(run_dir) / LAUNCH_FILE)
 
 
 def write_launch(run_dir: str | os.PathLike, train_args: list[str]) -> None:
