@@ -85,12 +85,16 @@ def test_train_clip_student_then_refine_keeps_verified_pixels(tmp_path):
     before = project.get_labels(first)
     run = tmp_path / "run"
     res = run_cli("train", project.root, "--run", run, "--iters", "2", "--batch-size", "2", "--student", "clip",
-                  "--crop-size", "48", "--base-size", "48", "--device", "cpu")
+                  "--crop-size", "48", "--base-size", "48", "--device", "cpu", "--confidence-keep", "0.5",
+                  "--ema-decay", "0.9", "--self-train-start", "1", "--self-train-keep-teacher",
+                  "--self-train-balance", "0.5")
     assert res.returncode == 0, res.stderr
     progress = json.loads((run / "progress.json").read_text())
     assert progress["state"] == "done" and progress["iteration"] == 2
     config = json.loads((run / "config.json").read_text())["train"]
     assert config["student"] == "clip" and config["optimizer"] == "adamw" and config["lr"] == 1e-4
+    assert (config["confidence_keep"], config["ema_decay"], config["self_train_keep_teacher"],
+            config["self_train_balance"]) == (0.5, 0.9, True, 0.5)
     student, record = load_student(run)
     assert record["student"]["clip"]["model"] == "maskclip-tiny-vit"
     refined = run_cli("refine", project.root, "--run", run, "--device", "cpu")
