@@ -120,6 +120,35 @@ def reading(teacher: dict, cm_teacher: np.ndarray, runs: list[dict], names: list
     return "\n".join(lines)
 
 
+def in_parallel(jobs: list) -> list:
+    """Run each job (a function returning a list) in its own forked process, one torch thread each; the
+    concatenated results in job order. Each seed's training is then timed on one core, as when run alone."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")  # the jobs are closures over the loaded model and data: fork, not spawn
+    queue = ctx.Queue()
+
+    def work(i, job):
+        torch.set_num_threads(1)
+        try:
+            queue.put((i, job(), None))
+        except BaseException as exc:  # reported by the parent, which then fails
+            queue.put((i, None, f"{type(exc).__name__}: {exc}"))
+
+    procs = [ctx.Process(target=work, args=(i, job)) for i, job in enumerate(jobs)]
+    for p in procs:
+        p.start()
+    results = {}
+    for _ in procs:
+        i, out, error = queue.get()
+        if error:
+            raise RuntimeError(f"parallel job {i} failed: {error}")
+        results[i] = out
+    for p in procs:
+        p.join()
+    return [r for i in range(len(jobs)) for r in results[i]]
+
+
 def teacher_kwargs(mode: str, background: list[str]) -> dict:
     """`segment` options of a dense mode as a teacher: the annotator's defaults for that mode (maskclip: key
     smoothing + prompt denoising at 0.5; SCLIP, ClearCLIP, NACLIP: neither, as their papers), at the toy
@@ -184,18 +213,23 @@ def compare(args, path: Path, model, classes, segment_kwargs, embeddings, names,
     records = []
     switches = {f: round(f * args.iters) for f in args.self_train_fractions}
     points = sorted({p for p in args.eval_at if p < args.iters} | {args.iters} | set(switches.values()))
+
+    def one_seed(student: str, seed: int) -> list[dict]:
+        folder = root / f"{student}-seed{seed}"
+        branch_at = ({s: [root / f"{student}-seed{seed}-self-from-{s}", 0.0] for s in switches.values()}
+                     if seed == args.seeds[0] else None)
+        out = run(student, seed, 1.0, folder, points, False, branch_at)
+        for fraction, switch in (switches.items() if branch_at else ()):  # self-training branches, first seed
+            branch, trunk_s = branch_at[switch]
+            out += run(student, seed, fraction, branch, [p for p in points if p > switch], True, seconds=trunk_s)
+        return out
+
     for student in args.students:
-        for seed in args.seeds:
-            folder = root / f"{student}-seed{seed}"
-            branch_at = ({s: [root / f"{student}-seed{seed}-self-from-{s}", 0.0] for s in switches.values()}
-                         if seed == args.seeds[0] else None)
-            records += run(student, seed, 1.0, folder, points, False, branch_at)
-            if branch_at is None:
-                continue
-            for fraction, switch in switches.items():  # self-training branches of the first seed
-                branch, trunk_s = branch_at[switch]
-                records += run(student, seed, fraction, branch, [p for p in points if p > switch], True,
-                               seconds=trunk_s)
+        if args.parallel_seeds and len(args.seeds) > 1:
+            records += in_parallel([functools.partial(one_seed, student, seed) for seed in args.seeds])
+        else:
+            for seed in args.seeds:
+                records += one_seed(student, seed)
     wall = time.perf_counter() - wall0
 
     def pct(v):
@@ -326,6 +360,8 @@ def main() -> int:
                     help="clip student: self-training keeps the teacher's (confident) pixels")
     ap.add_argument("--self-train-balance", type=float, default=None,
                     help="clip student: class-balanced self-training share (TrainConfig)")
+    ap.add_argument("--parallel-seeds", action="store_true",
+                    help="--compare: train the seeds at once, one process (and torch thread) each")
     ap.add_argument("--section-note", default="", help="--compare: appended to the results.md heading (one section "
                     "per note, so runs with other settings keep their own)")
     args = ap.parse_args()
