@@ -191,21 +191,23 @@ def compare(args, path: Path, model, classes, segment_kwargs, embeddings, names,
                            augment=AugmentConfig(base_size=args.base_size, crop_size=args.crop_size))
 
     def run(student: str, seed: int, fraction: float, folder: Path, points: list[int], resume: bool,
-            branch_at: dict | None = None, seconds: float = 0.0) -> list[dict]:
+            branch_at: dict | None = None, seconds: float = 0.0, cpu: float = 0.0) -> list[dict]:
         out = []
         for point in points:
+            cpu0 = time.process_time()  # this process's CPU time: the budget is CPU-minutes on a shared machine
             result = train(items, cache, embeddings, names, folder, config(student, seed, fraction), resume=resume,
                            stop=(lambda it, p=point: it >= p) if point < args.iters else None, log=say,
                            clip_model=model)
             seconds += result.seconds
+            cpu += time.process_time() - cpu0
             resume = True
             if branch_at and point in branch_at:  # the guided run's checkpoint at a switch: a branch resumes it
                 shutil.copytree(folder, branch_at[point][0])
-                branch_at[point][1] = seconds
+                branch_at[point][1:] = [seconds, cpu]
             sc = evaluate(result.student)
             out.append({"student": student, "seed": seed, "guided_fraction": fraction, "iteration": result.iteration,
                         "mIoU": sc["mIoU"], "per_class_iou": sc["per_class_iou"], "train_s": seconds,
-                        "loss": result.loss})
+                        "train_cpu_s": cpu, "loss": result.loss})
             say(f"{student} seed {seed} ({phase_text(fraction)}) @ {result.iteration}: mIoU {sc['mIoU']:.3f} "
                 f"(teacher {teacher['mIoU']:.3f}), train {seconds:.0f}s")
         return out
@@ -216,12 +218,13 @@ def compare(args, path: Path, model, classes, segment_kwargs, embeddings, names,
 
     def one_seed(student: str, seed: int) -> list[dict]:
         folder = root / f"{student}-seed{seed}"
-        branch_at = ({s: [root / f"{student}-seed{seed}-self-from-{s}", 0.0] for s in switches.values()}
+        branch_at = ({s: [root / f"{student}-seed{seed}-self-from-{s}", 0.0, 0.0] for s in switches.values()}
                      if seed == args.seeds[0] else None)
         out = run(student, seed, 1.0, folder, points, False, branch_at)
         for fraction, switch in (switches.items() if branch_at else ()):  # self-training branches, first seed
-            branch, trunk_s = branch_at[switch]
-            out += run(student, seed, fraction, branch, [p for p in points if p > switch], True, seconds=trunk_s)
+            branch, trunk_s, trunk_cpu = branch_at[switch]
+            out += run(student, seed, fraction, branch, [p for p in points if p > switch], True, seconds=trunk_s,
+                       cpu=trunk_cpu)
         return out
 
     for student in args.students:
@@ -239,7 +242,7 @@ def compare(args, path: Path, model, classes, segment_kwargs, embeddings, names,
         v = np.array([r["mIoU"] for r in rs])
         return v.mean(), (v.std(ddof=1) if len(v) > 1 else 0.0), v.min(), v.max()
 
-    lines = ["| student | schedule | iteration | seeds | mIoU mean | spread (sd; min-max) | vs teacher | train time / seed |",
+    lines = ["| student | schedule | iteration | seeds | mIoU mean | spread (sd; min-max) | vs teacher | train time / seed (wall; CPU) |",
              "|---|---|---|---|---|---|---|---|",
              f"| teacher: {mode_text(args.teacher_mode)}, training-free | - | - | - | {pct(teacher['mIoU'])} | - | - | "
              f"{1000 * teacher_eval_s / len(eval_scenes):.0f} ms/scene |"]
@@ -255,12 +258,13 @@ def compare(args, path: Path, model, classes, segment_kwargs, embeddings, names,
                     continue
                 mean, sd, lo, hi = stats(rs)
                 secs = np.mean([r["train_s"] for r in rs])
+                cpu_s = np.mean([r["train_cpu_s"] for r in rs])
                 summary.append({"student": student, "guided_fraction": fraction, "iteration": point,
                                 "seeds": [r["seed"] for r in rs], "mIoU": [r["mIoU"] for r in rs],
-                                "mean": mean, "sd": sd, "train_s": secs})
+                                "mean": mean, "sd": sd, "train_s": secs, "train_cpu_s": cpu_s})
                 lines.append(f"| {student} | {phase_text(fraction)} | {point} | {len(rs)} | **{pct(mean)}** | "
                              f"{pct(sd)}; {pct(lo)}-{pct(hi)} | {100 * (mean - teacher['mIoU']):+.1f} | "
-                             f"{secs:.0f} s |")
+                             f"{secs:.0f} s; {cpu_s:.0f} CPU-s |")
     best = max(summary, key=lambda r: r["mean"])
     best_runs = [r for r in records if r["student"] == best["student"] and r["guided_fraction"] == best["guided_fraction"]
                  and r["iteration"] == best["iteration"]]
