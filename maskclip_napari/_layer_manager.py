@@ -2,7 +2,8 @@
 
 - "image": the current image;
 - "confidence: <class>": one colour-mapped map per class, hidden until the user shows it;
-- "labels": the editable labels (class i shown as value i + 1, 0 = unlabelled).
+- "labels": the editable labels (class i shown as value i + 1, 0 = unlabelled);
+- "low confidence": where the model is unsure (`_unsure`), above the labels, shown by the user's toggle.
 
 How classes look as layers (colormaps, features) is `_layers`; this module makes, updates and finds the
 layers. It holds no edits: the widget's `EditState` does.
@@ -13,11 +14,12 @@ from typing import Callable
 
 import numpy as np
 
-from ._layers import confidence_colormap, labels_colormap, labels_features
+from ._layers import confidence_colormap, labels_colormap, labels_features, unsure_colormap
 
 IMAGE_LAYER = "image"
 LABELS_LAYER = "labels"
 CONFIDENCE_PREFIX = "confidence: "
+UNSURE_LAYER = "low confidence"
 
 
 class LayerManager:
@@ -199,6 +201,28 @@ class LayerManager:
         layer = event.source
         if layer.visible and layer.metadata.get("maskclip_stale") and self._current()[1] is not None:
             self._fill_confidence(layer)
+
+    # --- low confidence ----------------------------------------------------------------------------
+    @property
+    def unsure_layer(self):
+        return self.layer(UNSURE_LAYER)
+
+    def show_unsure(self, mask: np.ndarray | None) -> None:
+        """Show `mask` (uint8 HxW, 1 = unsure) above the labels; None hides the layer. The labels stay the
+        active layer (number keys, Ctrl+Z)."""
+        layer = self.unsure_layer
+        if mask is None:
+            if layer is not None:
+                layer.visible = False
+            return
+        if layer is None:
+            layer = self.viewer.add_image(mask, name=UNSURE_LAYER, colormap=unsure_colormap(), contrast_limits=(0, 1),
+                                          blending="translucent", opacity=0.6, interpolation2d="nearest")
+        else:
+            layer.data = mask
+            layer.visible = True
+        if self.labels_layer is not None:
+            self.viewer.layers.selection.active = self.labels_layer
 
     def select_label(self, value: int) -> None:
         """Paint with labels-layer value `value` (switches a non-painting mode to paint)."""

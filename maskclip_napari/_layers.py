@@ -35,6 +35,14 @@ def confidence_colormap(name: str, rgb: Sequence[int]) -> Colormap:
     return Colormap([[r, g, b, 0.0], [r, g, b, 1.0]], name=f"maskclip {name}")
 
 
+UNSURE_COLOUR = (1.0, 0.0, 1.0)  # magenta: no class colour of the default palettes
+
+
+def unsure_colormap() -> Colormap:
+    """Transparent where the model is sure (0), magenta where it is unsure (1)."""
+    return Colormap([[*UNSURE_COLOUR, 0.0], [*UNSURE_COLOUR, 1.0]], name="maskclip unsure")
+
+
 def class_table_from_layer(features, colormap) -> tuple[list[str], list[tuple[int, int, int]]] | None:
     """(names, colours) of a Labels layer made by the annotator, or None for any other labels layer."""
     if features is None or "class" not in features or "index" not in features:

@@ -11,7 +11,8 @@ these objects and listens to its signals:
 - open_ready(project, opened, split): a project was read: the widget shows it (`AnnotatorWidget.open_project`
   resets the panels, then calls `show_project`);
 - labels_reset: the labels layer got new values (the brush line follows the selected label);
-- image_shown(has_stored_labels): an image is on screen.
+- image_shown(has_stored_labels): an image is on screen;
+- segmentation_shown: a segmentation of the current image is on screen (confidences changed).
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ class Navigator(QObject):
     open_ready = Signal(object, object, bool)
     labels_reset = Signal()
     image_shown = Signal(bool)
+    segmentation_shown = Signal()
 
     def __init__(self, viewer, images, status, layers, loader, editor, parent=None):
         super().__init__(parent)
@@ -316,6 +318,7 @@ class Navigator(QObject):
                 values = np.where(self.edits.verified, recorded, values)
             self.set_labels_data(values)
         self.update_confidence_layers()
+        self.segmentation_shown.emit()
 
     def update_confidence_layers(self) -> None:
         if self.project is None:

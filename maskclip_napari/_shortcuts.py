@@ -24,6 +24,9 @@ SHORTCUTS = {
     "verify_selected_class": "Shift-C",
     "toggle_key_smoothing": "K",
     "toggle_prompt_denoising": "Shift-D",
+    "toggle_unsure": "U",
+    "next_unsure_region": "Shift-U",
+    "show_keys": "F1",
 }
 
 
@@ -32,18 +35,24 @@ SHORTCUT_CONTROLS = {"next_image": "next_button", "previous_image": "prev_button
                      "next_unverified": "next_unverified_button", "next_least_confident": "least_confident_button",
                      "segment_current": "segment_button",
                      "mark_reviewed": "reviewed_button", "verify_selected_class": "verify_class_button",
-                     "toggle_key_smoothing": "ks_check", "toggle_prompt_denoising": "pd_check"}
+                     "toggle_key_smoothing": "ks_check", "toggle_prompt_denoising": "pd_check",
+                     "toggle_unsure": "unsure_check", "next_unsure_region": "next_region_button",
+                     "show_keys": "keys_button"}
 
 
 def run_shortcut(target, name: str) -> None:
     """What a SHORTCUTS key does on the annotator widget `target`: the same as its control (navigation
-    reads in a worker)."""
+    reads in a worker): a check box toggles, else the widget's method of the shortcut's name runs, else the
+    control is clicked (nothing happens while it is disabled)."""
+    control = getattr(target, SHORTCUT_CONTROLS[name])
     if name in ("next_image", "previous_image"):
         target.nav.step(+1 if name == "next_image" else -1, background=True)
-    elif name in ("toggle_key_smoothing", "toggle_prompt_denoising"):
-        getattr(target, SHORTCUT_CONTROLS[name]).toggle()
-    else:
+    elif control.isCheckable():
+        control.toggle()
+    elif hasattr(target, name):
         getattr(target, name)()
+    else:
+        control.click()
 
 
 def bind_viewer_shortcuts(viewer, target, controls: dict) -> None:

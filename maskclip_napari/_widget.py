@@ -49,6 +49,8 @@ from .panels.classes import ClassesPanel
 from .panels.export import ExportPanel
 from .panels.images import ImagesPanel
 from .panels._narrow import foldable
+from .panels.review import ReviewPanel
+from ._review import ReviewTools
 from .panels.method import DENSE_MODE_LABELS, MODELS, RANDOM_WEIGHTS, MethodPanel  # noqa: F401
 from .panels.status import StatusPanel
 from .panels.training import TrainingPanel
@@ -63,6 +65,7 @@ CONTROLS = {
                "unverify_class_button", "history_button", "next_unverified_button",
                "least_confident_button", "filter_combo", "progress_label", "class_progress_label",
                "accept_change_button", "stale_label"),
+    "review_panel": ("unsure_check", "unsure_threshold", "next_region_button", "keys_button"),
     "classes": ("class_editor", "brush_label"),
     "method_panel": ("ks_check", "pd_check", "pd_slider", "scale_spin", "dense_mode_combo", "learn_check",
                      "learn_weight", "segment_button", "segment_all_button", "cancel_button", "progress",
@@ -114,6 +117,12 @@ class AnnotatorWidget(QWidget):
         self.nav.open_ready.connect(self.open_project)
         self.nav.labels_reset.connect(self._on_selected_label)
         self.nav.image_shown.connect(self._on_image_shown)
+        # review tools on the current image: the low-confidence overlay, Next unsure region
+        self.review = ReviewTools(napari_viewer, self.layers, self.review_panel, lambda: (
+            self.project, self.current_id, self.segmentation, self.edits.verified), self)
+        self.review.message.connect(self.show_message)
+        self.nav.image_shown.connect(self.review.image_changed)
+        self.nav.segmentation_shown.connect(self.review.refresh)
         self._connect_panels()
         # segmentation: cheap redraws on the GUI thread, jobs (model load, segment, export) in a worker
         self.segmenter = Segmenter(lambda: (self.project, self.current_id, self._image), self.method,
@@ -156,13 +165,14 @@ class AnnotatorWidget(QWidget):
         outer.addWidget(scroll)
         self._scroll, self._content = scroll, content
         self.images = ImagesPanel(PROJECT_SUBFOLDER)
+        self.review_panel = ReviewPanel()
         self.classes = ClassesPanel()
         self.method_panel = MethodPanel()
         self.training = TrainingPanel(self.model_choice)  # MaskCLIP+ training and refine, in child processes
         self.export_panel = ExportPanel()
         layout = QVBoxLayout(content)
         layout.setContentsMargins(6, 6, 6, 6)
-        for panel in (self.images, self.classes, self.method_panel):
+        for panel in (self.images, self.review_panel, self.classes, self.method_panel):
             layout.addWidget(panel)
         self.sections = {"training": foldable(self.training), "export": foldable(self.export_panel)}
         for section in self.sections.values():  # a user may fold them away (expanded at first)
@@ -220,6 +230,7 @@ class AnnotatorWidget(QWidget):
         has_image = self.current_id is not None
         busy = self.busy
         self.images.set_state(has_project, has_image, self.edits.stale, not self.loading or has_image)
+        self.review_panel.set_state(has_image)
         self.class_editor.setEnabled(has_project)
         self.method_panel.set_job_state(has_image and not busy, has_project and not busy, busy)
         self.export_button.setEnabled(has_project and not busy)
@@ -435,6 +446,8 @@ class AnnotatorWidget(QWidget):
         self.nav.refresh_item(image_id, state)
         if image_id == self.current_id:
             self._learn_from_current()
+            if self.review.showing:
+                self.review.refresh()  # verified pixels are no longer unsure
 
     def undo(self) -> None:
         """Undo the last edit of this image (stroke, fill, Reviewed ✓, Class ✓): labels and verified pixels

@@ -40,6 +40,11 @@ TIPS = {
     "least_confident": "The image not yet verified where the model was least sure of its labels (mean confidence of "
                        "its last segmentation over the pixels not verified); again: the next least sure",
     "review_filter": "Which images the list shows (and Next / Previous step through); the image shown stays listed",
+    "unsure": "Shade the pixels of this image where the model is unsure (its best class has a probability below "
+              "the threshold) and no person verified them: from the segmentation shown, else the stored one",
+    "unsure_threshold": "A pixel is unsure when its best class's probability is below this",
+    "next_region": "Zoom to the next unsure region of this image (largest first; shows the shading)",
+    "keys": "Every key the annotator adds, and napari's that remain",
     "class_progress": "Per class: the share of its labelled pixels that are verified, over the whole project",
     "history": "The image's revisions (who or what made its labels, when), to restore an earlier one",
     "restore": "Make the selected revision current again (as a new revision: the labels shown now stay in the "
@@ -208,6 +213,19 @@ def least_confident(image_id: str, confidence: float, rank: int, count: int) -> 
 
 def none_match(filter_name: str) -> str:
     return f"No other image is '{filter_name}': choose another filter above the list."
+
+
+NO_CONFIDENCE_HERE = "No confidence for this image yet: segment it (G) to see where the model is unsure."
+NO_UNSURE_REGION = "No unsure region left on this image at this threshold."
+UNSURE_SOURCES = {"shown": "the segmentation shown", "stored": "the image's last stored segmentation"}
+
+
+def unsure_share(share: float, below: float, source: str) -> str:
+    return f"Unsure (below {below:.2f}, not verified): {share:.1%} of the image, from {UNSURE_SOURCES[source]}"
+
+
+def unsure_region(rank: int, count: int, pixels: int) -> str:
+    return f"Unsure region {rank} of {count} ({pixels:,} pixels)"
 
 
 def class_progress(progress: dict, colours) -> str:

@@ -85,3 +85,38 @@ def test_progress_filter_and_least_confident(make_napari_viewer, qtbot, image_fo
     click(qtbot, widget.next_button)  # the only reviewed image is shown: said, it stays
     qtbot.wait(50)
     assert widget.current_id == b and "No other image" in widget.message_text()
+
+
+def test_low_confidence_overlay_and_next_unsure_region(make_napari_viewer, qtbot, image_folder, monkeypatch):
+    answer(monkeypatch, "yes")
+    viewer, widget = opened(make_napari_viewer, qtbot, image_folder)
+    a = widget.current_id
+    h, w = widget.project.get_labels(a).shape
+    segment_elsewhere(widget, {a: 0.9}, unsure_rows={a: [slice(0, 10), slice(20, 23)]})
+    labels = viewer.layers["labels"]
+    press(viewer, "U")  # the overlay, from the stored confidence (no model loaded in this session)
+    assert widget.unsure_check.isChecked()
+    overlay = viewer.layers["low confidence"]
+    assert overlay.visible and int(overlay.data.sum()) == 13 * w
+    assert viewer.layers.selection.active is labels  # number keys and Ctrl+Z still reach the labels
+    assert "stored" in widget.review_panel.source_label.text()
+    from maskclip_napari._review import camera
+
+    press(viewer, "Shift-U")  # the largest region first
+    assert camera(viewer).center[-2] == pytest.approx(4.5) and "1 of 2" in widget.message_text()
+    zoomed = camera(viewer).zoom
+    click(qtbot, widget.next_region_button)
+    assert camera(viewer).center[-2] == pytest.approx(21.0) and "2 of 2" in widget.message_text()
+    assert camera(viewer).zoom >= zoomed
+    # a lower threshold: nothing is unsure
+    widget.unsure_threshold.setValue(0.05)
+    assert int(overlay.data.sum()) == 0
+    press(viewer, "Shift-U")
+    assert "No unsure region" in widget.message_text()
+    widget.unsure_threshold.setValue(0.5)
+    # verified pixels are decided: no longer shaded
+    click(qtbot, widget.reviewed_button)
+    widget.wait_for_saves()
+    assert int(overlay.data.sum()) == 0
+    press(viewer, "U")
+    assert not overlay.visible
