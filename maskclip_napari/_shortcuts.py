@@ -122,6 +122,33 @@ def bind_layer_keys(layer, target) -> None:
     truthful_help()
 
 
+def shown_key(key: str) -> str:
+    """A napari key name as people write it ("Shift-R" -> "Shift+R")."""
+    return key.replace("Control-", "Ctrl+").replace("-", "+")
+
+
+def help_rows() -> list[tuple[str, str]]:
+    """(key, what it does) for every key the annotator adds, then napari's labels keys it keeps: the keyboard
+    help dialog and the README's table are made from these (tests/test_shortcut_help.py checks the README)."""
+    from . import _wording as say
+
+    rows = [(shown_key(key), say.SHORTCUT_WORDS[name]) for name, key in SHORTCUTS.items()]
+    tools = ", ".join(TOOL_NAMES[name] for name in TOOL_KEYS)
+    rows += [("1 … 9", say.LAYER_KEY_WORDS["classes"]),
+             ("Ctrl+Z / Ctrl+Shift+Z", say.LAYER_KEY_WORDS["undo"]),
+             (", ".join(shown_key(key) for key in TOOL_KEYS.values()),
+              say.LAYER_KEY_WORDS["tools"].format(tools=tools)),
+             ("M", say.LAYER_KEY_WORDS["new_label"])]
+    return rows + list(say.NAPARI_KEY_WORDS)
+
+
+def markdown_table() -> str:
+    """help_rows() as the README's Markdown table."""
+    lines = ["| key | action |", "|---|---|"]
+    lines += [f"| {key} | {action} |" for key, action in help_rows()]
+    return "\n".join(lines)
+
+
 def qt_key(key: str) -> str:
     """A napari key name ("Shift-R", "PageDown", "Control-Z") as a QKeySequence string."""
     names = {"PageDown": "PgDown", "PageUp": "PgUp", "Control": "Ctrl"}
@@ -160,3 +187,7 @@ def bind_window_shortcuts(window, dock, target) -> list:
     made += [make(dock, "Control-Z", in_dock, "undo"), make(dock, "Control-Shift-Z", in_dock, "redo")]
     made += [make(dock, str(n), in_dock, "select_class", n - 1) for n in range(1, 10)]
     return made
+
+
+if __name__ == "__main__":  # python -m maskclip_napari._shortcuts: the README's table
+    print(markdown_table())

@@ -121,6 +121,8 @@ class AnnotatorWidget(QWidget):
         self.review = ReviewTools(napari_viewer, self.layers, self.review_panel, lambda: (
             self.project, self.current_id, self.segmentation, self.edits.verified), self)
         self.review.message.connect(self.show_message)
+        self.review_panel.keys_requested.connect(self.show_keys)
+        self.keys_dialog = None  # panels.keys.KeysDialog, made when first asked for
         self.nav.image_shown.connect(self.review.image_changed)
         self.nav.segmentation_shown.connect(self.review.refresh)
         self._connect_panels()
@@ -471,6 +473,16 @@ class AnnotatorWidget(QWidget):
     def verify_selected_class(self) -> None:
         """Verify the pixels of the class selected in the labels layer's controls."""
         self.editor.verify_selected_class()
+
+    def show_keys(self):
+        """The keyboard help (every key the annotator adds and napari's that remain; F1)."""
+        if self.keys_dialog is None:
+            from .panels.keys import KeysDialog
+
+            self.keys_dialog = KeysDialog(self)
+        self.keys_dialog.show()
+        self.keys_dialog.raise_()
+        return self.keys_dialog
 
     def show_revisions(self):
         """The current image's revisions (source, time) with Restore (`Navigator.show_revisions`)."""

@@ -228,6 +228,39 @@ def unsure_region(rank: int, count: int, pixels: int) -> str:
     return f"Unsure region {rank} of {count} ({pixels:,} pixels)"
 
 
+# --- the keyboard help (rows from _shortcuts.help_rows, in the ? dialog and the README) --------------------
+SHORTCUT_WORDS = {
+    "next_image": "next image (exactly one, also from the image list; follows the list's filter)",
+    "previous_image": "previous image",
+    "next_unverified": "*Next unverified ▶* (the next image not verified yet)",
+    "next_least_confident": "*Least confident ▶* (the image not verified where the model was least sure)",
+    "segment_current": "segment the image",
+    "mark_reviewed": "*Reviewed ✓*",
+    "verify_selected_class": "*Class ✓* (the brush's class)",
+    "toggle_key_smoothing": "toggle key smoothing",
+    "toggle_prompt_denoising": "toggle prompt denoising",
+    "toggle_unsure": "show / hide where the model is unsure (the low-confidence shading)",
+    "next_unsure_region": "zoom to the next unsure region of the image",
+    "show_keys": "the keyboard help (this list)",
+}
+LAYER_KEY_WORDS = {
+    "classes": "paint with class 1 … 9",
+    "undo": "undo / redo (labels and verified pixels), per image for the session",
+    "tools": "napari's tools, in this order: {tools}",
+    "new_label": "(napari's new label) says how to pick a class: every label is a class",
+}
+NAPARI_KEY_WORDS = (  # napari's own keys that still work as napari made them
+    ("[ / ]", "napari: smaller / larger brush"),
+    ("Space (hold)", "napari: pan and zoom while held"),
+    ("B", "napari: paint over unlabelled pixels only (preserve labels)"),
+    ("V", "napari: show / hide the selected layer"),
+    ("Ctrl+R", "napari: fit the image to the window"),
+)
+KEYS_TITLE = "Keyboard shortcuts"
+KEYS_INTRO = ("The annotator's keys work wherever focus is in the viewer's window (text fields keep the letters "
+              "typed into them); the labels layer's keys while the canvas has focus.")
+
+
 def class_progress(progress: dict, colours) -> str:
     """Per class "■ road 12%" (the share of its labelled pixels verified), as rich text."""
     parts = []

@@ -120,3 +120,18 @@ def test_low_confidence_overlay_and_next_unsure_region(make_napari_viewer, qtbot
     assert int(overlay.data.sum()) == 0
     press(viewer, "U")
     assert not overlay.visible
+
+
+def test_keyboard_help_lists_every_key(make_napari_viewer, qtbot, image_folder):
+    from maskclip_napari._shortcuts import SHORTCUTS, help_rows, shown_key
+
+    viewer, widget = opened(make_napari_viewer, qtbot, image_folder)
+    press(viewer, "F1")
+    dialog = widget.keys_dialog
+    assert dialog is not None and dialog.isVisible()
+    assert dialog.rows() == [(key, action.replace("*", "")) for key, action in help_rows()]
+    shown = [key for key, _ in dialog.rows()]
+    assert all(shown_key(key) in shown for key in SHORTCUTS.values())
+    dialog.hide()
+    click(qtbot, widget.keys_button)
+    assert dialog.isVisible()
