@@ -34,6 +34,7 @@ class LayerManager:
         self._current = current
         self._on_labels_layer = on_labels_layer
         self._conf_visible: dict[str, bool] = {}  # a removed confidence layer's visibility, for its return
+        self.hidden_classes: set[str] = set()  # class names the legend hides on the labels layer
         viewer.layers.events.inserted.connect(self._keep_image_at_bottom)
 
     # --- finding ------------------------------------------------------------------------------------
@@ -98,7 +99,7 @@ class LayerManager:
             layer.editable = False  # drops napari's own undo history: it belongs to the previous labels
             layer.data = values
             if layer.metadata.get("maskclip_classes") != table:
-                layer.colormap = labels_colormap(colours)
+                layer.colormap = self._colormap(names, colours)
                 layer.features = labels_features(names)
             layer.editable = editable
             if editable:
@@ -112,11 +113,22 @@ class LayerManager:
         """New class names or colours for the labels layer."""
         layer = self.labels_layer
         if layer is not None:
-            layer.colormap = labels_colormap(colours)
+            layer.colormap = self._colormap(names, colours)
             layer.features = labels_features(names)
+            layer.metadata["maskclip_classes"] = (tuple(names), tuple(colours))
+
+    def set_hidden_classes(self, hidden) -> None:
+        """Hide these classes (names) on the labels layer (transparent; their pixels stay as they are)."""
+        self.hidden_classes = set(hidden)
+        layer = self.labels_layer
+        if layer is not None and "maskclip_classes" in layer.metadata:
+            layer.colormap = self._colormap(*layer.metadata["maskclip_classes"])
+
+    def _colormap(self, names, colours):
+        return labels_colormap(colours, [i for i, name in enumerate(names) if name in self.hidden_classes])
 
     def add_labels_layer(self, values: np.ndarray, names, colours):
-        layer = self.viewer.add_labels(values, name=LABELS_LAYER, opacity=0.55, colormap=labels_colormap(colours),
+        layer = self.viewer.add_labels(values, name=LABELS_LAYER, opacity=0.55, colormap=self._colormap(names, colours),
                                        features=labels_features(names))
         self._on_labels_layer(layer)
         return layer

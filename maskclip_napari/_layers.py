@@ -22,10 +22,11 @@ def labels_features(names: Sequence[str]) -> dict:
     return {"index": np.arange(len(names) + 1), "class": [UNLABELLED, *names]}
 
 
-def labels_colormap(colours: Sequence[Sequence[int]]) -> DirectLabelColormap:
+def labels_colormap(colours: Sequence[Sequence[int]], hidden: Sequence[int] = ()) -> DirectLabelColormap:
+    """Class i as value i + 1 in its colour; the classes whose indices are in `hidden` transparent."""
     color_dict = {None: np.zeros(4), 0: np.zeros(4)}
     for i, rgb in enumerate(colours):
-        color_dict[i + 1] = np.array([*(c / 255 for c in rgb), 1.0])
+        color_dict[i + 1] = np.array([*(c / 255 for c in rgb), 0.0 if i in hidden else 1.0])
     return DirectLabelColormap(color_dict=color_dict, background_value=0)
 
 

@@ -49,6 +49,7 @@ from .panels.classes import ClassesPanel
 from .panels.export import ExportPanel
 from .panels.images import ImagesPanel
 from .panels._narrow import foldable
+from .panels.legend import LegendPanel
 from .panels.review import ReviewPanel
 from ._review import ReviewTools
 from .panels.method import DENSE_MODE_LABELS, MODELS, RANDOM_WEIGHTS, MethodPanel  # noqa: F401
@@ -123,6 +124,11 @@ class AnnotatorWidget(QWidget):
         self.review.message.connect(self.show_message)
         self.review_panel.keys_requested.connect(self.show_keys)
         self.keys_dialog = None  # panels.keys.KeysDialog, made when first asked for
+        # the class legend beside the canvas (docked with the first project's classes)
+        self.legend = LegendPanel()
+        self.legend.hidden_changed.connect(self.layers.set_hidden_classes)
+        self.legend.only_brush_changed.connect(self._show_only_brush)
+        self._legend_docked = False
         self.nav.image_shown.connect(self.review.image_changed)
         self.nav.segmentation_shown.connect(self.review.refresh)
         self._connect_panels()
@@ -347,6 +353,10 @@ class AnnotatorWidget(QWidget):
         p = self.project
         self.classes.show_classes(p.classes, p.background)
         self.nav.show_class_progress()
+        self.legend.show_classes(p.class_names, p.class_colours, self.layers.hidden_classes)
+        if not self._legend_docked and hasattr(self.viewer, "window"):
+            self.viewer.window.add_dock_widget(self.legend, area="left", name=say.LEGEND_TITLE)
+            self._legend_docked = True
         if self.current_id is not None and self.labels_layer is not None:
             self.layers.set_label_classes(p.class_names, p.class_colours)
 
@@ -392,6 +402,10 @@ class AnnotatorWidget(QWidget):
         index = int(layer.selected_label) - 1
         name = p.class_names[index] if 0 <= index < len(p.classes) else None
         self.classes.show_brush(index, name, p.class_colours[index] if name is not None else None)
+
+    def _show_only_brush(self, only: bool) -> None:
+        if self.labels_layer is not None:
+            self.labels_layer.show_selected_label = only
 
     def no_new_label(self) -> None:
         """napari's M (a new label) would paint a label that is no class: say how to pick one instead."""

@@ -45,6 +45,9 @@ TIPS = {
     "unsure_threshold": "A pixel is unsure when its best class's probability is below this",
     "next_region": "Zoom to the next unsure region of this image (largest first; shows the shading)",
     "keys": "Every key the annotator adds, and napari's that remain",
+    "legend": "The project's classes as the labels layer shows them: uncheck a class to hide its pixels there "
+              "(they stay labelled and saved)",
+    "only_brush": "Show only the pixels of the class you paint with (napari's 'show selected')",
     "class_progress": "Per class: the share of its labelled pixels that are verified, over the whole project",
     "history": "The image's revisions (who or what made its labels, when), to restore an earlier one",
     "restore": "Make the selected revision current again (as a new revision: the labels shown now stay in the "
@@ -259,6 +262,13 @@ NAPARI_KEY_WORDS = (  # napari's own keys that still work as napari made them
 KEYS_TITLE = "Keyboard shortcuts"
 KEYS_INTRO = ("The annotator's keys work wherever focus is in the viewer's window (text fields keep the letters "
               "typed into them); the labels layer's keys while the canvas has focus.")
+
+
+LEGEND_TITLE = "Classes"
+
+
+def legend_row(index: int, name: str) -> str:
+    return f"{index + 1}  {name}" if index < 9 else f"    {name}"
 
 
 def class_progress(progress: dict, colours) -> str:

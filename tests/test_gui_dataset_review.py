@@ -135,3 +135,27 @@ def test_keyboard_help_lists_every_key(make_napari_viewer, qtbot, image_folder):
     dialog.hide()
     click(qtbot, widget.keys_button)
     assert dialog.isVisible()
+
+
+def test_legend_hides_classes_on_the_labels_layer(make_napari_viewer, qtbot, image_folder):
+    viewer, widget = opened(make_napari_viewer, qtbot, image_folder)
+    a = widget.current_id
+    segment_elsewhere(widget, {a: 0.9})  # road on the top half, sky below
+    legend = widget.legend
+    assert "Classes" in viewer.window._dock_widgets  # docked beside the canvas (napari's left side)
+    rows = [legend.class_list.item(r).text() for r in range(legend.class_list.count())]
+    assert rows == ["1  road", "2  sky"]
+    layer = viewer.layers["labels"]
+    road, sky = layer.colormap.map(1), layer.colormap.map(2)
+    assert np.ravel(road)[3] == 1.0 and np.ravel(sky)[3] == 1.0
+    legend.class_list.item(1).setCheckState(Qt.CheckState.Unchecked)  # as a click on sky's box
+    assert np.ravel(layer.colormap.map(2))[3] == 0.0 and np.ravel(layer.colormap.map(1))[3] == 1.0
+    before = layer.data.copy()
+    widget.show_image(widget.project.image_ids[1])  # stays hidden on the next image
+    assert np.ravel(viewer.layers["labels"].colormap.map(2))[3] == 0.0
+    widget.show_image(a)
+    assert np.array_equal(viewer.layers["labels"].data, before)  # hiding changes no label
+    legend.class_list.item(1).setCheckState(Qt.CheckState.Checked)
+    assert np.ravel(layer.colormap.map(2))[3] == 1.0
+    legend.only_brush_check.setChecked(True)
+    assert layer.show_selected_label

@@ -31,10 +31,15 @@ from ._narrow import NarrowCombo
 STATUS_COLOURS = {"unlabelled": "#7f7f7f", "labelled": "#e6a23c", "verified": "#4caf50", "stale": "#e05555"}
 
 
-def status_icon(status: str) -> QIcon:
-    pix = QPixmap(10, 10)
-    pix.fill(QColor(STATUS_COLOURS[status]))
+def swatch_icon(rgb, size: int = 10) -> QIcon:
+    """A square of one colour (an (r, g, b) tuple or a colour name)."""
+    pix = QPixmap(size, size)
+    pix.fill(QColor(*rgb) if isinstance(rgb, (tuple, list)) else QColor(rgb))
     return QIcon(pix)
+
+
+def status_icon(status: str) -> QIcon:
+    return swatch_icon(STATUS_COLOURS[status])
 
 
 def describe_item(item: QListWidgetItem, state) -> None:
