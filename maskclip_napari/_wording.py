@@ -264,7 +264,7 @@ KEYS_INTRO = ("The annotator's keys work wherever focus is in the viewer's windo
               "typed into them); the labels layer's keys while the canvas has focus.")
 
 
-LEGEND_TITLE = "Classes"
+LEGEND_TITLE = "Class legend"
 
 
 def legend_row(index: int, name: str) -> str:

@@ -142,7 +142,7 @@ def test_legend_hides_classes_on_the_labels_layer(make_napari_viewer, qtbot, ima
     a = widget.current_id
     segment_elsewhere(widget, {a: 0.9})  # road on the top half, sky below
     legend = widget.legend
-    assert "Classes" in viewer.window._dock_widgets  # docked beside the canvas (napari's left side)
+    assert "Class legend" in viewer.window._dock_widgets  # docked beside the canvas (napari's left side)
     rows = [legend.class_list.item(r).text() for r in range(legend.class_list.count())]
     assert rows == ["1  road", "2  sky"]
     layer = viewer.layers["labels"]

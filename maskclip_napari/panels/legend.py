@@ -23,6 +23,7 @@ class LegendPanel(QWidget):
         v.setContentsMargins(4, 4, 4, 4)
         self.class_list = QListWidget()
         self.class_list.setToolTip(say.TIPS["legend"])
+        self.class_list.setMinimumHeight(110)  # about five classes in sight
         self.class_list.itemChanged.connect(self._on_item)
         self.only_brush_check = QCheckBox("Only the brush's class")
         self.only_brush_check.setToolTip(say.TIPS["only_brush"])
