@@ -3,7 +3,8 @@
 - "image": the current image;
 - "confidence: <class>": one colour-mapped map per class, hidden until the user shows it;
 - "labels": the editable labels (class i shown as value i + 1, 0 = unlabelled);
-- "low confidence": where the model is unsure (`_unsure`), above the labels, shown by the user's toggle.
+- "low confidence": where the model is unsure (`_unsure`), above the labels, shown by the user's toggle;
+- "wand preview": the feature wand's region before it is applied (`_wand`).
 
 How classes look as layers (colormaps, features) is `_layers`; this module makes, updates and finds the
 layers. It holds no edits: the widget's `EditState` does.
@@ -14,12 +15,13 @@ from typing import Callable
 
 import numpy as np
 
-from ._layers import confidence_colormap, labels_colormap, labels_features, unsure_colormap
+from ._layers import UNSURE_COLOUR, confidence_colormap, labels_colormap, labels_features, mask_colormap
 
 IMAGE_LAYER = "image"
 LABELS_LAYER = "labels"
 CONFIDENCE_PREFIX = "confidence: "
 UNSURE_LAYER = "low confidence"
+WAND_LAYER = "wand preview"
 
 
 class LayerManager:
@@ -214,25 +216,33 @@ class LayerManager:
         if layer.visible and layer.metadata.get("maskclip_stale") and self._current()[1] is not None:
             self._fill_confidence(layer)
 
-    # --- low confidence ----------------------------------------------------------------------------
+    # --- masks over the labels: low confidence, the wand's preview --------------------------------
     @property
     def unsure_layer(self):
         return self.layer(UNSURE_LAYER)
 
     def show_unsure(self, mask: np.ndarray | None) -> None:
-        """Show `mask` (uint8 HxW, 1 = unsure) above the labels; None hides the layer. The labels stay the
-        active layer (number keys, Ctrl+Z)."""
-        layer = self.unsure_layer
+        """Show `mask` (uint8 HxW, 1 = unsure) above the labels; None hides the layer."""
+        self.show_mask(UNSURE_LAYER, mask, UNSURE_COLOUR, 0.6)
+
+    def show_mask(self, name: str, mask: np.ndarray | None, rgb, opacity: float) -> None:
+        """Show `mask` (HxW, 1 = shaded) in colour `rgb` (0..1) as layer `name` above the labels; None hides
+        it. The labels stay the active layer (number keys, Ctrl+Z)."""
+        layer = self.layer(name)
         if mask is None:
             if layer is not None:
                 layer.visible = False
             return
+        mask = mask.view(np.uint8) if mask.dtype == bool else mask
         if layer is None:
-            layer = self.viewer.add_image(mask, name=UNSURE_LAYER, colormap=unsure_colormap(), contrast_limits=(0, 1),
-                                          blending="translucent", opacity=0.6, interpolation2d="nearest")
+            layer = self.viewer.add_image(mask, name=name, colormap=mask_colormap(name, rgb), contrast_limits=(0, 1),
+                                          blending="translucent", opacity=opacity, interpolation2d="nearest")
         else:
+            if layer.metadata.get("maskclip_colour") != tuple(rgb):
+                layer.colormap = mask_colormap(name, rgb)
             layer.data = mask
             layer.visible = True
+        layer.metadata["maskclip_colour"] = tuple(rgb)
         if self.labels_layer is not None:
             self.viewer.layers.selection.active = self.labels_layer
 

@@ -39,9 +39,9 @@ def confidence_colormap(name: str, rgb: Sequence[int]) -> Colormap:
 UNSURE_COLOUR = (1.0, 0.0, 1.0)  # magenta: no class colour of the default palettes
 
 
-def unsure_colormap() -> Colormap:
-    """Transparent where the model is sure (0), magenta where it is unsure (1)."""
-    return Colormap([[*UNSURE_COLOUR, 0.0], [*UNSURE_COLOUR, 1.0]], name="maskclip unsure")
+def mask_colormap(name: str, rgb: Sequence[float]) -> Colormap:
+    """Transparent at 0, `rgb` (0..1) at 1: a mask shown over the labels (low confidence, the wand's preview)."""
+    return Colormap([[*rgb, 0.0], [*rgb, 1.0]], name=f"maskclip {name}")
 
 
 def class_table_from_layer(features, colormap) -> tuple[list[str], list[tuple[int, int, int]]] | None:

@@ -26,6 +26,8 @@ SHORTCUTS = {
     "toggle_prompt_denoising": "Shift-D",
     "toggle_unsure": "U",
     "next_unsure_region": "Shift-U",
+    "toggle_wand": "W",
+    "apply_wand": "Shift-W",
     "show_keys": "F1",
 }
 
@@ -37,7 +39,7 @@ SHORTCUT_CONTROLS = {"next_image": "next_button", "previous_image": "prev_button
                      "mark_reviewed": "reviewed_button", "verify_selected_class": "verify_class_button",
                      "toggle_key_smoothing": "ks_check", "toggle_prompt_denoising": "pd_check",
                      "toggle_unsure": "unsure_check", "next_unsure_region": "next_region_button",
-                     "show_keys": "keys_button"}
+                     "toggle_wand": "wand_button", "apply_wand": "apply_wand_button", "show_keys": "keys_button"}
 
 
 def run_shortcut(target, name: str) -> None:

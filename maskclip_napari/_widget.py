@@ -52,6 +52,7 @@ from .panels._narrow import foldable
 from .panels.legend import LegendPanel
 from .panels.review import ReviewPanel
 from ._review import ReviewTools
+from ._wand_tool import WandTool
 from .panels.method import DENSE_MODE_LABELS, MODELS, RANDOM_WEIGHTS, MethodPanel  # noqa: F401
 from .panels.status import StatusPanel
 from .panels.training import TrainingPanel
@@ -66,7 +67,8 @@ CONTROLS = {
                "unverify_class_button", "history_button", "next_unverified_button",
                "least_confident_button", "filter_combo", "progress_label", "class_progress_label",
                "accept_change_button", "stale_label"),
-    "review_panel": ("unsure_check", "unsure_threshold", "next_region_button", "keys_button"),
+    "review_panel": ("unsure_check", "unsure_threshold", "next_region_button", "keys_button", "wand_button",
+                     "similarity_slider", "apply_wand_button", "discard_wand_button"),
     "classes": ("class_editor", "brush_label"),
     "method_panel": ("ks_check", "pd_check", "pd_slider", "scale_spin", "dense_mode_combo", "learn_check",
                      "learn_weight", "segment_button", "segment_all_button", "cancel_button", "progress",
@@ -131,6 +133,10 @@ class AnnotatorWidget(QWidget):
         self._legend_docked = False
         self.nav.image_shown.connect(self.review.image_changed)
         self.nav.segmentation_shown.connect(self.review.refresh)
+        self.wand = WandTool(self.layers, self.review_panel, self.editor, lambda: (
+            self.project, self.current_id, self._image, self.session, self.method() if self.project else None), self)
+        self.wand.message.connect(self.show_message)
+        self.nav.image_shown.connect(lambda *_: self.wand.discard())
         self._connect_panels()
         # segmentation: cheap redraws on the GUI thread, jobs (model load, segment, export) in a worker
         self.segmenter = Segmenter(lambda: (self.project, self.current_id, self._image), self.method,

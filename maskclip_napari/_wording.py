@@ -45,6 +45,12 @@ TIPS = {
     "unsure_threshold": "A pixel is unsure when its best class's probability is below this",
     "next_region": "Zoom to the next unsure region of this image (largest first; shows the shading)",
     "keys": "Every key the annotator adds, and napari's that remain",
+    "wand": "Click a pixel: the connected region whose CLIP features are like it (similarity at least the slider's) "
+            "is previewed in the brush's colour; Apply gives it the brush's class and verifies it. Uses the "
+            "features of the segmentation shown (no model run); pan with a drag while it is on",
+    "wand_similarity": "How alike (cosine of CLIP features) a pixel must be to the clicked one to join the region: "
+                       "lower grows it",
+    "apply_wand": "Give the previewed region the brush's class and verify it (Ctrl+Z undoes it)",
     "legend": "The project's classes as the labels layer shows them: uncheck a class to hide its pixels there "
               "(they stay labelled and saved)",
     "only_brush": "Show only the pixels of the class you paint with (napari's 'show selected')",
@@ -245,6 +251,8 @@ SHORTCUT_WORDS = {
     "toggle_unsure": "show / hide where the model is unsure (the low-confidence shading)",
     "next_unsure_region": "zoom to the next unsure region of the image",
     "show_keys": "the keyboard help (this list)",
+    "toggle_wand": "the feature wand on / off (click a pixel to preview its region)",
+    "apply_wand": "*Apply wand ✓* (the previewed region takes the brush's class, verified)",
 }
 LAYER_KEY_WORDS = {
     "classes": "paint with class 1 … 9",
@@ -269,6 +277,23 @@ LEGEND_TITLE = "Class legend"
 
 def legend_row(index: int, name: str) -> str:
     return f"{index + 1}  {name}" if index < 9 else f"    {name}"
+
+
+WAND_ON = "Feature wand: click a pixel to preview its region (drag to pan); W turns it off."
+WAND_NEEDS_FEATURES = ("The wand uses the features of the segmentation shown: segment this image first (G) with "
+                       "the model loaded.")
+
+
+def similarity(value: float) -> str:
+    return f"similarity ≥ {value:.2f}"
+
+
+def wand_preview(pixels: int, value: float) -> str:
+    return f"Wand: {pixels:,} pixels at similarity ≥ {value:.2f}. Apply (Shift+W) or move the slider."
+
+
+def wand_applied(pixels: int, name: str, image_id: str) -> str:
+    return f"{pixels:,} pixels of {image_id} are now '{name}', verified (Ctrl+Z undoes it)."
 
 
 def class_progress(progress: dict, colours) -> str:

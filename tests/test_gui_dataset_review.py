@@ -16,7 +16,7 @@ from qtpy.QtCore import Qt  # noqa: E402
 
 from maskclip.project import Project  # noqa: E402
 
-from test_gui_annotator import image_folder, press, wait_shown  # noqa: E402,F401
+from test_gui_annotator import checkpoint, image_folder, press, wait_shown  # noqa: E402,F401
 from test_gui_review import answer, opened  # noqa: E402
 
 pytestmark = pytest.mark.gui
@@ -142,7 +142,7 @@ def test_legend_hides_classes_on_the_labels_layer(make_napari_viewer, qtbot, ima
     a = widget.current_id
     segment_elsewhere(widget, {a: 0.9})  # road on the top half, sky below
     legend = widget.legend
-    assert "Class legend" in viewer.window._dock_widgets  # docked beside the canvas (napari's left side)
+    assert "Class legend" in viewer.window.dock_widgets  # docked beside the canvas (napari's left side)
     rows = [legend.class_list.item(r).text() for r in range(legend.class_list.count())]
     assert rows == ["1  road", "2  sky"]
     layer = viewer.layers["labels"]
@@ -159,3 +159,53 @@ def test_legend_hides_classes_on_the_labels_layer(make_napari_viewer, qtbot, ima
     assert np.ravel(layer.colormap.map(2))[3] == 1.0
     legend.only_brush_check.setChecked(True)
     assert layer.show_selected_label
+
+
+def wand_click(layer, row, col):
+    """A click (press, release, no drag) on the labels layer at data (row, col), as napari delivers it."""
+    from napari.utils._test_utils import read_only_mouse_event
+    from napari.utils.interactions import mouse_press_callbacks, mouse_release_callbacks
+
+    world = tuple(layer.data_to_world((row, col)))
+    mouse_press_callbacks(layer, read_only_mouse_event(type="mouse_press", position=world, pos=np.array([5, 5])))
+    mouse_release_callbacks(layer, read_only_mouse_event(type="mouse_release", position=world,
+                                                         pos=np.array([5, 5])))
+
+
+def test_feature_wand_previews_then_applies_a_verified_region(make_napari_viewer, qtbot, image_folder, checkpoint):
+    from test_gui_annotator import wait_idle
+
+    viewer, widget = opened(make_napari_viewer, qtbot, image_folder)
+    a = widget.current_id
+    layer = viewer.layers["labels"]
+    layer.mode = "paint"
+    press(viewer, "W")  # without features the wand says what it needs
+    assert widget.wand_button.isChecked() and layer.mode == "pan_zoom"
+    wand_click(layer, 10, 10)
+    assert "segment this image first" in widget.message_text()
+    widget.set_model_choice("maskclip-tiny-vit", str(checkpoint), "cpu")
+    widget.segment_current()
+    wait_idle(qtbot, widget)
+    widget.wait_for_saves()
+    before_labels = widget.project.get_labels(a).copy()
+    press(viewer, "2")  # the brush: sky
+    widget.similarity_slider.setValue(90)
+    wand_click(layer, 20, 30)
+    preview = viewer.layers["wand preview"]
+    small = int(preview.data.sum())
+    assert preview.visible and preview.data[20, 30] == 1 and small >= 1
+    widget.similarity_slider.setValue(60)  # a lower similarity grows the region
+    grown = preview.data.astype(bool).copy()
+    assert grown.sum() >= small and widget.apply_wand_button.isEnabled()
+    assert not widget.project.get_verified(a).any()  # a preview changes nothing yet
+    press(viewer, "Shift-W")  # Apply wand ✓
+    widget.wait_for_saves()
+    labels, verified = widget.project.get_labels(a), widget.project.get_verified(a)
+    assert (labels[grown] == 1).all() and verified[grown].all() and not verified[~grown].any()
+    assert not preview.visible and not widget.apply_wand_button.isEnabled()
+    press(viewer, "Control-Z")  # one undo step takes it back, labels and verified together
+    widget.wait_for_saves()
+    assert np.array_equal(widget.project.get_labels(a), before_labels)
+    assert not widget.project.get_verified(a).any()
+    press(viewer, "W")
+    assert layer.mode == "paint"
