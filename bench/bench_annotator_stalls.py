@@ -2,7 +2,9 @@
 
 A 10 ms QTimer ticks on the GUI thread while the user's actions run: opening an image folder through the
 plugin's reader (first open creates the project; a second viewer reopens it), then Next ▶ through every
-image, then a brush stroke before each Next (the edit is saved). The longest gap between two ticks, minus the 10 ms interval, is the stall the user feels (the
+image, then a brush stroke before each Next (the edit is saved), then the dataset-review tools (issue 22: Next
+unverified, Least confident, the low-confidence overlay and Next unsure region, the feature wand's click and
+Apply on a tiny random-weight model's cached features). The longest gap between two ticks, minus the 10 ms interval, is the stall the user feels (the
 viewer cannot repaint or take input meanwhile); a repaint of the unchanged window is measured too, as the
 floor that drawing alone sets on this machine. Every image has stored labels (random blocks, part of
 them verified), so navigating reads labels too. No model is loaded: this measures the I/O and the layers.
@@ -91,7 +93,10 @@ def make_images(folder: Path, count: int, size: tuple[int, int] | None) -> None:
 
 
 def add_labels(project, seed: int = 0) -> None:
-    """Random 16x16-block labels on every image, the top third verified (stands for earlier work)."""
+    """Random 16x16-block labels on every image, the top third verified (stands for earlier work), and a
+    stored confidence (a smooth random field, a fifth of it below 0.5) as a segmentation would leave."""
+    from scipy import ndimage
+
     rng = np.random.default_rng(seed)
     project.set_classes(["road", "car", "tree", "sky", "building"])
     for state in project.list_images():
@@ -100,6 +105,10 @@ def add_labels(project, seed: int = 0) -> None:
         verified = np.zeros_like(labels, bool)
         verified[: state.height // 3] = True
         project.set_labels(state.id, labels, verified=verified)
+        field = ndimage.zoom(ndimage.gaussian_filter(rng.random((state.height // 32 + 1, state.width // 32 + 1)), 1.5),
+                             32, order=1)[: state.height, : state.width]
+        confidence = np.clip(0.5 + (field - np.quantile(field, 0.2)) * 4, 0, 1).astype(np.float32)
+        project.merge_prediction(state.id, labels, confidence, source="maskclip")
 
 
 def measure(folder: Path, app, napari) -> dict:
@@ -177,6 +186,7 @@ def measure(folder: Path, app, napari) -> dict:
                                and not widget.has_unsaved_edits, start))
         stalls.append(probe.stop())
     results["stroke, then Next ▶ (worst; saves the edit)"] = (max(times), max(stalls))
+    results.update(measure_review(widget, app, probe, idle))
 
     # the floor: one repaint of the unchanged window (Qt widgets and the napari canvas, software OpenGL
     # under Xvfb): any visible change costs at least this
@@ -190,7 +200,77 @@ def measure(folder: Path, app, napari) -> dict:
         run_until(app, lambda: True, start)
         floor.append(probe.stop())
     results["repaint only (no change; the floor)"] = (0.0, sorted(floor)[len(floor) // 2])
+    results.update(measure_wand(widget, app, probe, idle))
     viewer.close()
+    return results
+
+
+def timed(app, probe, action, done) -> tuple[float, float]:
+    """(seconds until done(), longest stall) of one user action."""
+    probe.start()
+    start = time.perf_counter()
+    action()
+    seconds = run_until(app, done, start)
+    return seconds, probe.stop()
+
+
+def measure_review(widget, app, probe, idle) -> dict:
+    """Issue 22's dataset-review tools, no model loaded (the stored confidences)."""
+    results = {}
+    ids = widget.project.image_ids
+    if len(ids) > 1:  # (with one image they stay: nothing to time)
+        runs = []
+        for _ in range(len(ids)):  # every image has unverified pixels: each press moves on
+            before = widget.current_id
+            runs.append(timed(app, probe, widget.next_unverified_button.click,
+                              lambda: idle(widget) and widget.current_id != before))
+        results["Next unverified ▶ (worst of all images)"] = tuple(np.max(runs, axis=0))
+        runs = []
+        for _ in range(min(len(ids), 3)):
+            before = widget.current_id
+            runs.append(timed(app, probe, widget.least_confident_button.click,
+                              lambda: idle(widget) and widget.current_id != before))
+        results["Least confident ▶ (worst of 3)"] = tuple(np.max(runs, axis=0))
+    on = timed(app, probe, widget.unsure_check.click, lambda: widget.layers.unsure_layer is not None)
+    results["overlay on (first: reads the stored map, makes the layer)"] = on
+    if len(ids) > 1:
+        before = widget.current_id
+        results["Next ▶ with the overlay on (reads the next image's map)"] = timed(
+            app, probe, widget.next_button.click, lambda: idle(widget) and widget.current_id != before)
+    widget.unsure_check.click()
+    runs = []
+    for _ in range(3):
+        runs.append(timed(app, probe, widget.unsure_check.click, lambda: True))  # on, then off
+    results["overlay toggle (worst of 3 on/off)"] = tuple(np.max(runs, axis=0))
+    if not widget.unsure_check.isChecked():
+        widget.unsure_check.click()
+    runs = [timed(app, probe, widget.next_region_button.click, lambda: True) for _ in range(3)]
+    results["Next unsure region (first finds the regions; worst of 3)"] = tuple(np.max(runs, axis=0))
+    widget.unsure_check.click()
+    return results
+
+
+def measure_wand(widget, app, probe, idle) -> dict:
+    """The feature wand on the current image, once a (tiny, random-weight) model segmented it: its features
+    are in memory, as after any segmentation in the annotator."""
+    results = {}
+    widget.set_model_choice("maskclip-tiny-vit", "random", "cpu")
+    widget.segment_current()
+    run_until(app, lambda: idle(widget) and widget.session is not None, time.perf_counter(), timeout_s=600)
+    widget.wait_for_saves()
+    h, w = widget.image.shape[:2]
+    widget.wand_button.click()
+    widget.similarity_slider.setValue(70)
+    results["wand click (first: makes the preview layer)"] = timed(
+        app, probe, lambda: widget.wand.click((h / 2, w / 2)), lambda: widget.wand.preview is not None)
+    results["wand click (another pixel)"] = timed(app, probe, lambda: widget.wand.click((h / 3, w / 3)),
+                                                  lambda: widget.wand.preview is not None)
+    results["wand similarity change (preview again)"] = timed(app, probe,
+                                                              lambda: widget.similarity_slider.setValue(80),
+                                                              lambda: True)
+    results["Apply wand ✓ (one undo step; saved in the background)"] = timed(
+        app, probe, widget.apply_wand_button.click, lambda: not widget.has_unsaved_edits)
+    widget.wand_button.click()
     return results
 
 
