@@ -231,12 +231,14 @@ def measure_review(widget, app, probe, idle) -> dict:
             runs.append(timed(app, probe, widget.least_confident_button.click,
                               lambda: idle(widget) and widget.current_id != before))
         results["Least confident ▶ (worst of 3)"] = tuple(np.max(runs, axis=0))
-    on = timed(app, probe, widget.unsure_check.click, lambda: widget.layers.unsure_layer is not None)
+    on = timed(app, probe, widget.unsure_check.click,
+               lambda: widget.layers.unsure_layer is not None and not widget.review.reading)
     results["overlay on (first: reads the stored map, makes the layer)"] = on
     if len(ids) > 1:
         before = widget.current_id
         results["Next ▶ with the overlay on (reads the next image's map)"] = timed(
-            app, probe, widget.next_button.click, lambda: idle(widget) and widget.current_id != before)
+            app, probe, widget.next_button.click,
+            lambda: idle(widget) and widget.current_id != before and not widget.review.reading)
     widget.unsure_check.click()
     runs = []
     for _ in range(3):
