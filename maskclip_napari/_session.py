@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
@@ -20,7 +20,11 @@ from maskclip.defaults import DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_PRETRAINED
 from maskclip.errors import MaskCLIPError
 from maskclip.images import read_image
 from maskclip.project import Project
-from maskclip.prototypes import LearnedTerm, ProjectPrototypes
+
+from ._torch_env import import_torch_stack
+
+if TYPE_CHECKING:  # maskclip.prototypes imports torch: only a loaded session (a worker) needs it
+    from maskclip.prototypes import LearnedTerm, ProjectPrototypes
 
 # Redraws of at most this many output values (pixels x classes) run on the GUI thread: 1024 x 1024 pixels
 # with 16 classes take ~40 ms on two CPU cores (bench/results.md: 512 x 512 x 21 in ~13 ms).
@@ -77,7 +81,9 @@ class ModelSession:
 
     @classmethod
     def load(cls, choice: ModelChoice, cache_dir: Path | None) -> "ModelSession":
-        """Slow (weights from disk or the network): call from a worker. Raises MaskCLIPError subclasses."""
+        """Slow (torch's import, weights from disk or the network): call from a worker. Raises MaskCLIPError
+        subclasses. The annotator's only import of torch's stack is here, in the worker (triton hidden)."""
+        import_torch_stack()
         model = maskclip.load(choice.name, pretrained=choice.weights, device=choice.device, cache_dir=cache_dir)
         return cls(choice, model, cache_dir)
 
@@ -107,6 +113,8 @@ class ModelSession:
     # --- learning from corrections (maskclip.prototypes) ----------------------------------------
     def _learner_for(self, method: Method) -> ProjectPrototypes:
         """The learner on the features this method segments with (scales, windows, dense mode)."""
+        from maskclip.prototypes import ProjectPrototypes  # torch is loaded with the session
+
         other = dict(method.other_options)
         wanted = ProjectPrototypes(method.scales, other.get("window"), other.get("stride"),
                                    dense_mode=method.dense_mode, window_norm=other.get("window_norm"))
