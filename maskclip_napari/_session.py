@@ -187,7 +187,7 @@ def segment_job(session: ModelSession | None, choice: ModelChoice, cache_dir: Pa
 
     def predict(image_id: str) -> Prediction:
         seg = session.segment(read_image(paths[image_id]), method)
-        return Prediction(seg.labels, class_names=seg.class_names, payload=seg)
+        return Prediction(seg.labels, seg.probs.max(axis=0), seg.class_names, seg)  # confidence: for review
 
     store = merge and project is not None
     # the core's per-image loop (maskclip.batch): predict -> merge -> skip-and-report. Only a merge error
