@@ -2,7 +2,7 @@
 
 - "image": the current image;
 - "confidence: <class>": one colour-mapped map per class, hidden until the user shows it;
-- "labels": the editable labels (class i shown as value i + 1, 0 = unlabelled).
+- "labels": the editable labels (class i shown as value i + 1, 0 = unlabelled), a `_stroke_layer.StrokeLabels`.
 
 How classes look as layers (colormaps, features) is `_layers`; this module makes, updates and finds the
 layers. It holds no edits: the widget's `EditState` does.
@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from ._layers import confidence_colormap, labels_colormap, labels_features
+from ._stroke_layer import StrokeLabels
 
 IMAGE_LAYER = "image"
 LABELS_LAYER = "labels"
@@ -114,8 +115,8 @@ class LayerManager:
             layer.features = labels_features(names)
 
     def add_labels_layer(self, values: np.ndarray, names, colours):
-        layer = self.viewer.add_labels(values, name=LABELS_LAYER, opacity=0.55, colormap=labels_colormap(colours),
-                                       features=labels_features(names))
+        layer = self.viewer.add_layer(StrokeLabels(values, name=LABELS_LAYER, opacity=0.55,
+                                                   colormap=labels_colormap(colours), features=labels_features(names)))
         self._on_labels_layer(layer)
         return layer
 
