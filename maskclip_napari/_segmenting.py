@@ -55,6 +55,7 @@ class Segmenter(QObject):
         self.last_redraw_s: float | None = None  # latency of the last in-place (GUI thread) redraw
         self.last_redraw_blocking_s: float | None = None
         self.redraw_count = 0
+        self._setting_message = ""  # what the last setting change said (an Update / Preview job ends with it)
 
     @property
     def busy(self) -> bool:
@@ -133,7 +134,8 @@ class Segmenter(QObject):
         source, image_id = self._label_source(), self._target()[1]
         in_place = is_maskclip(source)
         self.request_redraw(merge=in_place, kind="Update" if in_place else "Preview")
-        self.message.emit(say.updated(image_id) if in_place else say.previewing(describe(source)), False)
+        self._setting_message = say.updated(image_id) if in_place else say.previewing(describe(source))
+        self.message.emit(self._setting_message, False)  # again when a job did it (its progress said more)
 
     def segment_all(self) -> None:
         """Segment and store every image of the project that is not stale (saying how many of them have
@@ -237,6 +239,8 @@ class Segmenter(QObject):
             self.message.emit(say.job_done(kind), False)
         elif not self.jobs.failed:
             self.progress.setValue(self.progress.maximum())
+            if kind in ("Update", "Preview") and self._setting_message:
+                self.message.emit(self._setting_message, False)
         merge = self.jobs.take_pending()
         if merge is not None:
             self.request_redraw(merge=merge)

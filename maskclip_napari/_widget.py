@@ -431,9 +431,10 @@ class AnnotatorWidget(QWidget):
         self.editor.wait()
 
     def _on_written(self, kind: str, image_id: str, state) -> None:
-        """A write finished (GUI thread): update the image list; the learner follows the new verified pixels."""
+        """A write finished (GUI thread): update the image list; the learner follows the edits' verified
+        pixels (a stored prediction never changes verified pixels: nothing to learn)."""
         self.nav.refresh_item(image_id, state)
-        if image_id == self.current_id:
+        if kind == "labels" and image_id == self.current_id:
             self._learn_from_current()
 
     def undo(self) -> None:

@@ -121,6 +121,22 @@ def test_corrections_teach_every_image(make_napari_viewer, qtbot, folder, checkp
     assert not any(fits)
 
 
+def test_the_brush_footprint_is_naparis_own():
+    """`brush_footprint` (what a dab confirms) covers exactly the pixels napari's brush paints."""
+    from maskclip_napari._stroke_layer import StrokeLabels, brush_footprint
+
+    for size, coord in ((1, (10, 10)), (5, (10.4, 9.6)), (9, (2, 30)), (10, (17, 0)), (15, (10, 12))):
+        layer = StrokeLabels(np.zeros((20, 32), np.uint8))
+        layer.brush_size = size
+        layer.paint(coord, 1)
+        box, mask = brush_footprint(layer.data.shape, coord, size)
+        expected = np.zeros(layer.data.shape, bool)
+        expected[box] = mask
+        np.testing.assert_array_equal(layer.data == 1, expected)
+        np.testing.assert_array_equal(layer.take_touched(), expected)
+        assert layer.take_touched() is None
+
+
 def test_a_stroke_over_its_own_class_verifies_it(make_napari_viewer, qtbot, folder, MouseEvent):
     """Painting road over pixels that already show road changes no value, so napari reports nothing; the
     annotator verifies them all the same (a mouse stroke, and a scripted `paint`)."""
