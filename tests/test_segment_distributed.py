@@ -61,9 +61,10 @@ def new_project(tmp, name, images, classes) -> Project:
 def segment(project: Project, weights, processes: int) -> subprocess.CompletedProcess:
     launcher = [] if processes == 1 else ["-m", "torch.distributed.run", "--standalone",
                                           "--nproc-per-node", str(processes)]
+    # sliding windows; no PD / KS, so that random weights label more than one class
     cmd = [sys.executable, *launcher, "-m", "maskclip", "project", "segment", str(project.root),
-           "--model", "maskclip-tiny-vit", "--pretrained", str(weights), "--scales", "64", "--window", "32", "--stride", "16", "--no-prompt-denoising", "--no-key-smoothing",
-           "--device", "cpu"]  # sliding windows; no PD/KS, so random weights label more than one class
+           "--model", "maskclip-tiny-vit", "--pretrained", str(weights), "--scales", "64", "--window", "32",
+           "--stride", "16", "--no-prompt-denoising", "--no-key-smoothing", "--device", "cpu"]
     return subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)
 
 
@@ -97,7 +98,8 @@ def test_an_image_failing_on_another_rank_is_reported(setup):
     res = segment(project, weights, 2)
     assert res.returncode != 0  # rank 0 exits 1: some images failed
     assert f"process 1: skipped {bad}:" in res.stderr
-    assert f"segmented {N_IMAGES - 1} images on 2 processes (0 skipped: stale or already labelled; 1 failed: {bad})" in res.stdout
+    assert (f"segmented {N_IMAGES - 1} images on 2 processes (0 skipped: stale or already labelled; "
+            f"1 failed: {bad})") in res.stdout
     project = Project.open(project.root)
     assert [i for i in project.image_ids if project.history(i)[-1]["source"].startswith("maskclip")] == \
         [i for i in project.image_ids if i != bad]

@@ -43,7 +43,11 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=_status)
 
-    p = sub.add_parser("segment", help="label the project's images with MaskCLIP (verified pixels are kept)")
+    p = sub.add_parser("segment", help="label the project's images with MaskCLIP (verified pixels are kept)",
+                       description="Labels the project's images with MaskCLIP; verified pixels are kept. Under "
+                                   "`torchrun --nproc-per-node N -m maskclip project segment ...` each process "
+                                   "segments every N-th image (one GPU each, or CPU processes with gloo) and rank 0 "
+                                   "prints the summary.")
     p.add_argument("dir", type=Path, help="project folder")
     p.add_argument("--model", help="open_clip architecture (default: the project's setting)")
     p.add_argument("--pretrained", help="open_clip tag or checkpoint file; 'none' = random weights")
@@ -63,6 +67,8 @@ def register(subparsers) -> None:
     p.add_argument("--weight", type=probability_arg("--weight"),
                    help="prototypes only: weight of the visual term in [0, 1] (default: the project's setting, 0.5)")
     p.add_argument("--image", dest="image_ids", action="append", help="only this image id (repeatable)")
+    p.add_argument("--no-amp", action="store_true",
+                   help="full precision on CUDA (default: bfloat16 / float16 autocast; the CPU is always float32)")
     p.set_defaults(func=_segment)
 
     p = sub.add_parser("accept-changes", help="take the new content of images whose files changed (stale images)",
@@ -236,7 +242,8 @@ def _segment_shard(args, ctx) -> dict:
         raise MaskCLIPError(f"no image {unknown[0]!r} in project {args.dir}")
     mine = D.shard(ids, ctx)
     model = maskclip.load(spec["model"], spec["pretrained"], ctx.device, dense_mode=spec["dense_mode"],
-                          quick_gelu=spec["quick_gelu"], cache_dir=project.cache_dir)
+                          quick_gelu=spec["quick_gelu"], cache_dir=project.cache_dir,
+                          precision="float32" if args.no_amp else "auto")
     if learn["from_verified"]:  # every process learns the same term from all verified pixels
         options["learned"] = _learn_from_verified(model, project, options, learn, quiet=not ctx.is_main)
     if ctx.distributed and ctx.is_main:
