@@ -146,10 +146,11 @@ CLI = {
     "project import-labels": (["--format", "--verified"], ["dir", "labels"]),
     "project init": (["--background", "--classes-file", "--images", "--recursive", "--reference"], ["dir"]),
     "project segment": (SEGMENT_METHOD + ["--image", "--learn-from-verified", "--learner", "--min-confidence",
-                                          "--no-learn-from-verified", "--only-unlabelled", "--scales", "--weight"],
+                                          "--no-learn-from-verified", "--only-unlabelled", "--scales", "--weight",
+                                          "--no-amp"],  # issue 18: autocast on CUDA
                         ["dir"]),
     "project status": (["--json"], ["dir"]),
-    "refine": (["--device", "--min-confidence", "--run", "--run-dir"], ["project"]),
+    "refine": (["--device", "--min-confidence", "--run", "--run-dir", "--no-amp"], ["project"]),
     "segment": (SEGMENT_METHOD + ["--background", "--cache-dir", "--classes-file", "--out",
                                   "--overwrite",  # issue 16.3
                                   "--recursive", "--scales"], ["inputs"]),
