@@ -2,7 +2,7 @@
 
 - "image": the current image;
 - "confidence: <class>": one colour-mapped map per class, hidden until the user shows it;
-- "labels": the editable labels (class i shown as value i + 1, 0 = unlabelled);
+- "labels": the editable labels (class i shown as value i + 1, 0 = unlabelled), a `_stroke_layer.StrokeLabels`;
 - "low confidence": where the model is unsure (`_unsure`), above the labels, shown by the user's toggle;
 - "wand preview": the feature wand's region before it is applied (`_wand`).
 
@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from ._layers import UNSURE_COLOUR, confidence_colormap, labels_colormap, labels_features, mask_colormap
+from ._stroke_layer import StrokeLabels
 
 IMAGE_LAYER = "image"
 LABELS_LAYER = "labels"
@@ -130,8 +131,9 @@ class LayerManager:
         return labels_colormap(colours, [i for i, name in enumerate(names) if name in self.hidden_classes])
 
     def add_labels_layer(self, values: np.ndarray, names, colours):
-        layer = self.viewer.add_labels(values, name=LABELS_LAYER, opacity=0.55, colormap=self._colormap(names, colours),
-                                       features=labels_features(names))
+        layer = self.viewer.add_layer(StrokeLabels(values, name=LABELS_LAYER, opacity=0.55,
+                                                   colormap=self._colormap(names, colours),
+                                                   features=labels_features(names)))
         self._on_labels_layer(layer)
         return layer
 

@@ -39,7 +39,7 @@ from ._segmenting import Segmenter
 from ._layers import warm_up_layers
 from ._loading import PROJECT_SUBFOLDER, OpenedProject
 from ._navigation import Navigator
-from ._session import Method, ModelChoice
+from ._session import BACKGROUND_TAUGHT, Method, ModelChoice
 from ._shortcuts import (SHORTCUT_CONTROLS, SHORTCUTS, bind_layer_keys, bind_viewer_shortcuts,  # noqa: F401
                          bind_window_shortcuts, run_shortcut)
 from ._window import CloseWatcher
@@ -148,6 +148,7 @@ class AnnotatorWidget(QWidget):
         self.segmenter.state_changed.connect(self._set_enabled)
         self.segmenter.session_loaded.connect(self._on_session_loaded)
         self.segmenter.weights_unavailable.connect(self._on_weights_unavailable)
+        self.segmenter.taught.connect(self._show_taught)
         self._redraw_timer = QTimer(self, singleShot=True, interval=REDRAW_DEBOUNCE_MS)
         self._redraw_timer.timeout.connect(self._on_method_changed)
         self.viewer.cursor.events.position.connect(self._on_cursor)
@@ -214,6 +215,7 @@ class AnnotatorWidget(QWidget):
         cl.background_requested.connect(self._on_background)
         cl.class_selected.connect(lambda name: self.select_class(self.project.class_index(name)))
         me.changed.connect(self._schedule_redraw)
+        me.learn_check.toggled.connect(self._show_taught)
         me.model_changed.connect(self._on_model_choice_changed)
         me.segment_requested.connect(self.segment_current)
         me.segment_all_requested.connect(self.segment_all)
@@ -299,6 +301,7 @@ class AnnotatorWidget(QWidget):
 
     def _on_labels_layer(self, layer) -> None:
         layer.events.paint.connect(self.editor.on_paint)
+        layer.events.touched.connect(self.editor.on_paint)  # a stroke that only confirmed pixels (_stroke_layer)
         layer.events.selected_label.connect(self._on_selected_label)
         bind_layer_keys(layer, self)
 
@@ -317,9 +320,12 @@ class AnnotatorWidget(QWidget):
         self.nav.remember_now()
         self.cancel()
         self.nav.set_project(project)
+        if self.session is not None:
+            self.session.taught = {}  # another project's: its learner reads this one's on the next job
         self.method_panel.load_settings(project.settings)
         self.method_panel.show_model_state(self.session)
         self.show_classes()
+        self._show_taught()
         self.nav.show_project(opened, split)
         self.training.set_project(project)
         self._set_enabled()
@@ -464,9 +470,10 @@ class AnnotatorWidget(QWidget):
         self.editor.wait()
 
     def _on_written(self, kind: str, image_id: str, state) -> None:
-        """A write finished (GUI thread): update the image list and the learned prototypes."""
+        """A write finished (GUI thread): update the image list; the learner follows the edits' verified
+        pixels (a stored prediction never changes verified pixels: nothing to learn)."""
         self.nav.refresh_item(image_id, state)
-        if image_id == self.current_id:
+        if kind == "labels" and image_id == self.current_id:
             self._learn_from_current()
             if self.review.showing:
                 self.review.refresh()  # verified pixels are no longer unsure
@@ -509,9 +516,20 @@ class AnnotatorWidget(QWidget):
         return self.nav.show_revisions()
 
     def _learn_from_current(self) -> None:
-        """With 'Learn from corrections' on, new verified pixels update the prototypes and the image is redrawn."""
-        if self.segmenter.learn_from_current() and self._has_prediction():
+        """With 'Learn from corrections' on, the image is redrawn after the learner, in a worker, has read
+        the new verified pixels and refitted (`Segmenter.corrections_saved`)."""
+        if self.segmenter.corrections_saved() and self._has_prediction():
             self._schedule_redraw()
+
+    def _show_taught(self, *_) -> None:
+        """The class table's 'Taught' column: verified pixels per class the learner learned from (hidden
+        while 'Learn from corrections' is off or nothing was learned yet)."""
+        taught = self.session.taught if self.session is not None else {}
+        if not (self.learn_check.isChecked() and taught and self.project is not None):
+            self.classes.show_taught(None)
+            return
+        background = taught.get(BACKGROUND_TAUGHT, 0) if self.project.background else None
+        self.classes.show_taught(taught, background)
 
     # === Closing: write what waits ===============================================================
     def _flush(self) -> None:

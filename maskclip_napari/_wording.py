@@ -71,10 +71,13 @@ TIPS = {
     "model": "Any open_clip architecture with a ViT or ModifiedResNet image tower",
     "weights": "An open_clip weights tag (downloaded once, then cached) or a local checkpoint file",
     "checkpoint": "Choose a local checkpoint file",
-    "learn": "Verified pixels teach every image at once: each class's look in CLIP's feature space (from all "
-             "verified pixels of the project) is blended with its text prompt",
-    "learn_weight": "Weight of what was learned from corrections (0 = text only, 1 = looks only among the classes "
-                    "that have corrections)",
+    "learn": "Verified pixels teach every image: a per-project classifier on CLIP's features starts at the text "
+             "prompts and moves toward your corrections as they accumulate (nothing to tune; it refits in the "
+             "background after each saved stroke). Classes nobody corrected keep their text score",
+    "learn_weight": "This project uses the class prototypes (its 'learn' setting): weight of the learned term "
+                    "(0 = text only, 1 = looks only among the classes that have corrections)",
+    "taught": "Verified pixels of the class over the project: what 'Learn from corrections' learned from",
+    "taught_background": "Confirmed background (verified unlabelled pixels): it teaches the background prompts",
     "export_format": "voc: indexed PNGs + image sets; coco: RLE annotations.json; index: one indexed PNG per image "
                      "+ classes.json",
     "export_val": "Share of the images in the VOC validation split (ImageSets/Segmentation/val.txt; 0 = none). "
@@ -187,6 +190,23 @@ def class_verified(image_id: str, count: int, name: str) -> str:
     if count == 0:
         return f"{image_id} has no '{name}' pixels: nothing verified."
     return f"{image_id}: its {count} '{name}' pixels verified."
+
+
+def pixel_count(count: int) -> str:
+    """A pixel count short enough for a table cell: 950, 12k, 3.4M."""
+    if count < 1000:
+        return str(count)
+    if count < 1_000_000:
+        return f"{count / 1000:.0f}k" if count >= 10_000 else f"{count / 1000:.1f}k"
+    return f"{count / 1_000_000:.1f}M"
+
+
+def taught(count: int, name: str) -> str:
+    return f"{count:,} verified pixels of {name} taught the learner"
+
+
+def background_taught(count: int) -> str:
+    return f"taught {pixel_count(count)} px"
 
 
 def updated(image_id: str) -> str:

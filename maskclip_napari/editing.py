@@ -90,12 +90,16 @@ class EditState:
         self._histories.clear()
         self.history = EditHistory()
 
-    def record(self, layer_values: np.ndarray) -> bool:
+    def record(self, layer_values: np.ndarray, touched: np.ndarray | None = None) -> bool:
         """Turn what changed in the layer since the last record into one undo step; changed pixels become
-        verified (a stroke is a correction; an erased pixel is confirmed background). False: no change."""
+        verified (a stroke is a correction; an erased pixel is confirmed background). touched: pixels a
+        brush went over that already showed the painted value (napari changes only the others): verified
+        too, so painting over a correct prediction confirms it. False: no change."""
         if self.recorded is None or layer_values.shape != self.recorded.shape:
             return False
         changed = layer_values != self.recorded
+        if touched is not None and touched.shape == changed.shape:
+            changed |= touched & ~self.verified  # what the step changes: values or verified flags
         if not changed.any():
             return False
         verified = self.verified | changed  # so only changed pixels differ in verified too
