@@ -235,13 +235,15 @@ def measure_review_set(folder: Path, app, napari) -> dict:
     from maskclip_napari._dock import dock_annotator
 
     probe = StallProbe()
-    viewer = napari.Viewer(show=True)
-    widget = dock_annotator(viewer)
-    run_until(app, lambda: widget.layers_prepared, time.perf_counter())
-    viewer.open(str(folder), plugin="maskclip-napari")
-    run_until(app, lambda: idle(widget), time.perf_counter())
-    add_labels(Project.open(folder / "maskclip-project"))
-    widget.refresh_from_project()
+    for first in (True, False):  # the first open creates the project; it is opened again once labelled
+        viewer = napari.Viewer(show=True)
+        widget = dock_annotator(viewer)
+        run_until(app, lambda: widget.layers_prepared, time.perf_counter())
+        viewer.open(str(folder), plugin="maskclip-napari")
+        run_until(app, lambda: idle(widget), time.perf_counter())
+        if first:
+            viewer.close()
+            add_labels(Project.open(folder / "maskclip-project"))
     results = {}
     if len(widget.project) > 1:
         runs = []

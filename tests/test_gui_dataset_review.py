@@ -85,6 +85,16 @@ def test_progress_filter_and_least_confident(make_napari_viewer, qtbot, image_fo
     click(qtbot, widget.next_button)  # the only reviewed image is shown: said, it stays
     qtbot.wait(50)
     assert widget.current_id == b and "No other image" in widget.message_text()
+    # a stroke verifies a few pixels: the image is partly verified
+    widget.filter_combo.setCurrentIndex(widget.filter_combo.findData("all"))
+    widget.show_image(a)
+    viewer.layers["labels"].paint((5, 5), 2)
+    widget.save_current(wait=True)
+    widget.wait_for_saves()
+    widget.filter_combo.setCurrentIndex(widget.filter_combo.findData("partly"))
+    assert widget.image_list.isRowHidden(ids.index(b)) and widget.image_list.isRowHidden(ids.index(c))
+    widget.show_image(b)
+    assert not widget.image_list.isRowHidden(ids.index(a))  # listed for what it is, not for being shown
 
 
 def test_low_confidence_overlay_and_next_unsure_region(make_napari_viewer, qtbot, image_folder, monkeypatch):

@@ -65,3 +65,14 @@ def test_class_progress_counts_pixels_per_class(tmp_path):
     verified[:4] = True
     p.set_labels(a, labels, verified)
     assert p.class_progress() == {"road": ((H - 4) * W, 0), "sky": (4 * W, 4 * W)}
+
+
+def test_class_progress_of_an_instance_that_has_not_seen_the_classes(tmp_path):
+    """Another process set the classes and labels: an instance opened before (no classes) still counts."""
+    p = make(tmp_path)
+    stale = Project.open(p.root)
+    stale.set_classes([])
+    p = Project.open(p.root)
+    p.set_classes(["road"])
+    p.set_labels(p.image_ids[0], np.zeros((H, W), np.uint8))
+    assert stale.class_progress(stale.list_images()) == {}
