@@ -344,18 +344,22 @@ def measure_wand(widget, app, probe, idle) -> dict:
     widget.wait_for_saves()
     h, w = widget.image.shape[:2]
     widget.wand_button.click()
-    widget.similarity_slider.setValue(70)
-    results["wand click (first: makes the preview layer)"] = timed(
-        app, probe, lambda: widget.wand.click((h / 2, w / 2)), lambda: widget.wand.preview is not None)
-    results["wand click (another pixel)"] = timed(app, probe, lambda: widget.wand.click((h / 3, w / 3)),
-                                                  lambda: widget.wand.preview is not None)
-    results["wand similarity change (preview again)"] = timed(app, probe,
-                                                              lambda: widget.similarity_slider.setValue(80),
-                                                              lambda: True)
-    results["Apply wand ✓ (one undo step; saved in the background)"] = timed(
+    widget.similarity_slider.setValue(95)  # random weights make most patches alike: a high threshold
+    first = timed(app, probe, lambda: widget.wand.click((h / 2, w / 2)), lambda: widget.wand.preview is not None)
+    results[f"wand click (first: makes the preview layer; {share(widget.wand.preview)} of the image)"] = first
+    again = timed(app, probe, lambda: widget.wand.click((h / 3, w / 3)), lambda: widget.wand.preview is not None)
+    results[f"wand click (another pixel; {share(widget.wand.preview)})"] = again
+    change = timed(app, probe, lambda: widget.similarity_slider.setValue(90), lambda: True)
+    results[f"wand similarity change (preview again; {share(widget.wand.preview)})"] = change
+    applied = share(widget.wand.preview)
+    results[f"Apply wand ✓ ({applied}; one undo step, saved in the background)"] = timed(
         app, probe, widget.apply_wand_button.click, lambda: not widget.has_unsaved_edits)
     widget.wand_button.click()
     return results
+
+
+def share(mask) -> str:
+    return f"{mask.mean():.0%}" if mask is not None else "nothing"
 
 
 def startup_child(folder: Path) -> int:

@@ -136,7 +136,7 @@ class AnnotatorWidget(QWidget):
         self.wand = WandTool(self.layers, self.review_panel, self.editor, lambda: (
             self.project, self.current_id, self._image, self.session, self.method() if self.project else None), self)
         self.wand.message.connect(self.show_message)
-        self.nav.image_shown.connect(lambda *_: self.wand.discard())
+        self.nav.image_shown.connect(self.wand.image_changed)
         self._connect_panels()
         # segmentation: cheap redraws on the GUI thread, jobs (model load, segment, export) in a worker
         self.segmenter = Segmenter(lambda: (self.project, self.current_id, self._image), self.method,
