@@ -37,6 +37,7 @@ def confidence_colormap(name: str, rgb: Sequence[int]) -> Colormap:
 
 
 UNSURE_COLOUR = (1.0, 0.0, 1.0)  # magenta: no class colour of the default palettes
+WAND_COLOUR = (0.0, 1.0, 1.0)  # cyan: the wand's preview, whatever the brush's class
 
 
 def mask_colormap(name: str, rgb: Sequence[float]) -> Colormap:

@@ -1,7 +1,8 @@
 """The feature wand as a tool of the labels layer (`_wand` does the math; `panels.review` holds its controls).
 
 With the wand on, the labels layer is in pan/zoom mode (a click must not paint) and a click without a drag
-previews the region in the brush's colour (the "wand preview" layer); the similarity control redraws the
+previews the region in cyan (the "wand preview" layer: the brush's colour would vanish over labels of the
+same class); the similarity control redraws the
 preview; *Apply wand ✓* gives the region the brush's class and verifies it, as one undoable edit
 (`EditState.paint_verified`), saved like a stroke. Turning the wand off puts the previous tool back.
 """
@@ -15,6 +16,7 @@ from qtpy.QtCore import QObject, Signal
 
 from . import _wording as say
 from ._layer_manager import WAND_LAYER
+from ._layers import WAND_COLOUR
 from ._wand import FeatureWand, held_features
 
 CLICK_SLOP_PX = 3  # a press and release this close (canvas pixels) is a click, not a pan
@@ -106,11 +108,8 @@ class WandTool(QObject):
         if self.wand is None:
             return
         self.preview = self.wand.region(self.panel.similarity())
-        layer = self.layers.labels_layer
-        colour = layer.colormap.map(int(layer.selected_label)) if layer is not None else None
-        rgb = tuple(float(c) for c in np.ravel(colour)[:3]) if colour is not None else (1.0, 1.0, 1.0)
         y0, y1, x0, x1 = self.wand.box
-        self.layers.show_mask(WAND_LAYER, self.preview[y0:y1, x0:x1], rgb, 0.7, offset=(y0, x0))
+        self.layers.show_mask(WAND_LAYER, self.preview[y0:y1, x0:x1], WAND_COLOUR, 0.6, offset=(y0, x0))
         self.panel.apply_wand_button.setEnabled(True)
         self.message.emit(say.wand_preview(int(self.preview.sum()), self.panel.similarity()), False)
 
@@ -144,5 +143,5 @@ class WandTool(QObject):
     def discard(self) -> None:
         """Drop the preview (a new image, the wand off, Discard)."""
         self.wand, self.preview = None, None
-        self.layers.show_mask(WAND_LAYER, None, (1.0, 1.0, 1.0), 0.7)
+        self.layers.show_mask(WAND_LAYER, None, WAND_COLOUR, 0.6)
         self.panel.apply_wand_button.setEnabled(False)

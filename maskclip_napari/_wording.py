@@ -46,7 +46,7 @@ TIPS = {
     "next_region": "Zoom to the next unsure region of this image (largest first; shows the shading)",
     "keys": "Every key the annotator adds, and napari's that remain",
     "wand": "Click a pixel: the connected region whose CLIP features are like it (similarity at least the slider's) "
-            "is previewed in the brush's colour; Apply gives it the brush's class and verifies it. Uses the "
+            "is previewed in cyan; Apply gives it the brush's class and verifies it. Uses the "
             "features of the segmentation shown (no model run); pan with a drag while it is on",
     "wand_similarity": "How alike (cosine of CLIP features) a pixel must be to the clicked one to join the region: "
                        "lower grows it",
