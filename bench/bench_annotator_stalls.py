@@ -12,12 +12,6 @@ Two sets: CamVid 480x360 images from ../shared/data (target: no stall over 100 m
 
 Run under a display (Xvfb):  xvfb-run -a -s "-screen 0 1600x1100x24" .venv/bin/python bench/bench_annotator_stalls.py
 Prints the numbers and writes the "Annotator stalls" section of bench/results.md.
-
---learn instead times learning from corrections live (issue 19, item 3): with a model loaded (ViT-B-16,
-random weights: timings do not depend on their values) and 'Learn from corrections' on, a brush stroke is
-saved; a job's worker re-reads the image's verified pixels, fits the text-prior learner and redraws; then a
-KS toggle redraws with the fitted learner from cached features (on the GUI thread where the image is small
-enough). Writes the "Annotator: stroke -> learned redraw" section.
 """
 from __future__ import annotations
 
@@ -200,158 +194,14 @@ def measure(folder: Path, app, napari) -> dict:
     return results
 
 
-LEARN_HEADING = "## Annotator: stroke -> learned redraw (bench/bench_annotator_stalls.py --learn)"
-LEARN_CLASSES = ["road", "car", "tree", "sky", "building", "person", "sign", "fence"]
-STROKES = 5
-
-
-class FitTimer:
-    """Times every fit of the text-prior learner (`maskclip.learner.fit_text_prior`) and where it ran."""
-
-    def __init__(self):
-        import threading
-
-        from maskclip import learner
-
-        self.seconds, self.on_gui_thread = [], 0
-        fit = learner.fit_text_prior
-
-        def timed_fit(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return fit(*args, **kwargs)
-            finally:
-                self.seconds.append(time.perf_counter() - start)
-                self.on_gui_thread += threading.current_thread() is threading.main_thread()
-
-        learner.fit_text_prior = timed_fit
-
-
-def measure_learning(folder: Path, app, napari, checkpoint: Path, model: str, fits: FitTimer) -> dict:
-    """Strokes with learning from corrections on: stroke saved -> learned labels shown, the fit, the
-    longest GUI stall; then KS toggles redrawn with the fitted learner."""
-    from maskclip_napari._dock import dock_annotator
-
-    probe = StallProbe()
-    viewer = napari.Viewer(show=True)
-    widget = dock_annotator(viewer)
-    viewer.open(str(folder), plugin="maskclip-napari")
-    run_until(app, lambda: widget.current_id is not None and not getattr(widget, "loading", False), time.perf_counter())
-    widget.project.set_classes(LEARN_CLASSES)
-    widget.show_classes()
-    widget.set_model_choice(model, str(checkpoint), "cpu")
-    widget.learn_check.setChecked(True)
-    widget.segment_current()
-    run_until(app, lambda: not widget.busy and widget.segmentation is not None, time.perf_counter(), 600)
-
-    layer = widget.labels_layer
-    height, width = layer.data.shape
-    layer.brush_size = max(9, min(height, width) // 30)
-    totals, stalls, fit_counts = [], [], []
-    for k in range(STROKES):  # horizontal strokes of different classes across the image
-        row = int(height * (k + 1) / (STROKES + 1))
-        for col in np.linspace(0, width - 1, 40):
-            layer.paint((row, col), 1 + k % len(LEARN_CLASSES), refresh=False)
-        layer.refresh()
-        before, fitted = widget.segmentation, len(fits.seconds)
-        probe.start()
-        start = time.perf_counter()
-        widget.save_current()
-        totals.append(run_until(app, lambda: widget.segmentation is not before and not widget.busy
-                                and not widget.has_unsaved_edits, start))
-        stalls.append(probe.stop())
-        fit_counts.append(len(fits.seconds) - fitted)
-    stroke_fits = fits.seconds[-sum(fit_counts):] if sum(fit_counts) else [float("nan")]
-
-    toggles, toggle_stalls, refits = [], [], 0
-    for _ in range(STROKES):  # redraws with the fitted learner
-        before, fitted = widget.segmentation, len(fits.seconds)
-        probe.start()
-        start = time.perf_counter()
-        widget.ks_check.setChecked(not widget.ks_check.isChecked())
-        widget._redraw_timer.stop()  # skip the debounce: time the redraw itself
-        widget._on_method_changed()
-        toggles.append(run_until(app, lambda: widget.segmentation is not before and not widget.busy, start))
-        toggle_stalls.append(probe.stop())
-        refits += len(fits.seconds) - fitted
-    gui_thread = widget.session.is_cheap(widget.image, widget.method())
-    engine = []
-    for _ in range(3):
-        start = time.perf_counter()
-        widget.session.segment(widget.image, widget.method())
-        engine.append(time.perf_counter() - start)
-    taught = sum(v for k, v in widget.session.taught.items() if k)
-    viewer.close()
-    return {"stroke": (float(np.median(totals)), max(totals), max(stalls)),
-            "fit": (float(np.median(stroke_fits)), max(stroke_fits)),
-            "redraw": (float(np.median(toggles)), max(toggles), max(toggle_stalls), gui_thread),
-            "engine": float(np.median(engine)), "taught": taught, "refits": refits}
-
-
-def learn_main(args, app, napari) -> int:
-    import torch
-
-    import maskclip
-
-    torch.set_num_threads(1)
-    fits = FitTimer()
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="bench-learn-") as tmp:
-        checkpoint = Path(tmp) / "weights.pt"
-        torch.manual_seed(0)
-        maskclip.load(args.model, pretrained=None, device="cpu").save_checkpoint(checkpoint)
-        for name, size in (("480x360", None), ("4000x3000 (12 Mpx)", (4000, 3000))):
-            folder = Path(tmp) / name.split()[0] / "images"
-            make_images(folder, 2, size)
-            r = measure_learning(folder, app, napari, checkpoint, args.model, fits)
-            rows.append((name, r))
-            print(name, r, flush=True)
-    assert fits.on_gui_thread == 0, "the learner was fitted on the GUI thread"
-    load = os.getloadavg()[0]
-    lines = [f"{machine_line()}; 1 torch thread; napari under Xvfb; {args.model} with random weights (timings do "
-             f"not depend on their values) on the CPU, short side 336, {len(LEARN_CLASSES)} classes + the default "
-             f"background prompts, 'Learn from corrections' on (the text-prior learner, `maskclip.learner`). "
-             f"{STROKES} strokes of different classes across the image, each saved; the annotator then runs one job: "
-             "its worker re-reads the image's verified pixels (features cached), fits the learner and redraws, "
-             f"and the labels show (the {120} ms redraw debounce included). Then {STROKES} KS toggles redraw with the "
-             "fitted learner. Fits on the GUI thread: "
-             f"{fits.on_gui_thread}. Stall = longest gap of a {TICK_MS} ms GUI timer beyond its interval. The "
-             f"machine was shared with other jobs (load average {load:.1f} on 2 cores at the end).", "",
-             "| image | stroke saved -> learned labels shown (median / max) | learner fit in the worker (median / "
-             "max) | longest GUI stall during it | redraw with the fitted learner (median / max; where) | longest "
-             "GUI stall during it | refits during the redraws | engine only, fitted learner, cached features |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name, r in rows:
-        (t_med, t_max, t_stall), (f_med, f_max) = r["stroke"], r["fit"]
-        d_med, d_max, d_stall, gui = r["redraw"]
-        lines.append(f"| {name} | {t_med * 1000:.0f} / {t_max * 1000:.0f} ms | {f_med * 1000:.0f} / "
-                     f"{f_max * 1000:.0f} ms | {t_stall * 1000:.0f} ms | {d_med * 1000:.0f} / {d_max * 1000:.0f} ms "
-                     f"({'GUI thread' if gui else 'worker'}) | {d_stall * 1000:.0f} ms | {r['refits']} | "
-                     f"{r['engine'] * 1000:.0f} ms |")
-    lines += ["", "Target (issue 19, item 3): the redraw of the current image with the fitted learner under 100 ms at "
-              "480x360 with cached features; the fit never on the GUI thread. At 12 Mpx the redraw is over the "
-              "annotator's GUI-thread budget (`_session.GUI_THREAD_REDRAW_VALUES`) and runs in the worker. A redraw "
-              "that runs as a job re-reads the image's verified pixels first when its label revision changed (the "
-              "previous job stored its prediction there; `maskclip.verified_sync` keys on the revision), which "
-              "refits the learner in that worker: the refits column counts them."]
-    write_section(LEARN_HEADING, "\n".join(lines))
-    return 0
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=8, help="CamVid images in the small set")
     parser.add_argument("--large", type=int, default=3, help="12-Mpx images in the large set")
-    parser.add_argument("--learn", action="store_true", help="time stroke -> learned redraw instead (a model loads)")
-    parser.add_argument("--model", default="ViT-B-16", help="with --learn: the architecture (random weights)")
     args = parser.parse_args()
     if not CAMVID.is_dir():
         print(f"shared data not found: {CAMVID}", file=sys.stderr)
         return 1
-    if args.learn:
-        from maskclip_napari._torch_env import import_torch_stack
-
-        import_torch_stack()  # torch + torchvision without triton, before napari's GL context (see _torch_env)
     import napari
     from qtpy.QtWidgets import QApplication
 
@@ -359,8 +209,6 @@ def main() -> int:
 
     ensure_registered()
     app = QApplication.instance() or QApplication([])
-    if args.learn:
-        return learn_main(args, app, napari)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-stalls-") as tmp:
         sets = [(f"{args.images} x 480x360", args.images, None, 0.100),

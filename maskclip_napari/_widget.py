@@ -294,7 +294,7 @@ class AnnotatorWidget(QWidget):
         self.cancel()
         self.nav.set_project(project)
         if self.session is not None:
-            self.session.taught = {}  # another project's: its learner reads this one's on the next job
+            self.session.corrections_changed(other_project=True)  # learned from another project's pixels
         self.method_panel.load_settings(project.settings)
         self.method_panel.show_model_state(self.session)
         self.show_classes()
