@@ -11,13 +11,18 @@ Two sets: CamVid 480x360 images from ../shared/data (target: no stall over 100 m
 (4000x3000, made by upscaling CamVid; target: 250 ms).
 
 Run under a display (Xvfb):  xvfb-run -a -s "-screen 0 1600x1100x24" .venv/bin/python bench/bench_annotator_stalls.py
-Prints the numbers and writes the "Annotator stalls" section of bench/results.md.
+Prints the numbers and writes the "Annotator stalls" section of bench/results.md. `--startup-only RUNS
+[--baseline CHECKOUT]` measures only the start-up row, in fresh processes (issue 22 defect 8), alternating
+with an earlier checkout's code, and writes the "Annotator start-up" section.
+
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +36,7 @@ from results_file import machine_line, write_section  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 CAMVID = ROOT.parent / "shared" / "data" / "camvid" / "val" / "images"
 HEADING = "## Annotator stalls (bench/bench_annotator_stalls.py)"
+STARTUP_HEADING = "## Annotator start-up (bench/bench_annotator_stalls.py --startup-only)"
 TICK_MS = 10
 REPEATS = 3
 JOB_TIMEOUT_S = 120
@@ -102,28 +108,37 @@ def add_labels(project, seed: int = 0) -> None:
         project.set_labels(state.id, labels, verified=verified)
 
 
-def measure(folder: Path, app, napari) -> dict:
-    from maskclip.project import Project
+def idle(widget) -> bool:
+    """A project and its image shown, nothing read or run in the background."""
+    return (widget.project is not None and widget.current_id is not None
+            and not getattr(widget, "loading", False) and not widget.busy)
+
+
+def measure_startup(folder: Path, app, napari) -> tuple[float, float]:
+    """Start-up with a folder (`python -m maskclip_napari FOLDER`): the annotator docks and opens at once,
+    while napari's one-time layer warm-up and the annotator's empty layers are still being made. The folder
+    is copied first (a new project each time). Returns (seconds until idle, longest stall)."""
     from maskclip_napari._dock import dock_annotator
 
-    probe = StallProbe()
-    results = {}
-
-    def idle(widget):
-        return (widget.project is not None and widget.current_id is not None
-                and not getattr(widget, "loading", False) and not widget.busy)
-
-    # start-up with a folder (`python -m maskclip_napari FOLDER`): the annotator docks and opens at once,
-    # while napari's one-time layer warm-up and the annotator's empty layers are still being made
-    scratch = folder.parent / "start-up"
+    scratch = Path(tempfile.mkdtemp(prefix="start-up-", dir=folder.parent)) / "images"
     shutil.copytree(folder, scratch)
+    probe = StallProbe()
     viewer = napari.Viewer(show=True)
     probe.start()
     start = time.perf_counter()
     widget = dock_annotator(viewer)
     viewer.open(str(scratch), plugin="maskclip-napari")
-    results["start-up: dock + open at once"] = (run_until(app, lambda: idle(widget), start), probe.stop())
+    result = (run_until(app, lambda: idle(widget), start), probe.stop())
     viewer.close()
+    return result
+
+
+def measure(folder: Path, app, napari) -> dict:
+    from maskclip.project import Project
+    from maskclip_napari._dock import dock_annotator
+
+    probe = StallProbe()
+    results = {"start-up: dock + open at once": measure_startup(folder, app, napari)}
 
     # first open: the reader creates the project (reads every image), then the first image shows; the
     # annotator was docked first and has made its layers (a user clicks Open after the window shows)
@@ -194,14 +209,87 @@ def measure(folder: Path, app, napari) -> dict:
     return results
 
 
+def startup_child(folder: Path) -> int:
+    """One start-up in this fresh process (the first of a process pays the imports); JSON on stdout."""
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from maskclip_napari._dock import ensure_registered
+
+    ensure_registered()
+    app = QApplication.instance() or QApplication([])
+    seconds, stall = measure_startup(folder, app, napari)
+    print(json.dumps({"seconds": seconds, "stall": stall, "torch": "torch" in sys.modules}))
+    return 0
+
+
+def startup_only(runs: int, baseline: Path | None, count: int) -> int:
+    """The start-up row alone, each run in a fresh process; with a baseline checkout, its runs alternate with
+    this tree's (the machine may be shared: back to back is the fair comparison)."""
+    trees = [("this tree", ROOT)] + ([(f"baseline ({baseline})", baseline.resolve())] if baseline else [])
+    found = {label: [] for label, _ in trees}
+    with tempfile.TemporaryDirectory(prefix="bench-start-up-") as tmp:
+        folder = Path(tmp) / "images"
+        make_images(folder, count, None)
+        for run in range(runs):
+            for label, tree in trees:
+                env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tree / "src"), str(tree)]))
+                proc = subprocess.run([sys.executable, __file__, "--startup-child", str(folder)], env=env,
+                                      capture_output=True, text=True, timeout=JOB_TIMEOUT_S * 3)
+                if proc.returncode != 0:
+                    print(f"{label}: start-up failed ({proc.returncode}):\n{proc.stderr[-2000:]}", file=sys.stderr)
+                    return 1
+                one = json.loads(proc.stdout.strip().splitlines()[-1])
+                found[label].append(one)
+                print(f"run {run + 1} {label:<40} done in {one['seconds'] * 1000:6.0f} ms, longest stall "
+                      f"{one['stall'] * 1000:5.0f} ms, torch imported: {one['torch']}", flush=True)
+    rows = []
+    for label, runs_found in found.items():
+        stalls = [r["stall"] * 1000 for r in runs_found]
+        done = [r["seconds"] * 1000 for r in runs_found]
+        torch = "yes" if any(r["torch"] for r in runs_found) else "no"
+        rows.append((label, float(np.median(stalls)), min(stalls), max(stalls), float(np.median(done)), torch))
+    ratio = ""
+    if baseline:
+        ratio = (f" The baseline's median longest stall is {rows[1][1] / rows[0][1]:.1f}x this tree's "
+                 f"({rows[1][1]:.0f} ms vs {rows[0][1]:.0f} ms).")
+    load = os.getloadavg()[0]
+    lines = [f"{machine_line()}; napari under Xvfb, {count} CamVid 480x360 images. The start-up row of the "
+             "stalls benchmark alone (the annotator docked and a folder opened at once, as "
+             "`python -m maskclip_napari FOLDER` does: the plugin's import, the dock, napari's first layers), "
+             f"each run a fresh process; {runs} runs per tree, alternating. Issue 22 defect 8: docking "
+             "imported torch's stack (~3.5 s of import on the GUI thread); now only the model-loading worker "
+             f"imports it.{ratio} The machine is shared with other work: load average at the end "
+             f"{load:.1f} on 2 cores.",
+             "",
+             "| code | longest stall (median) | min | max | idle after (median) | torch imported at start-up |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {label} | {median:.0f} ms | {low:.0f} ms | {high:.0f} ms | {done:.0f} ms | {torch} |"
+              for label, median, low, high, done, torch in rows]
+    write_section(STARTUP_HEADING, "\n".join(lines))
+    print("\n".join(lines[2:]))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=8, help="CamVid images in the small set")
     parser.add_argument("--large", type=int, default=3, help="12-Mpx images in the large set")
+    parser.add_argument("--startup-only", type=int, default=0, metavar="RUNS",
+                        help="only the start-up row, RUNS times, each in a fresh process (the first start-up of "
+                             "a process is the one that pays the imports)")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="with --startup-only: a checkout of an earlier commit (its src/ and maskclip_napari/) "
+                             "measured alternately with this tree")
+    parser.add_argument("--startup-child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not CAMVID.is_dir():
         print(f"shared data not found: {CAMVID}", file=sys.stderr)
         return 1
+    if args.startup_child is not None:
+        return startup_child(args.startup_child)
+    if args.startup_only:
+        return startup_only(args.startup_only, args.baseline, args.images)
     import napari
     from qtpy.QtWidgets import QApplication
 

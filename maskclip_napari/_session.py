@@ -24,8 +24,10 @@ from maskclip.batch import FAILED, Prediction, iter_batch
 from maskclip.defaults import DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_PRETRAINED
 from maskclip.errors import MaskCLIPError
 from maskclip.images import read_image
-from maskclip.learner import ProjectLearner, project_learner
 from maskclip.project import Project
+
+from ._torch_env import import_torch_stack
+
 
 # Redraws of at most this many output values (pixels x classes) run on the GUI thread: 1024 x 1024 pixels
 # with 16 classes take ~40 ms on two CPU cores (bench/results.md: 512 x 512 x 21 in ~13 ms).
@@ -89,7 +91,9 @@ class ModelSession:
 
     @classmethod
     def load(cls, choice: ModelChoice, cache_dir: Path | None) -> "ModelSession":
-        """Slow (weights from disk or the network): call from a worker. Raises MaskCLIPError subclasses."""
+        """Slow (torch's import, weights from disk or the network): call from a worker. Raises MaskCLIPError
+        subclasses. The annotator's only import of torch's stack is here, in the worker (triton hidden)."""
+        import_torch_stack()
         model = maskclip.load(choice.name, pretrained=choice.weights, device=choice.device, cache_dir=cache_dir)
         return cls(choice, model, cache_dir)
 
@@ -120,6 +124,8 @@ class ModelSession:
     def _learner_for(self, method: Method):
         """The project's learner (the one its settings name, built as the CLI builds it) on the features this
         method segments with (scales, windows, dense mode); a new one when those changed."""
+        from maskclip.learner import project_learner  # torch: loaded with the session
+
         wanted = project_learner(method.learner, method._kwargs(), dense_mode=method.dense_mode)
         if not _same_learner(self.learner, wanted):
             self.learner, self.learner_synced, self.fitted = wanted, False, None
@@ -128,6 +134,8 @@ class ModelSession:
     def learning_ready(self, method: Method) -> bool:
         """The learner has every verified pixel and (the text-prior learner) was fitted for these prompts
         in a worker: a redraw only applies it."""
+        from maskclip.learner import ProjectLearner, project_learner  # torch: loaded with the session
+
         learner = self.learner
         wanted = project_learner(method.learner, method._kwargs(), dense_mode=method.dense_mode)
         if not self.learner_synced or not _same_learner(learner, wanted):
@@ -156,6 +164,8 @@ class ModelSession:
                 yield f"Learning from the corrections of {image_id} ({done}/{len(pending)})…"
                 learner.update_image(self.model, project, image_id)
         self.taught = taught_pixels(project)
+        from maskclip.learner import ProjectLearner
+
         if not isinstance(learner, ProjectLearner):  # the class prototypes need no fit
             return
         key = (learner.version, method.fit_key())  # only a worker changes the learner: one job at a time
@@ -218,7 +228,7 @@ def segment_job(session: ModelSession | None, choice: ModelChoice, cache_dir: Pa
 
     def predict(image_id: str) -> Prediction:
         seg = session.segment(read_image(paths[image_id]), method)
-        return Prediction(seg.labels, class_names=seg.class_names, payload=seg)
+        return Prediction(seg.labels, seg.probs.max(axis=0), seg.class_names, seg)  # confidence: for review
 
     store = merge and project is not None
     # the core's per-image loop (maskclip.batch): predict -> merge -> skip-and-report. Only a merge error

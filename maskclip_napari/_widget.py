@@ -49,6 +49,10 @@ from .panels.classes import ClassesPanel
 from .panels.export import ExportPanel
 from .panels.images import ImagesPanel
 from .panels._narrow import foldable
+from .panels.legend import LegendPanel
+from .panels.review import ReviewPanel
+from ._review import ReviewTools
+from ._wand_tool import WandTool
 from .panels.method import DENSE_MODE_LABELS, MODELS, RANDOM_WEIGHTS, MethodPanel  # noqa: F401
 from .panels.status import StatusPanel
 from .panels.training import TrainingPanel
@@ -61,7 +65,10 @@ CONTROLS = {
     "images": ("open_folder_button", "add_images_button", "project_label", "image_list", "prev_button",
                "next_button", "reviewed_button", "verify_class_button", "unverify_button",
                "unverify_class_button", "history_button", "next_unverified_button",
+               "least_confident_button", "filter_combo", "progress_label", "class_progress_label",
                "accept_change_button", "stale_label"),
+    "review_panel": ("unsure_check", "unsure_threshold", "next_region_button", "keys_button", "wand_button",
+                     "similarity_slider", "apply_wand_button", "discard_wand_button"),
     "classes": ("class_editor", "brush_label"),
     "method_panel": ("ks_check", "pd_check", "pd_slider", "scale_spin", "dense_mode_combo", "learn_check",
                      "learn_weight", "segment_button", "segment_all_button", "cancel_button", "progress",
@@ -113,6 +120,23 @@ class AnnotatorWidget(QWidget):
         self.nav.open_ready.connect(self.open_project)
         self.nav.labels_reset.connect(self._on_selected_label)
         self.nav.image_shown.connect(self._on_image_shown)
+        # review tools on the current image: the low-confidence overlay, Next unsure region
+        self.review = ReviewTools(napari_viewer, self.layers, self.review_panel, lambda: (
+            self.project, self.current_id, self.segmentation, self.edits.verified), self)
+        self.review.message.connect(self.show_message)
+        self.review_panel.keys_requested.connect(self.show_keys)
+        self.keys_dialog = None  # panels.keys.KeysDialog, made when first asked for
+        # the class legend beside the canvas (docked with the first project's classes)
+        self.legend = LegendPanel()
+        self.legend.hidden_changed.connect(self.layers.set_hidden_classes)
+        self.legend.only_brush_changed.connect(self._show_only_brush)
+        self._legend_docked = False
+        self.nav.image_shown.connect(self.review.image_changed)
+        self.nav.segmentation_shown.connect(self.review.refresh)
+        self.wand = WandTool(self.layers, self.review_panel, self.editor, lambda: (
+            self.project, self.current_id, self._image, self.session, self.method() if self.project else None), self)
+        self.wand.message.connect(self.show_message)
+        self.nav.image_shown.connect(lambda *_: self.wand.discard())
         self._connect_panels()
         # segmentation: cheap redraws on the GUI thread, jobs (model load, segment, export) in a worker
         self.segmenter = Segmenter(lambda: (self.project, self.current_id, self._image), self.method,
@@ -156,13 +180,14 @@ class AnnotatorWidget(QWidget):
         outer.addWidget(scroll)
         self._scroll, self._content = scroll, content
         self.images = ImagesPanel(PROJECT_SUBFOLDER)
+        self.review_panel = ReviewPanel()
         self.classes = ClassesPanel()
         self.method_panel = MethodPanel()
         self.training = TrainingPanel(self.model_choice)  # MaskCLIP+ training and refine, in child processes
         self.export_panel = ExportPanel()
         layout = QVBoxLayout(content)
         layout.setContentsMargins(6, 6, 6, 6)
-        for panel in (self.images, self.classes, self.method_panel):
+        for panel in (self.images, self.review_panel, self.classes, self.method_panel):
             layout.addWidget(panel)
         self.sections = {"training": foldable(self.training), "export": foldable(self.export_panel)}
         for section in self.sections.values():  # a user may fold them away (expanded at first)
@@ -184,6 +209,7 @@ class AnnotatorWidget(QWidget):
         im.unverify_requested.connect(self.editor.unverify)
         im.history_requested.connect(self.nav.show_revisions)
         im.next_unverified_requested.connect(self.nav.next_unverified)
+        im.least_confident_requested.connect(self.nav.next_least_confident)
         im.accept_change_requested.connect(self.accept_image_change)
         cl.edit_requested.connect(lambda method, args: self.edit_classes(method, *args))
         cl.background_requested.connect(self._on_background)
@@ -220,6 +246,7 @@ class AnnotatorWidget(QWidget):
         has_image = self.current_id is not None
         busy = self.busy
         self.images.set_state(has_project, has_image, self.edits.stale, not self.loading or has_image)
+        self.review_panel.set_state(has_image)
         self.class_editor.setEnabled(has_project)
         self.method_panel.set_job_state(has_image and not busy, has_project and not busy, busy)
         self.export_button.setEnabled(has_project and not busy)
@@ -337,6 +364,11 @@ class AnnotatorWidget(QWidget):
         """Show the project's classes in the class editor and the labels layer."""
         p = self.project
         self.classes.show_classes(p.classes, p.background)
+        self.nav.show_class_progress()
+        self.legend.show_classes(p.class_names, p.class_colours, self.layers.hidden_classes)
+        if not self._legend_docked and hasattr(self.viewer, "window"):
+            self.viewer.window.add_dock_widget(self.legend, area="left", name=say.LEGEND_TITLE)
+            self._legend_docked = True
         if self.current_id is not None and self.labels_layer is not None:
             self.layers.set_label_classes(p.class_names, p.class_colours)
 
@@ -383,6 +415,10 @@ class AnnotatorWidget(QWidget):
         name = p.class_names[index] if 0 <= index < len(p.classes) else None
         self.classes.show_brush(index, name, p.class_colours[index] if name is not None else None)
 
+    def _show_only_brush(self, only: bool) -> None:
+        if self.labels_layer is not None:
+            self.labels_layer.show_selected_label = only
+
     def no_new_label(self) -> None:
         """napari's M (a new label) would paint a label that is no class: say how to pick one instead."""
         self.show_message(say.NO_NEW_LABEL)
@@ -400,6 +436,9 @@ class AnnotatorWidget(QWidget):
 
     def next_unverified(self) -> None:
         self.nav.next_unverified()
+
+    def next_least_confident(self) -> None:
+        self.nav.next_least_confident()
 
     def show_image(self, image_id: str, background: bool = False) -> None:
         """Make `image_id` the current image (`Navigator.show_image`); background=True reads in a worker."""
@@ -436,6 +475,8 @@ class AnnotatorWidget(QWidget):
         self.nav.refresh_item(image_id, state)
         if kind == "labels" and image_id == self.current_id:
             self._learn_from_current()
+            if self.review.showing:
+                self.review.refresh()  # verified pixels are no longer unsure
 
     def undo(self) -> None:
         """Undo the last edit of this image (stroke, fill, Reviewed ✓, Class ✓): labels and verified pixels
@@ -459,6 +500,16 @@ class AnnotatorWidget(QWidget):
     def verify_selected_class(self) -> None:
         """Verify the pixels of the class selected in the labels layer's controls."""
         self.editor.verify_selected_class()
+
+    def show_keys(self):
+        """The keyboard help (every key the annotator adds and napari's that remain; F1)."""
+        if self.keys_dialog is None:
+            from .panels.keys import KeysDialog
+
+            self.keys_dialog = KeysDialog(self)
+        self.keys_dialog.show()
+        self.keys_dialog.raise_()
+        return self.keys_dialog
 
     def show_revisions(self):
         """The current image's revisions (source, time) with Restore (`Navigator.show_revisions`)."""

@@ -185,3 +185,15 @@ class EditState:
         if self.history.record(values, self.verified, values, verified):
             self.verified, self.dirty = verified, True
         return values
+
+    def paint_verified(self, mask: np.ndarray, value: int, layer_values: np.ndarray | None = None) -> np.ndarray:
+        """Give the pixels in `mask` the layer value `value` and verify them, as one undoable edit (the feature
+        wand: pixels that already had the class are verified too). Returns the layer's new values."""
+        if layer_values is not None:
+            self.record(layer_values)
+        values = self.recorded.copy()
+        values[mask] = value
+        verified = self.verified | mask
+        if self.history.record(self.recorded, self.verified, values, verified):
+            self.recorded, self.verified, self.dirty = values, verified, True
+        return self.recorded

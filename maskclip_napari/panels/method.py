@@ -37,6 +37,7 @@ from maskclip.settings import LEARN_DEFAULTS, clip_spec, learn_spec, parse_pretr
 from .. import _wording as say
 from ._narrow import NarrowCombo
 from .._session import Method, ModelChoice
+from .._torch_env import loaded_torch
 
 MODELS = SUGGESTED_MODELS
 RANDOM_WEIGHTS = "random (untrained, for testing)"
@@ -286,10 +287,14 @@ class MethodPanel(QGroupBox):
         choice = self.model_choice()
         if session is not None and session.choice == choice:
             text = say.model_state(choice.describe(), where=session.model.device, on_cpu=session.on_cpu)
-        else:
-            import torch
-
-            device = "the GPU" if choice.device != "cpu" and torch.cuda.is_available() else "the CPU"
+        else:  # torch is imported by the first model load (a worker), never here: it takes seconds
+            torch = loaded_torch()
+            if choice.device == "cpu":
+                device = "the CPU"
+            elif torch is None:
+                device = "the GPU if one is usable, else the CPU"
+            else:
+                device = "the GPU" if torch.cuda.is_available() else "the CPU"
             text = say.model_state(choice.describe(), device=device,
                                    no_gpu=device == "the CPU" and choice.device == "auto")
         self.model_label.setText(text)

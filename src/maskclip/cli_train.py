@@ -83,7 +83,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--no-imagenet", action="store_true",
                    help="random backbone initialisation (skip the ImageNet weights download)")
-    p.add_argument("--no-amp", action="store_true", help="full precision on CUDA")
+    p.add_argument("--no-amp", action="store_true",
+                   help="full precision on CUDA (training and the MaskCLIP pseudo labels)")
     p.set_defaults(func=run_train)
 
     r = subparsers.add_parser(
@@ -96,6 +97,8 @@ def register(subparsers) -> None:
     r.add_argument("--device", default=DEFAULT_DEVICE, type=device_arg)
     r.add_argument("--min-confidence", type=probability_arg("--min-confidence"), default=0.0, metavar="P",
                    help="pixels the student is less sure about become unlabelled (default 0)")
+    r.add_argument("--no-amp", action="store_true",
+                   help="full precision on CUDA (default: bfloat16 / float16 autocast; the CPU is always float32)")
     r.set_defaults(func=run_refine)
 
 
@@ -158,6 +161,7 @@ def run_refine(args: argparse.Namespace) -> int:
 
     try:
         summary = refine_project(args.project, args.run, device=args.device, min_confidence=args.min_confidence,
+                                 precision="float32" if args.no_amp else "auto",
                                  log=lambda msg: print(f"maskclip refine: {msg}", file=sys.stderr),
                                  progress=progress)
     finally:
