@@ -213,6 +213,10 @@ def updated(image_id: str) -> str:
     return f"{image_id}: MaskCLIP's labels redone with the new setting (verified pixels kept)."
 
 
+def relearned(image_id: str) -> str:
+    return f"{image_id}: learned from your corrections; MaskCLIP's labels redone (verified pixels kept)."
+
+
 def brush(index: int, name: str | None, colour=None) -> str:
     """The brush line: which class the labels layer paints (napari's label box shows only a number)."""
     if name is None:

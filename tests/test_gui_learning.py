@@ -91,6 +91,7 @@ def test_corrections_teach_every_image(make_napari_viewer, qtbot, folder, checkp
     widget.wait_for_saves()  # the saved strokes start a job: the learner re-reads them and refits in its worker
     qtbot.waitUntil(lambda: not widget.busy and (layer.data[:48] == bottom).mean() > 0.9, timeout=JOB_TIMEOUT_MS)
     assert sorted(widget.session.learner.taught()) == ["road", "sky"]
+    qtbot.waitUntil(lambda: "learned from your corrections" in widget.message_text(), timeout=5000)
     verified = project.get_verified(widget.current_id)
     assert (layer.data[verified] == painted[verified]).all()  # strokes are kept
     assert (layer.data[48:] == top).mean() > 0.9
