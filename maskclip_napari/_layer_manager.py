@@ -228,9 +228,10 @@ class LayerManager:
         """Show `mask` (uint8 HxW, 1 = unsure) above the labels; None hides the layer."""
         self.show_mask(UNSURE_LAYER, mask, UNSURE_COLOUR, 0.6)
 
-    def show_mask(self, name: str, mask: np.ndarray | None, rgb, opacity: float) -> None:
-        """Show `mask` (HxW, 1 = shaded) in colour `rgb` (0..1) as layer `name` above the labels; None hides
-        it. The labels stay the active layer (number keys, Ctrl+Z)."""
+    def show_mask(self, name: str, mask: np.ndarray | None, rgb, opacity: float, offset=(0, 0)) -> None:
+        """Show `mask` (1 = shaded) in colour `rgb` (0..1) as layer `name` above the labels, its first pixel at
+        image pixel `offset` (a part of the image costs napari only its own size); None hides it. The labels
+        stay the active layer (number keys, Ctrl+Z)."""
         layer = self.layer(name)
         if mask is None:
             if layer is not None:
@@ -239,10 +240,13 @@ class LayerManager:
         mask = mask.view(np.uint8) if mask.dtype == bool else mask
         if layer is None:
             layer = self.viewer.add_image(mask, name=name, colormap=mask_colormap(name, rgb), contrast_limits=(0, 1),
-                                          blending="translucent", opacity=opacity, interpolation2d="nearest")
+                                          blending="translucent", opacity=opacity, interpolation2d="nearest",
+                                          translate=offset)
         else:
             if layer.metadata.get("maskclip_colour") != tuple(rgb):
                 layer.colormap = mask_colormap(name, rgb)
+            if tuple(layer.translate[-2:]) != tuple(offset):
+                layer.translate = offset
             layer.data = mask
             layer.visible = True
         layer.metadata["maskclip_colour"] = tuple(rgb)

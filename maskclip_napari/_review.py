@@ -2,14 +2,18 @@
 math, `_layer_manager` the layer, `panels.review` the controls).
 
 The confidence is the segmentation on screen's (it follows the settings) or, when none was computed in this
-session, the one the project stored with the image's last segmentation (read once per image shown).
+session, the one the project stored with the image's last segmentation (read once per image shown, in a
+thread: a 12-Mpx map takes a few hundred milliseconds to decode).
 """
 from __future__ import annotations
 
+import threading
 from typing import Callable
 
 import numpy as np
 from qtpy.QtCore import QObject, Signal
+
+from maskclip.errors import MaskCLIPError
 
 from . import _wording as say
 from ._unsure import UnsureRegions, unsure_mask
@@ -35,15 +39,24 @@ class ReviewTools(QObject):
     """current: () -> (project, image id, segmentation or None, verified mask or None) shown now."""
 
     message = Signal(str, bool)
+    _map_read = Signal(object, str, object)  # (project, image id, stored map or None), from the reading thread
 
     def __init__(self, viewer, layers, panel, current: Callable, parent=None):
         super().__init__(parent)
         self.viewer, self.layers, self.panel, self._current = viewer, layers, panel, current
         self.regions = UnsureRegions()
         self._stored: tuple[str, np.ndarray | None] | None = None  # (image id, its stored confidence map)
+        self._reading: str | None = None  # the image whose stored map a thread reads now
+        self._jump_pending = False  # Next unsure region was pressed while the map was being read
+        self._map_read.connect(self._on_map_read)
         panel.unsure_toggled.connect(lambda _: self.refresh())
         panel.threshold_changed.connect(lambda _: self.refresh())
         panel.next_region_requested.connect(self.next_region)
+
+    @property
+    def reading(self) -> bool:
+        """A stored confidence map is being read (the overlay follows when it is)."""
+        return self._reading is not None
 
     @property
     def showing(self) -> bool:
@@ -51,7 +64,7 @@ class ReviewTools(QObject):
 
     def image_changed(self, *_) -> None:
         """A new image is shown: its stored map is read again when needed."""
-        self._stored = None
+        self._stored, self._jump_pending = None, False
         self.refresh()
 
     def refresh(self, *_) -> None:
@@ -60,6 +73,8 @@ class ReviewTools(QObject):
             self.layers.show_unsure(None)
             return
         mask = self._mask()
+        if mask is None and self._reading is not None:
+            return  # shown when read
         self.layers.show_unsure(mask)
         if mask is None:
             self.message.emit(say.NO_CONFIDENCE_HERE, False)
@@ -71,9 +86,31 @@ class ReviewTools(QObject):
         rec = project.record(image_id)
         if seg is not None and seg.probs.shape[1:] == (rec.height, rec.width):
             return seg.probs.max(axis=0), "shown"
-        if self._stored is None or self._stored[0] != image_id:
-            self._stored = (image_id, project.confidence_map(image_id))
-        return self._stored[1], "stored"
+        if self._stored is not None and self._stored[0] == image_id:
+            return self._stored[1], "stored"
+        if self._reading != image_id:
+            self._reading = image_id
+            threading.Thread(target=self._read_map, args=(project, image_id), name="maskclip-confidence-read",
+                             daemon=True).start()
+        return None, "stored"
+
+    def _read_map(self, project, image_id: str) -> None:
+        """Thread body: the stored map, or None when there is none or it cannot be read (nothing to shade)."""
+        try:
+            confidence = project.confidence_map(image_id)
+        except MaskCLIPError:
+            confidence = None
+        self._map_read.emit(project, image_id, confidence)
+
+    def _on_map_read(self, project, image_id: str, confidence) -> None:
+        current_project, current_id = self._current()[:2]
+        if image_id == self._reading:
+            self._reading = None
+        if project is current_project and image_id == current_id:
+            self._stored = (image_id, confidence)
+            self.refresh()
+            if self._jump_pending:
+                self.next_region()
 
     def _mask(self) -> np.ndarray | None:
         confidence, source = self._confidence()
@@ -95,6 +132,7 @@ class ReviewTools(QObject):
             self.panel.unsure_check.setChecked(True)  # refreshes
         elif self.regions.mask is None:
             self.refresh()
+        self._jump_pending = self.regions.mask is None and self._reading is not None
         if self.regions.mask is None:
             return
         found = self.regions.next()

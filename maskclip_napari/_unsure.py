@@ -39,19 +39,31 @@ def unsure_mask(confidence: np.ndarray, verified: np.ndarray | None, below: floa
     return mask.view(np.uint8)
 
 
+REGION_GRID_PIXELS = 1 << 20  # regions are found on a grid of at most this many cells (12 Mpx: 4x4 blocks)
+
+
 def regions(mask: np.ndarray) -> list[Region]:
-    """The mask's 8-connected regions, largest first (tiny ones left out)."""
+    """The mask's 8-connected regions, largest first (tiny ones left out). A large image's mask is first
+    reduced to blocks (a block is unsure when any of its pixels is), so the pass stays cheap; boxes and pixel
+    counts are then in image pixels (counts of the blocks' unsure pixels)."""
     from scipy import ndimage
 
-    labelled, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    mask = np.asarray(mask, bool)
+    height, width = mask.shape
+    f = max(1, int(np.ceil(np.sqrt(mask.size / REGION_GRID_PIXELS))))
+    padded = np.zeros((-(-height // f) * f, -(-width // f) * f), bool)
+    padded[:height, :width] = mask
+    counts = padded.reshape(padded.shape[0] // f, f, padded.shape[1] // f, f).sum(axis=(1, 3))
+    labelled, count = ndimage.label(counts > 0, structure=np.ones((3, 3), bool))
     if not count:
         return []
-    sizes = np.bincount(labelled.ravel(), minlength=count + 1)
+    sizes = np.bincount(labelled.ravel(), weights=counts.ravel(), minlength=count + 1)
     smallest = max(MIN_REGION_PIXELS, int(MIN_REGION_SHARE * mask.size))
     found = []
     for index, box in enumerate(ndimage.find_objects(labelled), start=1):
         if box is not None and sizes[index] >= smallest:
-            found.append(Region(int(sizes[index]), box[0].start, box[0].stop, box[1].start, box[1].stop))
+            found.append(Region(int(sizes[index]), box[0].start * f, min(box[0].stop * f, height),
+                                box[1].start * f, min(box[1].stop * f, width)))
     return sorted(found, key=lambda region: -region.pixels)
 
 

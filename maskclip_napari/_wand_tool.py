@@ -98,7 +98,8 @@ class WandTool(QObject):
         layer = self.layers.labels_layer
         colour = layer.colormap.map(int(layer.selected_label)) if layer is not None else None
         rgb = tuple(float(c) for c in np.ravel(colour)[:3]) if colour is not None else (1.0, 1.0, 1.0)
-        self.layers.show_mask(WAND_LAYER, self.preview, rgb, 0.7)
+        y0, y1, x0, x1 = self.wand.box
+        self.layers.show_mask(WAND_LAYER, self.preview[y0:y1, x0:x1], rgb, 0.7, offset=(y0, x0))
         self.panel.apply_wand_button.setEnabled(True)
         self.message.emit(say.wand_preview(int(self.preview.sum()), self.panel.similarity()), False)
 
@@ -115,9 +116,10 @@ class WandTool(QObject):
         if self.preview.shape != layer.data.shape:
             self.discard()
             return
-        values = self.editor.edits.paint_verified(self.preview, value, layer.data)
-        layer.data[...] = values
-        layer.refresh()
+        self.editor.edits.paint_verified(self.preview, value, layer.data)
+        y0, y1, x0, x1 = self.wand.box
+        rows, cols = np.nonzero(self.preview[y0:y1, x0:x1])
+        layer.data_setitem((rows + y0, cols + x0), value)  # redraws only the region's box
         self.editor.save(source="wand")
         count = int(self.preview.sum())
         self.discard()

@@ -191,9 +191,12 @@ class EditState:
         wand: pixels that already had the class are verified too). Returns the layer's new values."""
         if layer_values is not None:
             self.record(layer_values)
-        values = self.recorded.copy()
-        values[mask] = value
-        verified = self.verified | mask
-        if self.history.record(self.recorded, self.verified, values, verified):
-            self.recorded, self.verified, self.dirty = values, verified, True
+        changed = mask & ((self.recorded != value) | ~self.verified)
+        if not changed.any():
+            return self.recorded
+        values, verified = self.recorded.copy(), self.verified.copy()
+        values[changed] = value
+        verified[changed] = True
+        self.history.record(self.recorded, self.verified, values, verified, changed=changed)
+        self.recorded, self.verified, self.dirty = values, verified, True
         return self.recorded

@@ -96,6 +96,7 @@ def test_low_confidence_overlay_and_next_unsure_region(make_napari_viewer, qtbot
     labels = viewer.layers["labels"]
     press(viewer, "U")  # the overlay, from the stored confidence (no model loaded in this session)
     assert widget.unsure_check.isChecked()
+    qtbot.waitUntil(lambda: "low confidence" in viewer.layers, timeout=5000)  # the stored map is read in a thread
     overlay = viewer.layers["low confidence"]
     assert overlay.visible and int(overlay.data.sum()) == 13 * w
     assert viewer.layers.selection.active is labels  # number keys and Ctrl+Z still reach the labels
@@ -172,6 +173,15 @@ def wand_click(layer, row, col):
                                                          pos=np.array([5, 5])))
 
 
+def shown_mask(layer, shape):
+    """An image layer's mask placed in the image (the wand's preview covers only the region's box)."""
+    full = np.zeros(shape, bool)
+    y0, x0 = (int(v) for v in layer.translate[-2:])
+    h, w = layer.data.shape
+    full[y0:y0 + h, x0:x0 + w] = layer.data.astype(bool)
+    return full
+
+
 def test_feature_wand_previews_then_applies_a_verified_region(make_napari_viewer, qtbot, image_folder, checkpoint):
     from test_gui_annotator import wait_idle
 
@@ -192,10 +202,11 @@ def test_feature_wand_previews_then_applies_a_verified_region(make_napari_viewer
     widget.similarity_slider.setValue(90)
     wand_click(layer, 20, 30)
     preview = viewer.layers["wand preview"]
-    small = int(preview.data.sum())
-    assert preview.visible and preview.data[20, 30] == 1 and small >= 1
+    shape = layer.data.shape
+    small = int(shown_mask(preview, shape).sum())
+    assert preview.visible and shown_mask(preview, shape)[20, 30] and small >= 1
     widget.similarity_slider.setValue(60)  # a lower similarity grows the region
-    grown = preview.data.astype(bool).copy()
+    grown = shown_mask(preview, shape)
     assert grown.sum() >= small and widget.apply_wand_button.isEnabled()
     assert not widget.project.get_verified(a).any()  # a preview changes nothing yet
     press(viewer, "Shift-W")  # Apply wand ✓

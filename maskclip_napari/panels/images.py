@@ -130,6 +130,7 @@ class ImagesPanel(QGroupBox):
         row.addWidget(self.least_confident_button)
         v.addLayout(row)
         self.states: list = []  # each row's ImageState (progress lines, filter)
+        self._filtered = False  # some rows may be hidden
         self.image_list = QListWidget()
         self.image_list.setMinimumHeight(90)
         self.image_list.setMaximumHeight(160)
@@ -252,9 +253,12 @@ class ImagesPanel(QGroupBox):
 
     def _apply_filter(self, row: int | None = None) -> None:
         """Hide the rows the filter leaves out (the current image's row stays in sight); row: only that one."""
+        if self.review_filter() == "all" and not self._filtered:
+            return  # nothing hidden: navigation costs no pass over the rows
         current = self.image_list.currentRow()
         for r in range(len(self.states)) if row is None else (row,):
             self.image_list.setRowHidden(r, r != current and not self.matches_filter(r))
+        self._filtered = self.review_filter() != "all"
 
     def set_state(self, has_project: bool, has_image: bool, stale: bool, can_open: bool) -> None:
         self.add_images_button.setEnabled(has_project)
