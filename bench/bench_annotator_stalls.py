@@ -2,7 +2,8 @@
 
 A 10 ms QTimer ticks on the GUI thread while the user's actions run: opening an image folder through the
 plugin's reader (first open creates the project; a second viewer reopens it), then Next ▶ through every
-image, then a brush stroke before each Next (the edit is saved). The longest gap between two ticks, minus the 10 ms interval, is the stall the user feels (the
+image, then a brush stroke before each Next (the edit is saved). The longest gap between two ticks, minus the
+10 ms interval, is the stall the user feels (the
 viewer cannot repaint or take input meanwhile); a repaint of the unchanged window is measured too, as the
 floor that drawing alone sets on this machine. Every image has stored labels (random blocks, part of
 them verified), so navigating reads labels too. No model is loaded: this measures the I/O and the layers.
@@ -14,6 +15,11 @@ Run under a display (Xvfb):  xvfb-run -a -s "-screen 0 1600x1100x24" .venv/bin/p
 Prints the numbers and writes the "Annotator stalls" section of bench/results.md. `--startup-only RUNS
 [--baseline CHECKOUT]` measures only the start-up row, in fresh processes (issue 22 defect 8), alternating
 with an earlier checkout's code, and writes the "Annotator start-up" section.
+
+--review instead times the dataset-review tools (issue 22): Next unverified, Least confident, the
+low-confidence overlay (on, toggles, Next ▶ with it on, Next unsure region) on stored confidences, then the
+feature wand's click, similarity change and Apply on a tiny random-weight ViT's cached features, after a
+Next ▶ baseline of the same run. Writes the "Annotator review tools" section.
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ from results_file import machine_line, write_section  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 CAMVID = ROOT.parent / "shared" / "data" / "camvid" / "val" / "images"
 HEADING = "## Annotator stalls (bench/bench_annotator_stalls.py)"
+REVIEW_HEADING = "## Annotator review tools (bench/bench_annotator_stalls.py --review)"
 STARTUP_HEADING = "## Annotator start-up (bench/bench_annotator_stalls.py --startup-only)"
 TICK_MS = 10
 REPEATS = 3
@@ -120,7 +127,10 @@ def make_images(folder: Path, count: int, size: tuple[int, int] | None) -> None:
 
 
 def add_labels(project, seed: int = 0) -> None:
-    """Random 16x16-block labels on every image, the top third verified (stands for earlier work)."""
+    """Random 16x16-block labels on every image, the top third verified (stands for earlier work), and a
+    stored confidence (a smooth random field, a fifth of it below 0.5) as a segmentation would leave."""
+    from scipy import ndimage
+
     rng = np.random.default_rng(seed)
     project.set_classes(["road", "car", "tree", "sky", "building"])
     for state in project.list_images():
@@ -129,6 +139,10 @@ def add_labels(project, seed: int = 0) -> None:
         verified = np.zeros_like(labels, bool)
         verified[: state.height // 3] = True
         project.set_labels(state.id, labels, verified=verified)
+        field = ndimage.zoom(ndimage.gaussian_filter(rng.random((state.height // 32 + 1, state.width // 32 + 1)), 1.5),
+                             32, order=1)[: state.height, : state.width]
+        confidence = np.clip(0.5 + (field - np.quantile(field, 0.2)) * 4, 0, 1).astype(np.float32)
+        project.merge_prediction(state.id, labels, confidence, source="maskclip")
 
 
 def idle(widget) -> bool:
@@ -229,6 +243,134 @@ def measure(folder: Path, app, napari) -> dict:
         floor.append(probe.stop())
     results["repaint only (no change; the floor)"] = (0.0, sorted(floor)[len(floor) // 2])
     viewer.close()
+    return results
+
+
+def measure_review_set(folder: Path, app, napari) -> dict:
+    """The review tools (--review): a project with stored labels and confidences opened, Next ▶ through every
+    image as the baseline of this run, then the tools, then the wand on a tiny model's features."""
+    from maskclip.project import Project
+    from maskclip_napari._dock import dock_annotator
+
+    probe = StallProbe()
+    viewer = napari.Viewer(show=True)
+    widget = dock_annotator(viewer)
+    run_until(app, lambda: widget.layers_prepared, time.perf_counter())
+    viewer.open(str(folder), plugin="maskclip-napari")
+    run_until(app, lambda: idle(widget), time.perf_counter())
+    add_labels(Project.open(folder / "maskclip-project"))
+    widget.refresh_from_project()
+    results = {}
+    if len(widget.project) > 1:
+        runs = []
+        for _ in range(len(widget.project)):
+            before = widget.current_id
+            runs.append(timed(app, probe, widget.next_button.click,
+                              lambda: idle(widget) and widget.current_id != before))
+        results["Next ▶ (the baseline of this run; worst of all images)"] = tuple(np.max(runs, axis=0))
+    results.update(measure_review(widget, app, probe, idle))
+    results.update(measure_wand(widget, app, probe, idle))
+    viewer.close()
+    return results
+
+
+def review_main(args, app, napari) -> int:
+    """--review: the dataset-review rows in their own section of bench/results.md."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-review-") as tmp:
+        sets = [(f"{args.images} x 480x360", args.images, None, 0.100),
+                (f"{args.large} x 4000x3000 (12 Mpx)", args.large, (4000, 3000), 0.250)]
+        for name, count, size, target in sets:
+            folder = Path(tmp) / name.split()[0] / "images"
+            make_images(folder, count, size)
+            for step, (seconds, stall) in measure_review_set(folder, app, napari).items():
+                goal = f"{target * 1000:.0f} ms ({'ok' if stall <= target else 'OVER'})"
+                rows.append((name, step, seconds, stall, goal))
+                print(f"{name:<24} {step:<58} done in {seconds * 1000:6.0f} ms, longest stall "
+                      f"{stall * 1000:5.0f} ms, target {goal}", flush=True)
+    load = os.getloadavg()[0]
+    lines = [f"{machine_line()}; napari under Xvfb; every image with stored labels (the top third verified) and "
+             "a stored confidence map (a smooth random field, a fifth below 0.5). Stall as in the section above. "
+             "The first rows (Next ▶) are this run's baseline: the machine was shared with other jobs, so compare "
+             "the review rows with them rather than with the idle numbers above. The wand rows follow a Segment "
+             "with a tiny random-weight ViT (its features are what the wand compares). Load average at the end "
+             f"of the run: {load:.1f} on 2 cores.",
+             "",
+             "| images | action | done in | longest stall | target |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | {step} | {seconds * 1000:.0f} ms | {stall * 1000:.0f} ms | {goal} |"
+              for name, step, seconds, stall, goal in rows]
+    write_section(REVIEW_HEADING, "\n".join(lines))
+    return 0
+
+
+def timed(app, probe, action, done) -> tuple[float, float]:
+    """(seconds until done(), longest stall) of one user action."""
+    probe.start()
+    start = time.perf_counter()
+    action()
+    seconds = run_until(app, done, start)
+    return seconds, probe.stop()
+
+
+def measure_review(widget, app, probe, idle) -> dict:
+    """Issue 22's dataset-review tools, no model loaded (the stored confidences)."""
+    results = {}
+    ids = widget.project.image_ids
+    if len(ids) > 1:  # (with one image they stay: nothing to time)
+        runs = []
+        for _ in range(len(ids)):  # every image has unverified pixels: each press moves on
+            before = widget.current_id
+            runs.append(timed(app, probe, widget.next_unverified_button.click,
+                              lambda: idle(widget) and widget.current_id != before))
+        results["Next unverified ▶ (worst of all images)"] = tuple(np.max(runs, axis=0))
+        runs = []
+        for _ in range(min(len(ids), 3)):
+            before = widget.current_id
+            runs.append(timed(app, probe, widget.least_confident_button.click,
+                              lambda: idle(widget) and widget.current_id != before))
+        results["Least confident ▶ (worst of 3)"] = tuple(np.max(runs, axis=0))
+    on = timed(app, probe, widget.unsure_check.click,
+               lambda: widget.layers.unsure_layer is not None and not widget.review.reading)
+    results["overlay on (first: reads the stored map, makes the layer)"] = on
+    if len(ids) > 1:
+        before = widget.current_id
+        results["Next ▶ with the overlay on (reads the next image's map)"] = timed(
+            app, probe, widget.next_button.click,
+            lambda: idle(widget) and widget.current_id != before and not widget.review.reading)
+    widget.unsure_check.click()
+    runs = []
+    for _ in range(3):
+        runs.append(timed(app, probe, widget.unsure_check.click, lambda: True))  # on, then off
+    results["overlay toggle (worst of 3 on/off)"] = tuple(np.max(runs, axis=0))
+    if not widget.unsure_check.isChecked():
+        widget.unsure_check.click()
+    runs = [timed(app, probe, widget.next_region_button.click, lambda: True) for _ in range(3)]
+    results["Next unsure region (first finds the regions; worst of 3)"] = tuple(np.max(runs, axis=0))
+    widget.unsure_check.click()
+    return results
+
+
+def measure_wand(widget, app, probe, idle) -> dict:
+    """The feature wand on the current image, once a (tiny, random-weight) model segmented it: its features
+    are in memory, as after any segmentation in the annotator."""
+    results = {}
+    widget.set_model_choice("maskclip-tiny-vit", "random", "cpu")
+    widget.segment_current()
+    run_until(app, lambda: idle(widget) and widget.session is not None, time.perf_counter(), timeout_s=600)
+    widget.wait_for_saves()
+    h, w = widget.image.shape[:2]
+    widget.wand_button.click()
+    widget.similarity_slider.setValue(70)
+    results["wand click (first: makes the preview layer)"] = timed(
+        app, probe, lambda: widget.wand.click((h / 2, w / 2)), lambda: widget.wand.preview is not None)
+    results["wand click (another pixel)"] = timed(app, probe, lambda: widget.wand.click((h / 3, w / 3)),
+                                                  lambda: widget.wand.preview is not None)
+    results["wand similarity change (preview again)"] = timed(app, probe,
+                                                              lambda: widget.similarity_slider.setValue(80),
+                                                              lambda: True)
+    results["Apply wand ✓ (one undo step; saved in the background)"] = timed(
+        app, probe, widget.apply_wand_button.click, lambda: not widget.has_unsaved_edits)
+    widget.wand_button.click()
     return results
 
 
@@ -340,6 +482,9 @@ def main() -> int:
                              "e.g. `git archive COMMIT src maskclip_napari | tar -x -C DIR`; the table names it by "
                              "its folder) measured alternately with this tree")
     parser.add_argument("--startup-child", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--review", action="store_true",
+                        help="time the dataset-review tools (Next unverified, Least confident, the low-confidence "
+                             "overlay, the feature wand) instead, in their own section")
     args = parser.parse_args()
     if not CAMVID.is_dir():
         print(f"shared data not found: {CAMVID}", file=sys.stderr)
@@ -355,6 +500,8 @@ def main() -> int:
 
     ensure_registered()
     app = QApplication.instance() or QApplication([])
+    if args.review:
+        return review_main(args, app, napari)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-stalls-") as tmp:
         sets = [(f"{args.images} x 480x360", args.images, None, 0.100),
