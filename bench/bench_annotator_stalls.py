@@ -16,12 +16,6 @@ Prints the numbers and writes the "Annotator stalls" section of bench/results.md
 [--baseline CHECKOUT]` measures only the start-up row, in fresh processes (issue 22 defect 8), alternating
 with an earlier checkout's code, and writes the "Annotator start-up" section.
 
---learn instead times learning from corrections live (issue 19, item 3): with a model loaded (ViT-B-16,
-random weights: timings do not depend on their values) and 'Learn from corrections' on, a brush stroke is
-saved; a job's worker re-reads the image's verified pixels, fits the text-prior learner and redraws; then a
-KS toggle redraws with the fitted learner from cached features (on the GUI thread where the image is small
-enough). Writes the "Annotator: stroke -> learned redraw" section.
-
 --review instead times the dataset-review tools (issue 22): Next unverified, Least confident, the
 low-confidence overlay (on, toggles, Next ▶ with it on, Next unsure region) on stored confidences, then the
 feature wand's click, similarity change and Apply on a tiny random-weight ViT's cached features, after a
@@ -94,6 +88,30 @@ def run_until(app, done, start: float, timeout_s: float = JOB_TIMEOUT_S, settle_
         if now - start > timeout_s:
             raise TimeoutError("the annotator did not finish in time")
         time.sleep(0.002)
+
+
+def wait_in_event_loop(done, start: float, timeout_s: float = JOB_TIMEOUT_S) -> float:
+    """Like run_until, but blocked in Qt's event loop as napari is (checking every 20 ms) instead of polling
+    it: a worker importing torch competes for the GIL with the GUI thread, and polling would slow it."""
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    loop, end = QEventLoop(), []
+
+    def check():
+        if done():
+            end.append(time.perf_counter())
+            loop.quit()
+        elif time.perf_counter() - start > timeout_s:
+            loop.quit()
+
+    timer = QTimer(interval=20)
+    timer.timeout.connect(check)
+    timer.start()
+    loop.exec_()
+    timer.stop()
+    if not end:
+        raise TimeoutError("the annotator did not finish in time")
+    return end[0] - start
 
 
 def make_images(folder: Path, count: int, size: tuple[int, int] | None) -> None:
@@ -372,14 +390,39 @@ def startup_child(folder: Path) -> int:
     ensure_registered()
     app = QApplication.instance() or QApplication([])
     seconds, stall = measure_startup(folder, app, napari)
-    print(json.dumps({"seconds": seconds, "stall": stall, "torch": "torch" in sys.modules}))
+    torch = "torch" in sys.modules
+    load_seconds, load_stall = measure_first_load(app, napari)
+    print(json.dumps({"seconds": seconds, "stall": stall, "torch": torch, "load_seconds": load_seconds,
+                      "load_stall": load_stall}))
     return 0
+
+
+def measure_first_load(app, napari) -> tuple[float, float]:
+    """The process's first model load (a tiny random-weight CLIP, so the import and the set-up are what
+    counts): where torch's import went when start-up stopped paying it."""
+    from maskclip_napari._dock import dock_annotator
+    from maskclip_napari.panels.method import RANDOM_WEIGHTS
+
+    viewer = napari.Viewer(show=True)
+    widget = dock_annotator(viewer)
+    run_until(app, lambda: widget.layers_prepared, time.perf_counter())
+    widget.set_model_choice("maskclip-tiny-vit", RANDOM_WEIGHTS, "cpu")
+    probe = StallProbe()
+    probe.start()
+    start = time.perf_counter()
+    widget.load_model()
+    result = (wait_in_event_loop(lambda: not widget.busy, start), probe.stop())
+    if widget.session is None:
+        raise RuntimeError(f"the model did not load: {widget.message_text()}")
+    viewer.close()
+    return result
 
 
 def startup_only(runs: int, baseline: Path | None, count: int) -> int:
     """The start-up row alone, each run in a fresh process; with a baseline checkout, its runs alternate with
     this tree's (the machine may be shared: back to back is the fair comparison)."""
-    trees = [("this tree", ROOT)] + ([(f"baseline ({baseline})", baseline.resolve())] if baseline else [])
+    trees = [("this tree", ROOT)] + ([(f"baseline ({baseline.resolve().name})", baseline.resolve())]
+                                     if baseline else [])
     found = {label: [] for label, _ in trees}
     with tempfile.TemporaryDirectory(prefix="bench-start-up-") as tmp:
         folder = Path(tmp) / "images"
@@ -394,14 +437,19 @@ def startup_only(runs: int, baseline: Path | None, count: int) -> int:
                     return 1
                 one = json.loads(proc.stdout.strip().splitlines()[-1])
                 found[label].append(one)
-                print(f"run {run + 1} {label:<40} done in {one['seconds'] * 1000:6.0f} ms, longest stall "
-                      f"{one['stall'] * 1000:5.0f} ms, torch imported: {one['torch']}", flush=True)
+                print(f"run {run + 1} {label:<40} start-up done in {one['seconds'] * 1000:6.0f} ms, longest stall "
+                      f"{one['stall'] * 1000:5.0f} ms, torch imported: {one['torch']}; first model load "
+                      f"{one['load_seconds'] * 1000:6.0f} ms, longest stall {one['load_stall'] * 1000:5.0f} ms",
+                      flush=True)
     rows = []
     for label, runs_found in found.items():
         stalls = [r["stall"] * 1000 for r in runs_found]
         done = [r["seconds"] * 1000 for r in runs_found]
         torch = "yes" if any(r["torch"] for r in runs_found) else "no"
-        rows.append((label, float(np.median(stalls)), min(stalls), max(stalls), float(np.median(done)), torch))
+        load_stalls = [r["load_stall"] * 1000 for r in runs_found]
+        load_done = [r["load_seconds"] * 1000 for r in runs_found]
+        rows.append((label, float(np.median(stalls)), min(stalls), max(stalls), float(np.median(done)), torch,
+                     float(np.median(load_stalls)), float(np.median(load_done))))
     ratio = ""
     if baseline:
         ratio = (f" The baseline's median longest stall is {rows[1][1] / rows[0][1]:.1f}x this tree's "
@@ -412,153 +460,19 @@ def startup_only(runs: int, baseline: Path | None, count: int) -> int:
              "`python -m maskclip_napari FOLDER` does: the plugin's import, the dock, napari's first layers), "
              f"each run a fresh process; {runs} runs per tree, alternating. Issue 22 defect 8: docking "
              "imported torch's stack (~3.5 s of import on the GUI thread); now only the model-loading worker "
-             f"imports it.{ratio} The machine is shared with other work: load average at the end "
+             f"imports it.{ratio} The last two columns time the process's first model load afterwards (a tiny "
+             "random-weight CLIP: what torch's import now adds to the first Load / Segment, in the worker, with "
+             "the busy bar showing). The machine is shared with other work: load average at the end "
              f"{load:.1f} on 2 cores.",
              "",
-             "| code | longest stall (median) | min | max | idle after (median) | torch imported at start-up |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {label} | {median:.0f} ms | {low:.0f} ms | {high:.0f} ms | {done:.0f} ms | {torch} |"
-              for label, median, low, high, done, torch in rows]
+             "| code | start-up: longest stall (median) | min | max | idle after (median) | torch imported at "
+             "start-up | first model load: longest stall (median) | done in (median) |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {label} | {median:.0f} ms | {low:.0f} ms | {high:.0f} ms | {done:.0f} ms | {torch} | "
+              f"{load_stall:.0f} ms | {load_done:.0f} ms |"
+              for label, median, low, high, done, torch, load_stall, load_done in rows]
     write_section(STARTUP_HEADING, "\n".join(lines))
     print("\n".join(lines[2:]))
-    return 0
-
-
-LEARN_HEADING = "## Annotator: stroke -> learned redraw (bench/bench_annotator_stalls.py --learn)"
-LEARN_CLASSES = ["road", "car", "tree", "sky", "building", "person", "sign", "fence"]
-STROKES = 5
-
-
-class FitTimer:
-    """Times every fit of the text-prior learner (`maskclip.learner.fit_text_prior`) and where it ran."""
-
-    def __init__(self):
-        import threading
-
-        from maskclip import learner
-
-        self.seconds, self.on_gui_thread = [], 0
-        fit = learner.fit_text_prior
-
-        def timed_fit(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return fit(*args, **kwargs)
-            finally:
-                self.seconds.append(time.perf_counter() - start)
-                self.on_gui_thread += threading.current_thread() is threading.main_thread()
-
-        learner.fit_text_prior = timed_fit
-
-
-def measure_learning(folder: Path, app, napari, checkpoint: Path, model: str, fits: FitTimer) -> dict:
-    """Strokes with learning from corrections on: stroke saved -> learned labels shown, the fit, the
-    longest GUI stall; then KS toggles redrawn with the fitted learner."""
-    from maskclip_napari._dock import dock_annotator
-
-    probe = StallProbe()
-    viewer = napari.Viewer(show=True)
-    widget = dock_annotator(viewer)
-    viewer.open(str(folder), plugin="maskclip-napari")
-    run_until(app, lambda: widget.current_id is not None and not getattr(widget, "loading", False), time.perf_counter())
-    widget.project.set_classes(LEARN_CLASSES)
-    widget.show_classes()
-    widget.set_model_choice(model, str(checkpoint), "cpu")
-    widget.learn_check.setChecked(True)
-    widget.segment_current()
-    run_until(app, lambda: not widget.busy and widget.segmentation is not None, time.perf_counter(), 600)
-
-    layer = widget.labels_layer
-    height, width = layer.data.shape
-    layer.brush_size = max(9, min(height, width) // 30)
-    totals, stalls, fit_counts = [], [], []
-    for k in range(STROKES):  # horizontal strokes of different classes across the image
-        row = int(height * (k + 1) / (STROKES + 1))
-        for col in np.linspace(0, width - 1, 40):
-            layer.paint((row, col), 1 + k % len(LEARN_CLASSES), refresh=False)
-        layer.refresh()
-        before, fitted = widget.segmentation, len(fits.seconds)
-        probe.start()
-        start = time.perf_counter()
-        widget.save_current()
-        totals.append(run_until(app, lambda: widget.segmentation is not before and not widget.busy
-                                and not widget.has_unsaved_edits, start))
-        stalls.append(probe.stop())
-        fit_counts.append(len(fits.seconds) - fitted)
-    stroke_fits = fits.seconds[-sum(fit_counts):] if sum(fit_counts) else [float("nan")]
-
-    toggles, toggle_stalls, refits = [], [], 0
-    for _ in range(STROKES):  # redraws with the fitted learner
-        before, fitted = widget.segmentation, len(fits.seconds)
-        probe.start()
-        start = time.perf_counter()
-        widget.ks_check.setChecked(not widget.ks_check.isChecked())
-        widget._redraw_timer.stop()  # skip the debounce: time the redraw itself
-        widget._on_method_changed()
-        toggles.append(run_until(app, lambda: widget.segmentation is not before and not widget.busy, start))
-        toggle_stalls.append(probe.stop())
-        refits += len(fits.seconds) - fitted
-    gui_thread = widget.session.is_cheap(widget.image, widget.method())
-    engine = []
-    for _ in range(3):
-        start = time.perf_counter()
-        widget.session.segment(widget.image, widget.method())
-        engine.append(time.perf_counter() - start)
-    taught = sum(v for k, v in widget.session.taught.items() if k)
-    viewer.close()
-    return {"stroke": (float(np.median(totals)), max(totals), max(stalls)),
-            "fit": (float(np.median(stroke_fits)), max(stroke_fits)),
-            "redraw": (float(np.median(toggles)), max(toggles), max(toggle_stalls), gui_thread),
-            "engine": float(np.median(engine)), "taught": taught, "refits": refits}
-
-
-def learn_main(args, app, napari) -> int:
-    import torch
-
-    import maskclip
-
-    torch.set_num_threads(1)
-    fits = FitTimer()
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="bench-learn-") as tmp:
-        checkpoint = Path(tmp) / "weights.pt"
-        torch.manual_seed(0)
-        maskclip.load(args.model, pretrained=None, device="cpu").save_checkpoint(checkpoint)
-        for name, size in (("480x360", None), ("4000x3000 (12 Mpx)", (4000, 3000))):
-            folder = Path(tmp) / name.split()[0] / "images"
-            make_images(folder, 2, size)
-            r = measure_learning(folder, app, napari, checkpoint, args.model, fits)
-            rows.append((name, r))
-            print(name, r, flush=True)
-    assert fits.on_gui_thread == 0, "the learner was fitted on the GUI thread"
-    load = os.getloadavg()[0]
-    lines = [f"{machine_line()}; 1 torch thread; napari under Xvfb; {args.model} with random weights (timings do "
-             f"not depend on their values) on the CPU, short side 336, {len(LEARN_CLASSES)} classes + the default "
-             f"background prompts, 'Learn from corrections' on (the text-prior learner, `maskclip.learner`). "
-             f"{STROKES} strokes of different classes across the image, each saved; the annotator then runs one job: "
-             "its worker re-reads the image's verified pixels (features cached), fits the learner and redraws, "
-             f"and the labels show (the {120} ms redraw debounce included). Then {STROKES} KS toggles redraw with the "
-             "fitted learner. Fits on the GUI thread: "
-             f"{fits.on_gui_thread}. Stall = longest gap of a {TICK_MS} ms GUI timer beyond its interval. The "
-             f"machine was shared with other jobs (load average {load:.1f} on 2 cores at the end).", "",
-             "| image | stroke saved -> learned labels shown (median / max) | learner fit in the worker (median / "
-             "max) | longest GUI stall during it | redraw with the fitted learner (median / max; where) | longest "
-             "GUI stall during it | refits during the redraws | engine only, fitted learner, cached features |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name, r in rows:
-        (t_med, t_max, t_stall), (f_med, f_max) = r["stroke"], r["fit"]
-        d_med, d_max, d_stall, gui = r["redraw"]
-        lines.append(f"| {name} | {t_med * 1000:.0f} / {t_max * 1000:.0f} ms | {f_med * 1000:.0f} / "
-                     f"{f_max * 1000:.0f} ms | {t_stall * 1000:.0f} ms | {d_med * 1000:.0f} / {d_max * 1000:.0f} ms "
-                     f"({'GUI thread' if gui else 'worker'}) | {d_stall * 1000:.0f} ms | {r['refits']} | "
-                     f"{r['engine'] * 1000:.0f} ms |")
-    lines += ["", "Target (issue 19, item 3): the redraw of the current image with the fitted learner under 100 ms at "
-              "480x360 with cached features; the fit never on the GUI thread. At 12 Mpx the redraw is over the "
-              "annotator's GUI-thread budget (`_session.GUI_THREAD_REDRAW_VALUES`) and runs in the worker. A redraw "
-              "that runs as a job re-reads the image's verified pixels first when its label revision changed (the "
-              "previous job stored its prediction there; `maskclip.verified_sync` keys on the revision), which "
-              "refits the learner in that worker: the refits column counts them."]
-    write_section(LEARN_HEADING, "\n".join(lines))
     return 0
 
 
@@ -570,14 +484,13 @@ def main() -> int:
                         help="only the start-up row, RUNS times, each in a fresh process (the first start-up of "
                              "a process is the one that pays the imports)")
     parser.add_argument("--baseline", type=Path, default=None,
-                        help="with --startup-only: a checkout of an earlier commit (its src/ and maskclip_napari/) "
-                             "measured alternately with this tree")
+                        help="with --startup-only: a checkout of an earlier commit (its src/ and maskclip_napari/, "
+                             "e.g. `git archive COMMIT src maskclip_napari | tar -x -C DIR`; the table names it by "
+                             "its folder) measured alternately with this tree")
     parser.add_argument("--startup-child", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--review", action="store_true",
                         help="time the dataset-review tools (Next unverified, Least confident, the low-confidence "
                              "overlay, the feature wand) instead, in their own section")
-    parser.add_argument("--learn", action="store_true", help="time stroke -> learned redraw instead (a model loads)")
-    parser.add_argument("--model", default="ViT-B-16", help="with --learn: the architecture (random weights)")
     args = parser.parse_args()
     if not CAMVID.is_dir():
         print(f"shared data not found: {CAMVID}", file=sys.stderr)
@@ -586,10 +499,6 @@ def main() -> int:
         return startup_child(args.startup_child)
     if args.startup_only:
         return startup_only(args.startup_only, args.baseline, args.images)
-    if args.learn:
-        from maskclip_napari._torch_env import import_torch_stack
-
-        import_torch_stack()  # torch + torchvision without triton, before napari's GL context (see _torch_env)
     import napari
     from qtpy.QtWidgets import QApplication
 
@@ -597,8 +506,6 @@ def main() -> int:
 
     ensure_registered()
     app = QApplication.instance() or QApplication([])
-    if args.learn:
-        return learn_main(args, app, napari)
     if args.review:
         return review_main(args, app, napari)
     rows = []

@@ -157,7 +157,7 @@ class EditSaver(QObject):
             return
         values = self.edits.verify(class_index, layer.data)
         self.save(source="reviewed" if class_index is None else "verified class")
-        # the list and the learned prototypes follow when it is written
+        # the image list follows when it is written, and the learner (with Learn from corrections on)
         if class_index is None:
             labelled = int((values > 0).sum())
             self.message.emit(say.reviewed(image_id, labelled, values.size - labelled), False)

@@ -16,7 +16,6 @@ from typing import Callable
 import numpy as np
 
 from ._layers import UNSURE_COLOUR, confidence_colormap, labels_colormap, labels_features, mask_colormap
-from ._stroke_layer import StrokeLabels
 
 IMAGE_LAYER = "image"
 LABELS_LAYER = "labels"
@@ -131,6 +130,8 @@ class LayerManager:
         return labels_colormap(colours, [i for i, name in enumerate(names) if name in self.hidden_classes])
 
     def add_labels_layer(self, values: np.ndarray, names, colours):
+        from ._stroke_layer import StrokeLabels  # napari.layers: imported once the layer warm-up has (_layers)
+
         layer = self.viewer.add_layer(StrokeLabels(values, name=LABELS_LAYER, opacity=0.55,
                                                    colormap=self._colormap(names, colours),
                                                    features=labels_features(names)))

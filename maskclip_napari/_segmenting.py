@@ -56,6 +56,7 @@ class Segmenter(QObject):
         self.last_redraw_blocking_s: float | None = None
         self.redraw_count = 0
         self._setting_message = ""  # what the last setting change said (an Update / Preview job ends with it)
+        self._relearned = False  # corrections were saved since the last setting change: the learner refits
 
     @property
     def busy(self) -> bool:
@@ -134,7 +135,9 @@ class Segmenter(QObject):
         source, image_id = self._label_source(), self._target()[1]
         in_place = is_maskclip(source)
         self.request_redraw(merge=in_place, kind="Update" if in_place else "Preview")
-        self._setting_message = say.updated(image_id) if in_place else say.previewing(describe(source))
+        updated = say.relearned(image_id) if self._relearned else say.updated(image_id)
+        self._relearned = False
+        self._setting_message = updated if in_place else say.previewing(describe(source))
         self.message.emit(self._setting_message, False)  # again when a job did it (its progress said more)
 
     def segment_all(self) -> None:
@@ -178,6 +181,7 @@ class Segmenter(QObject):
         if not self.session.serves(self._model_choice(), project.cache_dir):
             return False
         self.session.corrections_changed()
+        self._relearned = True  # the redraw that follows says so
         return True
 
     def export_job(self, root, out, fmt: str, verified_only: bool, val_fraction: float, overwrite: bool):

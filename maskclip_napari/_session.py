@@ -4,6 +4,11 @@
 engine already holds in memory (`MaskCLIP.is_ready`) is cheap (cosine scores + PD + KS + upsampling) and
 may run on the GUI thread, unless the image is so large that even that part would hold the event loop
 too long; anything else goes to a worker.
+
+Learning from corrections uses the learner the project's settings name, built as `maskclip project segment
+--learn-from-verified` builds it (`maskclip.learner.project_learner`); a job's worker re-reads the changed
+verified pixels and fits it (`learn_all`), and a redraw is cheap only once it is fitted (`learning_ready`),
+so the GUI thread never fits.
 """
 from __future__ import annotations
 
@@ -137,10 +142,13 @@ class ModelSession:
             return False
         return not isinstance(learner, ProjectLearner) or self.fitted == (learner.version, method.fit_key())
 
-    def corrections_changed(self) -> None:
-        """New verified pixels were saved (GUI thread): the next segmentation re-reads and refits first."""
+    def corrections_changed(self, other_project: bool = False) -> None:
+        """New verified pixels were saved, or another project opened (GUI thread): the next segmentation
+        re-reads (the learner starts over for another project) and refits first."""
         with self._learn_lock:
             self.learner_synced = False
+            if other_project:
+                self.taught = {}
 
     def learn_all(self, project, method: Method) -> Iterator[str]:
         """Worker body part: read the verified pixels of every image changed since the last time, then fit

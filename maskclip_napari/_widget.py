@@ -250,6 +250,9 @@ class AnnotatorWidget(QWidget):
         self.class_editor.setEnabled(has_project)
         self.method_panel.set_job_state(has_image and not busy, has_project and not busy, busy)
         self.export_button.setEnabled(has_project and not busy)
+        # the method's settings are the project's: changed while the first project is being read, they would
+        # be replaced by its settings when it shows
+        self.method_panel.setEnabled(has_project or not self.loading)
         self.busy_bar.setVisible(self.loading or (busy and self.progress.maximum() == 0))
 
     def show_message(self, text: str, error: bool = False) -> None:
@@ -321,7 +324,7 @@ class AnnotatorWidget(QWidget):
         self.cancel()
         self.nav.set_project(project)
         if self.session is not None:
-            self.session.taught = {}  # another project's: its learner reads this one's on the next job
+            self.session.corrections_changed(other_project=True)  # learned from another project's pixels
         self.method_panel.load_settings(project.settings)
         self.method_panel.show_model_state(self.session)
         self.show_classes()
@@ -424,8 +427,18 @@ class AnnotatorWidget(QWidget):
         self.show_message(say.NO_NEW_LABEL)
 
     def on_shortcut(self, name: str) -> None:
-        """What a SHORTCUTS key does: the same as its control (`_shortcuts.run_shortcut`)."""
-        run_shortcut(self, name)
+        """What a SHORTCUTS key does: the same as its control (`_shortcuts.run_shortcut`); before a project
+        shows (napari still starting, the folder still being read) it says why nothing happens."""
+        if self._project_shown():
+            run_shortcut(self, name)
+
+    def _project_shown(self, error: bool = False) -> bool:
+        """Whether a project is open; if not, says so (still opening one, or none opened yet: an error when
+        `error`)."""
+        if self.project is not None:
+            return True
+        self.show_message(say.STILL_OPENING if self.loading else say.OPEN_FIRST, error=error and not self.loading)
+        return False
 
     # === Image list and navigation ===============================================================
     def next_image(self) -> None:
@@ -543,7 +556,9 @@ class AnnotatorWidget(QWidget):
 
     # === Segmentation (jobs in workers: _jobs.JobRunner; cheap redraws on the GUI thread) ========
     def _ready_to_segment(self) -> bool:
-        if self.project is None or self.current_id is None:
+        if not self._project_shown(error=True):
+            return False
+        if self.current_id is None:
             self.show_message(say.OPEN_FIRST, error=True)
             return False
         if not self.project.classes:

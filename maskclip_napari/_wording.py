@@ -106,6 +106,7 @@ TRAINING_INTRO = ("Trains a segmentation network on MaskCLIP's labels and your v
 START = "Open a folder of images to start."
 NO_PROJECT = "No project open"
 OPEN_FIRST = "Open a folder of images first."
+STILL_OPENING = "Still opening the project: try again once its first image shows."
 ADD_CLASSES_FIRST = "Add at least one class (for example: road, car, tree, sky)."
 SELECT_CLASS_FIRST = "Select a class as the labels layer's label first."
 BUSY = "Busy: wait for the running job or cancel it."
@@ -211,6 +212,10 @@ def background_taught(count: int) -> str:
 
 def updated(image_id: str) -> str:
     return f"{image_id}: MaskCLIP's labels redone with the new setting (verified pixels kept)."
+
+
+def relearned(image_id: str) -> str:
+    return f"{image_id}: learned from your corrections; MaskCLIP's labels redone (verified pixels kept)."
 
 
 def brush(index: int, name: str | None, colour=None) -> str:

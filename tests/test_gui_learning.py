@@ -91,6 +91,7 @@ def test_corrections_teach_every_image(make_napari_viewer, qtbot, folder, checkp
     widget.wait_for_saves()  # the saved strokes start a job: the learner re-reads them and refits in its worker
     qtbot.waitUntil(lambda: not widget.busy and (layer.data[:48] == bottom).mean() > 0.9, timeout=JOB_TIMEOUT_MS)
     assert sorted(widget.session.learner.taught()) == ["road", "sky"]
+    qtbot.waitUntil(lambda: "learned from your corrections" in widget.message_text(), timeout=5000)
     verified = project.get_verified(widget.current_id)
     assert (layer.data[verified] == painted[verified]).all()  # strokes are kept
     assert (layer.data[48:] == top).mean() > 0.9
@@ -106,10 +107,13 @@ def test_corrections_teach_every_image(make_napari_viewer, qtbot, folder, checkp
     qtbot.waitUntil(lambda: widget.redraw_count > count, timeout=5000)
     assert fits and not any(fits), "the learner was fitted on the GUI thread"
 
-    # the other image follows the corrections too (its split is elsewhere): Segment uses the learner
-    widget.next_image()
-    widget.segment_current()
+    # the other image follows the corrections too (its split is elsewhere): Segment all uses the learner
+    widget.segment_all()
     qtbot.waitUntil(lambda: not widget.busy, timeout=JOB_TIMEOUT_MS)
+    stored = project.get_labels(project.image_ids[1])
+    assert (stored[:30] == bottom - 1).mean() > 0.9 and (stored[30:] == top - 1).mean() > 0.9
+    widget.next_image()
+    qtbot.waitUntil(lambda: not widget.loading, timeout=JOB_TIMEOUT_MS)
     layer = viewer.layers["labels"]
     assert (layer.data[:30] == bottom).mean() > 0.9 and (layer.data[30:] == top).mean() > 0.9
 
@@ -184,3 +188,23 @@ def test_a_stroke_over_its_own_class_verifies_it(make_napari_viewer, qtbot, fold
     widget.undo()
     widget.wait_for_saves()
     assert not project.get_verified(image_id)[90, 100] and project.get_verified(image_id)[70, 30]
+
+
+def test_the_weight_shows_only_for_a_project_set_to_the_prototypes(qtbot, folder):
+    """The panel follows the project's learner (`settings.learn_spec`): the text-prior learner (default) has
+    no weight; a project set to the class prototypes (kept for comparison) shows and stores theirs."""
+    from maskclip.project import Project
+    from maskclip_napari.panels.method import MethodPanel
+
+    project = Project.create(folder.parent / "p", sorted(folder.iterdir()), classes=["sky", "road"])
+    panel = MethodPanel()
+    qtbot.addWidget(panel)
+    panel.load_settings({"learn": {"from_verified": True}})
+    assert not panel.learn_weight.isVisibleTo(panel) and panel.method(project).learner == "text-prior"
+    assert "weight" not in panel.settings_update(project)["learn"]
+    panel.load_settings({"learn": {"from_verified": True, "learner": "prototypes", "weight": 0.7}})
+    method = panel.method(project)
+    assert panel.learn_weight.isVisibleTo(panel) and (method.learner, method.learn_weight) == ("prototypes", 0.7)
+    assert panel.settings_update(project)["learn"] == {"from_verified": True, "weight": 0.7}
+    panel.learn_check.setChecked(False)
+    assert panel.method(project).learner is None

@@ -58,13 +58,13 @@ def new_project(tmp, name, images, classes) -> Project:
     return Project.open(tmp / name)
 
 
-def segment(project: Project, weights, processes: int) -> subprocess.CompletedProcess:
+def segment(project: Project, weights, processes: int, *extra: str) -> subprocess.CompletedProcess:
     launcher = [] if processes == 1 else ["-m", "torch.distributed.run", "--standalone",
                                           "--nproc-per-node", str(processes)]
     # sliding windows; no PD / KS, so that random weights label more than one class
     cmd = [sys.executable, *launcher, "-m", "maskclip", "project", "segment", str(project.root),
            "--model", "maskclip-tiny-vit", "--pretrained", str(weights), "--scales", "64", "--window", "32",
-           "--stride", "16", "--no-prompt-denoising", "--no-key-smoothing", "--device", "cpu"]
+           "--stride", "16", "--no-prompt-denoising", "--no-key-smoothing", "--device", "cpu", *extra]
     return subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)
 
 
@@ -103,3 +103,13 @@ def test_an_image_failing_on_another_rank_is_reported(setup):
     project = Project.open(project.root)
     assert [i for i in project.image_ids if project.history(i)[-1]["source"].startswith("maskclip")] == \
         [i for i in project.image_ids if i != bad]
+
+
+def test_an_error_that_stops_the_processes_is_one_line_per_error(setup):
+    tmp, images, classes, weights = setup
+    project = new_project(tmp, "unknown", images, classes)
+    res = segment(project, weights, 2, "--image", "nope")
+    assert res.returncode != 0
+    assert "maskclip project segment: error on process 0, 1 of 2: no image 'nope'" in res.stderr
+    assert "segmented" not in res.stdout  # no process segmented anything: no summary of nothing
+    assert "cli_project.py" not in res.stderr  # a message, not a traceback (torchrun prints its own after it)

@@ -190,29 +190,30 @@ def _segment(args) -> int:
         try:
             result, error = _segment_shard(args, ctx), None
         except MaskCLIPError as exc:  # told to every rank, so none waits for a process that gave up
+            if not ctx.distributed:
+                raise
             result, error = None, str(exc)
         outcomes = D.gather((result, error), ctx)
     finally:
         D.cleanup(ctx)
-    if not ctx.is_main:
-        return 0 if all(e is None for _, e in outcomes) else 2
+    if not ctx.is_main:  # rank 0 reports and exits with the run's code; a non-zero exit here would make torchrun
+        return 0         # stop rank 0 (SIGTERM) before it has said what went wrong
     errors = [(rank, e) for rank, (_, e) in enumerate(outcomes) if e is not None]
-    if errors and not ctx.distributed:
-        raise MaskCLIPError(errors[0][1])
-    for rank, message in errors:
-        print(f"maskclip project segment: error on process {rank} of {ctx.world_size}: {message}", file=sys.stderr)
+    for message in dict.fromkeys(e for _, e in errors):  # one line per distinct error, naming its processes
+        ranks = [str(rank) for rank, e in errors if e == message]
+        print(f"maskclip project segment: error on process {', '.join(ranks)} of {ctx.world_size}: {message}",
+              file=sys.stderr)
     done = [r for r, _ in outcomes if r is not None]
-    merged = sum(r["merged"] for r in done)
-    skipped = sum(r["skipped"] for r in done)
     failed = [i for r in done for i in r["failed"]]
-    where = f" on {ctx.world_size} processes" if ctx.distributed else ""
-    print(f"segmented {merged} images{where} ({skipped} skipped: stale or already labelled"
-          f"{f'; {len(failed)} failed: ' + ', '.join(failed) if failed else ''})")
+    if done:
+        where = f" on {len(done)} of {ctx.world_size} processes" if errors else \
+            f" on {ctx.world_size} processes" if ctx.distributed else ""
+        print(f"segmented {sum(r['merged'] for r in done)} images{where} ({sum(r['skipped'] for r in done)} skipped: "
+              f"stale or already labelled{f'; {len(failed)} failed: ' + ', '.join(failed) if failed else ''})")
+    if errors and done:  # some shards were done, the others not
+        print("maskclip project segment: the images of the processes that stopped were not segmented; "
+              "--only-unlabelled segments only those when the command runs again", file=sys.stderr)
     if errors:
-        failed_ranks = ", ".join(str(rank) for rank, _ in errors)
-        print(f"maskclip project segment: process(es) {failed_ranks} stopped early; their images were not "
-              "segmented (run the command again: images already labelled are redone, use --only-unlabelled to "
-              "skip them)", file=sys.stderr)
         return 2
     return 1 if failed else 0
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..batch import FAILED, Prediction, run_batch
+from ..defaults import REFINE_MIN_CONFIDENCE
 from ..errors import MaskCLIPError
 from ..validation import check_probability
 from ..settings import clip_spec
@@ -216,7 +217,7 @@ def _write_refine_end(folder: RunFolder, state: str, started: float) -> None:
 
 
 def refine_project(project_dir: str | Path, run_dir: str | Path, *, device: str = "auto",
-                   min_confidence: float = 0.0, precision: str = "auto", log: Callable[[str], None] = print,
+                   min_confidence: float = REFINE_MIN_CONFIDENCE, precision: str = "auto", log: Callable[[str], None] = print,
                    progress: Callable[[int, int], None] | None = None) -> dict:
     """Predict every image with the run's student and merge the result into the project's labels.
 
