@@ -10,7 +10,8 @@ Each step runs through the code the command line runs, on a project of --images 
 - refine: `maskclip.train.project_run.refine_project` (student prediction + merge of every image).
 
 On CUDA the inference steps autocast to bfloat16 (float16 without it; `maskclip.precision`, --no-amp for
-float32) and sliding windows go through the encoder 16 at a time; training uses float16 with a gradient scaler.
+float32), sliding windows go through the encoder 16 at a time and refine predicts 8 same-size images per pass;
+training uses float16 with a gradient scaler.
 The CPU runs float32. CLIP weights are random (`--pretrained none`: nothing is downloaded; the speed is that of
 the architecture) unless --pretrained names a tag or file. The first image of each inference step is a warm-up
 and not timed (CUDA kernels, caches); training's rate is the trainer's own (all iterations).
@@ -169,7 +170,7 @@ def main() -> int:
         result = train(items, cache, embeddings, names, tmp / "run", config, class_groups=groups, clip_model=model,
                        info={"clip": spec, "rows": rows, "groups": groups},
                        log=lambda m: print(f"train: {m}", file=sys.stderr, flush=True))
-        del model
+        model = None  # free the CLIP before refine
         steps.append(("training", args.iters * args.batch_size, result.seconds, result.images_per_s,
                       f"`train`: {config.student}, {args.iters} iterations at batch {args.batch_size}, "
                       f"crop {args.crop_size}"))

@@ -59,6 +59,7 @@ def new_project(tmp, name, images, classes) -> Project:
 
 
 def segment(project: Project, weights, processes: int, *extra: str) -> subprocess.CompletedProcess:
+    """`project segment` in one process or under torchrun; weights: a checkpoint file or "none" (random)."""
     launcher = [] if processes == 1 else ["-m", "torch.distributed.run", "--standalone",
                                           "--nproc-per-node", str(processes)]
     # sliding windows; no PD / KS, so that random weights label more than one class
@@ -86,6 +87,18 @@ def test_two_processes_give_the_labels_of_one(setup):
         np.testing.assert_array_equal(two.get_labels(image_id), one.get_labels(image_id))
         assert two.history(image_id)[-1]["source"] == one.history(image_id)[-1]["source"]
     assert len(np.unique([one.get_labels(i) for i in one.image_ids])) > 1  # not one constant answer
+
+
+def test_random_weights_are_the_same_in_every_process(setup):
+    """--pretrained none: each process draws the weights from the same seed (as `maskclip train` does)."""
+    tmp, images, classes, _ = setup
+    one, two = new_project(tmp, "rnd1", images, classes), new_project(tmp, "rnd2", images, classes)
+    for project, processes in ((one, 1), (two, 2)):
+        res = segment(project, "none", processes)
+        assert res.returncode == 0, res.stderr[-3000:]
+    one, two = Project.open(one.root), Project.open(two.root)
+    for image_id in one.image_ids:
+        np.testing.assert_array_equal(two.get_labels(image_id), one.get_labels(image_id))
 
 
 def test_an_image_failing_on_another_rank_is_reported(setup):

@@ -220,12 +220,12 @@ def _segment(args) -> int:
 
 def _segment_shard(args, ctx) -> dict:
     """This process's share of `project segment` (all images in a single process): counts and failed ids."""
-    import maskclip
     from .batch import FAILED, MERGED, Prediction, run_batch
     from .project import Project
     from .settings import clip_spec, learn_spec
     from .prompts import prompt_rows
     from .train import distributed as D
+    from .train.project_run import load_clip_model
 
     project = Project.open(args.dir)
     if not project.class_names:
@@ -242,9 +242,8 @@ def _segment_shard(args, ctx) -> dict:
     if unknown:
         raise MaskCLIPError(f"no image {unknown[0]!r} in project {args.dir}")
     mine = D.shard(ids, ctx)
-    model = maskclip.load(spec["model"], spec["pretrained"], ctx.device, dense_mode=spec["dense_mode"],
-                          quick_gelu=spec["quick_gelu"], cache_dir=project.cache_dir,
-                          precision="float32" if args.no_amp else "auto")
+    # seeded: random weights (--pretrained none) are the same in every process, as in `train`
+    model = load_clip_model(spec, ctx.device, project.cache_dir, precision="float32" if args.no_amp else "auto")
     if learn["from_verified"]:  # every process learns the same term from all verified pixels
         options["learned"] = _learn_from_verified(model, project, options, learn, quiet=not ctx.is_main)
     if ctx.distributed and ctx.is_main:

@@ -17,18 +17,18 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..batch import FAILED, Prediction, run_batch
+from ..batch import FAILED, Prediction, default_errors, run_batch
 from ..defaults import REFINE_MIN_CONFIDENCE
 from ..errors import MaskCLIPError
 from ..validation import check_probability
 from ..settings import clip_spec
-from ..precision import autocast, autocast_dtype
+from ..precision import autocast_dtype
 from ..prompts import prompt_rows
 from ..run_folder import PHASE_PSEUDO_LABELS, STATE_CANCELLED, STATE_DONE, STATE_FAILED, STATE_RUNNING
 from . import distributed as D
-from .data import TrainItem, normalise, prediction_size, to_float_rgb
+from .data import TrainItem
+from .inference import REFINE_BATCH_CUDA, BatchedPredictions, predict  # noqa: F401  (predict: the benchmarks')
 from .loop import (CHECKPOINT_FORMAT, ResumeError, RunFolder, TrainConfig, TrainResult, StopFlag, load_checkpoint,
                    load_student, train)
 from .targets import TeacherCache, fill_teacher_cache
@@ -191,22 +191,6 @@ def train_project(project_dir: str | Path, run_dir: str | Path, config: TrainCon
         D.cleanup(ctx)
 
 
-@torch.inference_mode()
-def predict(student, image: np.ndarray, base_size: int | None, device: torch.device,
-            dtype: torch.dtype | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(labels int32 HxW, confidence float32 HxW) of one image at its full resolution; the student's forward
-    pass autocast to `dtype` (CUDA only: `maskclip.precision.autocast_dtype`)."""
-    rgb = torch.from_numpy(to_float_rgb(image)).permute(2, 0, 1)
-    h, w = rgb.shape[-2:]
-    size = prediction_size(h, w, base_size)
-    x = F.interpolate(rgb[None], size=size, mode="bilinear", align_corners=False, antialias=size[0] < h)
-    with autocast(device, dtype):
-        logits = student(normalise(x).to(device)).float()
-    logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-    conf, labels = logits.softmax(dim=1).max(dim=1)
-    return labels[0].to(torch.int32).cpu().numpy(), conf[0].cpu().numpy()
-
-
 def _write_refine_end(folder: RunFolder, state: str, started: float) -> None:
     """The last refine_progress.json of a refine (done or failed), keeping its counts."""
     from ..run_folder import read_refine_progress
@@ -261,8 +245,11 @@ def refine_project(project_dir: str | Path, run_dir: str | Path, *, device: str 
     if progress is not None:
         progress(0, len(todo))
 
+    batched = BatchedPredictions(student, todo, project.get_image, base_size, dev, dtype,
+                                 batch=REFINE_BATCH_CUDA if dev.type == "cuda" else 1, errors=default_errors())
+
     def predict_one(image_id: str) -> Prediction:
-        labels, conf = predict(student, project.get_image(image_id), base_size, dev, dtype)
+        labels, conf = batched(image_id)
         return Prediction(labels, conf, names)
 
     per_image: list[dict] = []
