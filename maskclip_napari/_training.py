@@ -34,5 +34,6 @@ from ._run_commands import (  # noqa: F401
     split_output_lines,
     train_arguments,
 )
-from .panels.training import GUIDED_FRACTIONS, POLL_MS, SELF_TRAINING, SHUTDOWN_WAIT_S, STUDENTS  # noqa: F401
+from .panels.training import (AUTO_STUDENT, GUIDED_FRACTIONS, POLL_MS, SELF_TRAINING,  # noqa: F401
+                              SHUTDOWN_WAIT_S, student_choices)
 from .panels.training import TrainingPanel as TrainingSection  # noqa: F401

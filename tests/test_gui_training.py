@@ -32,10 +32,12 @@ needs_display = pytest.mark.skipif(sys.platform.startswith("linux") and not os.e
 # Run-folder helpers (no display)
 # ================================================================================================
 def test_student_choices_match_the_trainer():
-    from maskclip.train.student import STUDENTS
+    from maskclip.train.loop import TrainConfig
+    from maskclip.train.student import STUDENT_NAMES
 
-    names = [name for name, _ in T.STUDENTS]
-    assert len(names) == len(set(names)) and set(names) == {"auto", *STUDENTS}
+    names = [name for name, _ in T.student_choices()]
+    assert len(names) == len(set(names)) and set(names) == {"auto", *STUDENT_NAMES} and "clip" in names
+    assert T.AUTO_STUDENT == TrainConfig().student  # the panel's default is the command line's
 
 
 def test_metrics_tail_reads_appends_partial_lines_and_rewrites(tmp_path):
@@ -153,7 +155,7 @@ def image_folder(tmp_path, monkeypatch):
     return folder
 
 
-def open_annotator(make_napari_viewer, qtbot, folder, iters):
+def open_annotator(make_napari_viewer, qtbot, folder, iters, student="lraspp_mobilenet_v3_large"):
     """The annotator on `folder` with classes red/blue (no background prompts), a random tiny CLIP, and
     the section set for a seconds-long CPU run."""
     from maskclip_napari._dock import dock_annotator
@@ -170,10 +172,11 @@ def open_annotator(make_napari_viewer, qtbot, folder, iters):
     widget.scale_spin.setValue(64)
     qtbot.wait(300)  # the settings are saved after the redraw debounce
     section = widget.training
-    section.configure(iters=iters, student="lraspp_mobilenet_v3_large", device="cpu", batch_size=2, crop_size=48,
+    assert section.student_combo.currentData() == T.AUTO_STUDENT  # the command line's default
+    section.configure(iters=iters, student=student, device="cpu", batch_size=2, crop_size=48,
                       base_size=48, imagenet=False)
     assert (section.iters_spin.value(), section.student_combo.currentData(), section.crop_spin.value()) == \
-        (iters, "lraspp_mobilenet_v3_large", 48)
+        (iters, student, 48)
     return viewer, widget, section
 
 
@@ -226,6 +229,38 @@ def test_train_then_refine_updates_labels_and_keeps_verified(make_napari_viewer,
     for row, image_id in enumerate(project.image_ids):
         assert widget.image_list.item(row).text().startswith(f"{image_id}   100% labelled")
     assert section.refine_button.isEnabled() and not section.resume_button.isEnabled()
+
+
+@pytest.mark.gui
+@needs_display
+def test_clip_student_trains_from_the_button_then_refines(make_napari_viewer, qtbot, image_folder):
+    """The panel offers the clip student (the teacher's own CLIP tower); Start trains it a few iterations and
+    refines, the Refine button refines again, and the verified pixels stay as painted through both."""
+    viewer, widget, section = open_annotator(make_napari_viewer, qtbot, image_folder, iters=3, student="clip")
+    project = widget.project
+    first = widget.current_id
+    viewer.layers["labels"].data[-6:, :] = 2  # a strip painted "blue" along the bottom: verified
+    widget.save_current(wait=True)
+    verified, painted = project.get_verified(first), project.get_labels(first)
+    assert verified.sum() == 6 * W
+
+    qtbot.mouseClick(section.start_button, Qt.MouseButton.LeftButton)
+    assert section.running and section.stage == "train"
+    qtbot.waitUntil(lambda: section.refine_summary is not None and not section.running, timeout=RUN_TIMEOUT_MS)
+    progress = T.read_progress(section.run_dir)
+    assert (progress["state"], progress["iteration"]) == ("done", 3)
+    assert json.loads((section.run_dir / "config.json").read_text())["train"]["student"] == "clip"
+    assert section.refine_summary["refined"] == 3
+    assert all(project.has_labels(i) for i in project.image_ids)
+
+    section.refine_summary = None
+    qtbot.mouseClick(section.refine_button, Qt.MouseButton.LeftButton)
+    assert section.running and section.stage == "refine"
+    qtbot.waitUntil(lambda: section.refine_summary is not None and not section.running, timeout=RUN_TIMEOUT_MS)
+    assert section.refine_summary["refined"] == 3 and not section.refine_summary["failed"]
+    np.testing.assert_array_equal(project.get_verified(first), verified)
+    np.testing.assert_array_equal(project.get_labels(first)[verified], painted[verified])
+    assert project.history(first)[-1]["source"].startswith("maskclip+ refine")
 
 
 @pytest.mark.gui

@@ -53,6 +53,7 @@ from .. import _wording as say
 from .._child_process import EXIT_CANCELLED, ChildProcess
 from .._loss_plot import LossPlot
 from ._narrow import NarrowCombo
+from maskclip.student_names import DEFAULT_CPU_STUDENT, DEFAULT_GPU_STUDENT, DESCRIPTIONS, STUDENT_NAMES
 from maskclip.run_folder import (
     PHASE_PSEUDO_LABELS,
     STATE_CANCELLED,
@@ -81,19 +82,20 @@ from .._run_commands import (
 
 POLL_MS = 400
 SHUTDOWN_WAIT_S = 30.0
-# maskclip.train.student.STUDENTS plus "auto"; not imported here, because importing the trainer pulls
-# torchvision into the viewer process (tests/test_gui_training.py checks the two lists agree).
-STUDENTS = (
-    ("auto", "auto (LR-ASPP on CPU, DeepLabV3-ResNet-101 on GPU)"),
-    ("lraspp_mobilenet_v3_large", "LR-ASPP MobileNetV3 (lightest)"),
-    ("deeplabv3_mobilenet_v3_large", "DeepLabV3 MobileNetV3"),
-    ("deeplabv3_resnet50", "DeepLabV3 ResNet-50"),
-    ("deeplabv3_resnet101", "DeepLabV3 ResNet-101 (the paper's)"),
-)
+
+
+def student_choices() -> list[tuple[str, str]]:
+    """(key, text) of each network the trainer offers (`maskclip.student_names`: no torch at start-up), after
+    "auto", the command line's default."""
+    return [(AUTO_STUDENT, f"auto ({DEFAULT_CPU_STUDENT} on CPU, {DEFAULT_GPU_STUDENT} on GPU)"),
+            *((name, f"{name}: {DESCRIPTIONS[name]}") for name in STUDENT_NAMES)]
+
+
+AUTO_STUDENT = "auto"  # what `maskclip train` uses without --student (TrainConfig.student)
 # the self-training choices: key, share of the iterations trained on MaskCLIP's labels before the student's
 # own predictions take over (None: the trainer decides), text
 SELF_TRAINING = (
-    ("auto", None, "auto (after 1/10 with ImageNet weights, off without)"),
+    ("auto", None, "auto (after 1/10 for a DeepLab / LR-ASPP with ImageNet weights, else off)"),
     ("paper", 0.1, "after 1/10 of the iterations (the paper)"),
     ("half", 0.5, "after half of the iterations"),
     ("off", 1.0, "off (MaskCLIP labels and verified pixels only)"),
@@ -150,8 +152,9 @@ class TrainingPanel(QGroupBox):
         form = QFormLayout()
         self.iters_spin = _spin(1, 1_000_000, 2000, 100, tip=say.TIPS["iters"])
         self.student_combo = NarrowCombo()
-        for name, text in STUDENTS:
+        for name, text in student_choices():
             self.student_combo.addItem(text, name)
+        self.student_combo.setCurrentIndex(self.student_combo.findData(AUTO_STUDENT))
         self.student_combo.setToolTip(say.TIPS["student"])
         self.device_combo = NarrowCombo()
         self.set_devices(usable_devices())
@@ -217,7 +220,7 @@ class TrainingPanel(QGroupBox):
         if student is not None:
             index = self.student_combo.findData(student)
             if index < 0:
-                raise ValueError(f"unknown student {student!r}; choose from {[n for n, _ in STUDENTS]}")
+                raise ValueError(f"unknown student {student!r}; choose from {[n for n, _ in student_choices()]}")
             self.student_combo.setCurrentIndex(index)
         if device is not None:
             self.device_combo.setCurrentText(device)

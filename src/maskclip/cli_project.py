@@ -43,7 +43,11 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=_status)
 
-    p = sub.add_parser("segment", help="label the project's images with MaskCLIP (verified pixels are kept)")
+    p = sub.add_parser("segment", help="label the project's images with MaskCLIP (verified pixels are kept)",
+                       description="Labels the project's images with MaskCLIP; verified pixels are kept. Under "
+                                   "`torchrun --nproc-per-node N -m maskclip project segment ...` each process "
+                                   "segments every N-th image (one GPU each, or CPU processes with gloo) and rank 0 "
+                                   "prints the summary.")
     p.add_argument("dir", type=Path, help="project folder")
     p.add_argument("--model", help="open_clip architecture (default: the project's setting)")
     p.add_argument("--pretrained", help="open_clip tag or checkpoint file; 'none' = random weights")
@@ -63,6 +67,8 @@ def register(subparsers) -> None:
     p.add_argument("--weight", type=probability_arg("--weight"),
                    help="prototypes only: weight of the visual term in [0, 1] (default: the project's setting, 0.5)")
     p.add_argument("--image", dest="image_ids", action="append", help="only this image id (repeatable)")
+    p.add_argument("--no-amp", action="store_true",
+                   help="full precision on CUDA (default: bfloat16 / float16 autocast; the CPU is always float32)")
     p.set_defaults(func=_segment)
 
     p = sub.add_parser("accept-changes", help="take the new content of images whose files changed (stale images)",
@@ -175,11 +181,51 @@ def _accept_changes(args) -> int:
 
 
 def _segment(args) -> int:
-    import maskclip
+    """Segment the project's images; under torchrun each process takes a shard of them (`_segment_shard`) and
+    rank 0 prints the run's summary. Every process merges its own images (the store takes concurrent writers)."""
+    from .train import distributed as D
+
+    ctx = D.setup(args.device)
+    try:
+        try:
+            result, error = _segment_shard(args, ctx), None
+        except MaskCLIPError as exc:  # told to every rank, so none waits for a process that gave up
+            if not ctx.distributed:
+                raise
+            result, error = None, str(exc)
+        outcomes = D.gather((result, error), ctx)
+    finally:
+        D.cleanup(ctx)
+    if not ctx.is_main:  # rank 0 reports and exits with the run's code; a non-zero exit here would make torchrun
+        return 0         # stop rank 0 (SIGTERM) before it has said what went wrong
+    errors = [(rank, e) for rank, (_, e) in enumerate(outcomes) if e is not None]
+    for message in dict.fromkeys(e for _, e in errors):  # one line per distinct error, naming its processes
+        ranks = [str(rank) for rank, e in errors if e == message]
+        print(f"maskclip project segment: error on process {', '.join(ranks)} of {ctx.world_size}: {message}",
+              file=sys.stderr)
+    done = [r for r, _ in outcomes if r is not None]
+    failed = [i for r in done for i in r["failed"]]
+    if done:
+        where = f" on {len(done)} of {ctx.world_size} processes" if errors else \
+            f" on {ctx.world_size} processes" if ctx.distributed else ""
+        print(f"segmented {sum(r['merged'] for r in done)} images{where} ({sum(r['skipped'] for r in done)} skipped: "
+              f"stale or already labelled{f'; {len(failed)} failed: ' + ', '.join(failed) if failed else ''})")
+    if errors and done:  # some shards were done, the others not
+        print("maskclip project segment: the images of the processes that stopped were not segmented; "
+              "--only-unlabelled segments only those when the command runs again", file=sys.stderr)
+    if errors:
+        return 2
+    return 1 if failed else 0
+
+
+def _segment_shard(args, ctx) -> dict:
+    """This process's share of `project segment` (all images in a single process): counts and failed ids."""
     from .batch import FAILED, MERGED, Prediction, run_batch
     from .project import Project
     from .settings import clip_spec, learn_spec
     from .prompts import prompt_rows
+    from .train import distributed as D
+    from .train.project_run import load_clip_model
 
     project = Project.open(args.dir)
     if not project.class_names:
@@ -195,31 +241,34 @@ def _segment(args) -> int:
     unknown = [i for i in ids if i not in project]
     if unknown:
         raise MaskCLIPError(f"no image {unknown[0]!r} in project {args.dir}")
-    model = maskclip.load(spec["model"], spec["pretrained"], args.device, dense_mode=spec["dense_mode"],
-                          quick_gelu=spec["quick_gelu"], cache_dir=project.cache_dir)
-    if learn["from_verified"]:
-        options["learned"] = _learn_from_verified(model, project, options, learn)
+    mine = D.shard(ids, ctx)
+    # seeded: random weights (--pretrained none) are the same in every process, as in `train`
+    model = load_clip_model(spec, ctx.device, project.cache_dir, precision="float32" if args.no_amp else "auto")
+    if learn["from_verified"]:  # every process learns the same term from all verified pixels
+        options["learned"] = _learn_from_verified(model, project, options, learn, quiet=not ctx.is_main)
+    if ctx.distributed and ctx.is_main:
+        print(f"segmenting {len(ids)} images on {ctx.world_size} processes; progress of process 0's "
+              f"{len(mine)}:", flush=True)
+    tag = f"process {ctx.rank}: " if ctx.distributed else ""
+
     def predict(image_id: str) -> Prediction:
         seg = model.segment(project.get_image(image_id), project.prompts, **options)
         return Prediction(seg.labels, seg.probs.max(axis=0), seg.class_names, seg)
 
     def report(outcome, so_far) -> None:
         if outcome.status == FAILED:  # one bad image or label file is reported and skipped; the batch goes on
-            print(f"skipped {outcome.image_id}: {outcome.error}", file=sys.stderr, flush=True)
-        elif outcome.status == MERGED:
-            print(f"[{len(so_far.merged)}/{len(ids)}] {outcome.image_id}", flush=True)
+            print(f"{tag}skipped {outcome.image_id}: {outcome.error}", file=sys.stderr, flush=True)
+        elif outcome.status == MERGED and ctx.is_main:
+            print(f"[{len(so_far.merged)}/{len(mine)}] {outcome.image_id}", flush=True)
 
-    result = run_batch(project, ids, predict, source=f"maskclip {model.model_name}",
+    result = run_batch(project, mine, predict, source=f"maskclip {model.model_name}",
                        min_confidence=args.min_confidence, on_outcome=report,
                        skip=lambda i: project.is_stale(i) or (args.only_unlabelled and project.has_labels(i)))
-    failed = result.failed
     project.flush()
-    print(f"segmented {len(result.merged)} images ({len(result.skipped)} skipped: stale or already labelled"
-          f"{f'; {len(failed)} failed: ' + ', '.join(i for i, _ in failed) if failed else ''})")
-    return 1 if failed else 0
+    return {"merged": len(result.merged), "skipped": len(result.skipped), "failed": [i for i, _ in result.failed]}
 
 
-def _learn_from_verified(model, project, options: dict, learn: dict):
+def _learn_from_verified(model, project, options: dict, learn: dict, quiet: bool = False):
     """The term learned from every verified pixel of the project (maskclip.learner), on the same features
     `segment` will use (scales, windows, dense mode)."""
     from .learner import project_learner
@@ -228,8 +277,9 @@ def _learn_from_verified(model, project, options: dict, learn: dict):
     read = learner.sync(model, project)
     known = learner.known()
     how = f"weight {learn['weight']}" if learn["learner"] == "prototypes" else "text as the prior"
-    print(f"learned ({learn['learner']}) from the verified pixels of {read} images: {len(known)} classes "
-          f"({', '.join(known) or 'none yet'}), {how}", flush=True)
+    if not quiet:
+        print(f"learned ({learn['learner']}) from the verified pixels of {read} images: {len(known)} classes "
+              f"({', '.join(known) or 'none yet'}), {how}", flush=True)
     return learner.term(learn["weight"])
 
 

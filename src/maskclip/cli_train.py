@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from .cli_options import add_dense_mode_arguments, add_option_arguments, option_kwargs
-from .defaults import DEFAULT_DEVICE
+from .defaults import DEFAULT_DEVICE, REFINE_MIN_CONFIDENCE
 from .validation import device_arg, int_arg, positive_float_arg, probability_arg
 
 # option -> (TrainConfig field, or "augment.<field>")
@@ -101,7 +101,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--no-imagenet", action="store_true",
                    help="random backbone initialisation (skip the ImageNet weights download)")
-    p.add_argument("--no-amp", action="store_true", help="full precision on CUDA")
+    p.add_argument("--no-amp", action="store_true",
+                   help="full precision on CUDA (training and the MaskCLIP pseudo labels)")
     p.set_defaults(func=run_train)
 
     r = subparsers.add_parser(
@@ -112,8 +113,11 @@ def register(subparsers) -> None:
     r.add_argument("project", metavar="PROJECT")
     r.add_argument("--run", "--run-dir", dest="run", required=True, metavar="RUN_DIR")
     r.add_argument("--device", default=DEFAULT_DEVICE, type=device_arg)
-    r.add_argument("--min-confidence", type=probability_arg("--min-confidence"), default=0.0, metavar="P",
-                   help="pixels the student is less sure about become unlabelled (default 0)")
+    r.add_argument("--min-confidence", type=probability_arg("--min-confidence"), default=REFINE_MIN_CONFIDENCE,
+                   metavar="P", help="pixels the student is less sure about become unlabelled (default "
+                   f"{REFINE_MIN_CONFIDENCE:g}, chosen on the toy CLIP: bench/bench_refine_confidence.py)")
+    r.add_argument("--no-amp", action="store_true",
+                   help="full precision on CUDA (default: bfloat16 / float16 autocast; the CPU is always float32)")
     r.set_defaults(func=run_refine)
 
 
@@ -176,6 +180,7 @@ def run_refine(args: argparse.Namespace) -> int:
 
     try:
         summary = refine_project(args.project, args.run, device=args.device, min_confidence=args.min_confidence,
+                                 precision="float32" if args.no_amp else "auto",
                                  log=lambda msg: print(f"maskclip refine: {msg}", file=sys.stderr),
                                  progress=progress)
     finally:

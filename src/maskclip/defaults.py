@@ -34,3 +34,8 @@ def auto_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# `maskclip refine --min-confidence` (refine_project's default): student pixels less sure than this become
+# unlabelled. Chosen by measurement: bench/bench_refine_confidence.py (bench/results.md).
+REFINE_MIN_CONFIDENCE = 0.0

@@ -30,12 +30,14 @@ from .geometry import scaled_size, upsample_accumulate, window_starts
 from .images import to_rgb_float
 from .options import SegmentOptions
 from .pamr import pamr
+from .precision import autocast, autocast_dtype, precision_name
 from .prototypes import LearnedTerm  # or learner.TextPriorTerm: anything with blend(scores, raw, rows, text, unit)
 from .scoring import key_smooth, key_smooth_official, probabilities, prompt_denoise
 from .text import ClassSpec, TextEncoder, prompt_rows
 from .weights import CHECKPOINT_QUICK_GELU_KEY, clip_mean_std, load_clip, resolve_device, uses_quick_gelu
 
 FEATURE_FORMAT = 2  # bump when the cached tensors change meaning (2: batch-first last block, activation)
+WINDOW_BATCH_CUDA = 16  # sliding windows per encoder pass on a GPU (224-px windows of a ViT-B/16: ~1 GB)
 
 
 @dataclass
@@ -70,9 +72,17 @@ class MaskCLIP:
 
     def __init__(self, clip_model: torch.nn.Module, tokenizer, *, model_name: str, weights_id: str,
                  device: str | torch.device = "auto", dense_mode: str = "maskclip",
-                 cache_dir: str | Path | None = None, cache_bytes: int = 512 << 20):
+                 cache_dir: str | Path | None = None, cache_bytes: int = 512 << 20, precision: str = "auto",
+                 window_batch: int | None = None):
         self.device = resolve_device(device)
         self.clip = clip_model.to(self.device).eval()
+        # the encoder's forward pass: bfloat16/float16 autocast on CUDA, float32 on the CPU (maskclip.precision)
+        self.autocast_dtype = autocast_dtype(self.device, precision)
+        # sliding windows encoded per forward pass: a batch fills a GPU; one at a time on the CPU, which gains
+        # nothing from batching and so keeps its results those of one window per pass
+        self.window_batch = int(window_batch or (WINDOW_BATCH_CUDA if self.device.type == "cuda" else 1))
+        if self.window_batch < 1:
+            raise MaskCLIPError(f"window_batch must be at least 1, got {window_batch}")
         self.model_name = model_name
         self.weights_id = weights_id
         self.quick_gelu = uses_quick_gelu(self.clip)
@@ -114,9 +124,12 @@ class MaskCLIP:
 
     def signature_for(self, dense_mode: str) -> dict:
         """What cached features depend on, besides the image, the scales and the windows."""
-        return {"model": self.model_name, "weights": self.weights_id,
-                "activation": "quick_gelu" if self.quick_gelu else "gelu",
-                "dense_mode": dense_mode_key(dense_mode), "format": FEATURE_FORMAT, "maskclip": __version__}
+        signature = {"model": self.model_name, "weights": self.weights_id,
+                     "activation": "quick_gelu" if self.quick_gelu else "gelu",
+                     "dense_mode": dense_mode_key(dense_mode), "format": FEATURE_FORMAT, "maskclip": __version__}
+        if self.autocast_dtype is not None:  # features made under autocast are not float32 ones (the CPU's)
+            signature["precision"] = precision_name(self.autocast_dtype)
+        return signature
 
     @property
     def signature(self) -> dict:
@@ -139,7 +152,8 @@ class MaskCLIP:
             raise MaskCLIPError(f"encode_dense expects a [B, 3, H, W] tensor, got {tuple(x.shape)}")
         encoder = self._encoder(dense_mode or self.dense_mode)
         self.stats["image_encoder_runs"] += 1
-        features, keys = encoder(x.to(self.device, torch.float32))
+        with autocast(self.device, self.autocast_dtype):
+            features, keys = encoder(x.to(self.device, torch.float32))
         return DenseFeatures(features.float(), keys.float())
 
     def normalize(self, rgb: torch.Tensor) -> torch.Tensor:
@@ -150,32 +164,37 @@ class MaskCLIP:
                         window_norm: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Dense maps of one normalised image [1, 3, H, W]; overlapping windows are averaged on the patch grid.
 
-        With `window_norm` each window's features are L2-normalised first: cosine scores are linear in them,
-        so this equals averaging per-window logits (the successors' sliding-window inference).
+        The windows go through the encoder `window_batch` at a time (all have the same size). With
+        `window_norm` each window's features are L2-normalised first: cosine scores are linear in them, so this
+        equals averaging per-window logits (the successors' sliding-window inference).
         """
-        def encode(crop):
-            dense = self.encode_dense(crop, mode)
-            features = F.normalize(dense.features[0], dim=0) if window_norm else dense.features[0]
-            return features, dense.keys[0]
+        def encode(crops):
+            dense = self.encode_dense(crops, mode)
+            features = F.normalize(dense.features, dim=1) if window_norm else dense.features
+            return features, dense.keys
 
         _, _, height, width = x.shape
         if height <= window and width <= window:
-            return encode(x)
+            features, keys = encode(x)
+            return features[0], keys[0]
         s = self.stride
         window = max(s, window // s * s)
         stride = max(s, stride // s * s)
         wh, ww = min(window, height), min(window, width)
+        corners = [(top, left) for top in window_starts(height, wh, stride)
+                   for left in window_starts(width, ww, stride)]
         features = keys = None
         count = torch.zeros(height // s, width // s, device=self.device)
-        for top in window_starts(height, wh, stride):
-            for left in window_starts(width, ww, stride):
-                crop_features, crop_keys = encode(x[:, :, top:top + wh, left:left + ww])
-                if features is None:
-                    features = torch.zeros(crop_features.shape[0], height // s, width // s, device=self.device)
-                    keys = torch.zeros(crop_keys.shape[0], height // s, width // s, device=self.device)
+        for first in range(0, len(corners), self.window_batch):
+            batch = corners[first:first + self.window_batch]
+            crop_features, crop_keys = encode(torch.cat([x[:, :, t:t + wh, l:l + ww] for t, l in batch]))
+            if features is None:
+                features = torch.zeros(crop_features.shape[1], height // s, width // s, device=self.device)
+                keys = torch.zeros(crop_keys.shape[1], height // s, width // s, device=self.device)
+            for (top, left), crop_f, crop_k in zip(batch, crop_features, crop_keys):
                 rows, cols = slice(top // s, (top + wh) // s), slice(left // s, (left + ww) // s)
-                features[:, rows, cols] += crop_features
-                keys[:, rows, cols] += crop_keys
+                features[:, rows, cols] += crop_f
+                keys[:, rows, cols] += crop_k
                 count[rows, cols] += 1
         return features / count, keys / count
 
@@ -338,16 +357,20 @@ def _threshold_background(probs, class_names, bg_index, best, labels, threshold)
 
 def load(model_name: str = DEFAULT_MODEL, pretrained: str | os.PathLike | None = DEFAULT_PRETRAINED,
          device: str | torch.device = DEFAULT_DEVICE, *, dense_mode: str = DEFAULT_DENSE_MODE,
-         quick_gelu: bool | None = None, cache_dir: str | Path | None = None, cache_bytes: int = 512 << 20) -> MaskCLIP:
+         quick_gelu: bool | None = None, cache_dir: str | Path | None = None, cache_bytes: int = 512 << 20,
+         precision: str = "auto", window_batch: int | None = None) -> MaskCLIP:
     """Load an open_clip model for MaskCLIP.
 
     pretrained: an open_clip tag (downloaded on first use, then cached by open_clip), a local checkpoint
     file (OpenAI .pt or open_clip state dict), or None for random weights (tests and benchmarks).
     dense_mode: maskclip, sclip, clearclip or naclip (the default of `segment`; ViTs only for the last three).
     quick_gelu: None decides from the weights (OpenAI's: QuickGELU), True / False force the activation.
+    precision: "auto" autocasts the image encoder to bfloat16 (float16 without it) on CUDA and keeps float32 on
+    the CPU; "float32" everywhere turns autocast off (`maskclip.precision`).
+    window_batch: sliding windows per encoder pass (default 16 on CUDA, 1 on the CPU).
     """
     clip_model, weights_id = load_clip(model_name, None if pretrained is None else os.fspath(pretrained),
                                        quick_gelu)
     return MaskCLIP(clip_model, open_clip.get_tokenizer(model_name), model_name=model_name,
                     weights_id=weights_id, device=device, dense_mode=dense_mode, cache_dir=cache_dir,
-                    cache_bytes=cache_bytes)
+                    cache_bytes=cache_bytes, precision=precision, window_batch=window_batch)

@@ -4,7 +4,8 @@ self-trains, and its predictions refine a project's labels (docs/architecture.md
 Modules: student (network with a frozen text-embedding classifier; STUDENT_NAMES = the clip student + the
 torchvision STUDENTS), targets (pseudo labels, verified
 pixels, self-training, teacher cache), data (items, augmentation, resumable batch plan), loop (training
-and run folder), distributed (torchrun/DDP), project_run (the project store as a data source; refine).
+and run folder), distributed (torchrun/DDP), project_run (the project store as a data source; refine),
+inference (the student on whole images; several per forward pass on a GPU).
 """
 from .data import AugmentConfig, TrainItem
 from .loop import RunFolder, TrainConfig, TrainResult, load_student, train

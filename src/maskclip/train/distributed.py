@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, Sequence
 
 import torch
 import torch.distributed as dist
@@ -86,6 +87,21 @@ def any_rank(flag: bool, ctx: DistContext) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def shard(items: Sequence, ctx: DistContext) -> list:
+    """This rank's share of `items`: every world_size-th one from position `rank` (deterministic, disjoint,
+    sizes differ by at most one)."""
+    return list(items[ctx.rank::ctx.world_size])
+
+
+def gather(value: Any, ctx: DistContext) -> list:
+    """Every rank's `value` (picklable), in rank order, on every rank; [value] in a single process."""
+    if not ctx.distributed:
+        return [value]
+    out: list = [None] * ctx.world_size
+    dist.all_gather_object(out, value)
+    return out
 
 
 def mean_over_ranks(value: float, ctx: DistContext) -> float:

@@ -17,16 +17,18 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..batch import FAILED, Prediction, run_batch
+from ..batch import FAILED, Prediction, default_errors, run_batch
+from ..defaults import REFINE_MIN_CONFIDENCE
 from ..errors import MaskCLIPError
 from ..validation import check_probability
 from ..settings import clip_spec
+from ..precision import autocast_dtype
 from ..prompts import prompt_rows
 from ..run_folder import PHASE_PSEUDO_LABELS, STATE_CANCELLED, STATE_DONE, STATE_FAILED, STATE_RUNNING
 from . import distributed as D
-from .data import TrainItem, normalise, prediction_size, to_float_rgb
+from .data import TrainItem
+from .inference import REFINE_BATCH_CUDA, BatchedPredictions, predict  # noqa: F401  (predict: the benchmarks')
 from .loop import (CHECKPOINT_FORMAT, ResumeError, RunFolder, TrainConfig, TrainResult, StopFlag, load_checkpoint,
                    load_student, train)
 from .targets import TeacherCache, fill_teacher_cache
@@ -83,14 +85,13 @@ def _weights_key(pretrained) -> str:
     return f"tag:{pretrained}"
 
 
-def load_clip_model(spec: dict, device: torch.device, cache_dir, seed: int = 0):
+def load_clip_model(spec: dict, device: torch.device, cache_dir, seed: int = 0, precision: str = "auto"):
     """maskclip.load with the spec; seeded so random weights (tests) are identical on every rank."""
     import maskclip
 
     torch.manual_seed(seed)
     return maskclip.load(spec["model"], spec["pretrained"], device=device, dense_mode=spec["dense_mode"],
-                         quick_gelu=spec.get("quick_gelu"),
-                         cache_dir=cache_dir)
+                         quick_gelu=spec.get("quick_gelu"), cache_dir=cache_dir, precision=precision)
 
 
 def train_project(project_dir: str | Path, run_dir: str | Path, config: TrainConfig, *,
@@ -147,7 +148,8 @@ def train_project(project_dir: str | Path, run_dir: str | Path, config: TrainCon
         clip_student = resolve_student_name(config.student, ctx.device) == CLIP_STUDENT
         clip_model = None
         if missing or embeddings is None or clip_student:
-            clip_model = load_clip_model(spec, ctx.device, project.cache_dir, config.seed)
+            clip_model = load_clip_model(spec, ctx.device, project.cache_dir, config.seed,
+                                         precision="auto" if config.amp else "float32")
         if missing:
             say(f"computing MaskCLIP pseudo labels for {len(missing)} image(s) "
                 f"({spec['model']}, {spec['pretrained'] or 'random weights'})")
@@ -189,19 +191,6 @@ def train_project(project_dir: str | Path, run_dir: str | Path, config: TrainCon
         D.cleanup(ctx)
 
 
-@torch.inference_mode()
-def predict(student, image: np.ndarray, base_size: int | None, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """(labels int32 HxW, confidence float32 HxW) of one image at its full resolution."""
-    rgb = torch.from_numpy(to_float_rgb(image)).permute(2, 0, 1)
-    h, w = rgb.shape[-2:]
-    size = prediction_size(h, w, base_size)
-    x = F.interpolate(rgb[None], size=size, mode="bilinear", align_corners=False, antialias=size[0] < h)
-    logits = student(normalise(x).to(device)).float()
-    logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-    conf, labels = logits.softmax(dim=1).max(dim=1)
-    return labels[0].to(torch.int32).cpu().numpy(), conf[0].cpu().numpy()
-
-
 def _write_refine_end(folder: RunFolder, state: str, started: float) -> None:
     """The last refine_progress.json of a refine (done or failed), keeping its counts."""
     from ..run_folder import read_refine_progress
@@ -212,7 +201,7 @@ def _write_refine_end(folder: RunFolder, state: str, started: float) -> None:
 
 
 def refine_project(project_dir: str | Path, run_dir: str | Path, *, device: str = "auto",
-                   min_confidence: float = 0.0, log: Callable[[str], None] = print,
+                   min_confidence: float = REFINE_MIN_CONFIDENCE, precision: str = "auto", log: Callable[[str], None] = print,
                    progress: Callable[[int, int], None] | None = None) -> dict:
     """Predict every image with the run's student and merge the result into the project's labels.
 
@@ -227,6 +216,7 @@ def refine_project(project_dir: str | Path, run_dir: str | Path, *, device: str 
 
     check_probability(min_confidence, "min_confidence")
     dev = D.resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
+    dtype = autocast_dtype(dev, precision)  # bfloat16 / float16 on CUDA unless "float32"; the CPU: float32
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     project = Project.open(project_dir)
     student, record = load_student(run_dir)
@@ -240,7 +230,7 @@ def refine_project(project_dir: str | Path, run_dir: str | Path, *, device: str 
                                 "to embed the new ones")
         log(f"classes changed since training ({record.get('classes')} -> {names}); "
             "re-embedding them with CLIP (no retraining)")
-        clip_model = load_clip_model(spec, dev, project.cache_dir)
+        clip_model = load_clip_model(spec, dev, project.cache_dir, precision=precision)
         student.set_classes(clip_model.encode_text(rows).detach().cpu(), groups)
         del clip_model
     student = student.to(dev).eval()
@@ -255,8 +245,11 @@ def refine_project(project_dir: str | Path, run_dir: str | Path, *, device: str 
     if progress is not None:
         progress(0, len(todo))
 
+    batched = BatchedPredictions(student, todo, project.get_image, base_size, dev, dtype,
+                                 batch=REFINE_BATCH_CUDA if dev.type == "cuda" else 1, errors=default_errors())
+
     def predict_one(image_id: str) -> Prediction:
-        labels, conf = predict(student, project.get_image(image_id), base_size, dev)
+        labels, conf = batched(image_id)
         return Prediction(labels, conf, names)
 
     per_image: list[dict] = []

@@ -23,33 +23,23 @@ from torchvision.models import segmentation as tv_seg
 from torchvision.models.segmentation.lraspp import LRASPP
 
 from ..errors import MaskCLIPError
+from ..student_names import (CLIP_STUDENT, DEFAULT_CPU_STUDENT, DEFAULT_GPU_STUDENT, DESCRIPTIONS,  # noqa: F401
+                             STUDENT_NAMES, TORCHVISION_STUDENTS)
 
 # ImageNet statistics: the students' backbones were pre-trained with these (CLIP's own differ).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# name -> (torchvision builder, ImageNet backbone weights, short description)
-STUDENTS: dict[str, tuple[Callable[..., nn.Module], object, str]] = {
-    "deeplabv3_resnet101": (tv_seg.deeplabv3_resnet101, ResNet101_Weights.IMAGENET1K_V1,
-                            "DeepLabV3, ResNet-101 (the paper's backbone; GPU)"),
-    "deeplabv3_resnet50": (tv_seg.deeplabv3_resnet50, ResNet50_Weights.IMAGENET1K_V1,
-                           "DeepLabV3, ResNet-50 (GPU)"),
-    "deeplabv3_mobilenet_v3_large": (tv_seg.deeplabv3_mobilenet_v3_large, MobileNet_V3_Large_Weights.IMAGENET1K_V1,
-                                     "DeepLabV3, MobileNetV3-Large (light)"),
-    "lraspp_mobilenet_v3_large": (tv_seg.lraspp_mobilenet_v3_large, MobileNet_V3_Large_Weights.IMAGENET1K_V1,
-                                  "LR-ASPP, MobileNetV3-Large (lightest; CPU)"),
+# name -> (torchvision builder, ImageNet backbone weights, short description); names and defaults: student_names
+_BUILDERS = {
+    "deeplabv3_resnet101": (tv_seg.deeplabv3_resnet101, ResNet101_Weights.IMAGENET1K_V1),
+    "deeplabv3_resnet50": (tv_seg.deeplabv3_resnet50, ResNet50_Weights.IMAGENET1K_V1),
+    "deeplabv3_mobilenet_v3_large": (tv_seg.deeplabv3_mobilenet_v3_large, MobileNet_V3_Large_Weights.IMAGENET1K_V1),
+    "lraspp_mobilenet_v3_large": (tv_seg.lraspp_mobilenet_v3_large, MobileNet_V3_Large_Weights.IMAGENET1K_V1),
 }
-# The CLIP-initialised student (ClipBackbone): the teacher's own image tower, fine-tuned.
-CLIP_STUDENT = "clip"
-CLIP_STUDENT_DESCRIPTION = "CLIP image tower of the teacher (MaskCLIP dense features + light decoder; no download)"
-STUDENT_NAMES: tuple[str, ...] = (CLIP_STUDENT, *STUDENTS)
-DEFAULT_GPU_STUDENT = "deeplabv3_resnet101"
-# CPU: the clip student. Measured on the toy CLIP (bench/results.md, "--compare"): 28.2 +- 0.5 mIoU after 100
-# iterations (3 seeds, 2-4 CPU-minutes) against 25.9 for the random-init LR-ASPP (what an offline CPU gets) after 4000
-# (12 min). Neither beats its MaskCLIP teacher (29.6) reliably (batch 32, 250+ iterations: +0.5, -0.4, -0.7 on
-# three seeds); taught by SCLIP on the teacher's most confident 20% of each class (TrainConfig.confidence_keep)
-# with EMA weights it reaches 37.1 +- 0.0 (SCLIP 31.7). The GPU default is unmeasured here.
-DEFAULT_CPU_STUDENT = CLIP_STUDENT
+STUDENTS: dict[str, tuple[Callable[..., nn.Module], object, str]] = {
+    name: (*_BUILDERS[name], description) for name, description in TORCHVISION_STUDENTS.items()}
+CLIP_STUDENT_DESCRIPTION = DESCRIPTIONS[CLIP_STUDENT]
 # CLIP's own temperature (softmax(100 * cosine)), used for the student's cosine logits too.
 DEFAULT_LOGIT_SCALE = 100.0
 
