@@ -11,19 +11,36 @@ whose weights start at the text embeddings (w_r = t_r, b_r = 0) and are pulled b
 
 over the verified patches i (a_i: the share of the patch that is verified; targets_i: each label's share of
 those verified pixels). The pull is fixed and the data term is a sum, so the text dominates with a few
-verified patches and the data with many. With no verified pixel the scores are MaskCLIP's exactly. Only
+verified patches and the data with many. With no verified pixel the output is MaskCLIP's exactly. Only
 the rows of classes somebody verified move (the "taught" classes); the others keep their text weights, so
 a class nobody verified competes with its text score as before. Confirmed background (verified pixels left
 unlabelled, 255) teaches the rows of the output class "background" (the background prompts, merged into it
 by `segment`), exactly as a class's verified pixels teach that class: a class's several rows (background
 prompts, split synonyms) share its probability (sum), as `segment` merges them (max).
 
-The learned scores replace the text scores before prompt denoising, softmax and key smoothing, so every
-dense mode and its KS/PD defaults apply after them, as with the text alone. The verified patches are kept
-per image: a stroke re-reads only its own image (features from the cache); the fit itself (L-BFGS, a few
-hundred ms for thousands of patches) runs on the first segmentation after a change, or ahead of it with
+Where the learned scores go, and how far they are trusted (measured, bench/results.md "through the project"):
+
+* The learned scores go through the dense mode's pipeline *without key smoothing* (PD and softmax as the mode
+  says). Key smoothing mixes each patch's probabilities over the image; the learner's confident background
+  then swamps small objects (MaskCLIP, 5 verified scenes: 0.259 without KS, 0.220 with it). The text keeps
+  its full pipeline (PD, softmax, KS), and the output is the mixture
+  (1 - trust) * p_text + trust * p_learned (per prompt row; `segment` merges rows by max as before).
+* trust in {0, 0.25, ..., 1} is chosen by cross-validation across the verified images (`choose_trust`):
+  fitted without an image, which mixture segments that image's verified patches best (mIoU). Trust 0 is the
+  text alone, and a trust above 0 must beat it on held-out verified pixels by MIN_GAIN, so the learner does
+  not replace the text where it would not have helped. One verified image cannot show that the learner
+  generalises (its halves are alike), so there it must double the text's held-out mIoU: it is trusted only
+  where the text fails outright (random weights, a domain CLIP does not know).
+* Tried and dropped: the learned correction as a residual on the log-probabilities after KS (fitted on the
+  raw or on the smoothed probabilities: worse, it over-corrects the flatter smoothed scores), a softmax over
+  the taught classes only, class-balanced weights; pixel-level features (`maskclip.pixel_features`) are an
+  option (`pixel_features=True`), off by default: no gain measured.
+
+The verified patches are kept per image (every patch's features and keys, since PD and KS look across the
+image): a stroke re-reads only its own image (features from the cache); the fit (L-BFGS; with the
+cross-validation, one fit per fold more) runs on the first segmentation after a change, or ahead of it with
 `ProjectLearner.fit` (a GUI runs that in a worker). Measured against the class-mean prototypes
-(`maskclip.prototypes`) and an ilastik-style random forest in bench/bench_learn_from_verified.py.
+(`maskclip.prototypes`) and an ilastik-style random forest in bench/bench_learner.py.
 """
 from __future__ import annotations
 
@@ -39,6 +56,7 @@ import torch.nn.functional as F
 from .defaults import UNLABELLED
 from .errors import MaskCLIPError
 from .options import SegmentOptions
+from .pixel_features import patch_pixel_features
 from .scoring import TEMPERATURE, pipeline_probabilities
 from .settings import LEARN_DEFAULTS, LEARNERS
 from .verified_sync import VerifiedPixelSync
@@ -46,6 +64,7 @@ from .verified_sync import VerifiedPixelSync
 DEFAULT_PULL = 10.0  # chosen by measurement (bench/results.md: pulls 1 / 10 / 100, sclip), see README
 BACKGROUND = "background"  # the output class confirmed background teaches (what `segment` names it)
 MAX_ITER = 100
+PIXEL_FEATURES = False  # measured: no gain on the toy scenes or CamVid (bench/results.md); an option
 
 
 def check_pull(pull: float) -> float:
@@ -87,10 +106,11 @@ class VerifiedMap:
     targets: torch.Tensor
     weights: torch.Tensor
     keys: torch.Tensor | None = None
+    pixels: torch.Tensor | None = None  # [N, P] pixel-level features of the patches (maskclip.pixel_features)
 
     def subset(self, keep: torch.Tensor) -> "VerifiedMap":
         """The same image with only the verified patches `keep` (bool [n])."""
-        return VerifiedMap(self.x, self.index[keep], self.targets[keep], self.weights[keep], self.keys)
+        return VerifiedMap(self.x, self.index[keep], self.targets[keep], self.weights[keep], self.keys, self.pixels)
 
 
 @dataclass
@@ -107,19 +127,21 @@ class VerifiedSamples:
     def set_image(self, image_id: str, feature_maps: Sequence[torch.Tensor | dict], labels: np.ndarray,
                   verified: np.ndarray, class_names: Sequence[str]) -> None:
         """Replace one image's patches. feature_maps, per scale: the features [D, h, w] as `segment` scores
-        them (unit vectors, or window-normalised averages), or {"features": ..., "keys": [C, h, w]} (what
-        `MaskCLIP.image_features` gives; the keys let the fit key-smooth as `segment` does); labels: HxW
+        them (unit vectors, or window-normalised averages), or {"features": ..., "keys": [C, h, w], "pixels":
+        [P, h, w]} (keys: key smoothing as `segment` does it; pixels: `maskclip.pixel_features`); labels: HxW
         indices into class_names (255 = unlabelled); verified: HxW bool."""
         columns = [*class_names, BACKGROUND] if BACKGROUND not in class_names else [*class_names, " background"]
         maps = []
         for entry in feature_maps:
-            features, keys = (entry["features"], entry.get("keys")) if isinstance(entry, dict) else (entry, None)
+            entry = entry if isinstance(entry, dict) else {"features": entry}
+            features, keys, pixels = entry["features"], entry.get("keys"), entry.get("pixels")
             features = features.detach().to("cpu", torch.float32)
             index, targets, weights = verified_patch_targets(labels, verified, tuple(features.shape[1:]),
                                                              len(class_names))
             if len(index):
                 keys = None if keys is None else keys.detach().to("cpu", torch.float32).flatten(1)
-                maps.append(VerifiedMap(features.flatten(1).T.contiguous(), index, targets, weights, keys))
+                pixels = None if pixels is None else pixels.to(torch.float32).flatten(1).T.contiguous()
+                maps.append(VerifiedMap(features.flatten(1).T.contiguous(), index, targets, weights, keys, pixels))
         with self._lock:
             if columns != self.columns:
                 self._images.clear()
@@ -175,24 +197,34 @@ class Residual:
     bias: torch.Tensor  # [R]
     trust: float
 
-    def learned_probs(self, scores: torch.Tensor, unit: torch.Tensor, options) -> torch.Tensor:
-        """Text cosine scores [R, N] and the scored features [D, N] -> the learned probabilities [R, N]."""
-        if self.delta.shape[1] != unit.shape[0]:
+    def learned_probs(self, scores: torch.Tensor, unit: torch.Tensor, options,
+                      pixels: torch.Tensor | None = None) -> torch.Tensor:
+        """Text cosine scores [R, N], the scored features [D, N] and, when fitted with them, the pixel-level
+        features [P, N] -> the learned probabilities [R, N]."""
+        dim = unit.shape[0]
+        extra = self.delta.shape[1] - dim
+        if extra < 0 or (extra > 0 and (pixels is None or pixels.shape[0] != extra)):
             raise MaskCLIPError(f"the learner was fitted on {self.delta.shape[1]}-channel features but the model's "
-                                f"dense features have {unit.shape[0]}: it was learned with another model")
-        learned = scores + self.delta.to(unit.device) @ unit + self.bias.to(unit.device)[:, None]
+                                f"dense features have {dim}: it was learned with another model")
+        delta, bias = self.delta.to(unit.device), self.bias.to(unit.device)
+        learned = scores + delta[:, :dim] @ unit + bias[:, None]
+        if extra:
+            learned = learned + delta[:, dim:] @ pixels.to(unit.device)
         return pipeline_probabilities(learned, None, without_smoothing(options))
 
-    def apply(self, probs: torch.Tensor, scores: torch.Tensor, unit: torch.Tensor, options) -> torch.Tensor:
+    def apply(self, probs: torch.Tensor, scores: torch.Tensor, unit: torch.Tensor, options,
+              pixels: torch.Tensor | None = None) -> torch.Tensor:
         """The text pipeline's row probabilities [R, N] -> the blended ones."""
         if self.trust == 0.0:
             return probs
-        return blend(probs, self.learned_probs(scores, unit, options), self.trust)
+        return blend(probs, self.learned_probs(scores, unit, options, pixels), self.trust)
 
 
-# the held-out gain (mIoU of verified patches) a trust above 0 must show over the text alone: halves of one
-# image are not independent, so a single verified image must show far more (measured: bench/results.md)
-MIN_GAIN, MIN_GAIN_ONE_IMAGE = 0.01, 0.1
+# the held-out gain (mIoU of verified patches) a trust above 0 must show over the text alone. Halves of one
+# image are not independent (measured: the learner then wins on the other half and loses on other images,
+# bench/results.md), so with a single verified image it must at least double the text's held-out mIoU: it
+# is trusted only where the text fails outright (random weights, domains CLIP does not know)
+MIN_GAIN = 0.01
 TRUSTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the trusts cross-validation chooses from (0: the text pipeline alone)
 MAX_FOLDS = 5
 
@@ -225,7 +257,8 @@ def fit_residual(text: torch.Tensor, row_class: Sequence[int], maps: Sequence[Ve
     check_pull(pull)
     text = text.detach().float().cpu()
     rows = torch.as_tensor(list(row_class), dtype=torch.long)
-    delta, bias = torch.zeros_like(text), torch.zeros(len(text))
+    extra = maps[0].pixels.shape[1] if maps and maps[0].pixels is not None else 0
+    delta, bias = torch.zeros(len(text), text.shape[1] + extra), torch.zeros(len(text))
     if not maps:
         return delta, bias
     n_classes = maps[0].targets.shape[1]
@@ -238,10 +271,19 @@ def fit_residual(text: torch.Tensor, row_class: Sequence[int], maps: Sequence[Ve
     free_idx = torch.nonzero(free).flatten()
     with torch.inference_mode(False), torch.enable_grad():  # `segment` runs under inference mode
         x = torch.cat([m.x[m.index] for m in maps]).clone()
+        base = temperature * (x @ text.T)
+        pixels = maps[0].pixels is not None
+        if pixels:  # standardised over the verified patches and scaled to unit norm like CLIP's features
+            raw = torch.cat([m.pixels[m.index] for m in maps])
+            mean, scale = raw.mean(0), raw.std(0, unbiased=False).clamp_min(1e-6) * raw.shape[1] ** 0.5
+            x = torch.cat([x, (raw - mean) / scale], dim=1)
         t = torch.cat([m.targets for m in maps]).clone()
         a = torch.cat([m.weights for m in maps]).clone()
-        d, c = _minimise(x, t, a, temperature * (x @ text.T), rows.clone(), n_classes, free_idx.clone(), pull,
-                         temperature, max_iter)
+        d, c = _minimise(x, t, a, base, rows.clone(), n_classes, free_idx.clone(), pull, temperature, max_iter)
+    if pixels:  # fold the standardisation into the weights: they then take the raw pixel features
+        d_pix = d[:, text.shape[1]:] / scale
+        c = c - d_pix @ mean
+        d = torch.cat([d[:, :text.shape[1]], d_pix], dim=1)
     delta[free_idx], bias[free_idx] = d, c
     return delta, bias
 
@@ -277,7 +319,7 @@ def _minimise(x, t, a, base, rows, n_classes, free_idx, pull, temperature, max_i
 def _folds(images: Sequence[Sequence[VerifiedMap]]) -> list[tuple[list[VerifiedMap], list[VerifiedMap]]]:
     """(training maps, held-out maps) per fold: whole images held out (at most MAX_FOLDS folds); with one
     verified image, its verified patches of even and of odd index (alternate columns of the grid, so both
-    halves see every region; neighbours are alike, hence MIN_GAIN_ONE_IMAGE)."""
+    halves see every region; neighbours are alike, hence the stricter test of `choose_trust`)."""
     if len(images) == 1:
         halves = [(m.subset(m.index % 2 == 0), m.subset(m.index % 2 == 1)) for m in images[0]]
         first, second = [h[0] for h in halves], [h[1] for h in halves]
@@ -329,7 +371,8 @@ def choose_trust(text: torch.Tensor, row_class: Sequence[int], images: Sequence[
             scores = text @ m.x.T
             plain = pipeline_probabilities(scores, m.keys, options if m.keys is not None else
                                            without_smoothing(options))[:, m.index]
-            learned = fitted.learned_probs(scores, m.x.T, options)[:, m.index]
+            pixels = None if m.pixels is None else m.pixels.T
+            learned = fitted.learned_probs(scores, m.x.T, options, pixels)[:, m.index]
             for trust in trusts:
                 blended = _class_probs(blend(plain, learned, trust), rows, n_classes)
                 pooled[trust][0].append(blended.argmax(1))
@@ -339,8 +382,8 @@ def choose_trust(text: torch.Tensor, row_class: Sequence[int], images: Sequence[
         return 0.0
     quality = [soft_miou(*(torch.cat(part) for part in pooled[trust])) for trust in trusts]
     best = max(range(len(trusts)), key=lambda k: (quality[k], -k))
-    margin = MIN_GAIN_ONE_IMAGE if len(images) == 1 else MIN_GAIN
-    return float(trusts[best]) if quality[best] >= quality[0] + margin else float(trusts[0])
+    needed = max(2 * quality[0], quality[0] + MIN_GAIN) if len(images) == 1 else quality[0] + MIN_GAIN
+    return float(trusts[best]) if quality[best] >= needed else float(trusts[0])
 
 
 def _pipeline_key(o) -> str:
@@ -364,12 +407,20 @@ class TextPriorTerm:
     learner: "ProjectLearner"
 
     def refine(self, probs: torch.Tensor, scores: torch.Tensor, row_names: Sequence[str], *, text: torch.Tensor,
-               unit: torch.Tensor, options) -> torch.Tensor:
+               unit: torch.Tensor, options, image: np.ndarray | None = None, grid: tuple[int, int] | None = None,
+               **_context) -> torch.Tensor:
         """The text pipeline's row probabilities [R, N] (after KS) and cosine scores [R, N] -> blended ones.
         text: the prompt rows [R, D]; unit: the features as scored [D, N]; options: the resolved
-        `SegmentOptions` `segment` runs with."""
+        `SegmentOptions` `segment` runs with; image and grid: for the pixel-level features."""
         fitted = self.learner.fit_rows(text, row_names, options)
-        return probs if fitted is None else fitted.apply(probs, scores, unit, options)
+        if fitted is None or fitted.trust == 0.0:
+            return probs
+        pixels = None
+        if fitted.delta.shape[1] > unit.shape[0]:
+            if image is None or grid is None:
+                raise MaskCLIPError("the learner uses pixel-level features: it needs the image and its grid")
+            pixels = patch_pixel_features(image, grid).flatten(1)
+        return fitted.apply(probs, scores, unit, options, pixels)
 
 
 class ProjectLearner(VerifiedPixelSync):
@@ -388,10 +439,11 @@ class ProjectLearner(VerifiedPixelSync):
 
     def __init__(self, scales: Sequence[int], window: int | None = None, stride: int | None = None, *,
                  dense_mode: str | None = None, window_norm: bool | None = None, pull: float = DEFAULT_PULL,
-                 cross_validate: bool = True):
+                 cross_validate: bool = True, pixel_features: bool = PIXEL_FEATURES):
         super().__init__(VerifiedSamples(), scales, window, stride, dense_mode=dense_mode, window_norm=window_norm)
         self.pull = check_pull(pull)
-        self.cross_validate = cross_validate  # False: trust the residual fully (the benchmark's ablation)
+        self.cross_validate = cross_validate  # False: trust the learner fully (the benchmark's ablation)
+        self.pixel_features = pixel_features  # the learner also sees maskclip.pixel_features
         self._fits: dict[str, tuple[int, Residual | None]] = {}
         self._fit_lock = threading.Lock()
 
@@ -409,8 +461,14 @@ class ProjectLearner(VerifiedPixelSync):
         _mode, o = model.options(self.feature_kwargs().get("dense_mode"), window=self.window, stride=self.stride,
                                  window_norm=self.window_norm)
         maps = model.image_features(image, **self.feature_kwargs())
-        return [{"features": m["features"] if o.window_norm else F.normalize(m["features"], dim=0),
-                 "keys": m["keys"]} for m in maps]
+        out = []
+        for m in maps:
+            entry = {"features": m["features"] if o.window_norm else F.normalize(m["features"], dim=0),
+                     "keys": m["keys"]}
+            if self.pixel_features:
+                entry["pixels"] = patch_pixel_features(image, tuple(m["features"].shape[1:]))
+            out.append(entry)
+        return out
 
     def taught(self) -> dict[str, float]:
         """Verified area (patches) per class name ("background": confirmed background) - what a GUI shows."""
@@ -459,16 +517,16 @@ class ProjectLearner(VerifiedPixelSync):
                 keep = mass > 1e-6  # patches whose verified labels are all outside these prompts teach nothing
                 if keep.any():
                     mine.append(VerifiedMap(m.x, m.index[keep], t[keep] / mass[keep, None],
-                                            m.weights[keep] * mass[keep], m.keys))
+                                            m.weights[keep] * mass[keep], m.keys, m.pixels))
             if mine:
                 kept.append(mine)
         if not kept:
             return None
         row_class = [names.index(n) for n in row_names]
         trust = choose_trust(text, row_class, kept, options, self.pull) if self.cross_validate else 1.0
-        if trust == 0.0:
-            return Residual(torch.zeros_like(text), torch.zeros(len(text)), 0.0)
         maps = [m for mine in kept for m in mine]
+        if trust == 0.0:
+            return Residual(torch.zeros(len(text), 0), torch.zeros(len(text)), 0.0)
         delta, bias = fit_residual(text, row_class, maps, self.pull, options.temperature)
         return Residual(delta, bias, trust)
 
