@@ -192,3 +192,4 @@ def test_samples_replace_an_images_contribution():
     assert samples.taught() == {"x": 4.0}
     samples.remove_image("a")
     assert samples.taught() == {}
+

@@ -33,8 +33,8 @@ Where the learned scores go, and how far they are trusted (measured, bench/resul
   where the text fails outright (random weights, a domain CLIP does not know).
 * Tried and dropped: the learned correction as a residual on the log-probabilities after KS (fitted on the
   raw or on the smoothed probabilities: worse, it over-corrects the flatter smoothed scores), a softmax over
-  the taught classes only, class-balanced weights; pixel-level features (`maskclip.pixel_features`) are an
-  option (`pixel_features=True`), off by default: no gain measured.
+  the taught classes only, class-balanced weights, other pulls, and pixel-level features (ilastik's filters
+  averaged per patch, appended to the features: worse in every mode at 20 verified scenes and on CamVid).
 
 The verified patches are kept per image (every patch's features and keys, since PD and KS look across the
 image): a stroke re-reads only its own image (features from the cache); the fit (L-BFGS; with the
@@ -56,7 +56,6 @@ import torch.nn.functional as F
 from .defaults import UNLABELLED
 from .errors import MaskCLIPError
 from .options import SegmentOptions
-from .pixel_features import patch_pixel_features
 from .scoring import TEMPERATURE, pipeline_probabilities
 from .settings import LEARN_DEFAULTS, LEARNERS
 from .verified_sync import VerifiedPixelSync
@@ -64,7 +63,6 @@ from .verified_sync import VerifiedPixelSync
 DEFAULT_PULL = 10.0  # chosen by measurement (bench/results.md: pulls 1 / 10 / 100, sclip), see README
 BACKGROUND = "background"  # the output class confirmed background teaches (what `segment` names it)
 MAX_ITER = 100
-PIXEL_FEATURES = False  # measured: no gain on the toy scenes or CamVid (bench/results.md); an option
 
 
 def check_pull(pull: float) -> float:
@@ -106,11 +104,10 @@ class VerifiedMap:
     targets: torch.Tensor
     weights: torch.Tensor
     keys: torch.Tensor | None = None
-    pixels: torch.Tensor | None = None  # [N, P] pixel-level features of the patches (maskclip.pixel_features)
 
     def subset(self, keep: torch.Tensor) -> "VerifiedMap":
         """The same image with only the verified patches `keep` (bool [n])."""
-        return VerifiedMap(self.x, self.index[keep], self.targets[keep], self.weights[keep], self.keys, self.pixels)
+        return VerifiedMap(self.x, self.index[keep], self.targets[keep], self.weights[keep], self.keys)
 
 
 @dataclass
@@ -127,21 +124,19 @@ class VerifiedSamples:
     def set_image(self, image_id: str, feature_maps: Sequence[torch.Tensor | dict], labels: np.ndarray,
                   verified: np.ndarray, class_names: Sequence[str]) -> None:
         """Replace one image's patches. feature_maps, per scale: the features [D, h, w] as `segment` scores
-        them (unit vectors, or window-normalised averages), or {"features": ..., "keys": [C, h, w], "pixels":
-        [P, h, w]} (keys: key smoothing as `segment` does it; pixels: `maskclip.pixel_features`); labels: HxW
+        them (unit vectors, or window-normalised averages), or {"features": ..., "keys": [C, h, w]} (what
+        `MaskCLIP.image_features` gives; the keys let the fit key-smooth as `segment` does); labels: HxW
         indices into class_names (255 = unlabelled); verified: HxW bool."""
         columns = [*class_names, BACKGROUND] if BACKGROUND not in class_names else [*class_names, " background"]
         maps = []
         for entry in feature_maps:
-            entry = entry if isinstance(entry, dict) else {"features": entry}
-            features, keys, pixels = entry["features"], entry.get("keys"), entry.get("pixels")
+            features, keys = (entry["features"], entry.get("keys")) if isinstance(entry, dict) else (entry, None)
             features = features.detach().to("cpu", torch.float32)
             index, targets, weights = verified_patch_targets(labels, verified, tuple(features.shape[1:]),
                                                              len(class_names))
             if len(index):
                 keys = None if keys is None else keys.detach().to("cpu", torch.float32).flatten(1)
-                pixels = None if pixels is None else pixels.to(torch.float32).flatten(1).T.contiguous()
-                maps.append(VerifiedMap(features.flatten(1).T.contiguous(), index, targets, weights, keys, pixels))
+                maps.append(VerifiedMap(features.flatten(1).T.contiguous(), index, targets, weights, keys))
         with self._lock:
             if columns != self.columns:
                 self._images.clear()
@@ -197,27 +192,19 @@ class Residual:
     bias: torch.Tensor  # [R]
     trust: float
 
-    def learned_probs(self, scores: torch.Tensor, unit: torch.Tensor, options,
-                      pixels: torch.Tensor | None = None) -> torch.Tensor:
-        """Text cosine scores [R, N], the scored features [D, N] and, when fitted with them, the pixel-level
-        features [P, N] -> the learned probabilities [R, N]."""
-        dim = unit.shape[0]
-        extra = self.delta.shape[1] - dim
-        if extra < 0 or (extra > 0 and (pixels is None or pixels.shape[0] != extra)):
+    def learned_probs(self, scores: torch.Tensor, unit: torch.Tensor, options) -> torch.Tensor:
+        """Text cosine scores [R, N] and the scored features [D, N] -> the learned probabilities [R, N]."""
+        if self.delta.shape[1] != unit.shape[0]:
             raise MaskCLIPError(f"the learner was fitted on {self.delta.shape[1]}-channel features but the model's "
-                                f"dense features have {dim}: it was learned with another model")
-        delta, bias = self.delta.to(unit.device), self.bias.to(unit.device)
-        learned = scores + delta[:, :dim] @ unit + bias[:, None]
-        if extra:
-            learned = learned + delta[:, dim:] @ pixels.to(unit.device)
+                                f"dense features have {unit.shape[0]}: it was learned with another model")
+        learned = scores + self.delta.to(unit.device) @ unit + self.bias.to(unit.device)[:, None]
         return pipeline_probabilities(learned, None, without_smoothing(options))
 
-    def apply(self, probs: torch.Tensor, scores: torch.Tensor, unit: torch.Tensor, options,
-              pixels: torch.Tensor | None = None) -> torch.Tensor:
+    def apply(self, probs: torch.Tensor, scores: torch.Tensor, unit: torch.Tensor, options) -> torch.Tensor:
         """The text pipeline's row probabilities [R, N] -> the blended ones."""
         if self.trust == 0.0:
             return probs
-        return blend(probs, self.learned_probs(scores, unit, options, pixels), self.trust)
+        return blend(probs, self.learned_probs(scores, unit, options), self.trust)
 
 
 # the held-out gain (mIoU of verified patches) a trust above 0 must show over the text alone. Halves of one
@@ -257,8 +244,7 @@ def fit_residual(text: torch.Tensor, row_class: Sequence[int], maps: Sequence[Ve
     check_pull(pull)
     text = text.detach().float().cpu()
     rows = torch.as_tensor(list(row_class), dtype=torch.long)
-    extra = maps[0].pixels.shape[1] if maps and maps[0].pixels is not None else 0
-    delta, bias = torch.zeros(len(text), text.shape[1] + extra), torch.zeros(len(text))
+    delta, bias = torch.zeros_like(text), torch.zeros(len(text))
     if not maps:
         return delta, bias
     n_classes = maps[0].targets.shape[1]
@@ -271,19 +257,10 @@ def fit_residual(text: torch.Tensor, row_class: Sequence[int], maps: Sequence[Ve
     free_idx = torch.nonzero(free).flatten()
     with torch.inference_mode(False), torch.enable_grad():  # `segment` runs under inference mode
         x = torch.cat([m.x[m.index] for m in maps]).clone()
-        base = temperature * (x @ text.T)
-        pixels = maps[0].pixels is not None
-        if pixels:  # standardised over the verified patches and scaled to unit norm like CLIP's features
-            raw = torch.cat([m.pixels[m.index] for m in maps])
-            mean, scale = raw.mean(0), raw.std(0, unbiased=False).clamp_min(1e-6) * raw.shape[1] ** 0.5
-            x = torch.cat([x, (raw - mean) / scale], dim=1)
         t = torch.cat([m.targets for m in maps]).clone()
         a = torch.cat([m.weights for m in maps]).clone()
-        d, c = _minimise(x, t, a, base, rows.clone(), n_classes, free_idx.clone(), pull, temperature, max_iter)
-    if pixels:  # fold the standardisation into the weights: they then take the raw pixel features
-        d_pix = d[:, text.shape[1]:] / scale
-        c = c - d_pix @ mean
-        d = torch.cat([d[:, :text.shape[1]], d_pix], dim=1)
+        d, c = _minimise(x, t, a, temperature * (x @ text.T), rows.clone(), n_classes, free_idx.clone(), pull,
+                         temperature, max_iter)
     delta[free_idx], bias[free_idx] = d, c
     return delta, bias
 
@@ -371,8 +348,7 @@ def choose_trust(text: torch.Tensor, row_class: Sequence[int], images: Sequence[
             scores = text @ m.x.T
             plain = pipeline_probabilities(scores, m.keys, options if m.keys is not None else
                                            without_smoothing(options))[:, m.index]
-            pixels = None if m.pixels is None else m.pixels.T
-            learned = fitted.learned_probs(scores, m.x.T, options, pixels)[:, m.index]
+            learned = fitted.learned_probs(scores, m.x.T, options)[:, m.index]
             for trust in trusts:
                 blended = _class_probs(blend(plain, learned, trust), rows, n_classes)
                 pooled[trust][0].append(blended.argmax(1))
@@ -407,20 +383,12 @@ class TextPriorTerm:
     learner: "ProjectLearner"
 
     def refine(self, probs: torch.Tensor, scores: torch.Tensor, row_names: Sequence[str], *, text: torch.Tensor,
-               unit: torch.Tensor, options, image: np.ndarray | None = None, grid: tuple[int, int] | None = None,
-               **_context) -> torch.Tensor:
+               unit: torch.Tensor, options, **_context) -> torch.Tensor:
         """The text pipeline's row probabilities [R, N] (after KS) and cosine scores [R, N] -> blended ones.
         text: the prompt rows [R, D]; unit: the features as scored [D, N]; options: the resolved
-        `SegmentOptions` `segment` runs with; image and grid: for the pixel-level features."""
+        `SegmentOptions` `segment` runs with."""
         fitted = self.learner.fit_rows(text, row_names, options)
-        if fitted is None or fitted.trust == 0.0:
-            return probs
-        pixels = None
-        if fitted.delta.shape[1] > unit.shape[0]:
-            if image is None or grid is None:
-                raise MaskCLIPError("the learner uses pixel-level features: it needs the image and its grid")
-            pixels = patch_pixel_features(image, grid).flatten(1)
-        return fitted.apply(probs, scores, unit, options, pixels)
+        return probs if fitted is None else fitted.apply(probs, scores, unit, options)
 
 
 class ProjectLearner(VerifiedPixelSync):
@@ -439,11 +407,10 @@ class ProjectLearner(VerifiedPixelSync):
 
     def __init__(self, scales: Sequence[int], window: int | None = None, stride: int | None = None, *,
                  dense_mode: str | None = None, window_norm: bool | None = None, pull: float = DEFAULT_PULL,
-                 cross_validate: bool = True, pixel_features: bool = PIXEL_FEATURES):
+                 cross_validate: bool = True):
         super().__init__(VerifiedSamples(), scales, window, stride, dense_mode=dense_mode, window_norm=window_norm)
         self.pull = check_pull(pull)
         self.cross_validate = cross_validate  # False: trust the learner fully (the benchmark's ablation)
-        self.pixel_features = pixel_features  # the learner also sees maskclip.pixel_features
         self._fits: dict[str, tuple[int, Residual | None]] = {}
         self._fit_lock = threading.Lock()
 
@@ -461,14 +428,8 @@ class ProjectLearner(VerifiedPixelSync):
         _mode, o = model.options(self.feature_kwargs().get("dense_mode"), window=self.window, stride=self.stride,
                                  window_norm=self.window_norm)
         maps = model.image_features(image, **self.feature_kwargs())
-        out = []
-        for m in maps:
-            entry = {"features": m["features"] if o.window_norm else F.normalize(m["features"], dim=0),
-                     "keys": m["keys"]}
-            if self.pixel_features:
-                entry["pixels"] = patch_pixel_features(image, tuple(m["features"].shape[1:]))
-            out.append(entry)
-        return out
+        return [{"features": m["features"] if o.window_norm else F.normalize(m["features"], dim=0),
+                 "keys": m["keys"]} for m in maps]
 
     def taught(self) -> dict[str, float]:
         """Verified area (patches) per class name ("background": confirmed background) - what a GUI shows."""
@@ -517,7 +478,7 @@ class ProjectLearner(VerifiedPixelSync):
                 keep = mass > 1e-6  # patches whose verified labels are all outside these prompts teach nothing
                 if keep.any():
                     mine.append(VerifiedMap(m.x, m.index[keep], t[keep] / mass[keep, None],
-                                            m.weights[keep] * mass[keep], m.keys, m.pixels))
+                                            m.weights[keep] * mass[keep], m.keys))
             if mine:
                 kept.append(mine)
         if not kept:
@@ -526,7 +487,7 @@ class ProjectLearner(VerifiedPixelSync):
         trust = choose_trust(text, row_class, kept, options, self.pull) if self.cross_validate else 1.0
         maps = [m for mine in kept for m in mine]
         if trust == 0.0:
-            return Residual(torch.zeros(len(text), 0), torch.zeros(len(text)), 0.0)
+            return Residual(torch.zeros_like(text), torch.zeros(len(text)), 0.0)
         delta, bias = fit_residual(text, row_class, maps, self.pull, options.temperature)
         return Residual(delta, bias, trust)
 
