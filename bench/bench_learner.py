@@ -94,7 +94,7 @@ def learned_term(model, project, options, kind: str, **ablation):
 
 LEARNER_ROWS = (("prototypes", "prototypes (w=0.5)", {}),
                 ("text-prior", "**text-prior learner** (default)", {}),
-                ("text-prior", "learner, full trust (no cross-validation)", {"cross_validate": False})))
+                ("text-prior", "learner, full trust (no cross-validation)", {"cross_validate": False}))
 
 
 def miou(model, items, classes, options, num_classes, learned=None, **extra) -> float:
