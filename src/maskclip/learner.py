@@ -33,8 +33,9 @@ Where the learned scores go, and how far they are trusted (measured, bench/resul
   where the text fails outright (random weights, a domain CLIP does not know).
 * Tried and dropped: the learned correction as a residual on the log-probabilities after KS (fitted on the
   raw or on the smoothed probabilities: worse, it over-corrects the flatter smoothed scores), a softmax over
-  the taught classes only, class-balanced weights, other pulls, and pixel-level features (ilastik's filters
-  averaged per patch, appended to the features: worse in every mode at 20 verified scenes and on CamVid).
+  the taught classes only, class-balanced weights, other pulls. Pixel-level features (ilastik's filters
+  averaged per patch, appended to the features) were measured and removed: worse in every toy mode at 20
+  verified scenes, better on CamVid with random weights; they would have to be chosen per project.
 
 The verified patches are kept per image (every patch's features and keys, since PD and KS look across the
 image): a stroke re-reads only its own image (features from the cache); the fit (L-BFGS; with the
