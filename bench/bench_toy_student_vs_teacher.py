@@ -46,6 +46,7 @@ from results_file import machine_line, write_section  # noqa: E402
 
 import maskclip  # noqa: E402
 from maskclip import toy_clip  # noqa: E402
+from maskclip.dense_modes import DENSE_MODE_LABELS, DENSE_MODE_NAMES  # noqa: E402
 from maskclip.metrics import confusion_matrix, scores_from_confusion  # noqa: E402
 from maskclip.text import prompt_rows  # noqa: E402
 from maskclip.train import AugmentConfig, TeacherCache, TrainConfig, TrainItem, train  # noqa: E402
@@ -119,8 +120,52 @@ def reading(teacher: dict, cm_teacher: np.ndarray, runs: list[dict], names: list
     return "\n".join(lines)
 
 
+def in_parallel(jobs: list) -> list:
+    """Run each job (a function returning a list) in its own forked process, one torch thread each; the
+    concatenated results in job order. Each seed's training is then timed on one core, as when run alone."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")  # the jobs are closures over the loaded model and data: fork, not spawn
+    queue = ctx.Queue()
+
+    def work(i, job):
+        torch.set_num_threads(1)
+        try:
+            queue.put((i, job(), None))
+        except BaseException as exc:  # reported by the parent, which then fails
+            queue.put((i, None, f"{type(exc).__name__}: {exc}"))
+
+    procs = [ctx.Process(target=work, args=(i, job)) for i, job in enumerate(jobs)]
+    for p in procs:
+        p.start()
+    results = {}
+    for _ in procs:
+        i, out, error = queue.get()
+        if error:
+            raise RuntimeError(f"parallel job {i} failed: {error}")
+        results[i] = out
+    for p in procs:
+        p.join()
+    return [r for i in range(len(jobs)) for r in results[i]]
+
+
+def teacher_kwargs(mode: str, background: list[str]) -> dict:
+    """`segment` options of a dense mode as a teacher: the annotator's defaults for that mode (maskclip: key
+    smoothing + prompt denoising at 0.5; SCLIP, ClearCLIP, NACLIP: neither, as their papers), at the toy
+    CLIP's pre-training size (an 8x8 patch grid)."""
+    kwargs = {"background": background, "scales": [toy_clip.IMAGE_SIZE]}
+    if mode == "maskclip":
+        kwargs.update(key_smoothing=True, prompt_denoising=True, pd_threshold=0.5)
+    return kwargs
+
+
+def mode_text(mode: str) -> str:
+    return "MaskCLIP (KS+PD)" if mode == "maskclip" else DENSE_MODE_LABELS[mode]
+
+
 def compare(args, path: Path, model, classes, segment_kwargs, embeddings, names, teacher, cm_teacher, eval_scenes,
-            items, cache, root: Path, pseudo, pseudo_s: float, teacher_eval_s: float, wall0: float) -> int:
+            items, cache, root: Path, pseudo, pseudo_s: float, teacher_eval_s: float, wall0: float,
+            others: dict | None = None) -> int:
     """--compare: each student x training seed, scored on the held-out scenes at every --eval-at iteration
     of one --iters schedule (a run stops at each point, is scored, and resumes: bit-exact on the CPU), plus
     self-training branches (--self-train-fractions) of the first seed of each student."""
@@ -136,28 +181,33 @@ def compare(args, path: Path, model, classes, segment_kwargs, embeddings, names,
 
     def config(student: str, seed: int, fraction: float) -> TrainConfig:
         clip = student == "clip"
+        mean_teacher = {"ema_decay": args.ema_decay, "self_train_keep_teacher": args.self_train_keep_teacher,
+                        "self_train_balance": args.self_train_balance} if clip else {}
         return TrainConfig(iters=args.iters, batch_size=args.clip_batch_size if clip else args.batch_size,
                            student=student, imagenet_backbone=False, lr=args.clip_lr if clip else args.lr,
                            guided_fraction=fraction, seed=seed, freeze_blocks=args.freeze_blocks if clip else 0,
+                           confidence_keep=args.confidence_keep, **mean_teacher,
                            checkpoint_every=args.iters, log_every=max(args.iters // 10, 1),
                            augment=AugmentConfig(base_size=args.base_size, crop_size=args.crop_size))
 
     def run(student: str, seed: int, fraction: float, folder: Path, points: list[int], resume: bool,
-            branch_at: dict | None = None, seconds: float = 0.0) -> list[dict]:
+            branch_at: dict | None = None, seconds: float = 0.0, cpu: float = 0.0) -> list[dict]:
         out = []
         for point in points:
+            cpu0 = time.process_time()  # this process's CPU time: the budget is CPU-minutes on a shared machine
             result = train(items, cache, embeddings, names, folder, config(student, seed, fraction), resume=resume,
                            stop=(lambda it, p=point: it >= p) if point < args.iters else None, log=say,
                            clip_model=model)
             seconds += result.seconds
+            cpu += time.process_time() - cpu0
             resume = True
             if branch_at and point in branch_at:  # the guided run's checkpoint at a switch: a branch resumes it
                 shutil.copytree(folder, branch_at[point][0])
-                branch_at[point][1] = seconds
+                branch_at[point][1:] = [seconds, cpu]
             sc = evaluate(result.student)
             out.append({"student": student, "seed": seed, "guided_fraction": fraction, "iteration": result.iteration,
                         "mIoU": sc["mIoU"], "per_class_iou": sc["per_class_iou"], "train_s": seconds,
-                        "loss": result.loss})
+                        "train_cpu_s": cpu, "loss": result.loss})
             say(f"{student} seed {seed} ({phase_text(fraction)}) @ {result.iteration}: mIoU {sc['mIoU']:.3f} "
                 f"(teacher {teacher['mIoU']:.3f}), train {seconds:.0f}s")
         return out
@@ -165,18 +215,24 @@ def compare(args, path: Path, model, classes, segment_kwargs, embeddings, names,
     records = []
     switches = {f: round(f * args.iters) for f in args.self_train_fractions}
     points = sorted({p for p in args.eval_at if p < args.iters} | {args.iters} | set(switches.values()))
+
+    def one_seed(student: str, seed: int) -> list[dict]:
+        folder = root / f"{student}-seed{seed}"
+        branch_at = ({s: [root / f"{student}-seed{seed}-self-from-{s}", 0.0, 0.0] for s in switches.values()}
+                     if seed == args.seeds[0] else None)
+        out = run(student, seed, 1.0, folder, points, False, branch_at)
+        for fraction, switch in (switches.items() if branch_at else ()):  # self-training branches, first seed
+            branch, trunk_s, trunk_cpu = branch_at[switch]
+            out += run(student, seed, fraction, branch, [p for p in points if p > switch], True, seconds=trunk_s,
+                       cpu=trunk_cpu)
+        return out
+
     for student in args.students:
-        for seed in args.seeds:
-            folder = root / f"{student}-seed{seed}"
-            branch_at = ({s: [root / f"{student}-seed{seed}-self-from-{s}", 0.0] for s in switches.values()}
-                         if seed == args.seeds[0] else None)
-            records += run(student, seed, 1.0, folder, points, False, branch_at)
-            if branch_at is None:
-                continue
-            for fraction, switch in switches.items():  # self-training branches of the first seed
-                branch, trunk_s = branch_at[switch]
-                records += run(student, seed, fraction, branch, [p for p in points if p > switch], True,
-                               seconds=trunk_s)
+        if args.parallel_seeds and len(args.seeds) > 1:
+            records += in_parallel([functools.partial(one_seed, student, seed) for seed in args.seeds])
+        else:
+            for seed in args.seeds:
+                records += one_seed(student, seed)
     wall = time.perf_counter() - wall0
 
     def pct(v):
@@ -186,10 +242,12 @@ def compare(args, path: Path, model, classes, segment_kwargs, embeddings, names,
         v = np.array([r["mIoU"] for r in rs])
         return v.mean(), (v.std(ddof=1) if len(v) > 1 else 0.0), v.min(), v.max()
 
-    lines = ["| student | schedule | iteration | seeds | mIoU mean | spread (sd; min-max) | vs teacher | train time / seed |",
+    lines = ["| student | schedule | iteration | seeds | mIoU mean | spread (sd; min-max) | vs teacher | train time / seed (wall; CPU) |",
              "|---|---|---|---|---|---|---|---|",
-             f"| teacher: MaskCLIP (KS+PD), training-free | - | - | - | {pct(teacher['mIoU'])} | - | - | "
+             f"| teacher: {mode_text(args.teacher_mode)}, training-free | - | - | - | {pct(teacher['mIoU'])} | - | - | "
              f"{1000 * teacher_eval_s / len(eval_scenes):.0f} ms/scene |"]
+    lines += [f"| (not the teacher) {mode_text(m)}, training-free | - | - | - | {pct(sc['mIoU'])} | - | "
+              f"{100 * (sc['mIoU'] - teacher['mIoU']):+.1f} | - |" for m, sc in (others or {}).items()]
     summary = []
     for student in args.students:
         for fraction in [1.0, *args.self_train_fractions]:
@@ -200,12 +258,13 @@ def compare(args, path: Path, model, classes, segment_kwargs, embeddings, names,
                     continue
                 mean, sd, lo, hi = stats(rs)
                 secs = np.mean([r["train_s"] for r in rs])
+                cpu_s = np.mean([r["train_cpu_s"] for r in rs])
                 summary.append({"student": student, "guided_fraction": fraction, "iteration": point,
                                 "seeds": [r["seed"] for r in rs], "mIoU": [r["mIoU"] for r in rs],
-                                "mean": mean, "sd": sd, "train_s": secs})
+                                "mean": mean, "sd": sd, "train_s": secs, "train_cpu_s": cpu_s})
                 lines.append(f"| {student} | {phase_text(fraction)} | {point} | {len(rs)} | **{pct(mean)}** | "
                              f"{pct(sd)}; {pct(lo)}-{pct(hi)} | {100 * (mean - teacher['mIoU']):+.1f} | "
-                             f"{secs:.0f} s |")
+                             f"{secs:.0f} s; {cpu_s:.0f} CPU-s |")
     best = max(summary, key=lambda r: r["mean"])
     best_runs = [r for r in records if r["student"] == best["student"] and r["guided_fraction"] == best["guided_fraction"]
                  and r["iteration"] == best["iteration"]]
@@ -216,10 +275,21 @@ def compare(args, path: Path, model, classes, segment_kwargs, embeddings, names,
                          f"{pct(np.mean([r['per_class_iou'][c] or 0 for r in best_runs]))} |")
     print(json.dumps({"teacher_mIoU": teacher["mIoU"], "pseudo_label_mIoU_train": pseudo["mIoU"],
                       "summary": summary, "wall_s": wall, "config": vars(args)}, indent=1))
+    extras = []
+    if args.confidence_keep is not None:
+        extras.append(f"trained only on the teacher's most confident {100 * args.confidence_keep:.0f}% of each "
+                      "class's pixels (class-balanced bars, the rest ignored)")
+    if args.ema_decay is not None:
+        extras.append(f"mean teacher: EMA of the weights (decay {args.ema_decay}) labels self-training and is "
+                      "the scored student")
+    if args.self_train_keep_teacher:
+        extras.append("self-training keeps the teacher's confident pixels")
+    if args.self_train_balance is not None:
+        extras.append(f"class-balanced self-training (CBST, share {args.self_train_balance})")
     described = {
-        "clip": f"""- `clip`: a trainable copy of the toy CLIP's image tower through MaskCLIP's dense path + zero-initialised
+        "clip": f"""- `clip`: a trainable copy of the toy CLIP's image tower through {mode_text(args.teacher_mode).split(" (")[0]}'s dense path + zero-initialised
   residual decoder at 2x the patch grid, classifier = the frozen text embeddings; AdamW lr {args.clip_lr}
-  (weight decay 0.01), batch {args.clip_batch_size}, {"end to end" if not args.freeze_blocks else f"first {args.freeze_blocks} blocks frozen"}.""",
+  (weight decay 0.01), batch {args.clip_batch_size}, {"end to end" if not args.freeze_blocks else f"first {args.freeze_blocks} blocks frozen"}{"; " + "; ".join(extras) if extras else ""}.""",
         "lraspp_mobilenet_v3_large": f"""- `lraspp_mobilenet_v3_large`: random initialisation (no ImageNet weights offline), SGD lr {args.lr} poly,
   batch {args.batch_size}."""}
     students_text = "\n".join(described.get(s, f"- `{s}`: random initialisation, SGD lr {args.lr} poly, batch "
@@ -227,7 +297,7 @@ def compare(args, path: Path, model, classes, segment_kwargs, embeddings, names,
     pseudo_text = f"{pseudo_s:.0f} s" if pseudo_s >= 1 else "read from the run folder's cache of an earlier run"
     body = f"""{machine_line()}; {args.threads} torch threads, device {args.device}; the 2 cores shared with other jobs.
 
-Teacher as in the section above: MaskCLIP (KS + PD at 0.5) on the toy CLIP `{path.name}`; its pseudo labels of
+Teacher: {mode_text(args.teacher_mode)} ({", ".join(f"{k} {v}" for k, v in segment_kwargs.items() if k != "background")}) on the toy CLIP `{path.name}`; its pseudo labels of
 {len(items)} training scenes (seed {args.train_seed}) score {pct(pseudo['mIoU'])} mIoU against their ground truth
 ({pseudo_text}). Scored on {len(eval_scenes)} held-out scenes.
 Students (`maskclip.train.train`, flips + colour jitter, crops {args.crop_size} from scenes scaled to
@@ -283,6 +353,19 @@ def main() -> int:
     ap.add_argument("--clip-lr", type=float, default=1e-4)
     ap.add_argument("--clip-batch-size", type=int, default=32)
     ap.add_argument("--freeze-blocks", type=int, default=0)
+    ap.add_argument("--teacher-mode", default="maskclip", choices=DENSE_MODE_NAMES,
+                    help="the teacher's dense mode (its own defaults; maskclip: KS + PD) and the clip student's tower")
+    ap.add_argument("--baseline-modes", nargs="*", default=[], choices=DENSE_MODE_NAMES,
+                    help="--compare: also score these dense modes training-free (the teacher's mode always)")
+    ap.add_argument("--confidence-keep", type=float, default=None,
+                    help="per class, train on the teacher's most confident share of its pixels (TrainConfig)")
+    ap.add_argument("--ema-decay", type=float, default=None, help="clip student: mean teacher (TrainConfig)")
+    ap.add_argument("--self-train-keep-teacher", action="store_true",
+                    help="clip student: self-training keeps the teacher's (confident) pixels")
+    ap.add_argument("--self-train-balance", type=float, default=None,
+                    help="clip student: class-balanced self-training share (TrainConfig)")
+    ap.add_argument("--parallel-seeds", action="store_true",
+                    help="--compare: train the seeds at once, one process (and torch thread) each")
     ap.add_argument("--section-note", default="", help="--compare: appended to the results.md heading (one section "
                     "per note, so runs with other settings keep their own)")
     args = ap.parse_args()
@@ -296,14 +379,12 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     wall0 = time.perf_counter()
     device = torch.device(args.device)
-    model = maskclip.load(toy_clip.MODEL_NAME, pretrained=path, device=device, dense_mode="maskclip")
+    model = maskclip.load(toy_clip.MODEL_NAME, pretrained=path, device=device, dense_mode=args.teacher_mode)
     classes, background = list(toy_clip.CLASS_NAMES), list(toy_clip.BACKGROUND_PROMPTS)
     rows, groups, names, bg_index = prompt_rows(classes, background)
     assert names == classes + ["background"] and bg_index == toy_clip.BACKGROUND_LABEL
     k = len(names)
-    # the teacher: MaskCLIP with the annotator's defaults for dense mode maskclip (KS + PD on, t = 0.5)
-    segment_kwargs = {"background": background, "scales": [toy_clip.IMAGE_SIZE], "key_smoothing": True,
-                      "prompt_denoising": True, "pd_threshold": 0.5}
+    segment_kwargs = teacher_kwargs(args.teacher_mode, background)
     embeddings = model.encode_text(rows).detach().cpu()  # the student's frozen classifier, as `maskclip train`
 
     eval_scenes = toy_clip.held_out_scenes(args.eval)
@@ -320,7 +401,7 @@ def main() -> int:
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.run_dir or tmp)
-        cache = TeacherCache(root / "teacher", {"toy_checkpoint": str(path.resolve()),
+        cache = TeacherCache(root / "teacher", {"toy_checkpoint": str(path.resolve()), "mode": args.teacher_mode,
                                                 "mtime": path.stat().st_mtime_ns, "seed": args.train_seed,
                                                 "segment": segment_kwargs}).open()
         items = [TrainItem(f"scene-{i:05d}", functools.partial(_pixels, s.image)) for i, s in enumerate(train_scenes)]
@@ -335,8 +416,17 @@ def main() -> int:
               f"mIoU vs their ground truth {pseudo['mIoU']:.3f}", file=sys.stderr, flush=True)
 
         if args.compare:
+            others = {}  # the other dense modes as training-free baselines, each with its own defaults
+            for mode in args.baseline_modes:
+                if mode != args.teacher_mode:
+                    cm = np.zeros((k, k + 1), np.int64)
+                    for s in eval_scenes:
+                        cm += confusion_matrix(s.labels, model.segment(s.image, classes, dense_mode=mode,
+                                                                       **teacher_kwargs(mode, background)).labels, k)
+                    others[mode] = score(cm, names)
+                    say(f"training-free {mode}: mIoU {others[mode]['mIoU']:.3f}")
             return compare(args, path, model, classes, segment_kwargs, embeddings, names, teacher, cm_teacher,
-                           eval_scenes, items, cache, root, pseudo, pseudo_s, teacher_eval_s, wall0)
+                           eval_scenes, items, cache, root, pseudo, pseudo_s, teacher_eval_s, wall0, others)
 
         def config_for(fraction: float) -> TrainConfig:
             return TrainConfig(iters=args.iters, batch_size=args.batch_size, student=args.student,

@@ -1,9 +1,11 @@
-"""Class editor: a table of (colour, name, synonyms) plus the background prompts.
+"""Class editor: a table of (colour, name, synonyms, taught) plus the background prompts.
 
 The editor holds no state of its own: it shows the project's classes and turns each edit into one request
 signal. The annotator applies the request to the project and calls `set_classes` again with the result,
 so a refused edit (duplicate name, ...) simply snaps back. Selecting a row says which class the user
 wants to paint (`class_selected`); `select_class` shows a choice made elsewhere (the labels layer).
+`show_taught` fills the "Taught" column (verified pixels each class taught the learner; hidden while
+learning from corrections is off).
 """
 from __future__ import annotations
 
@@ -25,7 +27,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-COLOUR, NAME, SYNONYMS = range(3)
+from . import _wording as say
+
+COLOUR, NAME, SYNONYMS, TAUGHT = range(4)
 
 
 def _split(text: str) -> list[str]:
@@ -45,18 +49,22 @@ class ClassEditor(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self._names: list[str] = []
+        self._taught: dict[str, int] | None = None
         self._updating = False
 
-        self.table = QTableWidget(0, 3)
-        self.table.setHorizontalHeaderLabels(["", "Class", "Synonyms"])
+        self.table = QTableWidget(0, 4)
+        self.table.setHorizontalHeaderLabels(["", "Class", "Synonyms", "Taught"])
         self.table.horizontalHeaderItem(SYNONYMS).setToolTip("Other names of the class, comma separated; "
                                                              "their text embeddings are averaged")
+        self.table.horizontalHeaderItem(TAUGHT).setToolTip(say.TIPS["taught"])
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(COLOUR, QHeaderView.ResizeMode.Fixed)
         header.resizeSection(COLOUR, 26)
         header.setSectionResizeMode(NAME, QHeaderView.ResizeMode.Interactive)
         header.resizeSection(NAME, 110)
-        header.setStretchLastSection(True)
+        header.setSectionResizeMode(SYNONYMS, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(TAUGHT, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setColumnHidden(TAUGHT, True)
         self.table.verticalHeader().setVisible(False)
         self.table.verticalHeader().setDefaultSectionSize(22)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -88,6 +96,9 @@ class ClassEditor(QWidget):
             "Background prompts, comma separated. They compete with your classes and their pixels stay "
             "unlabelled (merged into one 'background' output), which keeps stray classes from spreading.")
         self.background.editingFinished.connect(self._on_background)
+        self.background_taught = QLabel()  # confirmed background the learner learned from (see show_taught)
+        self.background_taught.setToolTip(say.TIPS["taught_background"])
+        self.background_taught.setVisible(False)
 
         row = QHBoxLayout()
         row.addWidget(self.new_name, 1)
@@ -98,6 +109,7 @@ class ClassEditor(QWidget):
         bg = QHBoxLayout()
         bg.addWidget(QLabel("Background:"))
         bg.addWidget(self.background, 1)
+        bg.addWidget(self.background_taught)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.table)
@@ -120,11 +132,41 @@ class ClassEditor(QWidget):
                 self.table.setItem(row, COLOUR, swatch)
                 self.table.setItem(row, NAME, QTableWidgetItem(c.name))
                 self.table.setItem(row, SYNONYMS, QTableWidgetItem(", ".join(c.synonyms)))
+                self.table.setItem(row, TAUGHT, self._taught_item(c.name))
             self.background.setText(", ".join(background))
             if selected in self._names:
                 self.table.selectRow(self._names.index(selected))
         finally:
             self._updating = False
+
+    def show_taught(self, taught: dict[str, int] | None, background: int | None = None) -> None:
+        """Verified pixels per class name that taught the learner, and the confirmed background (None: not
+        shown); taught None hides the column (learning from corrections is off)."""
+        self._taught = taught
+        self.table.setColumnHidden(TAUGHT, taught is None)
+        self._updating = True
+        try:
+            for row, name in enumerate(self._names):
+                self.table.setItem(row, TAUGHT, self._taught_item(name))
+        finally:
+            self._updating = False
+        shown = taught is not None and background is not None
+        self.background_taught.setVisible(shown)
+        self.background_taught.setText(say.background_taught(background) if shown else "")
+
+    def taught_text(self, name: str) -> str:
+        """What the Taught column shows for a class ("" while hidden)."""
+        index = self._names.index(name)
+        item = self.table.item(index, TAUGHT)
+        return item.text() if item is not None and not self.table.isColumnHidden(TAUGHT) else ""
+
+    def _taught_item(self, name: str) -> QTableWidgetItem:
+        count = (self._taught or {}).get(name, 0)
+        item = QTableWidgetItem(say.pixel_count(count) if self._taught is not None else "")
+        item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)  # not editable
+        item.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
+        item.setToolTip(say.taught(count, name))
+        return item
 
     def select_class(self, name: str | None) -> None:
         """Select the row of `name` (none for None or an unknown name) without emitting class_selected."""

@@ -53,10 +53,12 @@ class EditSaver(QObject):
 
     def record(self) -> None:
         """Record what changed in the labels layer (every way of editing counts: paint, fill, erase,
-        polygon, a script writing to layer.data) as one undo step; changed pixels become verified."""
+        polygon, a script writing to layer.data) as one undo step; changed pixels become verified, and so
+        do the pixels a brush went over that already showed its label (`_stroke_layer.StrokeLabels`)."""
         layer = self._target()[2]
         if layer is not None:
-            self.edits.record(layer.data)
+            take_touched = getattr(layer, "take_touched", None)  # a "labels" layer made by someone else has none
+            self.edits.record(layer.data, take_touched() if take_touched is not None else None)
 
     def save(self, source: str = "annotator", wait: bool = False) -> None:
         """Write the recorded edits (labels and verified mask) in the save thread; wait=True returns once
@@ -109,6 +111,7 @@ class EditSaver(QObject):
         if layer is None or not self.edits.editable or image_id is None:
             return
         done = "Redone" if redo else "Undone"
+        self.record()  # a stroke not yet recorded (with the pixels it confirmed) is the step to undo
         values = self.edits.step(redo, layer.data)
         if values is None:
             self.message.emit(say.nothing_to(done, image_id), False)
@@ -154,7 +157,7 @@ class EditSaver(QObject):
             return
         values = self.edits.verify(class_index, layer.data)
         self.save(source="reviewed" if class_index is None else "verified class")
-        # the list and the learned prototypes follow when it is written
+        # the image list follows when it is written, and the learner (with Learn from corrections on)
         if class_index is None:
             labelled = int((values > 0).sum())
             self.message.emit(say.reviewed(image_id, labelled, values.size - labelled), False)

@@ -2,7 +2,9 @@
 
 - "image": the current image;
 - "confidence: <class>": one colour-mapped map per class, hidden until the user shows it;
-- "labels": the editable labels (class i shown as value i + 1, 0 = unlabelled).
+- "labels": the editable labels (class i shown as value i + 1, 0 = unlabelled), a `_stroke_layer.StrokeLabels`;
+- "low confidence": where the model is unsure (`_unsure`), above the labels, shown by the user's toggle;
+- "wand preview": the feature wand's region before it is applied (`_wand`).
 
 How classes look as layers (colormaps, features) is `_layers`; this module makes, updates and finds the
 layers. It holds no edits: the widget's `EditState` does.
@@ -13,11 +15,13 @@ from typing import Callable
 
 import numpy as np
 
-from ._layers import confidence_colormap, labels_colormap, labels_features
+from ._layers import UNSURE_COLOUR, confidence_colormap, labels_colormap, labels_features, mask_colormap
 
 IMAGE_LAYER = "image"
 LABELS_LAYER = "labels"
 CONFIDENCE_PREFIX = "confidence: "
+UNSURE_LAYER = "low confidence"
+WAND_LAYER = "wand preview"
 
 
 class LayerManager:
@@ -32,6 +36,7 @@ class LayerManager:
         self._current = current
         self._on_labels_layer = on_labels_layer
         self._conf_visible: dict[str, bool] = {}  # a removed confidence layer's visibility, for its return
+        self.hidden_classes: set[str] = set()  # class names the legend hides on the labels layer
         viewer.layers.events.inserted.connect(self._keep_image_at_bottom)
 
     # --- finding ------------------------------------------------------------------------------------
@@ -96,7 +101,7 @@ class LayerManager:
             layer.editable = False  # drops napari's own undo history: it belongs to the previous labels
             layer.data = values
             if layer.metadata.get("maskclip_classes") != table:
-                layer.colormap = labels_colormap(colours)
+                layer.colormap = self._colormap(names, colours)
                 layer.features = labels_features(names)
             layer.editable = editable
             if editable:
@@ -110,12 +115,26 @@ class LayerManager:
         """New class names or colours for the labels layer."""
         layer = self.labels_layer
         if layer is not None:
-            layer.colormap = labels_colormap(colours)
+            layer.colormap = self._colormap(names, colours)
             layer.features = labels_features(names)
+            layer.metadata["maskclip_classes"] = (tuple(names), tuple(colours))
+
+    def set_hidden_classes(self, hidden) -> None:
+        """Hide these classes (names) on the labels layer (transparent; their pixels stay as they are)."""
+        self.hidden_classes = set(hidden)
+        layer = self.labels_layer
+        if layer is not None and "maskclip_classes" in layer.metadata:
+            layer.colormap = self._colormap(*layer.metadata["maskclip_classes"])
+
+    def _colormap(self, names, colours):
+        return labels_colormap(colours, [i for i, name in enumerate(names) if name in self.hidden_classes])
 
     def add_labels_layer(self, values: np.ndarray, names, colours):
-        layer = self.viewer.add_labels(values, name=LABELS_LAYER, opacity=0.55, colormap=labels_colormap(colours),
-                                       features=labels_features(names))
+        from ._stroke_layer import StrokeLabels  # napari.layers: imported once the layer warm-up has (_layers)
+
+        layer = self.viewer.add_layer(StrokeLabels(values, name=LABELS_LAYER, opacity=0.55,
+                                                   colormap=self._colormap(names, colours),
+                                                   features=labels_features(names)))
         self._on_labels_layer(layer)
         return layer
 
@@ -199,6 +218,40 @@ class LayerManager:
         layer = event.source
         if layer.visible and layer.metadata.get("maskclip_stale") and self._current()[1] is not None:
             self._fill_confidence(layer)
+
+    # --- masks over the labels: low confidence, the wand's preview --------------------------------
+    @property
+    def unsure_layer(self):
+        return self.layer(UNSURE_LAYER)
+
+    def show_unsure(self, mask: np.ndarray | None) -> None:
+        """Show `mask` (uint8 HxW, 1 = unsure) above the labels; None hides the layer."""
+        self.show_mask(UNSURE_LAYER, mask, UNSURE_COLOUR, 0.6)
+
+    def show_mask(self, name: str, mask: np.ndarray | None, rgb, opacity: float, offset=(0, 0)) -> None:
+        """Show `mask` (1 = shaded) in colour `rgb` (0..1) as layer `name` above the labels, its first pixel at
+        image pixel `offset` (a part of the image costs napari only its own size); None hides it. The labels
+        stay the active layer (number keys, Ctrl+Z)."""
+        layer = self.layer(name)
+        if mask is None:
+            if layer is not None:
+                layer.visible = False
+            return
+        mask = mask.view(np.uint8) if mask.dtype == bool else mask
+        if layer is None:
+            layer = self.viewer.add_image(mask, name=name, colormap=mask_colormap(name, rgb), contrast_limits=(0, 1),
+                                          blending="translucent", opacity=opacity, interpolation2d="nearest",
+                                          translate=offset)
+        else:
+            if layer.metadata.get("maskclip_colour") != tuple(rgb):
+                layer.colormap = mask_colormap(name, rgb)
+            if tuple(layer.translate[-2:]) != tuple(offset):
+                layer.translate = offset
+            layer.data = mask
+            layer.visible = True
+        layer.metadata["maskclip_colour"] = tuple(rgb)
+        if self.labels_layer is not None:
+            self.viewer.layers.selection.active = self.labels_layer
 
     def select_label(self, value: int) -> None:
         """Paint with labels-layer value `value` (switches a non-painting mode to paint)."""

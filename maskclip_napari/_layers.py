@@ -22,10 +22,11 @@ def labels_features(names: Sequence[str]) -> dict:
     return {"index": np.arange(len(names) + 1), "class": [UNLABELLED, *names]}
 
 
-def labels_colormap(colours: Sequence[Sequence[int]]) -> DirectLabelColormap:
+def labels_colormap(colours: Sequence[Sequence[int]], hidden: Sequence[int] = ()) -> DirectLabelColormap:
+    """Class i as value i + 1 in its colour; the classes whose indices are in `hidden` transparent."""
     color_dict = {None: np.zeros(4), 0: np.zeros(4)}
     for i, rgb in enumerate(colours):
-        color_dict[i + 1] = np.array([*(c / 255 for c in rgb), 1.0])
+        color_dict[i + 1] = np.array([*(c / 255 for c in rgb), 0.0 if i in hidden else 1.0])
     return DirectLabelColormap(color_dict=color_dict, background_value=0)
 
 
@@ -33,6 +34,15 @@ def confidence_colormap(name: str, rgb: Sequence[int]) -> Colormap:
     """Transparent at 0, the class colour at 1: stacked maps read like a soft version of the labels."""
     r, g, b = (c / 255 for c in rgb)
     return Colormap([[r, g, b, 0.0], [r, g, b, 1.0]], name=f"maskclip {name}")
+
+
+UNSURE_COLOUR = (1.0, 0.0, 1.0)  # magenta: no class colour of the default palettes
+WAND_COLOUR = (0.0, 1.0, 1.0)  # cyan: the wand's preview, whatever the brush's class
+
+
+def mask_colormap(name: str, rgb: Sequence[float]) -> Colormap:
+    """Transparent at 0, `rgb` (0..1) at 1: a mask shown over the labels (low confidence, the wand's preview)."""
+    return Colormap([[*rgb, 0.0], [*rgb, 1.0]], name=f"maskclip {name}")
 
 
 def class_table_from_layer(features, colormap) -> tuple[list[str], list[tuple[int, int, int]]] | None:

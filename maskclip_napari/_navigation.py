@@ -11,7 +11,8 @@ these objects and listens to its signals:
 - open_ready(project, opened, split): a project was read: the widget shows it (`AnnotatorWidget.open_project`
   resets the panels, then calls `show_project`);
 - labels_reset: the labels layer got new values (the brush line follows the selected label);
-- image_shown(has_stored_labels): an image is on screen.
+- image_shown(has_stored_labels): an image is on screen;
+- segmentation_shown: a segmentation of the current image is on screen (confidences changed).
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ class Navigator(QObject):
     open_ready = Signal(object, object, bool)
     labels_reset = Signal()
     image_shown = Signal(bool)
+    segmentation_shown = Signal()
 
     def __init__(self, viewer, images, status, layers, loader, editor, parent=None):
         super().__init__(parent)
@@ -164,11 +166,19 @@ class Navigator(QObject):
         p = self.project
         self.images.fill(states if states is not None else p.list_images(),
                          p.image_ids.index(self.current_id) if self.current_id in p else None)
+        self.show_class_progress()
 
     def refresh_item(self, image_id: str, state=None) -> None:
         """Redescribe an image's list row (state: its ImageState when already read)."""
         row = self.project.image_ids.index(image_id)
         self.images.refresh_item(row, state if state is not None else self.project.image_state(image_id))
+        self.show_class_progress()
+
+    def show_class_progress(self) -> None:
+        """The per-class verified shares above the list (from the list's states and the summary cache)."""
+        p = self.project
+        if p is not None and len(self.images.states) == len(p):
+            self.images.show_class_progress(p.class_progress(self.images.states), p.class_colours)
 
     def on_list_row(self, row: int) -> None:
         if self.project is None or not 0 <= row < len(self.project):
@@ -176,10 +186,18 @@ class Navigator(QObject):
         self.show_image(self.project.image_ids[row], background=True)
 
     def step(self, step: int, background: bool = False) -> None:
+        """The next (step +1) or previous (-1) image the list's status filter shows, wrapping."""
         if self.project is None or self.current_id is None:
             return
         ids = self.project.image_ids
-        self.show_image(ids[(ids.index(self.current_id) + step) % len(ids)], background=background)
+        start = ids.index(self.current_id)
+        for n in range(1, len(ids)):
+            row = (start + n * step) % len(ids)
+            if self.images.matches_filter(row):
+                self.show_image(ids[row], background=background)
+                return
+        if len(ids) > 1:
+            self.message.emit(say.none_match(self.images.filter_combo.currentText()), False)
 
     def next_unverified(self) -> None:
         """Show the next image (in list order, wrapping) that is not verified; say so when all are."""
@@ -194,6 +212,25 @@ class Navigator(QObject):
                     self.show_image(image_id, background=True)
                 return
         self.message.emit(say.all_verified(len(ids)), False)
+
+    def next_least_confident(self) -> None:
+        """Show the image not yet verified whose last segmentation was least sure (stored mean confidence over
+        its unverified pixels); pressed again, the next least sure after the one shown (wrapping)."""
+        if self.project is None or self.current_id is None:
+            return
+        p = self.project
+        scores = p.confidence_scores()
+        ranked = sorted((score, image_id) for image_id, score in scores.items()
+                        if p.image_state(image_id).status not in ("verified", "stale"))
+        if not ranked:
+            self.message.emit(say.NO_CONFIDENCE, False)
+            return
+        order = [image_id for _, image_id in ranked]
+        rank = (order.index(self.current_id) + 1) % len(order) if self.current_id in order else 0
+        score, image_id = ranked[rank]
+        if image_id != self.current_id:
+            self.show_image(image_id, background=True)
+        self.message.emit(say.least_confident(image_id, score, rank + 1, len(order)), False)
 
     # --- showing an image ---------------------------------------------------------------------------
     def show_image(self, image_id: str, background: bool = False) -> None:
@@ -272,7 +309,7 @@ class Navigator(QObject):
             self.label_source = "maskclip"
             if not stored:
                 self.editor.saves.submit("prediction", image_id, lambda: (project.merge_prediction(
-                    image_id, seg.labels, class_names=seg.class_names, source="maskclip"),
+                    image_id, seg.labels, seg.probs.max(axis=0), class_names=seg.class_names, source="maskclip"),
                     project.image_state(image_id)))
             # what the project holds once the writes are done: the prediction under every pixel not verified
             values = to_layer_values(project.project_labels(seg.labels, seg.class_names))
@@ -281,6 +318,7 @@ class Navigator(QObject):
                 values = np.where(self.edits.verified, recorded, values)
             self.set_labels_data(values)
         self.update_confidence_layers()
+        self.segmentation_shown.emit()
 
     def update_confidence_layers(self) -> None:
         if self.project is None:

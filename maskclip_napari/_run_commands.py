@@ -8,12 +8,13 @@ the annotator share. Progress is read only from those files, never from a child'
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 from typing import Sequence
 
 from maskclip.defaults import DEVICE_CHOICES
 from maskclip.run_folder import PHASE_PSEUDO_LABELS, STATE_RUNNING, read_launch
+
+from ._torch_env import loaded_torch
 
 ERROR_LINES = 6  # the most stderr lines an error summary keeps
 
@@ -133,7 +134,7 @@ def error_summary(lines: Sequence[str], progress: dict | None = None, exit_code:
 def usable_devices() -> tuple[str, ...]:
     """The DEVICE_CHOICES this machine can train on: "cuda" only with a usable CUDA GPU. torch is asked only
     once something else imported it (importing it costs 5-10 s); until then every choice is offered."""
-    torch = sys.modules.get("torch")
+    torch = loaded_torch()
     if torch is None:
         return tuple(DEVICE_CHOICES)
     try:

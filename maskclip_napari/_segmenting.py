@@ -9,7 +9,11 @@ between. An expensive redraw asked for while a job runs waits for it (`JobRunner
 `show(segmentation, merge, stored)` shows a result of the current image made with the current method (and
 with merge, shows it as the labels and stores it unless the job's worker did: `stored`). The job's progress is shown in
 `progress` (a QProgressBar). Signals: message(str, bool error), failed(exception), state_changed (busy or
-progress changed), session_loaded (a model was loaded), weights_unavailable (the weights could not be read).
+progress changed), session_loaded (a model was loaded), weights_unavailable (the weights could not be read),
+taught (what learning from corrections has read: verified pixels per class).
+
+Learning from corrections: a saved correction makes the next redraw a job whose worker re-reads the image's
+verified pixels and fits the learner (`ModelSession.learn_all`); the redraws after it only apply the fit.
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ class Segmenter(QObject):
     session_loaded = Signal()
     weights_unavailable = Signal()
     stored = Signal(str)  # a job's worker stored this image's prediction
+    taught = Signal(dict)  # the learner read the project's verified pixels: per class (`_session.taught_pixels`)
 
     def __init__(self, target: Callable, method: Callable, model_choice: Callable, show: Callable, progress,
                  parent=None, label_source: Callable = lambda: None):
@@ -50,6 +55,8 @@ class Segmenter(QObject):
         self.last_redraw_s: float | None = None  # latency of the last in-place (GUI thread) redraw
         self.last_redraw_blocking_s: float | None = None
         self.redraw_count = 0
+        self._setting_message = ""  # what the last setting change said (an Update / Preview job ends with it)
+        self._relearned = False  # corrections were saved since the last setting change: the learner refits
 
     @property
     def busy(self) -> bool:
@@ -128,7 +135,10 @@ class Segmenter(QObject):
         source, image_id = self._label_source(), self._target()[1]
         in_place = is_maskclip(source)
         self.request_redraw(merge=in_place, kind="Update" if in_place else "Preview")
-        self.message.emit(say.updated(image_id) if in_place else say.previewing(describe(source)), False)
+        updated = say.relearned(image_id) if self._relearned else say.updated(image_id)
+        self._relearned = False
+        self._setting_message = updated if in_place else say.previewing(describe(source))
+        self.message.emit(self._setting_message, False)  # again when a job did it (its progress said more)
 
     def segment_all(self) -> None:
         """Segment and store every image of the project that is not stale (saying how many of them have
@@ -160,21 +170,19 @@ class Segmenter(QObject):
         self.state_changed.emit()
         worker.start()
 
-    def learn_from_current(self) -> bool:
-        """With 'Learn from corrections' on, the current image's new verified pixels update the class
-        prototypes at once (features in memory: a few ms); otherwise the next segmentation job reads them.
-        True when the prototypes changed (the image should be redrawn)."""
+    def corrections_saved(self) -> bool:
+        """New verified pixels of the current image were written: with 'Learn from corrections' on, the
+        learner re-reads and refits in the next job's worker (never here, on the GUI thread). True when the
+        image should be redrawn."""
         project, image_id, image = self._target()
         method = self._method() if project is not None and project.classes else None
-        if method is None or method.learn_weight == 0 or self.session is None or image is None:
+        if method is None or method.learner is None or self.session is None or image is None:
             return False
         if not self.session.serves(self._model_choice(), project.cache_dir):
             return False
-        try:
-            return self.session.learn_image(project, image_id, image, method)
-        except MaskCLIPError as exc:
-            self.failed.emit(exc)
-            return False
+        self.session.corrections_changed()
+        self._relearned = True  # the redraw that follows says so
+        return True
 
     def export_job(self, root, out, fmt: str, verified_only: bool, val_fraction: float, overwrite: bool):
         """An export of the project at `root` (a fresh Project instance reads the committed files) as the
@@ -223,6 +231,8 @@ class Segmenter(QObject):
 
     def _on_job_finished(self, worker) -> None:
         kind = self.jobs.kind
+        if self.session is not None and self.session.taught:
+            self.taught.emit(dict(self.session.taught))
         if self.progress.maximum() == 0:  # ended during the model load or an export
             self._show_job_progress()
         self.state_changed.emit()
@@ -233,6 +243,8 @@ class Segmenter(QObject):
             self.message.emit(say.job_done(kind), False)
         elif not self.jobs.failed:
             self.progress.setValue(self.progress.maximum())
+            if kind in ("Update", "Preview") and self._setting_message:
+                self.message.emit(self._setting_message, False)
         merge = self.jobs.take_pending()
         if merge is not None:
             self.request_redraw(merge=merge)

@@ -4,6 +4,11 @@
 engine already holds in memory (`MaskCLIP.is_ready`) is cheap (cosine scores + PD + KS + upsampling) and
 may run on the GUI thread, unless the image is so large that even that part would hold the event loop
 too long; anything else goes to a worker.
+
+Learning from corrections uses the learner the project's settings name, built as `maskclip project segment
+--learn-from-verified` builds it (`maskclip.learner.project_learner`); a job's worker re-reads the changed
+verified pixels and fits it (`learn_all`), and a redraw is cheap only once it is fitted (`learning_ready`),
+so the GUI thread never fits.
 """
 from __future__ import annotations
 
@@ -20,7 +25,9 @@ from maskclip.defaults import DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_PRETRAINED
 from maskclip.errors import MaskCLIPError
 from maskclip.images import read_image
 from maskclip.project import Project
-from maskclip.prototypes import LearnedTerm, ProjectPrototypes
+
+from ._torch_env import import_torch_stack
+
 
 # Redraws of at most this many output values (pixels x classes) run on the GUI thread: 1024 x 1024 pixels
 # with 16 classes take ~40 ms on two CPU cores (bench/results.md: 512 x 512 x 21 in ~13 ms).
@@ -50,16 +57,21 @@ class Method:
     scales: tuple[int, ...] = (336,)
     dense_mode: str = "maskclip"
     other_options: tuple[tuple[str, object], ...] = ()  # further SegmentOptions fields from the project settings
-    learn_weight: float = 0.0  # weight of the visual term learned from verified pixels; 0 = text only
+    learner: str | None = None  # "Learn from corrections": the project's learner (settings.LEARNERS); None = off
+    learn_weight: float = 0.5  # the class prototypes' blend weight (the text-prior learner has none)
 
     def _kwargs(self) -> dict:
         return dict(background=list(self.background), scales=self.scales, dense_mode=self.dense_mode,
                     key_smoothing=self.key_smoothing, prompt_denoising=self.prompt_denoising,
                     pd_threshold=self.pd_threshold, **dict(self.other_options))
 
-    def segment(self, model: maskclip.MaskCLIP, image: np.ndarray,
-                learned: LearnedTerm | None = None) -> maskclip.Segmentation:
+    def segment(self, model: maskclip.MaskCLIP, image: np.ndarray, learned=None) -> maskclip.Segmentation:
         return model.segment(image, [list(c) for c in self.classes], learned=learned, **self._kwargs())
+
+    def fit_key(self) -> tuple:
+        """What a learner's fit depends on besides the verified pixels: the prompts and how they are scored
+        (KS, PD and its threshold apply after the learned scores and need no refit)."""
+        return self.classes, self.background, self.scales, self.dense_mode, self.other_options, self.learner
 
     def is_ready(self, model: maskclip.MaskCLIP, image: np.ndarray) -> bool:
         """Features of this dense mode in memory and every name embedded (another mode re-encodes)."""
@@ -71,13 +83,17 @@ class ModelSession:
     choice: ModelChoice
     model: maskclip.MaskCLIP
     cache_dir: Path | None = None  # the project's feature cache the model writes to
-    learner: ProjectPrototypes | None = field(default=None, repr=False)  # "Learn from corrections"
+    learner: object | None = field(default=None, repr=False)  # "Learn from corrections": maskclip.learner's
     learner_synced: bool = False  # the learner has seen every verified pixel of the project
+    fitted: tuple | None = field(default=None, repr=False)  # (learner version, Method.fit_key()) fitted in a worker
+    taught: dict[str, int] = field(default_factory=dict)  # verified pixels per class (`taught_pixels`)
     _learn_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # GUI thread vs worker
 
     @classmethod
     def load(cls, choice: ModelChoice, cache_dir: Path | None) -> "ModelSession":
-        """Slow (weights from disk or the network): call from a worker. Raises MaskCLIPError subclasses."""
+        """Slow (torch's import, weights from disk or the network): call from a worker. Raises MaskCLIPError
+        subclasses. The annotator's only import of torch's stack is here, in the worker (triton hidden)."""
+        import_torch_stack()
         model = maskclip.load(choice.name, pretrained=choice.weights, device=choice.device, cache_dir=cache_dir)
         return cls(choice, model, cache_dir)
 
@@ -89,58 +105,91 @@ class ModelSession:
         return self.choice == choice and self.cache_dir == cache_dir
 
     def is_cheap(self, image: np.ndarray, method: Method) -> bool:
-        """True when segmenting needs neither the image encoder nor the text encoder and the image is small
-        enough for the rest to run on the GUI thread."""
+        """True when segmenting needs neither the image encoder nor the text encoder nor a learner fit and
+        the image is small enough for the rest to run on the GUI thread."""
         classes = len(method.classes) + (1 if method.background else 0)
         if image.shape[0] * image.shape[1] * classes > GUI_THREAD_REDRAW_VALUES:
             return False
-        if method.learn_weight > 0 and not self.learning_ready(method):
+        if method.learner is not None and not self.learning_ready(method):
             return False
         return method.is_ready(self.model, image)
 
     def segment(self, image: np.ndarray, method: Method) -> maskclip.Segmentation:
         learned = None
-        if method.learn_weight > 0 and self.learner is not None:
-            learned = self.learner.term(method.learn_weight)
+        if method.learner is not None and self.learner is not None:
+            learned = self.learner.term(method.learn_weight)  # the weight: the class prototypes' only
         return method.segment(self.model, image, learned)
 
-    # --- learning from corrections (maskclip.prototypes) ----------------------------------------
-    def _learner_for(self, method: Method) -> ProjectPrototypes:
-        """The learner on the features this method segments with (scales, windows, dense mode)."""
-        other = dict(method.other_options)
-        wanted = ProjectPrototypes(method.scales, other.get("window"), other.get("stride"),
-                                   dense_mode=method.dense_mode, window_norm=other.get("window_norm"))
-        if self.learner is None or self.learner.feature_kwargs() != wanted.feature_kwargs():
-            self.learner, self.learner_synced = wanted, False
+    # --- learning from corrections (maskclip.learner, as `maskclip project segment --learn-from-verified`) ----
+    def _learner_for(self, method: Method):
+        """The project's learner (the one its settings name, built as the CLI builds it) on the features this
+        method segments with (scales, windows, dense mode); a new one when those changed."""
+        from maskclip.learner import project_learner  # torch: loaded with the session
+
+        wanted = project_learner(method.learner, method._kwargs(), dense_mode=method.dense_mode)
+        if not _same_learner(self.learner, wanted):
+            self.learner, self.learner_synced, self.fitted = wanted, False, None
         return self.learner
 
     def learning_ready(self, method: Method) -> bool:
-        return self.learner is not None and self.learner_synced and self.learner.scales == tuple(method.scales)
+        """The learner has every verified pixel and (the text-prior learner) was fitted for these prompts
+        in a worker: a redraw only applies it."""
+        from maskclip.learner import ProjectLearner, project_learner  # torch: loaded with the session
+
+        learner = self.learner
+        wanted = project_learner(method.learner, method._kwargs(), dense_mode=method.dense_mode)
+        if not self.learner_synced or not _same_learner(learner, wanted):
+            return False
+        return not isinstance(learner, ProjectLearner) or self.fitted == (learner.version, method.fit_key())
+
+    def corrections_changed(self, other_project: bool = False) -> None:
+        """New verified pixels were saved, or another project opened (GUI thread): the next segmentation
+        re-reads (the learner starts over for another project) and refits first."""
+        with self._learn_lock:
+            self.learner_synced = False
+            if other_project:
+                self.taught = {}
 
     def learn_all(self, project, method: Method) -> Iterator[str]:
-        """Worker body part: read the verified pixels of every image changed since the last time."""
+        """Worker body part: read the verified pixels of every image changed since the last time, then fit
+        the learner for this method's prompts (so the redraws that follow only apply it)."""
         while True:  # until nothing changed meanwhile (the GUI thread may commit corrections)
             with self._learn_lock:
                 learner = self._learner_for(method)
                 pending = learner.pending(self.model, project)
                 if not pending:
                     self.learner_synced = True
-                    return
-            for done, image_id in enumerate(pending, start=1):  # the prototypes themselves are thread-safe
+                    break
+            for done, image_id in enumerate(pending, start=1):  # the learner itself is thread-safe
                 yield f"Learning from the corrections of {image_id} ({done}/{len(pending)})…"
                 learner.update_image(self.model, project, image_id)
+        self.taught = taught_pixels(project)
+        from maskclip.learner import ProjectLearner
 
-    def learn_image(self, project, image_id: str, image: np.ndarray, method: Method) -> bool:
-        """After a correction: re-read this image's verified pixels now when its features are in memory
-        (a few ms); otherwise the next segmentation job does it. Returns whether the prototypes changed."""
-        with self._learn_lock:
-            learner = self._learner_for(method)
-            if not learner.is_cheap(self.model, image):
-                self.learner_synced = False
-                return False
-        version = learner.prototypes.version
-        learner.update_image(self.model, project, image_id, image)
-        return learner.prototypes.version != version
+        if not isinstance(learner, ProjectLearner):  # the class prototypes need no fit
+            return
+        key = (learner.version, method.fit_key())  # only a worker changes the learner: one job at a time
+        if self.fitted != key:
+            if learner.taught():
+                yield "Learning from the corrections: fitting…"
+            fields = {k: v for k, v in method._kwargs().items() if k not in ("background", "scales", "dense_mode")}
+            learner.fit(self.model, [list(c) for c in method.classes], list(method.background), **fields)
+            self.fitted = key
+
+
+def _same_learner(learner, wanted) -> bool:
+    return type(learner) is type(wanted) and learner.feature_kwargs() == wanted.feature_kwargs()
+
+
+BACKGROUND_TAUGHT = ""  # the key of confirmed background in `taught_pixels` (a class name is never empty)
+
+
+def taught_pixels(project) -> dict[str, int]:
+    """Verified pixels per class over the project's non-stale images: what the learner learns from, and
+    under BACKGROUND_TAUGHT the confirmed background (it teaches the background prompts)."""
+    counts = project.class_pixel_counts(verified_only=True)
+    counts[BACKGROUND_TAUGHT] = sum(s.verified_background_pixels for s in project.list_images() if not s.stale)
+    return counts
 
 
 @dataclass
@@ -161,7 +210,7 @@ def segment_job(session: ModelSession | None, choice: ModelChoice, cache_dir: Pa
     Yields the ModelSession once loaded (so the GUI keeps it even if the job is cancelled later), a str
     while waiting on something slow, and a JobResult per image. Errors propagate to the worker's
     `errored` signal; cancelling stops at the next yield. With learning from corrections on (and the
-    project given), the prototypes are brought up to date first.
+    project given), the learner is brought up to date and fitted first.
 
     merge=True stores each prediction in the project here, in the worker (a 12-Mpx labels PNG takes
     ~0.5 s to write), through a Project instance of its own: the project merges its commits with the
@@ -172,14 +221,14 @@ def segment_job(session: ModelSession | None, choice: ModelChoice, cache_dir: Pa
         yield f"Loading {choice.describe()}…"
         session = ModelSession.load(choice, cache_dir)
         yield session
-    if method is not None and method.learn_weight > 0 and project is not None:
+    if method is not None and method.learner is not None and project is not None:
         yield from session.learn_all(project, method)
     paths = dict(images)
     ids = [image_id for image_id, _ in images]
 
     def predict(image_id: str) -> Prediction:
         seg = session.segment(read_image(paths[image_id]), method)
-        return Prediction(seg.labels, class_names=seg.class_names, payload=seg)
+        return Prediction(seg.labels, seg.probs.max(axis=0), seg.class_names, seg)  # confidence: for review
 
     store = merge and project is not None
     # the core's per-image loop (maskclip.batch): predict -> merge -> skip-and-report. Only a merge error

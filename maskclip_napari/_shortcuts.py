@@ -18,30 +18,43 @@ SHORTCUTS = {
     "next_image": "PageDown",
     "previous_image": "PageUp",
     "next_unverified": "N",
+    "next_least_confident": "Shift-N",
     "segment_current": "G",
     "mark_reviewed": "Shift-R",
     "verify_selected_class": "Shift-C",
     "toggle_key_smoothing": "K",
     "toggle_prompt_denoising": "Shift-D",
+    "toggle_unsure": "U",
+    "next_unsure_region": "Shift-U",
+    "toggle_wand": "W",
+    "apply_wand": "Shift-W",
+    "show_keys": "F1",
 }
 
 
 # the control each shortcut presses (the widget's attribute; its tooltip names the key)
 SHORTCUT_CONTROLS = {"next_image": "next_button", "previous_image": "prev_button",
-                     "next_unverified": "next_unverified_button", "segment_current": "segment_button",
+                     "next_unverified": "next_unverified_button", "next_least_confident": "least_confident_button",
+                     "segment_current": "segment_button",
                      "mark_reviewed": "reviewed_button", "verify_selected_class": "verify_class_button",
-                     "toggle_key_smoothing": "ks_check", "toggle_prompt_denoising": "pd_check"}
+                     "toggle_key_smoothing": "ks_check", "toggle_prompt_denoising": "pd_check",
+                     "toggle_unsure": "unsure_check", "next_unsure_region": "next_region_button",
+                     "toggle_wand": "wand_button", "apply_wand": "apply_wand_button", "show_keys": "keys_button"}
 
 
 def run_shortcut(target, name: str) -> None:
     """What a SHORTCUTS key does on the annotator widget `target`: the same as its control (navigation
-    reads in a worker)."""
+    reads in a worker): a check box toggles, else the widget's method of the shortcut's name runs, else the
+    control is clicked (nothing happens while it is disabled)."""
+    control = getattr(target, SHORTCUT_CONTROLS[name])
     if name in ("next_image", "previous_image"):
         target.nav.step(+1 if name == "next_image" else -1, background=True)
-    elif name in ("toggle_key_smoothing", "toggle_prompt_denoising"):
-        getattr(target, SHORTCUT_CONTROLS[name]).toggle()
-    else:
+    elif control.isCheckable():
+        control.toggle()
+    elif hasattr(target, name):
         getattr(target, name)()
+    else:
+        control.click()
 
 
 def bind_viewer_shortcuts(viewer, target, controls: dict) -> None:
@@ -111,6 +124,33 @@ def bind_layer_keys(layer, target) -> None:
     truthful_help()
 
 
+def shown_key(key: str) -> str:
+    """A napari key name as people write it ("Shift-R" -> "Shift+R")."""
+    return key.replace("Control-", "Ctrl+").replace("-", "+")
+
+
+def help_rows() -> list[tuple[str, str]]:
+    """(key, what it does) for every key the annotator adds, then napari's labels keys it keeps: the keyboard
+    help dialog and the README's table are made from these (tests/test_shortcut_help.py checks the README)."""
+    from . import _wording as say
+
+    rows = [(shown_key(key), say.SHORTCUT_WORDS[name]) for name, key in SHORTCUTS.items()]
+    tools = ", ".join(TOOL_NAMES[name] for name in TOOL_KEYS)
+    rows += [("1 … 9", say.LAYER_KEY_WORDS["classes"]),
+             ("Ctrl+Z / Ctrl+Shift+Z", say.LAYER_KEY_WORDS["undo"]),
+             (", ".join(shown_key(key) for key in TOOL_KEYS.values()),
+              say.LAYER_KEY_WORDS["tools"].format(tools=tools)),
+             ("M", say.LAYER_KEY_WORDS["new_label"])]
+    return rows + list(say.NAPARI_KEY_WORDS)
+
+
+def markdown_table() -> str:
+    """help_rows() as the README's Markdown table."""
+    lines = ["| key | action |", "|---|---|"]
+    lines += [f"| {key} | {action} |" for key, action in help_rows()]
+    return "\n".join(lines)
+
+
 def qt_key(key: str) -> str:
     """A napari key name ("Shift-R", "PageDown", "Control-Z") as a QKeySequence string."""
     names = {"PageDown": "PgDown", "PageUp": "PgUp", "Control": "Ctrl"}
@@ -149,3 +189,7 @@ def bind_window_shortcuts(window, dock, target) -> list:
     made += [make(dock, "Control-Z", in_dock, "undo"), make(dock, "Control-Shift-Z", in_dock, "redo")]
     made += [make(dock, str(n), in_dock, "select_class", n - 1) for n in range(1, 10)]
     return made
+
+
+if __name__ == "__main__":  # python -m maskclip_napari._shortcuts: the README's table
+    print(markdown_table())

@@ -7,8 +7,8 @@ with a segmentation fault. Measured again with torch 2.14.1 / torchvision 0.29.1
 `import torchvision` after the first napari canvas still segfaults inside `triton/knobs.py`.
 
 The annotator never compiles kernels (inference only; MaskCLIP+ training runs in its own process). So the
-plugin imports torch and torchvision once, before its widget exists, with triton hidden for the length of
-that import only: torch caches its answer ("triton unavailable") and the `sys.modules` entry is removed again,
+plugin imports torch and torchvision once, in the worker that loads the first model (not at start-up: the
+import takes seconds), with triton hidden for the length of that import only: torch caches its answer ("triton unavailable") and the `sys.modules` entry is removed again,
 so nothing else in the napari process is affected (another plugin may still import triton itself). When
 triton or torchvision is already loaded there is nothing to protect and nothing is done.
 """
@@ -44,3 +44,12 @@ def import_torch_stack() -> None:
         import torchvision  # noqa: F401
 
         torch_triton.has_triton_package()  # cached by torch: later checks do not import triton
+
+
+def loaded_torch():
+    """torch if it is imported completely (by the model-loading worker, or anyone else), else None; never
+    imports it. A worker may be in the middle of importing it: a half-initialised module counts as absent."""
+    torch = sys.modules.get("torch")
+    if torch is None or getattr(getattr(torch, "__spec__", None), "_initializing", False):
+        return None
+    return torch

@@ -39,7 +39,7 @@ from ._segmenting import Segmenter
 from ._layers import warm_up_layers
 from ._loading import PROJECT_SUBFOLDER, OpenedProject
 from ._navigation import Navigator
-from ._session import Method, ModelChoice
+from ._session import BACKGROUND_TAUGHT, Method, ModelChoice
 from ._shortcuts import (SHORTCUT_CONTROLS, SHORTCUTS, bind_layer_keys, bind_viewer_shortcuts,  # noqa: F401
                          bind_window_shortcuts, run_shortcut)
 from ._window import CloseWatcher
@@ -49,6 +49,10 @@ from .panels.classes import ClassesPanel
 from .panels.export import ExportPanel
 from .panels.images import ImagesPanel
 from .panels._narrow import foldable
+from .panels.legend import LegendPanel
+from .panels.review import ReviewPanel
+from ._review import ReviewTools
+from ._wand_tool import WandTool
 from .panels.method import DENSE_MODE_LABELS, MODELS, RANDOM_WEIGHTS, MethodPanel  # noqa: F401
 from .panels.status import StatusPanel
 from .panels.training import TrainingPanel
@@ -61,7 +65,10 @@ CONTROLS = {
     "images": ("open_folder_button", "add_images_button", "project_label", "image_list", "prev_button",
                "next_button", "reviewed_button", "verify_class_button", "unverify_button",
                "unverify_class_button", "history_button", "next_unverified_button",
+               "least_confident_button", "filter_combo", "progress_label", "class_progress_label",
                "accept_change_button", "stale_label"),
+    "review_panel": ("unsure_check", "unsure_threshold", "next_region_button", "keys_button", "wand_button",
+                     "similarity_slider", "apply_wand_button", "discard_wand_button"),
     "classes": ("class_editor", "brush_label"),
     "method_panel": ("ks_check", "pd_check", "pd_slider", "scale_spin", "dense_mode_combo", "learn_check",
                      "learn_weight", "segment_button", "segment_all_button", "cancel_button", "progress",
@@ -113,6 +120,23 @@ class AnnotatorWidget(QWidget):
         self.nav.open_ready.connect(self.open_project)
         self.nav.labels_reset.connect(self._on_selected_label)
         self.nav.image_shown.connect(self._on_image_shown)
+        # review tools on the current image: the low-confidence overlay, Next unsure region
+        self.review = ReviewTools(napari_viewer, self.layers, self.review_panel, lambda: (
+            self.project, self.current_id, self.segmentation, self.edits.verified), self)
+        self.review.message.connect(self.show_message)
+        self.review_panel.keys_requested.connect(self.show_keys)
+        self.keys_dialog = None  # panels.keys.KeysDialog, made when first asked for
+        # the class legend beside the canvas (docked with the first project's classes)
+        self.legend = LegendPanel()
+        self.legend.hidden_changed.connect(self.layers.set_hidden_classes)
+        self.legend.only_brush_changed.connect(self._show_only_brush)
+        self._legend_docked = False
+        self.nav.image_shown.connect(self.review.image_changed)
+        self.nav.segmentation_shown.connect(self.review.refresh)
+        self.wand = WandTool(self.layers, self.review_panel, self.editor, lambda: (
+            self.project, self.current_id, self._image, self.session, self.method() if self.project else None), self)
+        self.wand.message.connect(self.show_message)
+        self.nav.image_shown.connect(self.wand.image_changed)
         self._connect_panels()
         # segmentation: cheap redraws on the GUI thread, jobs (model load, segment, export) in a worker
         self.segmenter = Segmenter(lambda: (self.project, self.current_id, self._image), self.method,
@@ -124,6 +148,7 @@ class AnnotatorWidget(QWidget):
         self.segmenter.state_changed.connect(self._set_enabled)
         self.segmenter.session_loaded.connect(self._on_session_loaded)
         self.segmenter.weights_unavailable.connect(self._on_weights_unavailable)
+        self.segmenter.taught.connect(self._show_taught)
         self._redraw_timer = QTimer(self, singleShot=True, interval=REDRAW_DEBOUNCE_MS)
         self._redraw_timer.timeout.connect(self._on_method_changed)
         self.viewer.cursor.events.position.connect(self._on_cursor)
@@ -155,13 +180,14 @@ class AnnotatorWidget(QWidget):
         outer.addWidget(scroll)
         self._scroll, self._content = scroll, content
         self.images = ImagesPanel(PROJECT_SUBFOLDER)
+        self.review_panel = ReviewPanel()
         self.classes = ClassesPanel()
         self.method_panel = MethodPanel()
         self.training = TrainingPanel(self.model_choice)  # MaskCLIP+ training and refine, in child processes
         self.export_panel = ExportPanel()
         layout = QVBoxLayout(content)
         layout.setContentsMargins(6, 6, 6, 6)
-        for panel in (self.images, self.classes, self.method_panel):
+        for panel in (self.images, self.review_panel, self.classes, self.method_panel):
             layout.addWidget(panel)
         self.sections = {"training": foldable(self.training), "export": foldable(self.export_panel)}
         for section in self.sections.values():  # a user may fold them away (expanded at first)
@@ -183,11 +209,13 @@ class AnnotatorWidget(QWidget):
         im.unverify_requested.connect(self.editor.unverify)
         im.history_requested.connect(self.nav.show_revisions)
         im.next_unverified_requested.connect(self.nav.next_unverified)
+        im.least_confident_requested.connect(self.nav.next_least_confident)
         im.accept_change_requested.connect(self.accept_image_change)
         cl.edit_requested.connect(lambda method, args: self.edit_classes(method, *args))
         cl.background_requested.connect(self._on_background)
         cl.class_selected.connect(lambda name: self.select_class(self.project.class_index(name)))
         me.changed.connect(self._schedule_redraw)
+        me.learn_check.toggled.connect(self._show_taught)
         me.model_changed.connect(self._on_model_choice_changed)
         me.segment_requested.connect(self.segment_current)
         me.segment_all_requested.connect(self.segment_all)
@@ -218,9 +246,13 @@ class AnnotatorWidget(QWidget):
         has_image = self.current_id is not None
         busy = self.busy
         self.images.set_state(has_project, has_image, self.edits.stale, not self.loading or has_image)
+        self.review_panel.set_state(has_image)
         self.class_editor.setEnabled(has_project)
         self.method_panel.set_job_state(has_image and not busy, has_project and not busy, busy)
         self.export_button.setEnabled(has_project and not busy)
+        # the method's settings are the project's: changed while the first project is being read, they would
+        # be replaced by its settings when it shows
+        self.method_panel.setEnabled(has_project or not self.loading)
         self.busy_bar.setVisible(self.loading or (busy and self.progress.maximum() == 0))
 
     def show_message(self, text: str, error: bool = False) -> None:
@@ -272,6 +304,7 @@ class AnnotatorWidget(QWidget):
 
     def _on_labels_layer(self, layer) -> None:
         layer.events.paint.connect(self.editor.on_paint)
+        layer.events.touched.connect(self.editor.on_paint)  # a stroke that only confirmed pixels (_stroke_layer)
         layer.events.selected_label.connect(self._on_selected_label)
         bind_layer_keys(layer, self)
 
@@ -290,9 +323,12 @@ class AnnotatorWidget(QWidget):
         self.nav.remember_now()
         self.cancel()
         self.nav.set_project(project)
+        if self.session is not None:
+            self.session.corrections_changed(other_project=True)  # learned from another project's pixels
         self.method_panel.load_settings(project.settings)
         self.method_panel.show_model_state(self.session)
         self.show_classes()
+        self._show_taught()
         self.nav.show_project(opened, split)
         self.training.set_project(project)
         self._set_enabled()
@@ -331,6 +367,11 @@ class AnnotatorWidget(QWidget):
         """Show the project's classes in the class editor and the labels layer."""
         p = self.project
         self.classes.show_classes(p.classes, p.background)
+        self.nav.show_class_progress()
+        self.legend.show_classes(p.class_names, p.class_colours, self.layers.hidden_classes)
+        if not self._legend_docked and hasattr(self.viewer, "window"):
+            self.viewer.window.add_dock_widget(self.legend, area="left", name=say.LEGEND_TITLE)
+            self._legend_docked = True
         if self.current_id is not None and self.labels_layer is not None:
             self.layers.set_label_classes(p.class_names, p.class_colours)
 
@@ -377,13 +418,27 @@ class AnnotatorWidget(QWidget):
         name = p.class_names[index] if 0 <= index < len(p.classes) else None
         self.classes.show_brush(index, name, p.class_colours[index] if name is not None else None)
 
+    def _show_only_brush(self, only: bool) -> None:
+        if self.labels_layer is not None:
+            self.labels_layer.show_selected_label = only
+
     def no_new_label(self) -> None:
         """napari's M (a new label) would paint a label that is no class: say how to pick one instead."""
         self.show_message(say.NO_NEW_LABEL)
 
     def on_shortcut(self, name: str) -> None:
-        """What a SHORTCUTS key does: the same as its control (`_shortcuts.run_shortcut`)."""
-        run_shortcut(self, name)
+        """What a SHORTCUTS key does: the same as its control (`_shortcuts.run_shortcut`); before a project
+        shows (napari still starting, the folder still being read) it says why nothing happens."""
+        if self._project_shown():
+            run_shortcut(self, name)
+
+    def _project_shown(self, error: bool = False) -> bool:
+        """Whether a project is open; if not, says so (still opening one, or none opened yet: an error when
+        `error`)."""
+        if self.project is not None:
+            return True
+        self.show_message(say.STILL_OPENING if self.loading else say.OPEN_FIRST, error=error and not self.loading)
+        return False
 
     # === Image list and navigation ===============================================================
     def next_image(self) -> None:
@@ -394,6 +449,9 @@ class AnnotatorWidget(QWidget):
 
     def next_unverified(self) -> None:
         self.nav.next_unverified()
+
+    def next_least_confident(self) -> None:
+        self.nav.next_least_confident()
 
     def show_image(self, image_id: str, background: bool = False) -> None:
         """Make `image_id` the current image (`Navigator.show_image`); background=True reads in a worker."""
@@ -425,10 +483,13 @@ class AnnotatorWidget(QWidget):
         self.editor.wait()
 
     def _on_written(self, kind: str, image_id: str, state) -> None:
-        """A write finished (GUI thread): update the image list and the learned prototypes."""
+        """A write finished (GUI thread): update the image list; the learner follows the edits' verified
+        pixels (a stored prediction never changes verified pixels: nothing to learn)."""
         self.nav.refresh_item(image_id, state)
-        if image_id == self.current_id:
+        if kind == "labels" and image_id == self.current_id:
             self._learn_from_current()
+            if self.review.showing:
+                self.review.refresh()  # verified pixels are no longer unsure
 
     def undo(self) -> None:
         """Undo the last edit of this image (stroke, fill, Reviewed ✓, Class ✓): labels and verified pixels
@@ -453,14 +514,35 @@ class AnnotatorWidget(QWidget):
         """Verify the pixels of the class selected in the labels layer's controls."""
         self.editor.verify_selected_class()
 
+    def show_keys(self):
+        """The keyboard help (every key the annotator adds and napari's that remain; F1)."""
+        if self.keys_dialog is None:
+            from .panels.keys import KeysDialog
+
+            self.keys_dialog = KeysDialog(self)
+        self.keys_dialog.show()
+        self.keys_dialog.raise_()
+        return self.keys_dialog
+
     def show_revisions(self):
         """The current image's revisions (source, time) with Restore (`Navigator.show_revisions`)."""
         return self.nav.show_revisions()
 
     def _learn_from_current(self) -> None:
-        """With 'Learn from corrections' on, new verified pixels update the prototypes and the image is redrawn."""
-        if self.segmenter.learn_from_current() and self._has_prediction():
+        """With 'Learn from corrections' on, the image is redrawn after the learner, in a worker, has read
+        the new verified pixels and refitted (`Segmenter.corrections_saved`)."""
+        if self.segmenter.corrections_saved() and self._has_prediction():
             self._schedule_redraw()
+
+    def _show_taught(self, *_) -> None:
+        """The class table's 'Taught' column: verified pixels per class the learner learned from (hidden
+        while 'Learn from corrections' is off or nothing was learned yet)."""
+        taught = self.session.taught if self.session is not None else {}
+        if not (self.learn_check.isChecked() and taught and self.project is not None):
+            self.classes.show_taught(None)
+            return
+        background = taught.get(BACKGROUND_TAUGHT, 0) if self.project.background else None
+        self.classes.show_taught(taught, background)
 
     # === Closing: write what waits ===============================================================
     def _flush(self) -> None:
@@ -474,7 +556,9 @@ class AnnotatorWidget(QWidget):
 
     # === Segmentation (jobs in workers: _jobs.JobRunner; cheap redraws on the GUI thread) ========
     def _ready_to_segment(self) -> bool:
-        if self.project is None or self.current_id is None:
+        if not self._project_shown(error=True):
+            return False
+        if self.current_id is None:
             self.show_message(say.OPEN_FIRST, error=True)
             return False
         if not self.project.classes:

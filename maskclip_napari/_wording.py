@@ -5,6 +5,7 @@ from here, so wording is changed in one place. No Qt here.
 """
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 
@@ -36,6 +37,24 @@ TIPS = {
                 "Ctrl+Z undoes it",
     "unverify_class": "Un-verify the pixels of the class selected as the labels layer's label (their labels stay)",
     "next_unverified": "The next image (in list order) that is not verified yet",
+    "least_confident": "The image not yet verified where the model was least sure of its labels (mean confidence of "
+                       "its last segmentation over the pixels not verified); again: the next least sure",
+    "review_filter": "Which images the list shows (and Next / Previous step through); the image shown stays listed",
+    "unsure": "Shade the pixels of this image where the model is unsure (its best class has a probability below "
+              "the threshold) and no person verified them: from the segmentation shown, else the stored one",
+    "unsure_threshold": "A pixel is unsure when its best class's probability is below this",
+    "next_region": "Zoom to the next unsure region of this image (largest first; shows the shading)",
+    "keys": "Every key the annotator adds, and napari's that remain",
+    "wand": "Click a pixel: the connected region whose CLIP features are like it (similarity at least the slider's) "
+            "is previewed in cyan; Apply gives it the brush's class and verifies it. Uses the "
+            "features of the segmentation shown (no model run); pan with a drag while it is on",
+    "wand_similarity": "How alike (cosine of CLIP features) a pixel must be to the clicked one to join the region: "
+                       "lower grows it",
+    "apply_wand": "Give the previewed region the brush's class and verify it (Ctrl+Z undoes it)",
+    "legend": "The project's classes as the labels layer shows them: uncheck a class to hide its pixels there "
+              "(they stay labelled and saved)",
+    "only_brush": "Show only the pixels of the class you paint with (napari's 'show selected')",
+    "class_progress": "Per class: the share of its labelled pixels that are verified, over the whole project",
     "history": "The image's revisions (who or what made its labels, when), to restore an earlier one",
     "restore": "Make the selected revision current again (as a new revision: the labels shown now stay in the "
                "history)",
@@ -52,10 +71,13 @@ TIPS = {
     "model": "Any open_clip architecture with a ViT or ModifiedResNet image tower",
     "weights": "An open_clip weights tag (downloaded once, then cached) or a local checkpoint file",
     "checkpoint": "Choose a local checkpoint file",
-    "learn": "Verified pixels teach every image at once: each class's look in CLIP's feature space (from all "
-             "verified pixels of the project) is blended with its text prompt",
-    "learn_weight": "Weight of what was learned from corrections (0 = text only, 1 = looks only among the classes "
-                    "that have corrections)",
+    "learn": "Verified pixels teach every image: a per-project classifier on CLIP's features starts at the text "
+             "prompts and moves toward your corrections as they accumulate (nothing to tune; it refits in the "
+             "background after each saved stroke). Classes nobody corrected keep their text score",
+    "learn_weight": "This project uses the class prototypes (its 'learn' setting): weight of the learned term "
+                    "(0 = text only, 1 = looks only among the classes that have corrections)",
+    "taught": "Verified pixels of the class over the project: what 'Learn from corrections' learned from",
+    "taught_background": "Confirmed background (verified unlabelled pixels): it teaches the background prompts",
     "export_format": "voc: indexed PNGs + image sets; coco: RLE annotations.json; index: one indexed PNG per image "
                      "+ classes.json",
     "export_val": "Share of the images in the VOC validation split (ImageSets/Segmentation/val.txt; 0 = none). "
@@ -84,6 +106,7 @@ TRAINING_INTRO = ("Trains a segmentation network on MaskCLIP's labels and your v
 START = "Open a folder of images to start."
 NO_PROJECT = "No project open"
 OPEN_FIRST = "Open a folder of images first."
+STILL_OPENING = "Still opening the project: try again once its first image shows."
 ADD_CLASSES_FIRST = "Add at least one class (for example: road, car, tree, sky)."
 SELECT_CLASS_FIRST = "Select a class as the labels layer's label first."
 BUSY = "Busy: wait for the running job or cancel it."
@@ -170,8 +193,29 @@ def class_verified(image_id: str, count: int, name: str) -> str:
     return f"{image_id}: its {count} '{name}' pixels verified."
 
 
+def pixel_count(count: int) -> str:
+    """A pixel count short enough for a table cell: 950, 12k, 3.4M."""
+    if count < 1000:
+        return str(count)
+    if count < 1_000_000:
+        return f"{count / 1000:.0f}k" if count >= 10_000 else f"{count / 1000:.1f}k"
+    return f"{count / 1_000_000:.1f}M"
+
+
+def taught(count: int, name: str) -> str:
+    return f"{count:,} verified pixels of {name} taught the learner"
+
+
+def background_taught(count: int) -> str:
+    return f"taught {pixel_count(count)} px"
+
+
 def updated(image_id: str) -> str:
     return f"{image_id}: MaskCLIP's labels redone with the new setting (verified pixels kept)."
+
+
+def relearned(image_id: str) -> str:
+    return f"{image_id}: learned from your corrections; MaskCLIP's labels redone (verified pixels kept)."
 
 
 def brush(index: int, name: str | None, colour=None) -> str:
@@ -189,6 +233,101 @@ def progress(verified: int, total: int) -> str:
 
 def all_verified(total: int) -> str:
     return f"All {total} images are verified."
+
+
+REVIEW_FILTERS = {"all": "all images", "unverified": "unverified", "partly": "partly verified",
+                  "reviewed": "reviewed"}
+NO_CONFIDENCE = ("No image left to review has a stored confidence: segment the images first (Segment all); "
+                 "a confidence is kept with each segmentation.")
+
+
+def least_confident(image_id: str, confidence: float, rank: int, count: int) -> str:
+    return f"{image_id}: mean confidence {confidence:.2f} (least sure {rank} of {count} not verified)"
+
+
+def none_match(filter_name: str) -> str:
+    return f"No other image is '{filter_name}': choose another filter above the list."
+
+
+NO_CONFIDENCE_HERE = "No confidence for this image yet: segment it (G) to see where the model is unsure."
+NO_UNSURE_REGION = "No unsure region left on this image at this threshold."
+UNSURE_SOURCES = {"shown": "the segmentation shown", "stored": "the image's last stored segmentation"}
+
+
+def unsure_share(share: float, below: float, source: str) -> str:
+    return f"Unsure (below {below:.2f}, not verified): {share:.1%} of the image, from {UNSURE_SOURCES[source]}"
+
+
+def unsure_region(rank: int, count: int, pixels: int) -> str:
+    return f"Unsure region {rank} of {count} ({pixels:,} pixels)"
+
+
+# --- the keyboard help (rows from _shortcuts.help_rows, in the ? dialog and the README) --------------------
+SHORTCUT_WORDS = {
+    "next_image": "next image (exactly one, also from the image list; follows the list's filter)",
+    "previous_image": "previous image",
+    "next_unverified": "*Next unverified ▶* (the next image not verified yet)",
+    "next_least_confident": "*Least confident ▶* (the image not verified where the model was least sure)",
+    "segment_current": "segment the image",
+    "mark_reviewed": "*Reviewed ✓*",
+    "verify_selected_class": "*Class ✓* (the brush's class)",
+    "toggle_key_smoothing": "toggle key smoothing",
+    "toggle_prompt_denoising": "toggle prompt denoising",
+    "toggle_unsure": "show / hide where the model is unsure (the low-confidence shading)",
+    "next_unsure_region": "zoom to the next unsure region of the image",
+    "show_keys": "the keyboard help (this list)",
+    "toggle_wand": "the feature wand on / off (click a pixel to preview its region)",
+    "apply_wand": "*Apply wand ✓* (the previewed region takes the brush's class, verified)",
+}
+LAYER_KEY_WORDS = {
+    "classes": "paint with class 1 … 9",
+    "undo": "undo / redo (labels and verified pixels), per image for the session",
+    "tools": "napari's tools, in this order: {tools}",
+    "new_label": "(napari's new label) says how to pick a class: every label is a class",
+}
+NAPARI_KEY_WORDS = (  # napari's own keys that still work as napari made them
+    ("[ / ]", "napari: smaller / larger brush"),
+    ("Space (hold)", "napari: pan and zoom while held"),
+    ("B", "napari: paint over unlabelled pixels only (preserve labels)"),
+    ("V", "napari: show / hide the selected layer"),
+    ("Ctrl+R", "napari: fit the image to the window"),
+)
+KEYS_TITLE = "Keyboard shortcuts"
+KEYS_INTRO = ("The annotator's keys work wherever focus is in the viewer's window (text fields keep the letters "
+              "typed into them); the labels layer's keys while the canvas has focus.")
+
+
+LEGEND_TITLE = "Class legend"
+
+
+def legend_row(index: int, name: str) -> str:
+    return f"{index + 1}  {name}" if index < 9 else f"    {name}"
+
+
+WAND_ON = "Feature wand: click a pixel to preview its region (drag to pan); W turns it off."
+WAND_NEEDS_FEATURES = ("The wand uses the features of the segmentation shown: segment this image first (G) with "
+                       "the model loaded.")
+
+
+def similarity(value: float) -> str:
+    return f"similarity ≥ {value:.2f}"
+
+
+def wand_preview(pixels: int, value: float) -> str:
+    return f"Wand: {pixels:,} pixels at similarity ≥ {value:.2f}. Apply (Shift+W) or move the slider."
+
+
+def wand_applied(pixels: int, name: str, image_id: str) -> str:
+    return f"{pixels:,} pixels of {image_id} are now '{name}', verified (Ctrl+Z undoes it)."
+
+
+def class_progress(progress: dict, colours) -> str:
+    """Per class "■ road 12%" (the share of its labelled pixels verified), as rich text."""
+    parts = []
+    for (name, (labelled, verified)), (r, g, b) in zip(progress.items(), colours):
+        share = f"{verified / labelled:.0%}" if labelled else "–"
+        parts.append(f"<span style='color: rgb({r},{g},{b})'>■</span>&nbsp;{html.escape(name)}&nbsp;{share}")
+    return "Verified per class: " + " · ".join(parts) if parts else ""
 
 
 REVISIONS_TITLE = "Revisions of the image"

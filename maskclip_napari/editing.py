@@ -90,12 +90,16 @@ class EditState:
         self._histories.clear()
         self.history = EditHistory()
 
-    def record(self, layer_values: np.ndarray) -> bool:
+    def record(self, layer_values: np.ndarray, touched: np.ndarray | None = None) -> bool:
         """Turn what changed in the layer since the last record into one undo step; changed pixels become
-        verified (a stroke is a correction; an erased pixel is confirmed background). False: no change."""
+        verified (a stroke is a correction; an erased pixel is confirmed background). touched: pixels a
+        brush went over that already showed the painted value (napari changes only the others): verified
+        too, so painting over a correct prediction confirms it. False: no change."""
         if self.recorded is None or layer_values.shape != self.recorded.shape:
             return False
         changed = layer_values != self.recorded
+        if touched is not None and touched.shape == changed.shape:
+            changed |= touched & ~self.verified  # what the step changes: values or verified flags
         if not changed.any():
             return False
         verified = self.verified | changed  # so only changed pixels differ in verified too
@@ -181,3 +185,18 @@ class EditState:
         if self.history.record(values, self.verified, values, verified):
             self.verified, self.dirty = verified, True
         return values
+
+    def paint_verified(self, mask: np.ndarray, value: int, layer_values: np.ndarray | None = None) -> np.ndarray:
+        """Give the pixels in `mask` the layer value `value` and verify them, as one undoable edit (the feature
+        wand: pixels that already had the class are verified too). Returns the layer's new values."""
+        if layer_values is not None:
+            self.record(layer_values)
+        changed = mask & ((self.recorded != value) | ~self.verified)
+        if not changed.any():
+            return self.recorded
+        values, verified = self.recorded.copy(), self.verified.copy()
+        values[changed] = value
+        verified[changed] = True
+        self.history.record(self.recorded, self.verified, values, verified, changed=changed)
+        self.recorded, self.verified, self.dirty = values, verified, True
+        return self.recorded

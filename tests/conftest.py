@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-try:  # GUI tests build the annotator directly: import torch's stack as its napari entry point does
+try:  # torch's stack with triton hidden (as the annotator's model-loading worker imports it), before any
+    # GUI test makes an OpenGL context: tests that import torchvision directly then cannot load triton
     from maskclip_napari._torch_env import import_torch_stack
 except ImportError:  # pragma: no cover  (core-only install)
     pass

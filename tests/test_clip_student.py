@@ -85,12 +85,16 @@ def test_train_clip_student_then_refine_keeps_verified_pixels(tmp_path):
     before = project.get_labels(first)
     run = tmp_path / "run"
     res = run_cli("train", project.root, "--run", run, "--iters", "2", "--batch-size", "2", "--student", "clip",
-                  "--crop-size", "48", "--base-size", "48", "--device", "cpu")
+                  "--crop-size", "48", "--base-size", "48", "--device", "cpu", "--confidence-keep", "0.5",
+                  "--ema-decay", "0.9", "--self-train-start", "1", "--self-train-keep-teacher",
+                  "--self-train-balance", "0.5")
     assert res.returncode == 0, res.stderr
     progress = json.loads((run / "progress.json").read_text())
     assert progress["state"] == "done" and progress["iteration"] == 2
     config = json.loads((run / "config.json").read_text())["train"]
     assert config["student"] == "clip" and config["optimizer"] == "adamw" and config["lr"] == 1e-4
+    assert (config["confidence_keep"], config["ema_decay"], config["self_train_keep_teacher"],
+            config["self_train_balance"]) == (0.5, 0.9, True, 0.5)
     student, record = load_student(run)
     assert record["student"]["clip"]["model"] == "maskclip-tiny-vit"
     refined = run_cli("refine", project.root, "--run", run, "--device", "cpu")
@@ -105,3 +109,30 @@ def test_train_clip_student_then_refine_keeps_verified_pixels(tmp_path):
 
     after = Project.open(project.root).get_labels(first)
     assert (after[:, :8] == before[:, :8]).all()  # verified pixels untouched
+
+
+def test_clip_student_follows_the_teachers_dense_mode_and_decoder_options():
+    torch.manual_seed(0)
+    clip = maskclip.load("maskclip-tiny-vit", None, device="cpu", dense_mode="sclip")
+    emb = clip.encode_text(["red", "blue"]).detach()
+    x = torch.randn(1, 3, 32, 48)
+    student = build_student(CLIP_STUDENT, emb, clip_model=clip)
+    assert student.metadata()["clip"]["dense_mode"] == "sclip"
+    with torch.no_grad():  # the untrained student's features are its teacher's (SCLIP's last block)
+        clip_x = x * student.net.in_scale + student.net.in_shift
+        up = torch.nn.functional.interpolate(clip.encode_dense(clip_x, "sclip").features, scale_factor=2,
+                                             mode="bilinear")
+        assert torch.allclose(student.net.eval()(x), up, atol=1e-4)
+    assert build_student(CLIP_STUDENT, emb, clip_model=clip, clip_dense_mode="maskclip"
+                         ).metadata()["clip"]["dense_mode"] == "maskclip"
+    guided = build_student(CLIP_STUDENT, emb, clip_model=clip, clip_decoder="guided").eval()
+    with torch.no_grad():  # zero-initialised: the guided decoder starts as upsampling at 1/2 of the input
+        up = torch.nn.functional.interpolate(clip.encode_dense(clip_x, "sclip").features, size=(16, 24),
+                                             mode="bilinear")
+        assert torch.allclose(guided.net(x), up, atol=1e-4)
+        rebuilt = student_from_state(guided.metadata(), guided.state_dict()).eval()
+        assert rebuilt.metadata()["clip"]["decoder"] == "guided" and torch.allclose(rebuilt(x), guided(x), atol=1e-5)
+    with pytest.raises(maskclip.MaskCLIPError, match="decoder"):
+        TrainConfig(clip_decoder="huge").validate()
+    with pytest.raises(maskclip.MaskCLIPError, match="dense mode"):
+        TrainConfig(clip_dense_mode="nope").validate()

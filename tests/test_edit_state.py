@@ -60,6 +60,26 @@ def test_an_erased_pixel_is_confirmed_background():
     assert from_layer_values(state.recorded, N)[0, 0] == 255
 
 
+def test_pixels_a_brush_confirmed_are_verified_as_one_undoable_step():
+    """A stroke over pixels that already show its class changes no value; the pixels it went over
+    (`touched`, from the labels layer) are verified all the same, in the stroke's own undo step."""
+    values = np.full((4, 4), 2, np.uint8)
+    state = started(values)
+    touched = np.zeros((4, 4), bool)
+    touched[1, :] = True
+    assert not state.record(values)  # the old behaviour's view: nothing changed
+    assert state.record(values, touched) and state.dirty
+    np.testing.assert_array_equal(state.verified, touched)
+    assert not state.record(values, touched)  # already verified: nothing new
+    layer = values.copy()
+    layer[3, 3] = 1  # a stroke that changes one pixel and confirms its row
+    row = np.zeros((4, 4), bool)
+    row[3] = True
+    assert state.record(layer, row) and state.verified[3].all()
+    state.step(False, layer)  # undo: the second stroke's value and confirmations go together
+    assert state.recorded[3, 3] == 2 and not state.verified[3].any() and state.verified[1].all()
+
+
 def test_undo_and_redo_restore_labels_and_verified_together():
     values = np.zeros((3, 3), np.uint8)
     state = started(values)

@@ -10,7 +10,8 @@ PLUGIN = Path(__file__).resolve().parents[1] / "maskclip_napari"
 PARTS = [*sorted((PLUGIN / "panels").glob("*.py")),
          *(PLUGIN / f"{name}.py" for name in ("editing", "_edit_saving", "_segmenting", "_layer_manager", "_jobs",
                                               "_child_process", "_run_commands", "_loss_plot", "_shortcuts",
-                                              "_wording", "_class_editor", "_history"))]
+                                              "_wording", "_class_editor", "_history", "_review", "_unsure",
+                                              "_wand", "_wand_tool"))]
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -34,11 +35,11 @@ def test_no_part_imports_the_widget():
 
 def test_the_edit_state_needs_no_qt_or_napari():
     heavy = ("qtpy", "napari", "superqt", "PyQt5", "PySide2", "PyQt6", "PySide6")
-    for name in ("editing.py", "_history.py", "_run_commands.py", "_wording.py"):
+    for name in ("editing.py", "_history.py", "_run_commands.py", "_wording.py", "_unsure.py", "_wand.py"):
         imports = imported_modules(PLUGIN / name)
         assert not [n for n in imports if n.split(".")[0] in heavy], name
         assert not [n for n in imports if n.startswith(".") and n.lstrip(".").split(".")[0] not in
-                    ("", "_history", "editing")], name
+                    ("", "_history", "editing", "_torch_env")], name  # _torch_env: sys.modules only
 
 
 def string_literals(path: Path) -> list[str]:

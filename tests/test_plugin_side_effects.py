@@ -1,5 +1,6 @@
-"""Issue 17 item 4: the plugin leaves the napari process alone. Importing it hides nothing; the widget's entry
-point imports torch's stack with triton hidden for that import only (see maskclip_napari._torch_env)."""
+"""Issue 17 item 4: the plugin leaves the napari process alone. Importing it hides nothing; the worker that
+loads a model imports torch's stack with triton hidden for that import only (see maskclip_napari._torch_env;
+tests/test_lazy_imports.py checks that nothing before it imports torch)."""
 from __future__ import annotations
 
 import subprocess

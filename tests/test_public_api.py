@@ -42,8 +42,8 @@ def test_project_module_names():
 
 PROJECT_PUBLIC = {
     "accept_image_change", "add_class", "add_images", "background", "broken_images", "cache_dir",
-    "class_colours", "class_index", "class_names", "class_pixel_counts", "classes", "clear_labels", "create",
-    "flush", "get_image", "get_labels", "get_labels_and_verified", "get_revision", "get_verified", "has_labels",
+    "class_colours", "class_index", "class_names", "class_pixel_counts", "class_progress", "classes",
+    "clear_labels", "confidence_map", "confidence_scores", "create", "flush", "get_image", "get_labels", "get_labels_and_verified", "get_revision", "get_verified", "has_labels",
     "history", "image_ids", "image_path", "image_state", "import_labels", "is_stale", "list_images",
     "merge_prediction", "open", "project_labels", "prompts", "record", "remove_class", "rename_class",
     "reorder_classes", "restore_revision", "set_background", "set_class_colour", "set_class_synonyms",

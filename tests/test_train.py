@@ -278,10 +278,11 @@ def test_automatic_switch_turns_self_training_off_for_a_random_student(tmp_path)
     assert not explicit.resolve_self_training(False) and explicit.switch_iteration == 30
 
 
-def test_resume_reaches_the_same_state_as_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("extra", [{}, {"ema_decay": 0.5, "self_train_balance": 0.5}])
+def test_resume_reaches_the_same_state_as_an_uninterrupted_run(tmp_path, extra):
     items, teacher = make_setup(tmp_path, verified=True)
     emb = random_class_embeddings(2, 32)
-    cfg = dict(iters=12, checkpoint_every=4, guided_fraction=0.25, log_every=3)
+    cfg = dict(iters=12, checkpoint_every=4, guided_fraction=0.25, log_every=3, **extra)
     full = train(items, teacher, emb, ["red", "blue"], tmp_path / "a", small_config(**cfg))
     assert full.state == "done"
 
@@ -300,6 +301,9 @@ def test_resume_reaches_the_same_state_as_an_uninterrupted_run(tmp_path):
     assert a["iteration"] == b["iteration"] == 12
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
+    assert (a["ema"] is None) == (b["ema"] is None) == (not extra)
+    for key, value in (a["ema"] or {}).items():  # the mean teacher resumes too
+        assert torch.equal(value, b["ema"][key]), key
     for pid, state in a["optimizer"]["state"].items():
         assert torch.equal(state["momentum_buffer"], b["optimizer"]["state"][pid]["momentum_buffer"])
     assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"]
@@ -393,3 +397,99 @@ def test_load_student_errors_name_the_problem(tmp_path):
         load_student(tmp_path / "missing")
     with pytest.raises(MaskCLIPError, match="holds no trained student"):
         load_student(tmp_path)
+
+
+# --- class-balanced teacher confidence ---------------------------------------------------------------
+def test_class_balanced_thresholds_keep_the_same_share_of_every_class(tmp_path):
+    from maskclip.train.targets import class_balanced_thresholds
+
+    cache = TeacherCache(tmp_path / "t", {"test": 1}).open()
+    labels = np.zeros((10, 10), np.uint8)
+    labels[5:] = 1  # class 0: confidences 0.90-0.99, class 1: 0.30-0.39 (one global bar would drop it all)
+    conf = np.where(labels == 0, 0.9, 0.3) + np.tile(np.arange(10) / 100, (10, 1))
+    cache.put("a", labels, conf)
+    items = [TrainItem("a", lambda: None)]
+    bars = class_balanced_thresholds(cache, items, 3, keep=0.5)
+    assert bars.shape == (3,) and bars[2] == 0.0  # class 2 never predicted: nothing to drop
+    target = guided_target(labels, conf, np.full_like(labels, IGNORE), np.zeros((10, 10), bool), bars)
+    for c in (0, 1):
+        assert (target == c).sum() == 25  # half of each class's 50 pixels: its most confident half
+        assert conf[target == c].min() >= conf[(labels == c) & (target == IGNORE)].max()
+    assert class_balanced_thresholds(cache, items, 3, keep=1.0)[:2].tolist() == pytest.approx([0.9, 0.3], abs=2e-3)
+    with pytest.raises(MaskCLIPError):
+        class_balanced_thresholds(cache, items, 3, keep=0.0)
+    with pytest.raises(MaskCLIPError, match="keep"):
+        TrainConfig(confidence_keep=1.5).validate()
+
+
+def test_training_ignores_the_teachers_least_confident_pixels_of_each_class(tmp_path, monkeypatch):
+    seen = record_loss_targets(monkeypatch)
+    items = [TrainItem(f"img{i}", functools.partial(two_tone, i)) for i in range(2)]
+    teacher = TeacherCache(tmp_path / "teacher", {"test": 1}).open()
+    lab = np.zeros((H, W), np.uint8)
+    lab[H // 2:] = 1
+    unsure = np.zeros(H, bool)
+    unsure[: H // 8] = unsure[H // 2: H // 2 + H // 8] = True  # the first quarter of each class's rows
+    conf = np.where(unsure, 0.2, 0.9)[:, None] * np.ones((1, W))
+    for it in items:
+        teacher.put(it.key, lab, conf)
+    cfg = small_config(iters=2, confidence_keep=0.75)
+    cfg.augment.hflip = cfg.augment.photometric = False
+    cfg.augment.scale_range = (1.0, 1.0)
+    train(items, teacher, random_class_embeddings(2, 32), ["red", "blue"], tmp_path / "run", cfg)
+    for t in seen:
+        assert (t[:, unsure] == IGNORE).all() and (t[:, ~unsure] != IGNORE).all()
+
+
+# --- self-training variants --------------------------------------------------------------------------
+def test_class_balanced_self_training_promotes_a_habitually_unsure_class():
+    from maskclip.train.targets import class_balanced_self_training_target
+
+    # background (0) is sure everywhere it wins; class 1 never exceeds 0.45 but is second at pixels 2-3
+    probs = torch.tensor([[0.99, 0.98, 0.55, 0.52, 0.30],
+                          [0.005, 0.01, 0.40, 0.46, 0.45],
+                          [0.005, 0.01, 0.05, 0.02, 0.25]])
+    logits = probs.log().reshape(1, 3, 1, 5)
+    target = torch.full((1, 1, 5), 2)
+    free = torch.zeros(1, 1, 5, dtype=torch.bool)
+    assert self_training_target(logits, target, free).tolist() == [[[0, 0, 0, 0, 1]]]  # arg-max: class 1 once
+    balanced = class_balanced_self_training_target(logits, target, free, keep=0.5)
+    # bars: class 0 the median of its confidences .99 .98 .55 .52 (0.765), class 1 0.45 (its only pixel)
+    assert balanced.tolist() == [[[0, 0, IGNORE, 1, 1]]]  # relative strength wins pixel 3; pixel 2 unsure
+    fixed = torch.tensor([[[False, False, False, True, False]]])
+    assert class_balanced_self_training_target(logits, target, fixed, keep=0.5)[0, 0, 3] == 2  # verified stays
+
+
+def test_mean_teacher_labels_self_training_keeps_the_teachers_pixels_and_is_the_result(tmp_path, monkeypatch):
+    sources = []
+    real = loop_module.self_training_target
+
+    def spy(logits, target, fixed, threshold=None):
+        sources.append((logits.requires_grad, target.clone(), fixed.clone()))
+        return real(logits, target, fixed, threshold)
+
+    monkeypatch.setattr(loop_module, "self_training_target", spy)
+    items = [TrainItem(f"img{i}", functools.partial(two_tone, i)) for i in range(2)]
+    teacher = TeacherCache(tmp_path / "teacher", {"test": 1}).open()
+    lab = np.zeros((H, W), np.uint8)
+    lab[H // 2:] = 1
+    conf = np.where(np.arange(H) % 2 == 0, 0.9, 0.2)[:, None] * np.ones((1, W))  # even rows: sure
+    for it in items:
+        teacher.put(it.key, lab, conf)
+    cfg = small_config(iters=6, guided_fraction=0.5, ema_decay=0.9, self_train_keep_teacher=True,
+                       confidence_keep=0.5)
+    cfg.augment.hflip = cfg.augment.photometric = False
+    cfg.augment.scale_range = (1.0, 1.0)
+    result = train(items, teacher, random_class_embeddings(2, 32), ["red", "blue"], tmp_path / "run", cfg)
+    assert len(sources) == 3
+    for grad, target, fixed in sources:
+        assert not grad  # labelled by the EMA's forward pass, not the trained one
+        assert (fixed[:, ::2] & (target[:, ::2] == torch.from_numpy(lab[::2, :48]).long())).all()  # teacher kept
+        assert not fixed[:, 1::2].any()  # the teacher's unsure rows are relabelled
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
+    saved = torch.load(tmp_path / "run" / "student.pt", weights_only=False)["model"]
+    assert all(torch.equal(saved[k], v) for k, v in last["ema"].items())  # the averaged weights are the result
+    assert any(not torch.equal(saved[k], v) for k, v in last["model"].items())
+    assert all(torch.equal(v, result.student.state_dict()[k]) for k, v in saved.items())
+    with pytest.raises(MaskCLIPError, match="ema"):
+        TrainConfig(ema_decay=1.0).validate()

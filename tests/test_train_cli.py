@@ -76,6 +76,8 @@ def test_user_errors_are_one_line(tmp_path):
     project = make_project(tmp_path)
     res = maskclip("train", project.root, "--run", tmp_path / "run", *TINY, "--student", "vgg")
     assert res.returncode == 2 and "unknown student 'vgg'" in res.stderr and "Traceback" not in res.stderr
+    res = maskclip("train", project.root, "--run", tmp_path / "run2", *TINY, "--clip-decoder", "huge")
+    assert res.returncode == 2 and "--clip-decoder" in res.stderr and "Traceback" not in res.stderr
     res = maskclip("refine", project.root, "--run", tmp_path / "nothing")
     assert res.returncode == 2 and "run `maskclip train` first" in res.stderr
 

@@ -40,6 +40,11 @@ class ClassesPanel(QGroupBox):
     def show_classes(self, classes, background) -> None:
         self.class_editor.set_classes(classes, background)
 
+    def show_taught(self, taught: dict[str, int] | None, background: int | None = None) -> None:
+        """Verified pixels per class (and confirmed background) learning from corrections learned from;
+        None hides them."""
+        self.class_editor.show_taught(taught, background)
+
     def show_brush(self, index: int, name: str | None, colour=None) -> None:
         """The labels layer's selected label (0-based class index; name None when it is not a class)."""
         self.class_editor.select_class(name)

@@ -1,10 +1,11 @@
-"""The "Images" panel: open a folder / add images, the image list with each image's state, navigation,
+"""The "Images" panel: open a folder / add images, the dataset's progress (images verified, per class), the
+image list with each image's state and a status filter, navigation (Next unverified, Next least confident),
 Reviewed ✓ / Class ✓, and the notice for an image whose file changed on disk.
 
 Signals (the widget acts on them): open_requested(str folder), add_requested(list of paths),
 image_selected(int row, by the user), step_requested(int), reviewed_requested, verify_class_requested,
 unverify_requested(bool selected class only), history_requested, next_unverified_requested,
-accept_change_requested.
+least_confident_requested, accept_change_requested.
 """
 from __future__ import annotations
 
@@ -25,14 +26,20 @@ from qtpy.QtWidgets import (
 from superqt import QElidingLabel
 
 from .. import _wording as say
+from ._narrow import NarrowCombo
 
 STATUS_COLOURS = {"unlabelled": "#7f7f7f", "labelled": "#e6a23c", "verified": "#4caf50", "stale": "#e05555"}
 
 
-def status_icon(status: str) -> QIcon:
-    pix = QPixmap(10, 10)
-    pix.fill(QColor(STATUS_COLOURS[status]))
+def swatch_icon(rgb, size: int = 10) -> QIcon:
+    """A square of one colour (an (r, g, b) tuple or a colour name)."""
+    pix = QPixmap(size, size)
+    pix.fill(QColor(*rgb) if isinstance(rgb, (tuple, list)) else QColor(rgb))
     return QIcon(pix)
+
+
+def status_icon(status: str) -> QIcon:
+    return swatch_icon(STATUS_COLOURS[status])
 
 
 def describe_item(item: QListWidgetItem, state) -> None:
@@ -56,6 +63,16 @@ def describe_item(item: QListWidgetItem, state) -> None:
     item.setToolTip(f"{state.path}\n{state.width}x{state.height}, {status}")
 
 
+def review_kind(state) -> str:
+    """Which status filter an image falls under: "reviewed" (every pixel decided), "partly" (some pixels
+    verified) or "unverified" (none; a stale image too: its labels wait for a decision)."""
+    if state.status == "verified":
+        return "reviewed"
+    if not state.stale and (state.verified_pixels or state.verified_background_pixels):
+        return "partly"
+    return "unverified"
+
+
 class ImagesPanel(QGroupBox):
     """Open folder / add images, the image list, navigation and verification."""
 
@@ -68,6 +85,7 @@ class ImagesPanel(QGroupBox):
     unverify_requested = Signal(bool)
     history_requested = Signal()
     next_unverified_requested = Signal()
+    least_confident_requested = Signal()
     accept_change_requested = Signal()
 
     def __init__(self, project_subfolder: str, parent=None):
@@ -94,7 +112,25 @@ class ImagesPanel(QGroupBox):
         row.addWidget(self.progress_label, 1)
         row.addWidget(self.next_unverified_button)
         v.addLayout(row)
-        self._statuses: list[str] = []  # each row's status, for the progress line
+        self.class_progress_label = QLabel("")  # per class: verified share of its pixels
+        self.class_progress_label.setWordWrap(True)
+        self.class_progress_label.setToolTip(say.TIPS["class_progress"])
+        v.addWidget(self.class_progress_label)
+        self.filter_combo = NarrowCombo()
+        for kind, text in say.REVIEW_FILTERS.items():
+            self.filter_combo.addItem(text, kind)
+        self.filter_combo.setToolTip(say.TIPS["review_filter"])
+        self.filter_combo.currentIndexChanged.connect(lambda _: self._apply_filter())
+        self.least_confident_button = QPushButton("Least confident ▶")
+        self.least_confident_button.setToolTip(say.TIPS["least_confident"])
+        self.least_confident_button.clicked.connect(lambda: self.least_confident_requested.emit())
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Show"))
+        row.addWidget(self.filter_combo, 1)
+        row.addWidget(self.least_confident_button)
+        v.addLayout(row)
+        self.states: list = []  # each row's ImageState (progress lines, filter)
+        self._filtered = False  # some rows may be hidden
         self.image_list = QListWidget()
         self.image_list.setMinimumHeight(90)
         self.image_list.setMaximumHeight(160)
@@ -170,9 +206,9 @@ class ImagesPanel(QGroupBox):
         self._updating_list = True
         try:
             self.image_list.clear()
-            self._statuses = [state.status for state in states]
+            self.states = list(states)
             self._show_progress()
-            for state in states:
+            for state in self.states:
                 item = QListWidgetItem()
                 describe_item(item, state)
                 self.image_list.addItem(item)
@@ -180,29 +216,55 @@ class ImagesPanel(QGroupBox):
                 self.image_list.setCurrentRow(current_row)
         finally:
             self._updating_list = False
+        self._apply_filter()
 
     def refresh_item(self, row: int, state) -> None:
         item = self.image_list.item(row)
         if item is not None:
             describe_item(item, state)
-        if 0 <= row < len(self._statuses):
-            self._statuses[row] = state.status
+        if 0 <= row < len(self.states):
+            self.states[row] = state
             self._show_progress()
+            self._apply_filter(row)
 
     def _show_progress(self) -> None:
-        self.progress_label.setText(say.progress(self._statuses.count("verified"), len(self._statuses)))
+        reviewed = sum(review_kind(state) == "reviewed" for state in self.states)
+        self.progress_label.setText(say.progress(reviewed, len(self.states)))
+
+    def show_class_progress(self, progress: dict, colours) -> None:
+        """Per class, the share of its pixels verified (progress: name -> (labelled, verified) pixels)."""
+        self.class_progress_label.setText(say.class_progress(progress, colours))
 
     def select_row(self, row: int) -> None:
         """Show `row` as the current image's row (without emitting image_selected)."""
         self._updating_list = True
         self.image_list.setCurrentRow(row)
         self._updating_list = False
+        self._apply_filter()
+
+    # --- the status filter ----------------------------------------------------------------------------
+    def review_filter(self) -> str:
+        return self.filter_combo.currentData()
+
+    def matches_filter(self, row: int) -> bool:
+        """Whether the image in `row` is one the status filter shows."""
+        wanted = self.review_filter()
+        return wanted == "all" or (0 <= row < len(self.states) and review_kind(self.states[row]) == wanted)
+
+    def _apply_filter(self, row: int | None = None) -> None:
+        """Hide the rows the filter leaves out (the current image's row stays in sight); row: only that one."""
+        if self.review_filter() == "all" and not self._filtered:
+            return  # nothing hidden: navigation costs no pass over the rows
+        current = self.image_list.currentRow()
+        for r in range(len(self.states)) if row is None else (row,):
+            self.image_list.setRowHidden(r, r != current and not self.matches_filter(r))
+        self._filtered = self.review_filter() != "all"
 
     def set_state(self, has_project: bool, has_image: bool, stale: bool, can_open: bool) -> None:
         self.add_images_button.setEnabled(has_project)
         for b in (self.prev_button, self.next_button, self.reviewed_button, self.verify_class_button,
                   self.unverify_button, self.unverify_class_button, self.history_button,
-                  self.next_unverified_button):
+                  self.next_unverified_button, self.least_confident_button):
             b.setEnabled(has_image)
         self.accept_change_button.setVisible(has_image and stale)
         self.stale_label.setVisible(has_image and stale)

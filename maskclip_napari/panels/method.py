@@ -32,11 +32,12 @@ from maskclip.defaults import (DEFAULT_DEVICE, DEFAULT_MODEL, DEFAULT_PRETRAINED
                                SUGGESTED_MODELS)
 from maskclip.dense_modes import DENSE_MODE_LABELS
 from maskclip.options import DENSE_MODE_NAMES, MODE_DEFAULTS
-from maskclip.settings import clip_spec, learn_spec, parse_pretrained
+from maskclip.settings import LEARN_DEFAULTS, clip_spec, learn_spec, parse_pretrained
 
 from .. import _wording as say
 from ._narrow import NarrowCombo
 from .._session import Method, ModelChoice
+from .._torch_env import loaded_torch
 
 MODELS = SUGGESTED_MODELS
 RANDOM_WEIGHTS = "random (untrained, for testing)"
@@ -112,7 +113,9 @@ class MethodPanel(QGroupBox):
             combo.currentTextChanged.connect(lambda *_: self.model_changed.emit())
 
     def _build_learning_row(self) -> QHBoxLayout:
-        """'Learn from corrections' and its weight (maskclip.prototypes)."""
+        """'Learn from corrections' with the learner the project's settings name (`settings.learn_spec`, as
+        `maskclip project segment --learn-from-verified` uses it). The default text-prior learner has
+        nothing to tune; the weight shows only for a project set to the class prototypes."""
         row = QHBoxLayout()
         self.learn_check = QCheckBox("Learn from corrections")
         self.learn_check.setToolTip(say.TIPS["learn"])
@@ -121,10 +124,17 @@ class MethodPanel(QGroupBox):
         self.learn_weight.setSingleStep(0.1)
         self.learn_weight.setDecimals(2)
         self.learn_weight.setToolTip(say.TIPS["learn_weight"])
+        self._weight_label = QLabel("weight")
         row.addWidget(self.learn_check)
-        row.addWidget(QLabel("weight"))
+        row.addWidget(self._weight_label)
         row.addWidget(self.learn_weight)
+        self._learner = LEARN_DEFAULTS["learner"]
+        self._show_weight()
         return row
+
+    def _show_weight(self) -> None:
+        for w in (self._weight_label, self.learn_weight):
+            w.setVisible(self._learner == "prototypes")
 
     def _build_model_box(self) -> QCollapsible:
         model_box = QCollapsible("Model, weights and device")
@@ -207,6 +217,8 @@ class MethodPanel(QGroupBox):
             learn = learn_spec(settings)
             self.learn_check.setChecked(learn["from_verified"])
             self.learn_weight.setValue(learn["weight"])
+            self._learner = learn["learner"]
+            self._show_weight()
             self.model_combo.setCurrentText(model.get("name", DEFAULT_MODEL))
             weights = model.get("pretrained", DEFAULT_PRETRAINED)
             self.weights_combo.setCurrentText(RANDOM_WEIGHTS if weights is None else str(weights))
@@ -235,9 +247,9 @@ class MethodPanel(QGroupBox):
     def dense_mode(self) -> str:
         return self.dense_mode_combo.currentData() or "maskclip"
 
-    def learn_weight_value(self) -> float:
-        """The weight of learning from corrections (0 while it is off)."""
-        return round(float(self.learn_weight.value()), 4) if self.learn_check.isChecked() else 0.0
+    def learner(self) -> str | None:
+        """The learner 'Learn from corrections' uses (the project's setting), None while it is off."""
+        return self._learner if self.learn_check.isChecked() else None
 
     def method(self, project) -> Method:
         """The segmentation method the controls show, for `project`'s classes."""
@@ -245,7 +257,7 @@ class MethodPanel(QGroupBox):
                       key_smoothing=self.ks_check.isChecked(), prompt_denoising=self.pd_check.isChecked(),
                       pd_threshold=round(float(self.pd_slider.value()), 4), scales=(int(self.scale_spin.value()),),
                       dense_mode=self.dense_mode(), other_options=self._other_options(project),
-                      learn_weight=self.learn_weight_value())
+                      learner=self.learner(), learn_weight=round(float(self.learn_weight.value()), 4))
 
     def _other_options(self, project) -> tuple:
         """SegmentOptions set in the project's settings (CLI or API) that have no control here; the
@@ -264,8 +276,9 @@ class MethodPanel(QGroupBox):
         if m is not None:
             update["method"] = {"key_smoothing": m.key_smoothing, "prompt_denoising": m.prompt_denoising,
                                 "pd_threshold": m.pd_threshold, "scales": list(m.scales)}
-        update["learn"] = {"from_verified": self.learn_check.isChecked(),
-                           "weight": round(float(self.learn_weight.value()), 4)}
+        update["learn"] = {"from_verified": self.learn_check.isChecked()}
+        if self._learner == "prototypes":  # the text-prior learner has no weight
+            update["learn"]["weight"] = round(float(self.learn_weight.value()), 4)
         return update
 
     # --- the model line ---------------------------------------------------------------------------
@@ -274,10 +287,14 @@ class MethodPanel(QGroupBox):
         choice = self.model_choice()
         if session is not None and session.choice == choice:
             text = say.model_state(choice.describe(), where=session.model.device, on_cpu=session.on_cpu)
-        else:
-            import torch
-
-            device = "the GPU" if choice.device != "cpu" and torch.cuda.is_available() else "the CPU"
+        else:  # torch is imported by the first model load (a worker), never here: it takes seconds
+            torch = loaded_torch()
+            if choice.device == "cpu":
+                device = "the CPU"
+            elif torch is None:
+                device = "the GPU if one is usable, else the CPU"
+            else:
+                device = "the GPU" if torch.cuda.is_available() else "the CPU"
             text = say.model_state(choice.describe(), device=device,
                                    no_gpu=device == "the CPU" and choice.device == "auto")
         self.model_label.setText(text)

@@ -53,6 +53,7 @@ from .. import _wording as say
 from .._child_process import EXIT_CANCELLED, ChildProcess
 from .._loss_plot import LossPlot
 from ._narrow import NarrowCombo
+from maskclip.student_names import DEFAULT_CPU_STUDENT, DEFAULT_GPU_STUDENT, DESCRIPTIONS, STUDENT_NAMES
 from maskclip.run_folder import (
     PHASE_PSEUDO_LABELS,
     STATE_CANCELLED,
@@ -84,17 +85,10 @@ SHUTDOWN_WAIT_S = 30.0
 
 
 def student_choices() -> list[tuple[str, str]]:
-    """(key, text) of each network the trainer offers (`maskclip.train.student.STUDENT_NAMES`), after "auto",
-    the command line's default. Imported when the panel is built: the annotator has imported torch's stack by
-    then (maskclip_napari._torch_env), so this costs no triton import."""
-    from maskclip.train.student import (CLIP_STUDENT, CLIP_STUDENT_DESCRIPTION, DEFAULT_CPU_STUDENT,
-                                        DEFAULT_GPU_STUDENT, STUDENT_NAMES, STUDENTS)
-
-    def text(name: str) -> str:
-        return f"{name}: {CLIP_STUDENT_DESCRIPTION if name == CLIP_STUDENT else STUDENTS[name][2]}"
-
+    """(key, text) of each network the trainer offers (`maskclip.student_names`: no torch at start-up), after
+    "auto", the command line's default."""
     return [(AUTO_STUDENT, f"auto ({DEFAULT_CPU_STUDENT} on CPU, {DEFAULT_GPU_STUDENT} on GPU)"),
-            *((name, text(name)) for name in STUDENT_NAMES)]
+            *((name, f"{name}: {DESCRIPTIONS[name]}") for name in STUDENT_NAMES)]
 
 
 AUTO_STUDENT = "auto"  # what `maskclip train` uses without --student (TrainConfig.student)

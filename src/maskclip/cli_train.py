@@ -24,7 +24,9 @@ _TRAIN_OPTIONS = {
     "confidence_threshold": "confidence_threshold", "self_train_threshold": "self_train_threshold",
     "checkpoint_every": "checkpoint_every", "log_every": "log_every", "workers": "num_workers",
     "crop_size": "augment.crop_size", "base_size": "augment.base_size",
-    "optimizer": "optimizer", "freeze_blocks": "freeze_blocks",
+    "optimizer": "optimizer", "freeze_blocks": "freeze_blocks", "confidence_keep": "confidence_keep",
+    "ema_decay": "ema_decay", "self_train_keep_teacher": "self_train_keep_teacher",
+    "self_train_balance": "self_train_balance", "clip_decoder": "clip_decoder", "clip_dense_mode": "clip_dense_mode",
 }
 
 
@@ -74,6 +76,22 @@ def register(subparsers) -> None:
                    help="ignore pixels whose MaskCLIP probability is below P (default: keep all)")
     p.add_argument("--self-train-threshold", type=probability_arg("--self-train-threshold"), metavar="P",
                    help="ignore pixels whose student probability is below P while self-training")
+    p.add_argument("--confidence-keep", type=probability_arg("--confidence-keep"), metavar="F",
+                   help="per class, train only on the teacher's most confident share F of the pixels it gave that "
+                   "class (class-balanced thresholds; default: keep all)")
+    p.add_argument("--ema-decay", type=probability_arg("--ema-decay"), metavar="D",
+                   help="mean teacher: keep an exponential moving average of the weights (decay D, e.g. 0.99); "
+                   "it labels the self-training phase and is the trained student")
+    p.add_argument("--self-train-keep-teacher", action="store_const", const=True,
+                   help="while self-training, pixels the teacher labelled (above the confidence bars) keep its label")
+    p.add_argument("--self-train-balance", type=probability_arg("--self-train-balance"), metavar="F",
+                   help="class-balanced self-training (CBST): per class, the most confident share F of its pixels "
+                   "sets the bar that class's probabilities are divided by")
+    p.add_argument("--clip-decoder", metavar="NAME",
+                   help="clip student: light (default; 2x the patch grid) or guided (sees the image at 1/2 "
+                   "resolution; slower)")
+    p.add_argument("--clip-dense-mode", metavar="MODE",
+                   help="clip student: its tower's dense mode (default: the teacher's --dense-mode)")
     p.add_argument("--checkpoint-every", type=int_arg("--checkpoint-every", 1), metavar="K",
                    help="checkpoint interval (default 200)")
     p.add_argument("--log-every", type=int_arg("--log-every", 1), metavar="K",

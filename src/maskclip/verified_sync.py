@@ -5,6 +5,7 @@ no encoder run). Another project, model, dense mode or set of class names starts
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Sequence
 
 import numpy as np
@@ -22,6 +23,7 @@ class VerifiedPixelSync:
         self.window, self.stride = window, stride
         self.dense_mode, self.window_norm = dense_mode, window_norm  # None: the model's defaults
         self._revisions: dict[str, int] = {}  # image id -> label revision last read
+        self._taught: dict[str, bytes] = {}  # image id -> digest of its verified pixels and their labels
         self._context: tuple | None = None
 
     def feature_kwargs(self) -> dict:
@@ -40,6 +42,7 @@ class VerifiedPixelSync:
         if context != self._context:
             self.store.clear()
             self._revisions.clear()
+            self._taught.clear()
             self._context = context
 
     def pending(self, model, project) -> list[str]:
@@ -56,15 +59,22 @@ class VerifiedPixelSync:
         return out
 
     def update_image(self, model, project, image_id: str, image: np.ndarray | None = None) -> None:
-        """Re-read one image's verified pixels (its features from the cache, or encoded now)."""
+        """Re-read one image's verified pixels (its features from the cache, or encoded now). A new label
+        revision whose verified pixels and their labels are unchanged (a stored prediction) leaves the store
+        as it was, so the learner is not refitted for it."""
         self._check_context(model, project)
         state = project.image_state(image_id)
         if state.stale or state.verified_pixels == 0:
             self.store.remove_image(image_id)
+            self._taught.pop(image_id, None)
         else:
             labels, verified = project.get_labels_and_verified(image_id)
-            image = project.get_image(image_id) if image is None else image
-            self.store.set_image(image_id, self.feature_maps(model, image), labels, verified, project.class_names)
+            digest = _taught_digest(labels, verified)
+            if self._taught.get(image_id) != digest:
+                image = project.get_image(image_id) if image is None else image
+                self.store.set_image(image_id, self.feature_maps(model, image), labels, verified,
+                                     project.class_names)
+                self._taught[image_id] = digest
         self._revisions[image_id] = state.rev
 
     def is_cheap(self, model, image: np.ndarray) -> bool:
@@ -79,3 +89,13 @@ class VerifiedPixelSync:
             if progress is not None:
                 progress(done, len(ids))
         return len(ids)
+
+
+def _taught_digest(labels: np.ndarray, verified: np.ndarray) -> bytes:
+    """What an image teaches: where its verified pixels are and their labels."""
+    verified = np.ascontiguousarray(verified, dtype=bool)
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr(verified.shape).encode())
+    digest.update(np.packbits(verified).tobytes())
+    digest.update(np.ascontiguousarray(np.asarray(labels)[verified]).tobytes())
+    return digest.digest()

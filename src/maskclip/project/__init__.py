@@ -18,6 +18,8 @@ Public API (the napari annotator and the MaskCLIP+ trainer code against these na
     p.set_verified(image_id, mask)
     p.merge_prediction(image_id, labels, confidence=None, class_names=None, min_confidence=0.0)
     p.import_labels(path, verified=False)  # label folder / VOC / COCO / index export (maskclip.export)
+    p.confidence_map(image_id) / p.confidence_scores()   # the latest prediction's confidence (review tools)
+    p.class_progress() -> {name: (labelled, verified) pixels}
     p.history(image_id) / p.get_revision(image_id, rev) / p.restore_revision(image_id, rev) / p.clear_labels
     p.classes / p.class_names / p.class_colours / p.prompts (for model.segment); add_class /
     remove_class / rename_class / reorder_classes / set_classes / set_class_synonyms / set_class_colour
@@ -47,6 +49,8 @@ On-disk layout (format version 1)::
     DIR/annotations/<id>/state.json   the commit point: current revision, history, per-class counts
     DIR/annotations/<id>/r<rev>-<token>.labels.png    index PNG (values index `class_uids` of its rev)
     DIR/annotations/<id>/r<rev>-<token>.verified.png  1-bit PNG, only when some pixel is verified
+    DIR/annotations/<id>/confidence.png|json   the latest prediction's confidence map (probability x 255)
+                                      and its mean over unverified pixels (confidence.py)
     DIR/summary.json                  cache of the state.json files minus history (checked by stat)
     DIR/cache/                        MaskCLIP dense-feature cache (maskclip.load(cache_dir=...))
     DIR/.project.lock, DIR/annotations/<id>/.lock   inter-process lock files (empty)

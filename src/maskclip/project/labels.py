@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from ..validation import check_probability
-from . import catalogue, merge, revisions
+from . import catalogue, confidence as confidence_store, merge, revisions
 from .records import ImageRecord, ProjectError
 from .schema import UNLABELLED, check_labels, check_mask
 
@@ -106,7 +106,10 @@ def merge_prediction(p, image_id: str, labels, confidence, class_names: Sequence
         state = revisions.state(p, image_id, full=True)
         old, verified = p._uid_labels(image_id, state, (rec.height, rec.width))
         merged = merge.merge_prediction(old, verified, merge.uids_of(pred, p._class_uids()))
-        return revisions.commit(p, image_id, merged, verified, source, state)
+        stored = revisions.commit(p, image_id, merged, verified, source, state)
+        if confidence is not None:  # what the review tools rank and show (a prediction never verifies)
+            confidence_store.write(p, image_id, conf, verified, source)
+        return stored
 
 
 def clear_labels(p, image_id: str) -> None:

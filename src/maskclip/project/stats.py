@@ -53,8 +53,8 @@ def class_totals(p, images: list[ImageState]) -> tuple[np.ndarray, np.ndarray]:
     for s in images:
         if not s.stale and s.rev:
             n, nv = counts_now(p, summary.get(s.id, {}).get("state", {}))
-            labelled += n
-            verified += nv
+            labelled += np.asarray(n, np.int64)  # (an empty list would be float64)
+            verified += np.asarray(nv, np.int64)
     return labelled, verified
 
 

@@ -17,7 +17,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from ..atomic import FileWriteError, remove_temp_files
-from . import catalogue, files, label_import, revisions, stats
+from . import catalogue, confidence as confidence_store, files, label_import, revisions, stats
 from . import classes as class_ops, labels as label_ops  # (methods have parameters named classes, labels)
 from .records import ClassInfo, ImageRecord, ImageState, ImportReport, ProjectError
 from .schema import (DEFAULT_BACKGROUND, DEFAULT_HISTORY, DEFAULT_SETTINGS, FORMAT, FORMAT_VERSION, IMAGES_FILE,
@@ -385,6 +385,17 @@ class Project:
         """Undo: make an earlier revision current again (labels and verified mask), as a new revision."""
         label_ops.restore_revision(self, image_id, rev)
 
+    # --- the model's confidence (confidence.py) --------------------------------------------------
+    @_locked
+    def confidence_map(self, image_id: str) -> np.ndarray | None:
+        """The confidence map (float32 HxW, 0..1) of the image's latest prediction that carried one, or None."""
+        return confidence_store.read_map(self, image_id)
+
+    @_locked
+    def confidence_scores(self) -> dict[str, float]:
+        """Image id -> mean confidence of its latest prediction over the pixels not verified then."""
+        return confidence_store.scores(self)
+
     # --- statistics (stats.py) ------------------------------------------------------------------
     @_locked
     def list_images(self) -> list[ImageState]:
@@ -399,6 +410,13 @@ class Project:
     def class_pixel_counts(self, verified_only: bool = False) -> dict[str, int]:
         """Pixels per class over the project's images (stale images excluded)."""
         return stats.class_pixel_counts(self, verified_only)
+
+    @_locked
+    def class_progress(self, images: list[ImageState] | None = None) -> dict[str, tuple[int, int]]:
+        """Class name -> (labelled, verified) pixels over the non-stale images (`images`: a fresh
+        list_images(), to save reading it again)."""
+        labelled, verified = stats.class_totals(self, self.list_images() if images is None else images)
+        return {name: (int(n), int(v)) for name, n, v in zip(self.class_names, labelled, verified)}
 
     @_locked
     def status(self) -> dict:

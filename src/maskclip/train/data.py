@@ -126,7 +126,7 @@ class TrainDataset(Dataset):
     """Indexable by (item index, sample seed); yields augmented (image, target, verified)."""
 
     def __init__(self, items: Sequence[TrainItem], teacher: TeacherCache, augment_cfg: AugmentConfig,
-                 confidence_threshold: float | None = None):
+                 confidence_threshold: float | np.ndarray | None = None):
         self.items = list(items)
         self.teacher = teacher
         self.cfg = augment_cfg

@@ -10,6 +10,7 @@ weights, optimizer state and iteration as an uninterrupted one (bit-exact on CPU
 """
 from __future__ import annotations
 
+import copy
 import pickle
 import signal
 import threading
@@ -18,19 +19,22 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from ..atomic import atomic_torch_save
+from ..dense_modes import DENSE_MODE_NAMES
 from ..errors import MaskCLIPError
 from ..run_folder import (STATE_CANCELLED, STATE_DONE, STATE_FAILED, STATE_RUNNING,  # noqa: F401
                           RunFolder)  # RunFolder re-exported (maskclip.train.RunFolder)
 from ..validation import check_positive, check_probability
 from . import distributed as D
 from .data import AugmentConfig, BatchPlan, PlannedBatches, TrainDataset, TrainItem
-from .student import CLIP_STUDENT, DEFAULT_LOGIT_SCALE, Student, build_student, resolve_student_name
-from .targets import IGNORE, TeacherCache, self_training_target
+from .student import CLIP_DECODERS, CLIP_STUDENT, DEFAULT_LOGIT_SCALE, Student, build_student, resolve_student_name
+from .targets import (IGNORE, TeacherCache, class_balanced_self_training_target, class_balanced_thresholds,
+                      self_training_target)
 
 CHECKPOINT_FORMAT = 1
 PAPER_GUIDED_FRACTION = 0.1  # MaskCLIP+ starts self-training after the first tenth of the schedule
@@ -81,11 +85,17 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float | None = None     # None: 0.01 with AdamW, 5e-4 with SGD
     freeze_blocks: int = 0                # clip student: patch embedding + the first N blocks (stages) frozen
+    clip_dense_mode: str | None = None    # clip student: its tower's ViT last block (None: the teacher's mode)
+    clip_decoder: str = "light"           # clip student: student.CLIP_DECODERS
     poly_power: float = 0.9
     guided_fraction: float | None = None  # share of the schedule trained on MaskCLIP's labels (None: auto)
     self_train_start: int | None = None   # explicit iteration (overrides guided_fraction)
     confidence_threshold: float | None = None   # teacher probability below -> ignored
     self_train_threshold: float | None = None   # student probability below -> ignored (self-training)
+    confidence_keep: float | None = None  # per class, keep the teacher's most confident share of its pixels
+    ema_decay: float | None = None        # mean teacher: an EMA of the weights labels self-training, is the result
+    self_train_keep_teacher: bool = False  # self-training relabels only pixels the teacher is unsure of
+    self_train_balance: float | None = None  # class-balanced self-training: share of each class's pixels kept
     checkpoint_every: int = 200
     log_every: int = 10
     seed: int = 0
@@ -187,6 +197,11 @@ class TrainConfig:
             raise MaskCLIPError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.optimizer not in ("auto", "sgd", "adamw"):
             raise MaskCLIPError(f"--optimizer must be auto, sgd or adamw, got {self.optimizer!r}")
+        if self.clip_decoder not in CLIP_DECODERS:
+            raise MaskCLIPError(f"--clip-decoder must be one of {', '.join(CLIP_DECODERS)}, got {self.clip_decoder!r}")
+        if self.clip_dense_mode is not None and self.clip_dense_mode not in DENSE_MODE_NAMES:
+            raise MaskCLIPError(f"unknown dense mode '{self.clip_dense_mode}' for the clip student (known: "
+                                f"{', '.join(DENSE_MODE_NAMES)})")
         if self.freeze_blocks < 0:
             raise MaskCLIPError(f"--freeze-blocks must be at least 0, got {self.freeze_blocks}")
         if self.lr is not None:
@@ -204,6 +219,12 @@ class TrainConfig:
                                 f"processes ({world_size})")
         if self.checkpoint_every < 1 or self.log_every < 1:
             raise MaskCLIPError("checkpoint and log intervals must be at least 1")
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise MaskCLIPError(f"--ema-decay must lie in [0, 1), got {self.ema_decay}")
+        if self.self_train_balance is not None and not 0.0 < self.self_train_balance <= 1.0:
+            raise MaskCLIPError(f"--self-train-balance must lie in (0, 1], got {self.self_train_balance}")
+        if self.confidence_keep is not None and not 0.0 < self.confidence_keep <= 1.0:
+            raise MaskCLIPError(f"--confidence-keep must lie in (0, 1], got {self.confidence_keep}")
         for name in ("confidence_threshold", "self_train_threshold"):
             v = getattr(self, name)
             if v is not None:
@@ -253,9 +274,19 @@ def _cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), target, ignore_index=IGNORE)
 
 
+def _update_ema(ema: Student, model: Student, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, for every trained weight; buffers are copied."""
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters()):
+            e.lerp_(p.detach(), 1.0 - decay)
+        for e, b in zip(ema.buffers(), model.buffers()):
+            e.copy_(b)
+
+
 def _checkpoint_state(model: Student, optimizer, scaler, iteration: int, config: TrainConfig,
-                      extra: dict) -> dict:
+                      extra: dict, ema: Student | None = None) -> dict:
     return {"format": CHECKPOINT_FORMAT, "iteration": iteration, "model": model.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
             "student": model.metadata(), "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
             "config": config.to_dict(), **extra}
@@ -319,7 +350,8 @@ def train(items: Sequence[TrainItem], teacher: TeacherCache, class_embeddings: t
                               imagenet_backbone=config.imagenet_backbone and ckpt is None,
                               logit_scale=config.logit_scale, clip_model=clip_model,
                               clip_spec=ckpt["student"].get("clip") if ckpt is not None else None,
-                              freeze_blocks=config.freeze_blocks).to(device)
+                              freeze_blocks=config.freeze_blocks, clip_dense_mode=config.clip_dense_mode,
+                              clip_decoder=config.clip_decoder).to(device)
         if ckpt is None:
             if not model.imagenet_loaded:
                 info["imagenet_backbone"] = False
@@ -357,6 +389,11 @@ def train(items: Sequence[TrainItem], teacher: TeacherCache, class_embeddings: t
             if ctx.is_main:
                 run.truncate_metrics(start)
             say(f"resuming at iteration {start}/{config.iters}")
+        ema = None
+        if config.ema_decay is not None:  # the mean teacher: a frozen copy that follows the weights
+            ema = copy.deepcopy(model).eval().requires_grad_(False)
+            if ckpt is not None and ckpt.get("ema") is not None:
+                ema.load_state_dict(ckpt["ema"])
         net: torch.nn.Module = model
         if ctx.distributed:
             if device.type == "cuda":
@@ -366,7 +403,14 @@ def train(items: Sequence[TrainItem], teacher: TeacherCache, class_embeddings: t
 
         per_rank = config.batch_size // ctx.world_size
         plan = BatchPlan(len(items), per_rank, seed=config.seed, rank=ctx.rank, world_size=ctx.world_size)
-        dataset = TrainDataset(items, teacher, config.augment, config.confidence_threshold)
+        bars = config.confidence_threshold
+        if config.confidence_keep is not None:  # class-balanced bars (on top of a global one, if any)
+            bars = np.maximum(class_balanced_thresholds(teacher, items, len(class_names), config.confidence_keep),
+                              config.confidence_threshold or 0.0)
+            say("teacher confidence bars per class (keeping the most confident "
+                f"{100 * config.confidence_keep:.0f}% of each): "
+                + ", ".join(f"{c} {b:.2f}" for c, b in zip(class_names, bars)))
+        dataset = TrainDataset(items, teacher, config.augment, bars)
         loader = DataLoader(dataset, batch_sampler=PlannedBatches(plan, start, config.iters),
                             num_workers=config.num_workers, pin_memory=device.type == "cuda",
                             persistent_workers=False)
@@ -374,7 +418,7 @@ def train(items: Sequence[TrainItem], teacher: TeacherCache, class_embeddings: t
 
         def save_checkpoint(iteration: int) -> None:
             if ctx.is_main:
-                _save(run.checkpoint, _checkpoint_state(model, optimizer, scaler, iteration, config, extra_state))
+                _save(run.checkpoint, _checkpoint_state(model, optimizer, scaler, iteration, config, extra_state, ema))
 
         t0 = time.perf_counter()
         window_t, window_loss, window_n = t0, 0.0, 0
@@ -395,7 +439,16 @@ def train(items: Sequence[TrainItem], teacher: TeacherCache, class_embeddings: t
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                     logits = net(img)
                 if phase == PHASE_SELF:
-                    target = self_training_target(logits, target, verified, config.self_train_threshold)
+                    source = logits
+                    if ema is not None:  # mean teacher: the averaged weights label the batch
+                        with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                            source = ema(img)
+                    # keep_teacher: pixels the teacher labelled (confident ones, with a threshold) keep its label
+                    fixed = verified | (target != IGNORE) if config.self_train_keep_teacher else verified
+                    if config.self_train_balance is not None:
+                        target = class_balanced_self_training_target(source, target, fixed, config.self_train_balance)
+                    else:
+                        target = self_training_target(source, target, fixed, config.self_train_threshold)
                 loss = _cross_entropy(logits, target)
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
@@ -405,6 +458,8 @@ def train(items: Sequence[TrainItem], teacher: TeacherCache, class_embeddings: t
                 else:
                     loss.backward()
                     optimizer.step()
+                if ema is not None:
+                    _update_ema(ema, model, config.ema_decay)
                 iteration = it + 1
                 window_loss += float(loss.detach())
                 window_n += 1
@@ -431,16 +486,17 @@ def train(items: Sequence[TrainItem], teacher: TeacherCache, class_embeddings: t
         seconds = time.perf_counter() - t0
         save_checkpoint(iteration)
         if ctx.is_main:
-            if state == STATE_DONE:
-                _save(run.student, {"format": CHECKPOINT_FORMAT, "student": model.metadata(),
-                                    "model": model.state_dict(), **extra_state})
+            if state == STATE_DONE:  # with a mean teacher its averaged weights are the result
+                result_model = ema if ema is not None else model
+                _save(run.student, {"format": CHECKPOINT_FORMAT, "student": result_model.metadata(),
+                                    "model": result_model.state_dict(), **extra_state})
             run.write_progress(iteration=iteration, total=config.iters, state=state, loss=last_loss,
                                phase=config.phase(min(iteration, config.iters - 1)),
                                seconds=seconds)
         D.barrier(ctx)
         done_images = (iteration - start) * config.batch_size
         return TrainResult(state, iteration, config.iters, last_loss, seconds,
-                           done_images / max(seconds, 1e-9), model)
+                           done_images / max(seconds, 1e-9), ema if ema is not None else model)
     except BaseException as exc:
         if ctx.is_main:
             try:

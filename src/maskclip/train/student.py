@@ -23,32 +23,23 @@ from torchvision.models import segmentation as tv_seg
 from torchvision.models.segmentation.lraspp import LRASPP
 
 from ..errors import MaskCLIPError
+from ..student_names import (CLIP_STUDENT, DEFAULT_CPU_STUDENT, DEFAULT_GPU_STUDENT, DESCRIPTIONS,  # noqa: F401
+                             STUDENT_NAMES, TORCHVISION_STUDENTS)
 
 # ImageNet statistics: the students' backbones were pre-trained with these (CLIP's own differ).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# name -> (torchvision builder, ImageNet backbone weights, short description)
-STUDENTS: dict[str, tuple[Callable[..., nn.Module], object, str]] = {
-    "deeplabv3_resnet101": (tv_seg.deeplabv3_resnet101, ResNet101_Weights.IMAGENET1K_V1,
-                            "DeepLabV3, ResNet-101 (the paper's backbone; GPU)"),
-    "deeplabv3_resnet50": (tv_seg.deeplabv3_resnet50, ResNet50_Weights.IMAGENET1K_V1,
-                           "DeepLabV3, ResNet-50 (GPU)"),
-    "deeplabv3_mobilenet_v3_large": (tv_seg.deeplabv3_mobilenet_v3_large, MobileNet_V3_Large_Weights.IMAGENET1K_V1,
-                                     "DeepLabV3, MobileNetV3-Large (light)"),
-    "lraspp_mobilenet_v3_large": (tv_seg.lraspp_mobilenet_v3_large, MobileNet_V3_Large_Weights.IMAGENET1K_V1,
-                                  "LR-ASPP, MobileNetV3-Large (lightest; CPU)"),
+# name -> (torchvision builder, ImageNet backbone weights, short description); names and defaults: student_names
+_BUILDERS = {
+    "deeplabv3_resnet101": (tv_seg.deeplabv3_resnet101, ResNet101_Weights.IMAGENET1K_V1),
+    "deeplabv3_resnet50": (tv_seg.deeplabv3_resnet50, ResNet50_Weights.IMAGENET1K_V1),
+    "deeplabv3_mobilenet_v3_large": (tv_seg.deeplabv3_mobilenet_v3_large, MobileNet_V3_Large_Weights.IMAGENET1K_V1),
+    "lraspp_mobilenet_v3_large": (tv_seg.lraspp_mobilenet_v3_large, MobileNet_V3_Large_Weights.IMAGENET1K_V1),
 }
-# The CLIP-initialised student (ClipBackbone): the teacher's own image tower, fine-tuned.
-CLIP_STUDENT = "clip"
-CLIP_STUDENT_DESCRIPTION = "CLIP image tower of the teacher (MaskCLIP dense features + light decoder; no download)"
-STUDENT_NAMES: tuple[str, ...] = (CLIP_STUDENT, *STUDENTS)
-DEFAULT_GPU_STUDENT = "deeplabv3_resnet101"
-# CPU: the clip student. Measured on the toy CLIP (bench/results.md, "--compare"): 28.2 +- 0.5 mIoU after 100
-# iterations (3 seeds, 2-4 CPU-minutes) against 25.9 for the random-init LR-ASPP (what an offline CPU gets) after 4000
-# (12 min). Neither beats its MaskCLIP teacher (29.6) reliably (batch 32, 250+ iterations: +0.5, -0.4, -0.7 on
-# three seeds). The GPU default is unmeasured here.
-DEFAULT_CPU_STUDENT = CLIP_STUDENT
+STUDENTS: dict[str, tuple[Callable[..., nn.Module], object, str]] = {
+    name: (*_BUILDERS[name], description) for name, description in TORCHVISION_STUDENTS.items()}
+CLIP_STUDENT_DESCRIPTION = DESCRIPTIONS[CLIP_STUDENT]
 # CLIP's own temperature (softmax(100 * cosine)), used for the student's cosine logits too.
 DEFAULT_LOGIT_SCALE = 100.0
 
@@ -106,6 +97,34 @@ class _TrainableViTDense:
         return Uncached(visual, mode)
 
 
+# The clip student's decoders (ClipBackbone): "light" refines the features at 2x the patch grid; "guided" also
+# sees the image through a small convolutional stem at 1/2 of the input resolution, so it can place class
+# boundaries between patches (a patch of the toy CLIP is 8 px, of ViT-B/16 16 px).
+CLIP_DECODERS = ("light", "guided")
+
+
+class _GuidedDecoder(nn.Module):
+    """Features upsampled to 1/2 of the input + a 2-conv image stem -> a zero-initialised residual.
+
+    Starts as the identity on the upsampled features (the untrained student is still MaskCLIP); training
+    learns where the image's edges move the class boundaries that the patch grid blurs."""
+
+    def __init__(self, dim: int, hidden: int, stem: int = 32):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, stem, 3, stride=2, padding=1), nn.GELU(),
+                                  nn.Conv2d(stem, stem, 3, padding=1), nn.GELU())
+        self.reduce = nn.Conv2d(dim, hidden, 1)
+        self.fuse = nn.Sequential(nn.Conv2d(hidden + stem, hidden, 3, padding=1), nn.GELU(),
+                                  nn.Conv2d(hidden, dim, 3, padding=1))
+        nn.init.zeros_(self.fuse[-1].weight)
+        nn.init.zeros_(self.fuse[-1].bias)
+
+    def forward(self, features: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        edges = self.stem(image)
+        up = F.interpolate(features, size=edges.shape[-2:], mode="bilinear", align_corners=False)
+        return up + self.fuse(torch.cat([self.reduce(up), edges], dim=1))
+
+
 class ClipBackbone(nn.Module):
     """The teacher's CLIP image tower as a student backbone (MaskCLIP+'s recipe, no download needed).
 
@@ -118,10 +137,12 @@ class ClipBackbone(nn.Module):
     Inputs arrive ImageNet-normalised (the training pipeline's statistics) and are re-normalised with CLIP's.
     `freeze_blocks` freezes the patch embedding and the first N transformer blocks (ResNet: the stem and
     the first N stages); ResNet BatchNorm statistics stay frozen (fine-tuning batches are small).
+    `dense_mode` is the ViT's last-block variant (maskclip.dense_modes: the teacher's, so the untrained
+    student is its teacher without post-processing); `decoder` one of CLIP_DECODERS.
     """
 
     def __init__(self, visual: nn.Module, mean: Sequence[float], std: Sequence[float], *, freeze_blocks: int = 0,
-                 dense_mode: str = "maskclip", hidden: int = 128):
+                 dense_mode: str = "maskclip", hidden: int = 128, decoder: str = "light"):
         super().__init__()
         from open_clip.modified_resnet import ModifiedResNet
         from open_clip.transformer import VisionTransformer
@@ -130,10 +151,13 @@ class ClipBackbone(nn.Module):
 
         self.visual = visual
         self.is_vit = isinstance(visual, VisionTransformer)
+        if decoder not in CLIP_DECODERS:
+            raise StudentUnavailableError(f"unknown clip student decoder {decoder!r}; choose one of: "
+                                          f"{', '.join(CLIP_DECODERS)}")
         if self.is_vit:
             self._encoder = _TrainableViTDense(visual, dense_mode)
         elif isinstance(visual, ModifiedResNet):
-            self._encoder = ResNetDense(visual, "maskclip")
+            self._encoder = ResNetDense(visual, "maskclip")  # its only mode
         else:
             raise StudentUnavailableError(f"the clip student needs an open_clip ViT or ModifiedResNet image tower, "
                                           f"not {type(visual).__name__}")
@@ -144,10 +168,14 @@ class ClipBackbone(nn.Module):
         self.register_buffer("in_scale", (im_std / c_std)[None, :, None, None])
         self.register_buffer("in_shift", ((im_mean - c_mean) / c_std)[None, :, None, None])
         dim = int(visual.output_dim)
-        self.decoder = nn.Sequential(nn.Conv2d(dim, hidden, 3, padding=1), nn.GELU(),
-                                     nn.Conv2d(hidden, dim, 3, padding=1))
-        nn.init.zeros_(self.decoder[-1].weight)
-        nn.init.zeros_(self.decoder[-1].bias)
+        self.decoder_kind = decoder
+        if decoder == "guided":
+            self.decoder = _GuidedDecoder(dim, hidden)
+        else:
+            self.decoder = nn.Sequential(nn.Conv2d(dim, hidden, 3, padding=1), nn.GELU(),
+                                         nn.Conv2d(hidden, dim, 3, padding=1))
+            nn.init.zeros_(self.decoder[-1].weight)
+            nn.init.zeros_(self.decoder[-1].bias)
         self.freeze_blocks = int(freeze_blocks)
         self._freeze(self.freeze_blocks)
 
@@ -180,6 +208,8 @@ class ClipBackbone(nn.Module):
         if size != (h, w):  # a whole number of patches, aligned with the image (no padding offset)
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         features, _ = self._encoder(x)
+        if self.decoder_kind == "guided":
+            return self.decoder(features, x)
         features = F.interpolate(features, scale_factor=2, mode="bilinear", align_corners=False)
         return features + self.decoder(features)
 
@@ -190,13 +220,15 @@ class Student(nn.Module):
     forward(x) -> logits [B,K,H,W] at the input resolution (classified at the network's output stride,
     then bilinearly upsampled, which is what the paper's mmseg heads do).
     name `clip` needs the teacher's CLIP model (`clip_model`, its weights are copied) or, to rebuild a
-    trained student, `clip_spec` ({"model", "quick_gelu", "mean", "std", "freeze_blocks"}: the architecture
-    with random weights, which the state dict then replaces).
+    trained student, `clip_spec` ({"model", "quick_gelu", "mean", "std", "freeze_blocks", "dense_mode",
+    "decoder"}: the architecture with random weights, which the state dict then replaces).
+    clip_dense_mode: the tower's last-block variant (None: the teacher's, `clip_model.dense_mode`).
     """
 
     def __init__(self, name: str, class_embeddings: torch.Tensor, *, groups: Sequence[int] | None = None,
                  imagenet_backbone: bool = True, logit_scale: float = DEFAULT_LOGIT_SCALE,
-                 clip_model: nn.Module | None = None, clip_spec: dict | None = None, freeze_blocks: int = 0):
+                 clip_model: nn.Module | None = None, clip_spec: dict | None = None, freeze_blocks: int = 0,
+                 clip_dense_mode: str | None = None, clip_decoder: str = "light"):
         super().__init__()
         if name not in STUDENT_NAMES:
             raise StudentUnavailableError(f"unknown student {name!r}; choose one of: {', '.join(STUDENT_NAMES)}")
@@ -206,7 +238,8 @@ class Student(nn.Module):
         self.logit_scale = float(logit_scale)
         self.clip_spec = None
         if name == CLIP_STUDENT:
-            self.net, self.clip_spec = _build_clip_backbone(clip_model, clip_spec, freeze_blocks)
+            self.net, self.clip_spec = _build_clip_backbone(clip_model, clip_spec, freeze_blocks, clip_dense_mode,
+                                                            clip_decoder)
             if int(self.net.visual.output_dim) != self.embed_dim:
                 raise MaskCLIPError(f"the CLIP tower outputs {self.net.visual.output_dim} dimensions but the class "
                                     f"embeddings have {self.embed_dim}")
@@ -257,22 +290,26 @@ class Student(nn.Module):
         return meta
 
 
-def _build_clip_backbone(clip_model: nn.Module | None, spec: dict | None, freeze_blocks: int
-                         ) -> tuple[ClipBackbone, dict]:
+def _build_clip_backbone(clip_model: nn.Module | None, spec: dict | None, freeze_blocks: int,
+                         dense_mode: str | None = None, decoder: str = "light") -> tuple[ClipBackbone, dict]:
     import copy
+
+    from open_clip.transformer import VisionTransformer
 
     from ..weights import clip_mean_std, load_clip, uses_quick_gelu
 
     if clip_model is not None:
         model_name = getattr(clip_model, "model_name", None)  # a maskclip.MaskCLIP: its name and weights id
         weights_id = str(getattr(clip_model, "weights_id", ""))
+        mode = dense_mode or getattr(clip_model, "dense_mode", None) or "maskclip"
         clip_model = getattr(clip_model, "clip", clip_model)  # ... or the open_clip model itself
         mean, std = clip_mean_std(clip_model)
         spec = {"model": model_name or (spec or {}).get("model"), "quick_gelu": uses_quick_gelu(clip_model),
                 "mean": list(mean), "std": list(std), "freeze_blocks": int(freeze_blocks),
-                "pretrained": not weights_id.startswith("random:")}
+                "pretrained": not weights_id.startswith("random:"), "dense_mode": mode, "decoder": decoder}
         visual = copy.deepcopy(clip_model.visual).float().cpu()
     elif spec is not None and spec.get("model"):
+        spec = dict(spec)
         clip_model, _ = load_clip(spec["model"], None, spec.get("quick_gelu"))
         visual = clip_model.visual.float()
         freeze_blocks = int(spec.get("freeze_blocks", freeze_blocks))
@@ -280,7 +317,11 @@ def _build_clip_backbone(clip_model: nn.Module | None, spec: dict | None, freeze
         raise MaskCLIPError("the clip student needs the teacher's CLIP model (or a saved student's CLIP spec)")
     for p in visual.parameters():
         p.requires_grad_(True)
-    return ClipBackbone(visual, spec["mean"], spec["std"], freeze_blocks=freeze_blocks), spec
+    if not isinstance(visual, VisionTransformer):
+        spec["dense_mode"] = "maskclip"  # a ResNet tower has one dense path
+    # files written before these options: MaskCLIP's dense path and the light decoder
+    return ClipBackbone(visual, spec["mean"], spec["std"], freeze_blocks=freeze_blocks,
+                        dense_mode=spec.get("dense_mode", "maskclip"), decoder=spec.get("decoder", "light")), spec
 
 
 def _check_embeddings(emb: torch.Tensor, groups: Sequence[int] | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -297,9 +338,10 @@ def _check_embeddings(emb: torch.Tensor, groups: Sequence[int] | None) -> tuple[
 def build_student(name: str, class_embeddings: torch.Tensor, *, groups: Sequence[int] | None = None,
                   imagenet_backbone: bool = True, logit_scale: float = DEFAULT_LOGIT_SCALE,
                   clip_model: nn.Module | None = None, clip_spec: dict | None = None,
-                  freeze_blocks: int = 0) -> Student:
+                  freeze_blocks: int = 0, clip_dense_mode: str | None = None, clip_decoder: str = "light") -> Student:
     return Student(name, class_embeddings, groups=groups, imagenet_backbone=imagenet_backbone,
-                   logit_scale=logit_scale, clip_model=clip_model, clip_spec=clip_spec, freeze_blocks=freeze_blocks)
+                   logit_scale=logit_scale, clip_model=clip_model, clip_spec=clip_spec, freeze_blocks=freeze_blocks,
+                   clip_dense_mode=clip_dense_mode, clip_decoder=clip_decoder)
 
 
 def student_from_state(meta: dict, state_dict: dict) -> Student:

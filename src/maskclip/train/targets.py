@@ -34,14 +34,53 @@ IGNORE = UNLABELLED  # ignored by the loss: the unlabelled value
 
 
 def guided_target(pseudo: np.ndarray, confidence: np.ndarray | None, labels: np.ndarray,
-                  verified: np.ndarray, threshold: float | None = None) -> np.ndarray:
-    """uint8 HxW: annotation on verified pixels, the teacher elsewhere (255 where unsure or unlabelled)."""
+                  verified: np.ndarray, threshold: float | np.ndarray | None = None) -> np.ndarray:
+    """uint8 HxW: annotation on verified pixels, the teacher elsewhere (255 where unsure or unlabelled).
+
+    threshold: one probability for every class, or one per class (indexed by the pseudo label; see
+    `class_balanced_thresholds`)."""
     target = np.asarray(pseudo, dtype=np.uint8).copy()
     if threshold is not None and confidence is not None:
+        if np.ndim(threshold):  # per class: a pixel's bar is that of the class the teacher gave it
+            bars = np.append(np.asarray(threshold, np.float32), np.inf)  # an unlabelled pixel stays ignored
+            threshold = bars[np.minimum(target, len(bars) - 1)]
         target[np.asarray(confidence) < threshold] = IGNORE
     verified = np.asarray(verified, dtype=bool)
     target[verified] = np.asarray(labels, dtype=np.uint8)[verified]
     return target
+
+
+CONFIDENCE_BINS = 1000  # resolution of the per-class confidence histograms (class_balanced_thresholds)
+
+
+def class_balanced_thresholds(cache: "TeacherCache", items: Sequence, num_classes: int, keep: float) -> np.ndarray:
+    """Per-class confidence bars that keep the teacher's most confident `keep` share of each class's pixels.
+
+    One global threshold keeps the classes the teacher is sure of (background) and drops the ones it is
+    unsure of, which is how a student forgets classes; a per-class quantile keeps the same share of every
+    class. Computed from histograms of the cached confidences (one pass, memory independent of the data).
+    A class the teacher never predicts gets the bar 0. Returns float32 [num_classes]."""
+    if not 0.0 < keep <= 1.0:
+        raise MaskCLIPError(f"the share of confident pixels to keep must lie in (0, 1], got {keep}")
+    hist = np.zeros((num_classes, CONFIDENCE_BINS), np.int64)
+    for item in items:
+        labels, conf = cache.get(item.key, item.fingerprint)
+        if conf is None:
+            raise MaskCLIPError(f"the teacher cache holds no confidences for {item.key}: class-balanced "
+                                "thresholds need them (delete the run's teacher/ folder to compute them again)")
+        ok = labels < num_classes
+        bins = np.clip((conf[ok] * CONFIDENCE_BINS).astype(np.int64), 0, CONFIDENCE_BINS - 1)
+        hist += np.bincount(labels[ok].astype(np.int64) * CONFIDENCE_BINS + bins,
+                            minlength=num_classes * CONFIDENCE_BINS).reshape(num_classes, CONFIDENCE_BINS)
+    bars = np.zeros(num_classes, np.float32)
+    for c in range(num_classes):
+        total = hist[c].sum()
+        if not total:
+            continue
+        above = np.cumsum(hist[c][::-1])[::-1]  # pixels at or above each bin's lower edge
+        first = int(np.nonzero(above >= keep * total)[0].max())  # highest bin that still keeps the share
+        bars[c] = first / CONFIDENCE_BINS
+    return bars
 
 
 def self_training_target(logits: torch.Tensor, target: torch.Tensor, verified: torch.Tensor,
@@ -57,6 +96,26 @@ def self_training_target(logits: torch.Tensor, target: torch.Tensor, verified: t
         if threshold is not None:
             pred = pred.masked_fill(conf < threshold, IGNORE)
         return torch.where(verified, target, pred)
+
+
+def class_balanced_self_training_target(logits: torch.Tensor, target: torch.Tensor, fixed: torch.Tensor,
+                                        keep: float) -> torch.Tensor:
+    """Class-balanced self-training (CBST, Zou et al., ECCV 2018) on one batch.
+
+    Each class's probability is divided by its bar lambda_c, the (1 - keep) quantile of the confidences of
+    the batch's pixels predicted as c; a pixel takes the class with the largest ratio, or is ignored when
+    no ratio reaches 1. A class the network is habitually unsure of (one the teacher confused with
+    background) then wins the pixels where it is relatively strong, instead of losing all of them to the
+    dominant class as a plain arg-max does. `fixed` pixels (verified, padding) keep `target`."""
+    with torch.no_grad():
+        probs = logits.detach().float().softmax(dim=1)
+        conf, pred = probs.max(dim=1)
+        bars = torch.ones(probs.shape[1], device=probs.device)
+        for c in pred.unique().tolist():
+            bars[c] = torch.quantile(conf[pred == c], 1.0 - keep).clamp_min(1e-6)
+        ratio, balanced = (probs / bars[None, :, None, None]).max(dim=1)
+        balanced = balanced.masked_fill(ratio < 1.0, IGNORE)
+        return torch.where(fixed, target, balanced)
 
 
 def _safe_name(key: str) -> str:
