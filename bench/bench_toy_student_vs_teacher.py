@@ -26,6 +26,16 @@ shared with other jobs): 4000 iterations at 64 (12 min) gave the student 22.7 mI
 default is 64 (crops of 64 from scenes scaled by U(0.5, 2)).
 
     .venv/bin/python bench/bench_toy_student_vs_teacher.py [--toy-checkpoint PATH] [--write]
+
+--compare scores students x training seeds along one schedule (`--parallel-seeds`: one process per seed).
+`--teacher-mode sclip` makes SCLIP the teacher (and the clip student's dense path), `--baseline-modes` scores
+the other dense modes training-free beside it, and `--confidence-keep`, `--ema-decay`,
+`--self-train-keep-teacher`, `--self-train-balance` pass the TrainConfig options of the same names. The
+measured best (bench/results.md, "... SCLIP teacher, class-balanced confident pixels, mean teacher"):
+
+    ... --compare --teacher-mode sclip --baseline-modes maskclip clearclip naclip --students clip \
+        --train-scenes 300 --iters 300 --eval-at 100 150 200 --clip-batch-size 16 --confidence-keep 0.2 \
+        --ema-decay 0.99 --seeds 0 1 2 --parallel-seeds --threads 1
 """
 from __future__ import annotations
 
