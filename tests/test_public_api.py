@@ -158,7 +158,9 @@ CLI = {
                                 "--crop-size", "--guided-fraction", "--iters", "--log-every", "--lr", "--no-amp",
                                 "--no-imagenet", "--resume", "--run", "--run-dir", "--seed", "--self-train-start",
                                 "--self-train-threshold", "--student", "--workers",
-                                "--freeze-blocks", "--optimizer"],  # issue 18
+                                "--freeze-blocks", "--optimizer",  # issue 18
+                                "--clip-decoder", "--clip-dense-mode", "--confidence-keep", "--ema-decay",
+                                "--self-train-balance", "--self-train-keep-teacher"],
               ["project"]),
 }
 
