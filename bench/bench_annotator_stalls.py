@@ -355,7 +355,10 @@ def measure_review(widget, app, probe, idle) -> dict:
 def measure_wand(widget, app, probe, idle) -> dict:
     """The feature wand on the current image, once a (tiny, random-weight) model segmented it: its features
     are in memory, as after any segmentation in the annotator."""
+    import torch
+
     results = {}
+    torch.manual_seed(0)  # the random weights are drawn (in the worker) from the global generator: same regions
     widget.set_model_choice("maskclip-tiny-vit", "random", "cpu")
     widget.segment_current()
     run_until(app, lambda: idle(widget) and widget.session is not None, time.perf_counter(), timeout_s=600)

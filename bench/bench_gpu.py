@@ -25,6 +25,7 @@ and not timed (CUDA kernels, caches); training's rate is the trainer's own (all 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -197,7 +198,10 @@ def main() -> int:
     for step, n, seconds, ips, note in steps:
         table.append(f"| {step} | {n} | {seconds:.1f} | **{ips:.2f}** | {note} |")
     window = f"{args.window}-px windows, stride {args.stride}" if args.window else "whole image"
-    body = f"""{machine_line()}; device {device} ({gpu}), inference {precision_name(dtype)}, {torch.get_num_threads()} torch threads.
+    load = os.getloadavg()[0]  # on a shared machine: how much of the CPU other jobs took
+    shared = " (above the core count: other jobs shared the cores)" if load > (os.cpu_count() or 1) else ""
+    body = f"""{machine_line()}; device {device} ({gpu}), inference {precision_name(dtype)}, {torch.get_num_threads()} torch threads;
+load average {load:.1f} at the end{shared}.
 
 {args.model} ({args.pretrained} weights) at short side {args.short_side}, {window}; {source}.
 The first image of segment, pseudo labels and refine is a warm-up, not timed.

@@ -8,8 +8,9 @@ Held-out images are then segmented with it (mIoU, maskclip.metrics). 1 and 5 tea
 `--draws` times and averaged; 20 once.
 
 * toy: the project's toy CLIP (../shared/models or `python -m maskclip.toy_clip`), held-out synthetic
-  scenes, every dense mode with its own KS/PD defaults. Also: the pull of the learner (`--pulls`) and PAMR
-  on the learned scores.
+  scenes, every dense mode with its own KS/PD defaults; with an ablation of the learner: full trust (no
+  cross-validation). Also: the pull of the learner
+  (`--pulls`) and PAMR on the learned scores.
 * camvid: ViT-B-16 with random weights (the text means nothing), 30 val images at short side 336, dense
   mode maskclip at its defaults; teaching images from train.
 
@@ -18,7 +19,7 @@ The ilastik-style baseline is scikit-image's "trainable segmentation" recipe: pe
 random forest (100 trees, depth 10, at most 100k training pixels) on the same verified pixels, confirmed
 background as a class of its own.
 
-    OMP_NUM_THREADS=2 python bench/bench_learner.py --write [--dataset toy camvid]
+    OMP_NUM_THREADS=1 python bench/bench_learner.py --write [--dataset toy camvid]
 """
 from __future__ import annotations
 
@@ -79,15 +80,21 @@ def teaching_project(root: Path, items, class_names, background_label: int | Non
     return project
 
 
-def learned_term(model, project, options, kind: str, pull: float | None = None):
-    """What `project segment --learn-from-verified [--learner KIND]` segments with."""
+def learned_term(model, project, options, kind: str, **ablation):
+    """What `project segment --learn-from-verified [--learner KIND]` segments with; `ablation`: keyword
+    arguments of `ProjectLearner` that differ from the defaults (pull, cross_validate)."""
     learn = learn_spec({**project.settings, "learn": {"from_verified": True}}, learner=kind)
-    if pull is not None and kind == "text-prior":
-        learner = ProjectLearner(options["scales"], options.get("window"), options.get("stride"), pull=pull)
+    if ablation and kind == "text-prior":
+        learner = ProjectLearner(options["scales"], options.get("window"), options.get("stride"), **ablation)
     else:
         learner = project_learner(learn["learner"], options)
     learner.sync(model, project)
     return learner.term(learn["weight"])
+
+
+LEARNER_ROWS = (("prototypes", "prototypes (w=0.5)", {}),
+                ("text-prior", "**text-prior learner** (default)", {}),
+                ("text-prior", "learner, full trust (no cross-validation)", {"cross_validate": False}))
 
 
 def miou(model, items, classes, options, num_classes, learned=None, **extra) -> float:
@@ -189,11 +196,12 @@ def toy_section(args, tmp: Path) -> str:
         model = maskclip.load(toy_clip.MODEL_NAME, pretrained=path, device="cpu", dense_mode=mode)
         text = miou(model, eval_items, classes, options, n)
         rows.append([mode, "text only", *[f"{text:.3f}"] * len(COUNTS)])
-        for kind, label in (("prototypes", "prototypes (w=0.5)"), ("text-prior", "**text-prior learner**")):
+        for kind, label, ablation in LEARNER_ROWS:
             cells = [mode, label]
             for c, sets in teaching.items():
                 cells.append(fmt([miou(model, eval_items, classes, options, n,
-                                       learned_term(model, projects[c, d], options, kind)) for d in range(len(sets))]))
+                                       learned_term(model, projects[c, d], options, kind, **ablation))
+                                  for d in range(len(sets))]))
             rows.append(cells)
             print(rows[-1], flush=True)
         rows.append([mode, "ilastik-style (RF)", *[fmt(base[c]) for c in COUNTS]])
@@ -206,7 +214,7 @@ def toy_section(args, tmp: Path) -> str:
             cells = [f"{pull:g}"]
             for c, sets in teaching.items():
                 cells.append(fmt([miou(model, eval_items, classes, options, n,
-                                       learned_term(model, projects[c, d], options, "text-prior", pull))
+                                       learned_term(model, projects[c, d], options, "text-prior", pull=pull))
                                   for d in range(len(sets))]))
             rows.append(cells)
             print(rows[-1], flush=True)
@@ -242,7 +250,7 @@ def camvid_section(args, tmp: Path) -> str:
 
     torch.manual_seed(0)
     model = maskclip.load("ViT-B-16", pretrained=None, device="cpu", dense_mode="maskclip")
-    eval_items, pool = items("val", args.camvid_eval), items("train", 40)
+    eval_items, pool = items("val", args.camvid_eval), items("train", args.camvid_pool)
     options = {"scales": (args.camvid_scale,), "background": []}
     n = len(classes)
     rng = np.random.default_rng(0)
@@ -250,27 +258,29 @@ def camvid_section(args, tmp: Path) -> str:
     text = miou(model, eval_items, classes, options, n)
     rows = [["text only", *[f"{text:.3f}"] * len(COUNTS)]]
     print(rows[-1], f"{time.perf_counter() - start:.0f}s", flush=True)
-    cells = {k: ["x"] for k in ("prototypes", "text-prior", "rf")}
+    learners = {label: (kind, ablation) for kind, label, ablation in LEARNER_ROWS
+                if "no cross-validation" not in label}
+    cells = {k: ["x"] for k in (*learners, "rf")}
     for c in COUNTS:
         sets = draws_of(pool, c, args.camvid_draws, rng)
         scores = {k: [] for k in cells}
         for d, chosen in enumerate(sets):
             project = teaching_project(tmp / f"camvid-{c}-{d}", chosen, classes, None)
-            for kind in ("prototypes", "text-prior"):
-                scores[kind].append(miou(model, eval_items, classes, options, n,
-                                         learned_term(model, project, options, kind)))
+            for label, (kind, ablation) in learners.items():
+                scores[label].append(miou(model, eval_items, classes, options, n,
+                                          learned_term(model, project, options, kind, **ablation)))
             scores["rf"].append(cached_baseline(f"camvid-{args.camvid_eval}-{args.camvid_scale}-{c}-{d}", chosen,
                                                 eval_items, n, d))
-            print(c, d, {k: v[-1] for k, v in scores.items()}, f"{time.perf_counter() - start:.0f}s", flush=True)
+            print(c, d, {k: round(v[-1], 3) for k, v in scores.items()}, f"{time.perf_counter() - start:.0f}s", flush=True)
         for k in cells:
             cells[k].append(fmt(scores[k]))
-    rows += [["prototypes (w=0.5)", *cells["prototypes"][1:]], ["**text-prior learner**", *cells["text-prior"][1:]],
-             ["ilastik-style (RF)", *cells["rf"][1:]]]
+    rows += [[label, *cells[label][1:]] for label in learners] + [["ilastik-style (RF)", *cells["rf"][1:]]]
     timing = stroke_timing(model, eval_items[0][0], classes, options, tmp, pool[:5])
     return "\n".join([
         f"CamVid val, first {len(eval_items)} images at short side {args.camvid_scale}, {n} classes (void "
         f"ignored), ViT-B-16 with random weights (the text means nothing: this is the learner alone), dense mode "
-        f"maskclip at its defaults; teaching images from train, 1 and 5: mean ± sd of {args.camvid_draws} draws. "
+        f"maskclip at its defaults; teaching images from the first {len(pool)} of train, 1 and 5: mean ± sd of "
+        f"{args.camvid_draws} draws. "
         "Through the project path as above. mIoU:", "",
         table(["learner"] + [f"{c} verified images" for c in COUNTS], rows), "", timing])
 
@@ -294,7 +304,7 @@ def stroke_timing(model, image, classes, options, tmp, teach_items) -> str:
     learned = timed(lambda: model.segment(image, classes, learned=term, **options), 5)
     ms = lambda t: f"{1000 * min(t):.0f} ms"  # noqa: E731
     n = sum(len(m.index) for m in learner.samples.snapshot()[2])
-    return (f"Timing ({image.shape[1]}x{image.shape[0]}, features in memory, best of 5, 2 shared cores): re-read "
+    return (f"Timing ({image.shape[1]}x{image.shape[0]}, features in memory, best of 5, one torch thread): re-read "
             f"one image's verified pixels {ms(update)}; fit ({n} verified patches, 5 images) {ms(fits)}; "
             f"redraw {ms(plain)} text only, {ms(learned)} with the fitted learner.")
 
@@ -304,7 +314,7 @@ def main() -> int:
     ap.add_argument("--dataset", nargs="+", default=["toy", "camvid"], choices=("toy", "camvid"))
     ap.add_argument("--modes", nargs="+", default=list(DENSE_MODE_NAMES))
     ap.add_argument("--toy-checkpoint")
-    ap.add_argument("--toy-eval", type=int, default=60)
+    ap.add_argument("--toy-eval", type=int, default=40)
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--pulls", type=float, nargs="*", default=[])
     ap.add_argument("--pull-mode", default="maskclip")
@@ -312,14 +322,17 @@ def main() -> int:
     ap.add_argument("--camvid-eval", type=int, default=30)
     ap.add_argument("--camvid-scale", type=int, default=336)
     ap.add_argument("--camvid-draws", type=int, default=3)
+    ap.add_argument("--camvid-pool", type=int, default=40, help="teaching images: drawn from the first N of train")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.dataset:
             start = time.perf_counter()
             body = (toy_section if name == "toy" else camvid_section)(args, Path(tmp))
-            body = "\n".join([machine_line() + f"; {time.perf_counter() - start:.0f} s", "", body])
+            body = "\n".join([machine_line() + f"; {args.threads} torch thread(s), the 2 cores shared with other "
+                              f"jobs; {time.perf_counter() - start:.0f} s", "", body])
             print(f"{name}:\n{body}", flush=True)
             if args.write:
                 write_section(HEADINGS[name], body)

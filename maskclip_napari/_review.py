@@ -71,6 +71,7 @@ class ReviewTools(QObject):
         """Recompute the overlay (shown, threshold, segmentation, verified pixels changed); hidden: nothing."""
         if not self.showing:
             self.layers.show_unsure(None)
+            self.panel.source_label.setText("")
             return
         mask = self._mask()
         if mask is None and self._reading is not None:

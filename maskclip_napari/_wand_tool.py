@@ -128,8 +128,9 @@ class WandTool(QObject):
             return
         self.editor.edits.paint_verified(self.preview, value, layer.data)
         y0, y1, x0, x1 = self.wand.box
-        rows, cols = np.nonzero(self.preview[y0:y1, x0:x1])
-        layer.data_setitem((rows + y0, cols + x0), value)  # redraws only the region's box
+        # in place, as undo does (napari's data_setitem keeps its own history: 3x slower on a large region)
+        layer.data[y0:y1, x0:x1][self.preview[y0:y1, x0:x1]] = value
+        layer.refresh()
         self.editor.save(source="wand")
         count = int(self.preview.sum())
         self.discard()

@@ -159,8 +159,8 @@ CLI = {
                                 "--no-imagenet", "--resume", "--run", "--run-dir", "--seed", "--self-train-start",
                                 "--self-train-threshold", "--student", "--workers",
                                 "--freeze-blocks", "--optimizer",  # issue 18
-                                "--confidence-keep", "--ema-decay", "--self-train-keep-teacher",
-                                "--self-train-balance", "--clip-decoder", "--clip-dense-mode"],
+                                "--clip-decoder", "--clip-dense-mode", "--confidence-keep", "--ema-decay",
+                                "--self-train-balance", "--self-train-keep-teacher"],
               ["project"]),
 }
 

@@ -31,8 +31,8 @@ from .images import to_rgb_float
 from .options import SegmentOptions
 from .pamr import pamr
 from .precision import autocast, autocast_dtype, precision_name
-from .prototypes import LearnedTerm  # or learner.TextPriorTerm: anything with blend(scores, raw, rows, text, unit)
-from .scoring import key_smooth, key_smooth_official, probabilities, prompt_denoise
+from .prototypes import LearnedTerm  # or learner.TextPriorTerm (refine: after KS)
+from .scoring import pipeline_probabilities
 from .text import ClassSpec, TextEncoder, prompt_rows
 from .weights import CHECKPOINT_QUICK_GELU_KEY, clip_mean_std, load_clip, resolve_device, uses_quick_gelu
 
@@ -309,26 +309,26 @@ class MaskCLIP:
 
     def _class_maps(self, text: torch.Tensor, groups: list[list[int]], scale_maps: dict, o: SegmentOptions,
                     learned: LearnedTerm | None = None, row_names: Sequence[str] = ()) -> torch.Tensor:
-        """One scale's output-class maps on the patch grid [K, h, w]: cosine scores (blended with the learned
-        term) -> PD -> softmax -> KS -> (softmax-1 fusion form) -> max over each class's rows."""
+        """One scale's output-class maps on the patch grid [K, h, w]: cosine scores -> PD -> softmax -> KS ->
+        (softmax-1 fusion form) -> max over each class's rows. A learned term either blends into the cosine
+        scores (`blend`, the prototypes) or corrects the probabilities KS outputs (`refine`, the text-prior
+        learner, fitted on those very probabilities)."""
         raw = scale_maps["features"].to(self.device)
         grid = raw.shape[1:]
         # window-normalised features are averages of unit vectors: scoring them as they are averages the
         # windows' cosines (the successors' logit averaging); renormalising would not
         features = raw.flatten(1) if o.window_norm else F.normalize(raw.flatten(1), dim=0)
         scores = text @ features
-        if learned is not None:  # the learned scores replace the text's: PD, softmax and KS apply to them
+        refine = getattr(learned, "refine", None)
+        if learned is not None and refine is None:
             scores = learned.blend(scores, raw.flatten(1), row_names, text=text, unit=features,
                                    temperature=o.temperature)
-        if o.prompt_denoising:
-            scores, _ = prompt_denoise(scores, o.pd_threshold, o.temperature)
-        probs = probabilities(scores, o.temperature)
-        if o.key_smoothing:
-            keys = scale_maps["keys"].to(self.device).flatten(1)
-            probs = key_smooth(probs, keys) if o.ks_variant == "cosine" else \
-                key_smooth_official(probs, keys, o.ks_threshold)
+        keys = scale_maps["keys"].to(self.device).flatten(1) if o.key_smoothing else None
+        probs = pipeline_probabilities(scores, keys, o)
+        if refine is not None:
+            probs = refine(probs, scores, row_names, text=text, unit=features, options=o)
         if o.scale_fusion == "softmax1":  # mmseg's aug_test: softmax of the head's output at temperature 1
-            probs = torch.softmax(probs if o.key_smoothing else scores, dim=0)
+            probs = torch.softmax(probs if o.key_smoothing or refine is not None else scores, dim=0)
         return torch.stack([probs[rows].amax(dim=0) for rows in groups]).view(len(groups), *grid)
 
     def save_checkpoint(self, path: str | Path) -> None:

@@ -30,6 +30,19 @@ def prompt_denoise(scores: torch.Tensor, threshold: float = 0.5,
     return scores.masked_fill(~keep[:, None], REMOVED_SCORE), keep
 
 
+def pipeline_probabilities(scores: torch.Tensor, keys: torch.Tensor | None, o) -> torch.Tensor:
+    """Cosine scores [R, N] -> probabilities [R, N] as a dense mode turns them: prompt denoising, softmax at
+    its temperature, key smoothing. o: resolved `SegmentOptions` (every field set); keys [C, N] are needed
+    only when o.key_smoothing (shared by `MaskCLIP.segment` and the learner, which fits on what it outputs)."""
+    if o.prompt_denoising:
+        scores, _ = prompt_denoise(scores, o.pd_threshold, o.temperature)
+    probs = probabilities(scores, o.temperature)
+    if o.key_smoothing:
+        probs = key_smooth(probs, keys) if o.ks_variant == "cosine" else \
+            key_smooth_official(probs, keys, o.ks_threshold)
+    return probs
+
+
 def key_smooth(probs: torch.Tensor, keys: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
     """One pass of key smoothing: each patch's probabilities become sum_j cos(k_i, k_j) * p_j.
 
