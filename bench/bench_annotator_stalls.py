@@ -372,6 +372,8 @@ def measure_wand(widget, app, probe, idle) -> dict:
     results[f"wand click (another pixel; {share(widget.wand.preview)})"] = again
     change = timed(app, probe, lambda: widget.similarity_slider.setValue(90), lambda: True)
     results[f"wand similarity change (preview again; {share(widget.wand.preview)})"] = change
+    change = timed(app, probe, lambda: widget.similarity_slider.setValue(50), lambda: True)
+    results[f"wand similarity lowered (a large region; {share(widget.wand.preview)})"] = change
     applied = share(widget.wand.preview)
     results[f"Apply wand ✓ ({applied}; one undo step, saved in the background)"] = timed(
         app, probe, widget.apply_wand_button.click, lambda: not widget.has_unsaved_edits)
