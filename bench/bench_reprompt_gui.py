@@ -43,7 +43,7 @@ STROKES = 5
 
 
 class FitTimer:
-    """Times every fit of the text-prior learner (`maskclip.learner.fit_text_prior`) and where it ran."""
+    """Times every fit of the text-prior learner (`maskclip.learner.fit_residual`) and where it ran."""
 
     def __init__(self):
         import threading
@@ -51,7 +51,7 @@ class FitTimer:
         from maskclip import learner
 
         self.seconds, self.on_gui_thread = [], 0
-        fit = learner.fit_text_prior
+        fit = learner.fit_residual
 
         def timed_fit(*args, **kwargs):
             start = time.perf_counter()
@@ -61,7 +61,7 @@ class FitTimer:
                 self.seconds.append(time.perf_counter() - start)
                 self.on_gui_thread += threading.current_thread() is threading.main_thread()
 
-        learner.fit_text_prior = timed_fit
+        learner.fit_residual = timed_fit
 
 
 def measure_learning(folder: Path, app, napari, checkpoint: Path, model: str, fits: FitTimer) -> dict:

@@ -69,9 +69,10 @@ class Method:
         return model.segment(image, [list(c) for c in self.classes], learned=learned, **self._kwargs())
 
     def fit_key(self) -> tuple:
-        """What a learner's fit depends on besides the verified pixels: the prompts and how they are scored
-        (KS, PD and its threshold apply after the learned scores and need no refit)."""
-        return self.classes, self.background, self.scales, self.dense_mode, self.other_options, self.learner
+        """What a learner's fit depends on besides the verified pixels: the prompts and how they are scored,
+        KS and PD included (the text-prior learner chooses how far to trust itself through that pipeline)."""
+        return (self.classes, self.background, self.scales, self.dense_mode, self.key_smoothing,
+                self.prompt_denoising, self.pd_threshold, self.other_options, self.learner)
 
     def is_ready(self, model: maskclip.MaskCLIP, image: np.ndarray) -> bool:
         """Features of this dense mode in memory and every name embedded (another mode re-encodes)."""
@@ -85,7 +86,8 @@ class ModelSession:
     cache_dir: Path | None = None  # the project's feature cache the model writes to
     learner: object | None = field(default=None, repr=False)  # "Learn from corrections": maskclip.learner's
     learner_synced: bool = False  # the learner has seen every verified pixel of the project
-    fitted: tuple | None = field(default=None, repr=False)  # (learner version, Method.fit_key()) fitted in a worker
+    # (learner version, Method.fit_key()) of the fits made in a worker, the latest last (the learner keeps as many)
+    fitted: list[tuple] = field(default_factory=list, repr=False)
     taught: dict[str, int] = field(default_factory=dict)  # verified pixels per class (`taught_pixels`)
     _learn_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # GUI thread vs worker
 
@@ -128,7 +130,7 @@ class ModelSession:
 
         wanted = project_learner(method.learner, method._kwargs(), dense_mode=method.dense_mode)
         if not _same_learner(self.learner, wanted):
-            self.learner, self.learner_synced, self.fitted = wanted, False, None
+            self.learner, self.learner_synced, self.fitted = wanted, False, []
         return self.learner
 
     def learning_ready(self, method: Method) -> bool:
@@ -140,7 +142,7 @@ class ModelSession:
         wanted = project_learner(method.learner, method._kwargs(), dense_mode=method.dense_mode)
         if not self.learner_synced or not _same_learner(learner, wanted):
             return False
-        return not isinstance(learner, ProjectLearner) or self.fitted == (learner.version, method.fit_key())
+        return not isinstance(learner, ProjectLearner) or (learner.version, method.fit_key()) in self.fitted
 
     def corrections_changed(self, other_project: bool = False) -> None:
         """New verified pixels were saved, or another project opened (GUI thread): the next segmentation
@@ -169,12 +171,12 @@ class ModelSession:
         if not isinstance(learner, ProjectLearner):  # the class prototypes need no fit
             return
         key = (learner.version, method.fit_key())  # only a worker changes the learner: one job at a time
-        if self.fitted != key:
+        if key not in self.fitted:
             if learner.taught():
                 yield "Learning from the corrections: fitting…"
             fields = {k: v for k, v in method._kwargs().items() if k not in ("background", "scales", "dense_mode")}
             learner.fit(self.model, [list(c) for c in method.classes], list(method.background), **fields)
-            self.fitted = key
+            self.fitted = [k for k in self.fitted if k[0] == learner.version][-(learner.KEPT_FITS - 1):] + [key]
 
 
 def _same_learner(learner, wanted) -> bool:

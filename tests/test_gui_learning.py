@@ -54,13 +54,13 @@ def test_corrections_teach_every_image(make_napari_viewer, qtbot, folder, checkp
     from maskclip_napari._wording import pixel_count
 
     fits = []  # for every learner fit, whether it ran on the GUI thread (it must not)
-    fit = learner.fit_text_prior
+    fit = learner.fit_residual
 
     def spy(*args, **kwargs):
         fits.append(threading.current_thread() is threading.main_thread())
         return fit(*args, **kwargs)
 
-    monkeypatch.setattr(learner, "fit_text_prior", spy)
+    monkeypatch.setattr(learner, "fit_residual", spy)
     viewer = make_napari_viewer()
     widget = dock_annotator(viewer)
     assert widget.open_path(folder), widget.message_text()
@@ -101,10 +101,15 @@ def test_corrections_teach_every_image(make_napari_viewer, qtbot, folder, checkp
     for name in ("sky", "road"):
         assert taught[name] > 0 and editor.taught_text(name) == pixel_count(taught[name])
 
-    # a toggle afterwards only applies the fitted learner: a cheap redraw on the GUI thread, no refit there
-    count = widget.redraw_count
+    # KS changes how far the learner trusts itself (chosen through the pipeline): a toggle refits in a worker,
+    # never on the GUI thread; toggling back to a setting fitted before is a cheap redraw on the GUI thread
+    shown = widget.segmentation
+    widget.ks_check.setChecked(not widget.ks_check.isChecked())
+    qtbot.waitUntil(lambda: not widget.busy and widget.segmentation is not shown, timeout=JOB_TIMEOUT_MS)
+    count, fitted = widget.redraw_count, len(fits)
     widget.ks_check.setChecked(not widget.ks_check.isChecked())
     qtbot.waitUntil(lambda: widget.redraw_count > count, timeout=5000)
+    assert len(fits) == fitted, "toggling back refitted"
     assert fits and not any(fits), "the learner was fitted on the GUI thread"
 
     # the other image follows the corrections too (its split is elsewhere): Segment all uses the learner

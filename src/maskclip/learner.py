@@ -405,6 +405,7 @@ class ProjectLearner(VerifiedPixelSync):
     """
 
     kind = "text-prior"
+    KEPT_FITS = 4  # fits kept per verified-pixel version: toggling KS/PD back and forth reuses them
 
     def __init__(self, scales: Sequence[int], window: int | None = None, stride: int | None = None, *,
                  dense_mode: str | None = None, window_norm: bool | None = None, pull: float = DEFAULT_PULL,
@@ -455,7 +456,8 @@ class ProjectLearner(VerifiedPixelSync):
             if cached is not None and cached[0] == version:
                 return cached[1]
             fitted = self._fit(text.detach().float().cpu(), row_names, columns, images, options) if images else None
-            self._fits = {key: (version, fitted)}  # one prompt set at a time
+            kept = {k: v for k, v in self._fits.items() if v[0] == version}  # fits of older pixels are useless
+            self._fits = {**dict(list(kept.items())[-(self.KEPT_FITS - 1):]), key: (version, fitted)}
             return fitted
 
     def _fit(self, text, row_names, columns, images, options) -> Residual | None:
