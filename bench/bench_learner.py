@@ -8,8 +8,8 @@ Held-out images are then segmented with it (mIoU, maskclip.metrics). 1 and 5 tea
 `--draws` times and averaged; 20 once.
 
 * toy: the project's toy CLIP (../shared/models or `python -m maskclip.toy_clip`), held-out synthetic
-  scenes, every dense mode with its own KS/PD defaults; with an ablation of the learner: full trust (no
-  cross-validation). Also: the pull of the learner
+  scenes, every dense mode with its own KS/PD defaults; with two variants of the learner: full trust (no
+  cross-validation) and pixel-level features chosen by cross-validation (`pixel_features="auto"`). Also: the pull of the learner
   (`--pulls`) and PAMR on the learned scores.
 * camvid: ViT-B-16 with random weights (the text means nothing), 30 val images at short side 336, dense
   mode maskclip at its defaults; teaching images from train.
@@ -82,7 +82,7 @@ def teaching_project(root: Path, items, class_names, background_label: int | Non
 
 def learned_term(model, project, options, kind: str, **ablation):
     """What `project segment --learn-from-verified [--learner KIND]` segments with; `ablation`: keyword
-    arguments of `ProjectLearner` that differ from the defaults (pull, cross_validate)."""
+    arguments of `ProjectLearner` that differ from the defaults (pull, cross_validate, pixel_features)."""
     learn = learn_spec({**project.settings, "learn": {"from_verified": True}}, learner=kind)
     if ablation and kind == "text-prior":
         learner = ProjectLearner(options["scales"], options.get("window"), options.get("stride"), **ablation)
@@ -94,7 +94,8 @@ def learned_term(model, project, options, kind: str, **ablation):
 
 LEARNER_ROWS = (("prototypes", "prototypes (w=0.5)", {}),
                 ("text-prior", "**text-prior learner** (default)", {}),
-                ("text-prior", "learner, full trust (no cross-validation)", {"cross_validate": False}))
+                ("text-prior", "learner, full trust (no cross-validation)", {"cross_validate": False}),
+                ("text-prior", "learner + pixel-level features (auto)", {"pixel_features": "auto"}))
 
 
 def miou(model, items, classes, options, num_classes, learned=None, **extra) -> float:

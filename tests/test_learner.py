@@ -228,3 +228,51 @@ def test_on_the_toy_clip_the_learner_does_not_undo_key_smoothing(tmp_path):
         return scores_from_confusion(cm, [str(i) for i in range(toy_clip.NUM_LABELS)])["mIoU"]
 
     assert miou(learner.term()) >= miou(None) - 0.005
+
+
+def test_pixel_features_let_the_learner_separate_what_the_clip_features_cannot():
+    """Two classes with identical CLIP features but different colour: only the pixel-level features tell
+    them apart, and the standardisation folded into the weights gives the scores on raw features."""
+    torch.manual_seed(3)
+    text = F.normalize(torch.randn(2, 8), dim=1)
+    x = F.normalize(torch.randn(1, 8), dim=1).expand(40, 8).clone()
+    pixels = torch.randn(40, 3) * 0.1
+    pixels[:20, 0] += 1.0  # class 0 is "red"
+    labels = torch.tensor([0] * 20 + [1] * 20)
+    m = VerifiedMap(x, torch.arange(40), F.one_hot(labels, 2).float(), torch.ones(40), None, pixels)
+    delta, bias = fit_residual(text, [0, 1], [m], pull=1.0)
+    assert delta.shape == (2, 11)
+    fitted = Residual(delta, bias, 1.0)
+    probs = fitted.learned_probs(text @ x.T, x.T, _options(), pixels.T)
+    assert (probs.argmax(0) == labels).float().mean() > 0.9
+    without = Residual(*fit_residual(text, [0, 1], [_map(x, F.one_hot(labels, 2).float())], pull=1.0), 1.0)
+    assert (without.learned_probs(text @ x.T, x.T, _options()).argmax(0) == labels).float().mean() <= 0.5
+    with pytest.raises(Exception, match="channel"):
+        fitted.learned_probs(text @ x.T, x.T, _options())  # fitted with pixel features: they are needed
+
+
+def test_patch_pixel_features_see_colour_and_edges():
+    from maskclip.pixel_features import SIGMAS, patch_pixel_features
+
+    image = np.zeros((32, 64, 3), np.uint8)
+    image[:, 32:, 0] = 255  # right half red
+    f = patch_pixel_features(image, (2, 4))
+    assert f.shape == (6 * len(SIGMAS), 2, 4)
+    assert f[0, :, 3].min() > 0.9 and f[0, :, 0].max() < 0.1  # the red channel at the finest scale
+    assert f[3, 0, 2] > f[3, 0, 0]  # red edges next to the border, none far from it
+
+
+@pytest.mark.parametrize("pixel_features", [True, "auto"])
+def test_the_pixel_features_learner_segments_through_the_project_path(tiny_vit, project, pixel_features):
+    first, second = project.image_ids
+    labels = np.full((64, 64), 255, np.uint8)
+    labels[:32] = 1
+    project.set_labels(first, labels, np.ones((64, 64), bool))
+    project.set_labels(second, labels, np.ones((64, 64), bool))
+    learner = ProjectLearner(SCALES, pixel_features=pixel_features)
+    learner.sync(tiny_vit, project)
+    assert learner.samples.snapshot()[2][0].pixels is not None
+    seg = tiny_vit.segment(project.get_image(second), project.prompts, learned=learner.term(), scales=SCALES,
+                           background=["background"])
+    assert (seg.labels[:32] == seg.class_names.index("road")).mean() > 0.9
+    assert (seg.labels[32:] == seg.class_names.index("background")).mean() > 0.9

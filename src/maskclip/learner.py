@@ -33,9 +33,12 @@ Where the learned scores go, and how far they are trusted (measured, bench/resul
   where the text fails outright (random weights, a domain CLIP does not know).
 * Tried and dropped: the learned correction as a residual on the log-probabilities after KS (fitted on the
   raw or on the smoothed probabilities: worse, it over-corrects the flatter smoothed scores), a softmax over
-  the taught classes only, class-balanced weights, other pulls. Pixel-level features (ilastik's filters
-  averaged per patch, appended to the features) were measured and removed: worse in every toy mode at 20
-  verified scenes, better on CamVid with random weights; they would have to be chosen per project.
+  the taught classes only, class-balanced weights, other pulls.
+* Pixel-level features (`maskclip.pixel_features`: colour and edge strength at several scales, per patch)
+  are an option: `pixel_features=True`, or "auto" (cross-validation decides, per project, whether they add
+  PIXEL_MARGIN). Always on they cost the toy scenes (CLIP already sees colour there); on CamVid with random
+  weights they are what the learner needs. Off by default: on the toy benchmark "auto" chose them where
+  they lost (MaskCLIP, 20 verified scenes: 0.288 against 0.359 without).
 
 The verified patches are kept per image (every patch's features and keys, since PD and KS look across the
 image): a stroke re-reads only its own image (features from the cache); the fit (L-BFGS; with the
@@ -57,6 +60,7 @@ import torch.nn.functional as F
 from .defaults import UNLABELLED
 from .errors import MaskCLIPError
 from .options import SegmentOptions
+from .pixel_features import patch_pixel_features
 from .scoring import TEMPERATURE, pipeline_probabilities
 from .settings import LEARN_DEFAULTS, LEARNERS
 from .verified_sync import VerifiedPixelSync
@@ -64,6 +68,11 @@ from .verified_sync import VerifiedPixelSync
 DEFAULT_PULL = 10.0  # chosen by measurement (bench/results.md: pulls 1 / 10 / 100, sclip), see README
 BACKGROUND = "background"  # the output class confirmed background teaches (what `segment` names it)
 MAX_ITER = 100
+# pixel-level features (maskclip.pixel_features): False (the default), True, or "auto": used where
+# cross-validation across the verified images finds they add PIXEL_MARGIN held-out mIoU (measured: worse on
+# the toy scenes when always on, far better on CamVid with random weights; bench/results.md)
+PIXEL_FEATURES = False
+PIXEL_MARGIN = 0.02
 
 
 def check_pull(pull: float) -> float:
@@ -105,10 +114,11 @@ class VerifiedMap:
     targets: torch.Tensor
     weights: torch.Tensor
     keys: torch.Tensor | None = None
+    pixels: torch.Tensor | None = None  # [N, P] pixel-level features of the patches (maskclip.pixel_features)
 
     def subset(self, keep: torch.Tensor) -> "VerifiedMap":
         """The same image with only the verified patches `keep` (bool [n])."""
-        return VerifiedMap(self.x, self.index[keep], self.targets[keep], self.weights[keep], self.keys)
+        return VerifiedMap(self.x, self.index[keep], self.targets[keep], self.weights[keep], self.keys, self.pixels)
 
 
 @dataclass
@@ -125,19 +135,21 @@ class VerifiedSamples:
     def set_image(self, image_id: str, feature_maps: Sequence[torch.Tensor | dict], labels: np.ndarray,
                   verified: np.ndarray, class_names: Sequence[str]) -> None:
         """Replace one image's patches. feature_maps, per scale: the features [D, h, w] as `segment` scores
-        them (unit vectors, or window-normalised averages), or {"features": ..., "keys": [C, h, w]} (what
-        `MaskCLIP.image_features` gives; the keys let the fit key-smooth as `segment` does); labels: HxW
+        them (unit vectors, or window-normalised averages), or {"features": ..., "keys": [C, h, w], "pixels":
+        [P, h, w]} (keys: key smoothing as `segment` does it; pixels: `maskclip.pixel_features`); labels: HxW
         indices into class_names (255 = unlabelled); verified: HxW bool."""
         columns = [*class_names, BACKGROUND] if BACKGROUND not in class_names else [*class_names, " background"]
         maps = []
         for entry in feature_maps:
-            features, keys = (entry["features"], entry.get("keys")) if isinstance(entry, dict) else (entry, None)
+            entry = entry if isinstance(entry, dict) else {"features": entry}
+            features, keys, pixels = entry["features"], entry.get("keys"), entry.get("pixels")
             features = features.detach().to("cpu", torch.float32)
             index, targets, weights = verified_patch_targets(labels, verified, tuple(features.shape[1:]),
                                                              len(class_names))
             if len(index):
                 keys = None if keys is None else keys.detach().to("cpu", torch.float32).flatten(1)
-                maps.append(VerifiedMap(features.flatten(1).T.contiguous(), index, targets, weights, keys))
+                pixels = None if pixels is None else pixels.to(torch.float32).flatten(1).T.contiguous()
+                maps.append(VerifiedMap(features.flatten(1).T.contiguous(), index, targets, weights, keys, pixels))
         with self._lock:
             if columns != self.columns:
                 self._images.clear()
@@ -193,19 +205,27 @@ class Residual:
     bias: torch.Tensor  # [R]
     trust: float
 
-    def learned_probs(self, scores: torch.Tensor, unit: torch.Tensor, options) -> torch.Tensor:
-        """Text cosine scores [R, N] and the scored features [D, N] -> the learned probabilities [R, N]."""
-        if self.delta.shape[1] != unit.shape[0]:
+    def learned_probs(self, scores: torch.Tensor, unit: torch.Tensor, options,
+                      pixels: torch.Tensor | None = None) -> torch.Tensor:
+        """Text cosine scores [R, N], the scored features [D, N] and, when fitted with them, the pixel-level
+        features [P, N] -> the learned probabilities [R, N]."""
+        dim = unit.shape[0]
+        extra = self.delta.shape[1] - dim
+        if extra < 0 or (extra > 0 and (pixels is None or pixels.shape[0] != extra)):
             raise MaskCLIPError(f"the learner was fitted on {self.delta.shape[1]}-channel features but the model's "
-                                f"dense features have {unit.shape[0]}: it was learned with another model")
-        learned = scores + self.delta.to(unit.device) @ unit + self.bias.to(unit.device)[:, None]
+                                f"dense features have {dim}: it was learned with another model")
+        delta, bias = self.delta.to(unit.device), self.bias.to(unit.device)
+        learned = scores + delta[:, :dim] @ unit + bias[:, None]
+        if extra:
+            learned = learned + delta[:, dim:] @ pixels.to(unit.device)
         return pipeline_probabilities(learned, None, without_smoothing(options))
 
-    def apply(self, probs: torch.Tensor, scores: torch.Tensor, unit: torch.Tensor, options) -> torch.Tensor:
+    def apply(self, probs: torch.Tensor, scores: torch.Tensor, unit: torch.Tensor, options,
+              pixels: torch.Tensor | None = None) -> torch.Tensor:
         """The text pipeline's row probabilities [R, N] -> the blended ones."""
         if self.trust == 0.0:
             return probs
-        return blend(probs, self.learned_probs(scores, unit, options), self.trust)
+        return blend(probs, self.learned_probs(scores, unit, options, pixels), self.trust)
 
 
 # the held-out gain (mIoU of verified patches) a trust above 0 must show over the text alone. Halves of one
@@ -245,7 +265,8 @@ def fit_residual(text: torch.Tensor, row_class: Sequence[int], maps: Sequence[Ve
     check_pull(pull)
     text = text.detach().float().cpu()
     rows = torch.as_tensor(list(row_class), dtype=torch.long)
-    delta, bias = torch.zeros_like(text), torch.zeros(len(text))
+    extra = maps[0].pixels.shape[1] if maps and maps[0].pixels is not None else 0
+    delta, bias = torch.zeros(len(text), text.shape[1] + extra), torch.zeros(len(text))
     if not maps:
         return delta, bias
     n_classes = maps[0].targets.shape[1]
@@ -258,10 +279,19 @@ def fit_residual(text: torch.Tensor, row_class: Sequence[int], maps: Sequence[Ve
     free_idx = torch.nonzero(free).flatten()
     with torch.inference_mode(False), torch.enable_grad():  # `segment` runs under inference mode
         x = torch.cat([m.x[m.index] for m in maps]).clone()
+        base = temperature * (x @ text.T)
+        pixels = maps[0].pixels is not None
+        if pixels:  # standardised over the verified patches and scaled to unit norm like CLIP's features
+            raw = torch.cat([m.pixels[m.index] for m in maps])
+            mean, scale = raw.mean(0), raw.std(0, unbiased=False).clamp_min(1e-6) * raw.shape[1] ** 0.5
+            x = torch.cat([x, (raw - mean) / scale], dim=1)
         t = torch.cat([m.targets for m in maps]).clone()
         a = torch.cat([m.weights for m in maps]).clone()
-        d, c = _minimise(x, t, a, temperature * (x @ text.T), rows.clone(), n_classes, free_idx.clone(), pull,
-                         temperature, max_iter)
+        d, c = _minimise(x, t, a, base, rows.clone(), n_classes, free_idx.clone(), pull, temperature, max_iter)
+    if pixels:  # fold the standardisation into the weights: they then take the raw pixel features
+        d_pix = d[:, text.shape[1]:] / scale
+        c = c - d_pix @ mean
+        d = torch.cat([d[:, :text.shape[1]], d_pix], dim=1)
     delta[free_idx], bias[free_idx] = d, c
     return delta, bias
 
@@ -330,6 +360,12 @@ def soft_miou(predicted: torch.Tensor, targets: torch.Tensor, weights: torch.Ten
 
 def choose_trust(text: torch.Tensor, row_class: Sequence[int], images: Sequence[Sequence[VerifiedMap]], options,
                  pull: float = DEFAULT_PULL, trusts: Sequence[float] = TRUSTS) -> float:
+    """The trust of `cross_validate`."""
+    return cross_validate(text, row_class, images, options, pull, trusts)[0]
+
+
+def cross_validate(text: torch.Tensor, row_class: Sequence[int], images: Sequence[Sequence[VerifiedMap]], options,
+                   pull: float = DEFAULT_PULL, trusts: Sequence[float] = TRUSTS) -> tuple[float, float]:
     """How much to trust the learner, by cross-validation across the verified images: fitted without an
     image, which blend of the text pipeline and the learned probabilities segments that image's verified
     patches best (mIoU pooled over the folds; ties go to the text). Trust 0 (the text alone) is a candidate,
@@ -349,18 +385,19 @@ def choose_trust(text: torch.Tensor, row_class: Sequence[int], images: Sequence[
             scores = text @ m.x.T
             plain = pipeline_probabilities(scores, m.keys, options if m.keys is not None else
                                            without_smoothing(options))[:, m.index]
-            learned = fitted.learned_probs(scores, m.x.T, options)[:, m.index]
+            pixels = None if m.pixels is None else m.pixels.T
+            learned = fitted.learned_probs(scores, m.x.T, options, pixels)[:, m.index]
             for trust in trusts:
                 blended = _class_probs(blend(plain, learned, trust), rows, n_classes)
                 pooled[trust][0].append(blended.argmax(1))
                 pooled[trust][1].append(m.targets)
                 pooled[trust][2].append(m.weights)
     if not pooled[trusts[0]][0]:
-        return 0.0
+        return 0.0, 0.0
     quality = [soft_miou(*(torch.cat(part) for part in pooled[trust])) for trust in trusts]
     best = max(range(len(trusts)), key=lambda k: (quality[k], -k))
     needed = max(2 * quality[0], quality[0] + MIN_GAIN) if len(images) == 1 else quality[0] + MIN_GAIN
-    return float(trusts[best]) if quality[best] >= needed else float(trusts[0])
+    return (float(trusts[best]), quality[best] - quality[0]) if quality[best] >= needed else (0.0, 0.0)
 
 
 def _pipeline_key(o) -> str:
@@ -384,12 +421,20 @@ class TextPriorTerm:
     learner: "ProjectLearner"
 
     def refine(self, probs: torch.Tensor, scores: torch.Tensor, row_names: Sequence[str], *, text: torch.Tensor,
-               unit: torch.Tensor, options, **_context) -> torch.Tensor:
+               unit: torch.Tensor, options, image: np.ndarray | None = None, grid: tuple[int, int] | None = None,
+               **_context) -> torch.Tensor:
         """The text pipeline's row probabilities [R, N] (after KS) and cosine scores [R, N] -> blended ones.
         text: the prompt rows [R, D]; unit: the features as scored [D, N]; options: the resolved
-        `SegmentOptions` `segment` runs with."""
+        `SegmentOptions` `segment` runs with; image and grid: for the pixel-level features."""
         fitted = self.learner.fit_rows(text, row_names, options)
-        return probs if fitted is None else fitted.apply(probs, scores, unit, options)
+        if fitted is None or fitted.trust == 0.0:
+            return probs
+        pixels = None
+        if fitted.delta.shape[1] > unit.shape[0]:
+            if image is None or grid is None:
+                raise MaskCLIPError("the learner uses pixel-level features: it needs the image and its grid")
+            pixels = patch_pixel_features(image, grid).flatten(1)
+        return fitted.apply(probs, scores, unit, options, pixels)
 
 
 class ProjectLearner(VerifiedPixelSync):
@@ -409,10 +454,11 @@ class ProjectLearner(VerifiedPixelSync):
 
     def __init__(self, scales: Sequence[int], window: int | None = None, stride: int | None = None, *,
                  dense_mode: str | None = None, window_norm: bool | None = None, pull: float = DEFAULT_PULL,
-                 cross_validate: bool = True):
+                 cross_validate: bool = True, pixel_features: bool | str = PIXEL_FEATURES):
         super().__init__(VerifiedSamples(), scales, window, stride, dense_mode=dense_mode, window_norm=window_norm)
         self.pull = check_pull(pull)
         self.cross_validate = cross_validate  # False: trust the learner fully (the benchmark's ablation)
+        self.pixel_features = pixel_features  # the learner also sees maskclip.pixel_features
         self._fits: dict[str, tuple[int, Residual | None]] = {}
         self._fit_lock = threading.Lock()
 
@@ -430,8 +476,14 @@ class ProjectLearner(VerifiedPixelSync):
         _mode, o = model.options(self.feature_kwargs().get("dense_mode"), window=self.window, stride=self.stride,
                                  window_norm=self.window_norm)
         maps = model.image_features(image, **self.feature_kwargs())
-        return [{"features": m["features"] if o.window_norm else F.normalize(m["features"], dim=0),
-                 "keys": m["keys"]} for m in maps]
+        out = []
+        for m in maps:
+            entry = {"features": m["features"] if o.window_norm else F.normalize(m["features"], dim=0),
+                     "keys": m["keys"]}
+            if self.pixel_features:
+                entry["pixels"] = patch_pixel_features(image, tuple(m["features"].shape[1:]))
+            out.append(entry)
+        return out
 
     def taught(self) -> dict[str, float]:
         """Verified area (patches) per class name ("background": confirmed background) - what a GUI shows."""
@@ -481,16 +533,27 @@ class ProjectLearner(VerifiedPixelSync):
                 keep = mass > 1e-6  # patches whose verified labels are all outside these prompts teach nothing
                 if keep.any():
                     mine.append(VerifiedMap(m.x, m.index[keep], t[keep] / mass[keep, None],
-                                            m.weights[keep] * mass[keep], m.keys))
+                                            m.weights[keep] * mass[keep], m.keys, m.pixels))
             if mine:
                 kept.append(mine)
         if not kept:
             return None
         row_class = [names.index(n) for n in row_names]
-        trust = choose_trust(text, row_class, kept, options, self.pull) if self.cross_validate else 1.0
+        with_pixels = kept[0][0].pixels is not None and bool(self.pixel_features)
+        if with_pixels and self.pixel_features == "auto":  # with or without them, as cross-validation says
+            plain = [[replace(m, pixels=None) for m in mine] for mine in kept]
+            trust, gain = cross_validate(text, row_class, kept, options, self.pull)
+            trust_plain, gain_plain = cross_validate(text, row_class, plain, options, self.pull)
+            if gain_plain + PIXEL_MARGIN >= gain:
+                kept, trust = plain, trust_plain
+            trust = trust if self.cross_validate else 1.0
+        else:
+            if not with_pixels:
+                kept = [[replace(m, pixels=None) for m in mine] for mine in kept]
+            trust = choose_trust(text, row_class, kept, options, self.pull) if self.cross_validate else 1.0
         maps = [m for mine in kept for m in mine]
         if trust == 0.0:
-            return Residual(torch.zeros_like(text), torch.zeros(len(text)), 0.0)
+            return Residual(torch.zeros(len(text), 0), torch.zeros(len(text)), 0.0)
         delta, bias = fit_residual(text, row_class, maps, self.pull, options.temperature)
         return Residual(delta, bias, trust)
 

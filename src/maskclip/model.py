@@ -293,7 +293,7 @@ class MaskCLIP:
         height, width = image.shape[:2]
         acc = torch.zeros(len(class_names), height, width)
         for short_side, scale_maps in zip(scales, maps):
-            merged = self._class_maps(text, groups, scale_maps, o, learned, row_names)
+            merged = self._class_maps(text, groups, scale_maps, o, learned, row_names, image)
             if o.pamr:
                 rgb = self._scaled_rgb(image, short_side)[0]
                 merged = F.interpolate(merged[None], size=rgb.shape[-2:], mode="bilinear", align_corners=False)[0]
@@ -308,7 +308,8 @@ class MaskCLIP:
         return Segmentation(acc.numpy(), labels.to(torch.int32).numpy(), class_names, bg_index)
 
     def _class_maps(self, text: torch.Tensor, groups: list[list[int]], scale_maps: dict, o: SegmentOptions,
-                    learned: LearnedTerm | None = None, row_names: Sequence[str] = ()) -> torch.Tensor:
+                    learned: LearnedTerm | None = None, row_names: Sequence[str] = (),
+                    image: np.ndarray | None = None) -> torch.Tensor:
         """One scale's output-class maps on the patch grid [K, h, w]: cosine scores -> PD -> softmax -> KS ->
         (softmax-1 fusion form) -> max over each class's rows. A learned term either blends into the cosine
         scores (`blend`, the prototypes) or corrects the probabilities KS outputs (`refine`, the text-prior
@@ -326,7 +327,8 @@ class MaskCLIP:
         keys = scale_maps["keys"].to(self.device).flatten(1) if o.key_smoothing else None
         probs = pipeline_probabilities(scores, keys, o)
         if refine is not None:
-            probs = refine(probs, scores, row_names, text=text, unit=features, options=o)
+            probs = refine(probs, scores, row_names, text=text, unit=features, options=o, image=image,
+                           grid=tuple(grid))
         if o.scale_fusion == "softmax1":  # mmseg's aug_test: softmax of the head's output at temperature 1
             probs = torch.softmax(probs if o.key_smoothing or refine is not None else scores, dim=0)
         return torch.stack([probs[rows].amax(dim=0) for rows in groups]).view(len(groups), *grid)
