@@ -35,7 +35,7 @@ from maskclip.defaults import REFINE_MIN_CONFIDENCE, UNLABELLED  # noqa: E402
 from maskclip.metrics import confusion_matrix, scores_from_confusion  # noqa: E402
 from maskclip.text import prompt_rows  # noqa: E402
 from maskclip.train import AugmentConfig, TeacherCache, TrainConfig, TrainItem, train  # noqa: E402
-from maskclip.train.project_run import predict  # noqa: E402
+from maskclip.train.inference import predict  # noqa: E402
 from maskclip.train.targets import fill_teacher_cache  # noqa: E402
 
 HEADING = "## refine --min-confidence on the toy CLIP (bench/bench_refine_confidence.py)"

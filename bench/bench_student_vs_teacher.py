@@ -40,7 +40,7 @@ from maskclip.labels_io import read_label_image  # noqa: E402
 from maskclip.metrics import confusion_matrix, scores_from_confusion  # noqa: E402
 from maskclip.train import (AugmentConfig, TeacherCache, TrainConfig, TrainItem, random_class_embeddings,  # noqa: E402
                             train)
-from maskclip.train.project_run import predict  # noqa: E402
+from maskclip.train.inference import predict  # noqa: E402
 
 DATA = ROOT / ".." / "shared" / "data" / "camvid"
 HEADING = "## MaskCLIP+ student vs its teacher on CamVid (bench/bench_student_vs_teacher.py)"

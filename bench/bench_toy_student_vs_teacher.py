@@ -60,7 +60,7 @@ from maskclip.dense_modes import DENSE_MODE_LABELS, DENSE_MODE_NAMES  # noqa: E4
 from maskclip.metrics import confusion_matrix, scores_from_confusion  # noqa: E402
 from maskclip.text import prompt_rows  # noqa: E402
 from maskclip.train import AugmentConfig, TeacherCache, TrainConfig, TrainItem, train  # noqa: E402
-from maskclip.train.project_run import predict  # noqa: E402
+from maskclip.train.inference import predict  # noqa: E402
 from maskclip.train.targets import fill_teacher_cache  # noqa: E402
 
 HEADING = "## MaskCLIP+ student vs its MaskCLIP teacher on the toy CLIP (bench/bench_toy_student_vs_teacher.py)"

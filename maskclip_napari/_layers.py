@@ -13,8 +13,6 @@ from typing import Sequence
 import numpy as np
 from napari.utils.colormaps import Colormap, DirectLabelColormap
 
-from .editing import from_layer_values, to_layer_values  # noqa: F401  (Qt-free; imported from here too)
-
 UNLABELLED = "unlabelled"
 
 

@@ -18,7 +18,7 @@ from maskclip.project import PROJECT_FILE, ImageState, Project, StaleImageError
 from maskclip.prompts import parse_classes_file
 
 from ._label_sources import label_source
-from ._layers import to_layer_values
+from .editing import to_layer_values
 
 PROJECT_SUBFOLDER = "maskclip-project"  # where an image folder's project lives by default
 

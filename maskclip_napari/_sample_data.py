@@ -50,7 +50,7 @@ def sample_scenes():
     import napari
 
     from ._dock import dock_annotator
-    from ._widget import IMAGE_LAYER
+    from ._layer_manager import IMAGE_LAYER
 
     viewer = napari.current_viewer()
     widget = dock_annotator(viewer)

@@ -31,7 +31,7 @@ from maskclip.errors import MaskCLIPError
 from maskclip.project import Project
 
 from . import _wording as say
-from ._layer_manager import CONFIDENCE_PREFIX, IMAGE_LAYER, LABELS_LAYER, LayerManager  # noqa: F401
+from ._layer_manager import LayerManager
 from ._edit_saving import EditSaver
 from ._jobs import Loader
 from ._run_commands import usable_devices
@@ -40,10 +40,9 @@ from ._layers import warm_up_layers
 from ._loading import PROJECT_SUBFOLDER, OpenedProject
 from ._navigation import Navigator
 from ._session import BACKGROUND_TAUGHT, Method, ModelChoice
-from ._shortcuts import (SHORTCUT_CONTROLS, SHORTCUTS, bind_layer_keys, bind_viewer_shortcuts,  # noqa: F401
-                         bind_window_shortcuts, run_shortcut)
+from ._shortcuts import (SHORTCUT_CONTROLS, bind_layer_keys, bind_viewer_shortcuts, bind_window_shortcuts,
+                         run_shortcut)
 from ._window import CloseWatcher
-from ._wording import GUI_WORDING, gui_text  # noqa: F401
 from .editing import EditState
 from .panels.classes import ClassesPanel
 from .panels.export import ExportPanel
@@ -53,7 +52,7 @@ from .panels.legend import LegendPanel
 from .panels.review import ReviewPanel
 from ._review import ReviewTools
 from ._wand_tool import WandTool
-from .panels.method import DENSE_MODE_LABELS, MODELS, RANDOM_WEIGHTS, MethodPanel  # noqa: F401
+from .panels.method import MethodPanel
 from .panels.status import StatusPanel
 from .panels.training import TrainingPanel
 
@@ -257,7 +256,7 @@ class AnnotatorWidget(QWidget):
 
     def show_message(self, text: str, error: bool = False) -> None:
         """At the top of the dock and in napari's status bar; errors also as a napari notification."""
-        text = gui_text(text)
+        text = say.gui_text(text)
         self.status.show_message(text, error)
         self.viewer.status = text
         if error:

@@ -20,7 +20,7 @@ from qtpy.QtCore import Qt  # noqa: E402
 
 from maskclip.labels_io import read_label_image  # noqa: E402
 from maskclip_napari._dock import dock_annotator  # noqa: E402
-from maskclip_napari._layers import from_layer_values  # noqa: E402
+from maskclip_napari.editing import from_layer_values  # noqa: E402
 
 pytestmark = pytest.mark.gui
 if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):

@@ -233,7 +233,7 @@ def test_shortcuts(make_napari_viewer, qtbot, image_folder, checkpoint):
     from napari.layers import Image, Labels
     from napari.settings import get_settings
 
-    from maskclip_napari._widget import SHORTCUTS
+    from maskclip_napari._shortcuts import SHORTCUTS
 
     # none of them is one of napari's own keys (viewer actions, or the layers' when the labels are active)
     from napari.utils.key_bindings import coerce_keybinding

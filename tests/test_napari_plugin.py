@@ -14,14 +14,10 @@ napari = pytest.importorskip("napari")
 from maskclip.errors import MaskCLIPError  # noqa: E402
 from maskclip.labels_io import read_classes_json, read_label_image  # noqa: E402
 from maskclip.project import Project  # noqa: E402
-from maskclip_napari._layers import (  # noqa: E402
-    from_layer_values,
-    labels_colormap,
-    labels_features,
-    to_layer_values,
-)
+from maskclip_napari._layers import labels_colormap, labels_features  # noqa: E402
 from maskclip_napari._reader import get_reader  # noqa: E402
 from maskclip_napari._writer import write_labels  # noqa: E402
+from maskclip_napari.editing import from_layer_values, to_layer_values  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_data" / "images"

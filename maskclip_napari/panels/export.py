@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QGridLayout, QGroupBox, QMessageBox, \
+from qtpy.QtWidgets import QCheckBox, QDoubleSpinBox, QFileDialog, QGridLayout, QGroupBox, QMessageBox, \
     QPushButton
 
 from maskclip.export import FORMATS

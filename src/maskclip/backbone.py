@@ -21,9 +21,6 @@ from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 
 from .dense_modes import DENSE_MODE_NAMES, DENSE_MODES as DENSE_MODE_SPECS
 from .errors import UnsupportedModelError
-# Weight loading moved to maskclip.weights; re-exported for code that imported it from here.
-from .weights import (CHECKPOINT_QUICK_GELU_KEY, CONFIG_DIR, OPENAI_ARCHIVE_CONSTANTS,  # noqa: F401
-                      clip_mean_std, load_clip, resolve_device, uses_quick_gelu)
 
 
 # --- ViT dense modes ---------------------------------------------------------------------------------

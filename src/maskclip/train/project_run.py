@@ -28,7 +28,7 @@ from ..prompts import prompt_rows
 from ..run_folder import PHASE_PSEUDO_LABELS, STATE_CANCELLED, STATE_DONE, STATE_FAILED, STATE_RUNNING
 from . import distributed as D
 from .data import TrainItem
-from .inference import REFINE_BATCH_CUDA, BatchedPredictions, predict  # noqa: F401  (predict: the benchmarks')
+from .inference import REFINE_BATCH_CUDA, BatchedPredictions
 from .loop import (CHECKPOINT_FORMAT, ResumeError, RunFolder, TrainConfig, TrainResult, StopFlag, load_checkpoint,
                    load_student, train)
 from .targets import TeacherCache, fill_teacher_cache
