@@ -107,7 +107,7 @@ def one_run(work: Path, arm: str, seed: int, projects: dict, scenes: dict) -> di
     train_s = time.perf_counter() - t0
     config = json.loads((run / "config.json").read_text())
     out = {"arm": arm, "seed": seed, "train_s": train_s, "teacher": config["info"]["clip"]["dense_mode"],
-           "train": {k: config["train"][k] for k in ("student", "iters", "batch_size", "confidence_keep", "ema_decay")}}
+           "config": {k: config["train"][k] for k in ("student", "iters", "batch_size", "confidence_keep", "ema_decay")}}
     for split in ("train", "held"):
         cli("refine", str(copies[split]), "--run", str(run), log=log)
         out[split] = score(copies[split], scenes[split])
@@ -138,12 +138,16 @@ def main() -> int:
     work = Path(args.keep or tmp.name)
     work.mkdir(parents=True, exist_ok=True)
     try:
-        projects, zero_shot = {}, {}
+        projects, zero_shot, sclip = {}, {}, {}
         for split in ("train", "held"):
             projects[split] = make_project(work / f"base-{split}", scenes[split], toy_path)
             cli("project", "segment", str(projects[split]))  # the project's settings: maskclip KS+PD
             zero_shot[split] = score(projects[split], scenes[split])
-            print(f"zero-shot {split}: {zero_shot[split]:.1f}", file=sys.stderr, flush=True)
+            # the new default teacher's own labels, for comparison: a copy segmented in SCLIP's mode
+            copy = shutil.copytree(projects[split], work / f"sclip-{split}")
+            cli("project", "segment", str(copy), "--dense-mode", "sclip")
+            sclip[split] = score(copy, scenes[split])
+            print(f"zero-shot {split}: {zero_shot[split]:.1f} (sclip {sclip[split]:.1f})", file=sys.stderr, flush=True)
         jobs = [(arm, seed) for arm in ARMS for seed in args.seeds]
         with ThreadPoolExecutor(max(1, args.jobs)) as pool:
             results = list(pool.map(lambda j: one_run(work, j[0], j[1], projects, scenes), jobs))
@@ -156,10 +160,12 @@ def main() -> int:
              "|---|---|---|---|---|---|---|---|---|---|"]
     table.append(f"| zero-shot (`project segment`, the project's maskclip KS+PD) | - | - | - | {zero_shot['train']:.1f} | "
                  f"- | {zero_shot['held']:.1f} | - | - | - |")
+    table.append(f"| zero-shot, `project segment --dense-mode sclip` (the new default teacher) | - | - | - | "
+                 f"{sclip['train']:.1f} | - | {sclip['held']:.1f} | - | - | - |")
     summary = {}
     for arm in ARMS:
         rs = [r for r in results if r["arm"] == arm]
-        t = rs[0]["train"]
+        t = rs[0]["config"]
         m = {split: float(np.mean([r[split] for r in rs])) for split in ("train", "held")}
         summary[arm] = m
         training = (f"{t['student']}, {t['iters']} it. x {t['batch_size']}, keep {t['confidence_keep']}, "
@@ -190,7 +196,8 @@ New defaults: {CLIP_STUDENT_TRAIN_DEFAULTS}.
 
 With the new defaults the refined labels are {new['train'] - zero_shot['train']:+.1f} (training project) and
 {new['held'] - zero_shot['held']:+.1f} (held-out project) mIoU from the zero-shot labels (worst single run and
-project: {worst_new:+.1f}). Whole run {wall / 60:.1f} min.
+project: {worst_new:+.1f}), and {new['train'] - sclip['train']:+.1f} / {new['held'] - sclip['held']:+.1f} from the
+labels of their SCLIP teacher. Whole run {wall / 60:.1f} min.
 """
     print(body)
     if args.write:

@@ -74,3 +74,13 @@ def test_a_resumed_run_keeps_its_own_settings():
     fresh = TrainConfig(student="clip")
     fresh.resolve_student_defaults("clip")
     assert (fresh.teacher_mode, fresh.confidence_keep, fresh.ema_decay) == ("sclip", 0.2, 0.99)
+
+
+def test_a_resnet_clip_keeps_the_projects_teacher(tmp_path, captured):
+    """SCLIP exists for ViTs only: with a ResNet CLIP the clip student's default teacher is the project's mode."""
+    project = make_project(tmp_path)
+    project.update_settings({"model": {"name": "maskclip-tiny-rn", "pretrained": None}})
+    assert main(["train", str(project.root), "--run", str(tmp_path / "run"), "--device", "cpu"]) == 0
+    config, info = captured[0]["config"], captured[0]["info"]
+    assert config.teacher_mode is None and info["clip"]["dense_mode"] == "maskclip"
+    assert (config.confidence_keep, config.ema_decay) == (0.2, 0.99)

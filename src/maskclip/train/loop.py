@@ -73,7 +73,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 @dataclass
 class TrainConfig:
-    """MaskCLIP+ training settings; defaults follow the paper (docs/architecture.md, "MaskCLIP+")."""
+    """MaskCLIP+ training settings; defaults follow the paper (docs/architecture.md, "MaskCLIP+"), except the
+    student-dependent ones left None here (resolve_student_defaults: the clip student's measured recipe)."""
 
     # None (iters, batch_size, teacher_mode, confidence_keep, ema_decay): the student's default, settled by
     # resolve_student_defaults when a run starts (defaults.CLIP_STUDENT_TRAIN_DEFAULTS / TORCHVISION_...)
