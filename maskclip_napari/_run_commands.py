@@ -64,14 +64,18 @@ def describe_progress(progress: dict | None, eta: float | None = None, running: 
     return " · ".join(parts)
 
 
-def train_arguments(project_root, run_dir, *, model: str, pretrained: str | None, device: str, iters: int,
-                    student: str, batch_size: int, crop_size: int, base_size: int,
+def train_arguments(project_root, run_dir, *, model: str, pretrained: str | None, device: str, iters: int | None,
+                    student: str, batch_size: int | None, crop_size: int, base_size: int,
                     imagenet: bool, guided_fraction: float | None = None) -> list[str]:
-    """`maskclip train` arguments (after `-m maskclip`) for a new run. pretrained None = random weights."""
+    """`maskclip train` arguments (after `-m maskclip`) for a new run. pretrained None = random weights;
+    iters / batch_size None: the command line's default for the student (no flag)."""
     args = ["train", str(Path(project_root).resolve()), "--run", str(Path(run_dir).resolve()),
             "--model", model, "--pretrained", "none" if pretrained is None else str(pretrained),
-            "--device", device, "--iters", str(iters), "--student", student, "--batch-size", str(batch_size),
-            "--crop-size", str(crop_size), "--base-size", str(base_size)]
+            "--device", device, "--student", student, "--crop-size", str(crop_size), "--base-size", str(base_size)]
+    if iters is not None:
+        args += ["--iters", str(iters)]
+    if batch_size is not None:
+        args += ["--batch-size", str(batch_size)]
     if not imagenet:
         args.append("--no-imagenet")
     if guided_fraction is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import re
 from pathlib import Path
+from maskclip.defaults import CLIP_STUDENT_TRAIN_DEFAULTS
 
 # --- the core's command-line phrasing, as the annotator says it -----------------------------------------
 GUI_WORDING = (
@@ -84,8 +85,8 @@ TIPS = {
                   "With at least two images, a non-zero share keeps one.",
     "export": "Choose a folder; a folder that is not empty asks before files are replaced",
     # training
-    "iters": "Training iterations (see Advanced → Self-training for how they are split between MaskCLIP's labels "
-             "and the network's own predictions)",
+    "iters": "Training iterations; auto: the measured default for the network (see Advanced → Self-training for "
+             "how they are split between the training-free labels and the network's own predictions)",
     "student": "The network trained; auto: the clip student (the CLIP tower itself) on a CPU, DeepLabV3 on a GPU",
     "crop": "Side of the random training crops (smaller: faster, less context)",
     "base": "Images are resized to this short side (then scaled 0.5-2x) for training and to it for refining",
@@ -99,8 +100,9 @@ TIPS = {
     "train_resume": "Continue the last run from its checkpoint, then refine",
     "train_refine": "Relabel every image with the last run's trained network",
 }
-TRAINING_INTRO = ("Trains a segmentation network on MaskCLIP's labels and your verified pixels, then relabels every "
-                  "image with it (verified pixels never change).")
+TRAINING_INTRO = ("Trains a segmentation network on training-free labels (the "
+                  f"{CLIP_STUDENT_TRAIN_DEFAULTS['teacher_mode']} mode's for the clip network, the best measured) "
+                  "and your verified pixels, then relabels every image with it (verified pixels never change).")
 
 # --- annotator messages ------------------------------------------------------------------------------------
 START = "Open a folder of images to start."

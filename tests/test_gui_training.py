@@ -128,6 +128,11 @@ def test_run_folders_and_commands(tmp_path):
                              batch_size=2, crop_size=64, base_size=64, imagenet=True,
                              guided_fraction=T.GUIDED_FRACTIONS["half"])
     assert build_parser().parse_args(args).guided_fraction == 0.5 and "--no-imagenet" not in args
+    # the panel's "auto" iterations / batch size pass no flag: the command line settles them per student
+    args = T.train_arguments(tmp_path, second, model="m", pretrained="openai", device="cpu", iters=None,
+                             student="auto", batch_size=None, crop_size=64, base_size=64, imagenet=True)
+    parsed = build_parser().parse_args(args)
+    assert "--iters" not in args and "--batch-size" not in args and (parsed.iters, parsed.batch_size) == (None, None)
 
 
 def test_curve_geometry():
@@ -173,6 +178,9 @@ def open_annotator(make_napari_viewer, qtbot, folder, iters, student="lraspp_mob
     qtbot.wait(300)  # the settings are saved after the redraw debounce
     section = widget.training
     assert section.student_combo.currentData() == T.AUTO_STUDENT  # the command line's default
+    # iterations and batch size start at "auto": no flag, the command line's default for the network
+    assert (section.iters_spin.value(), section.batch_spin.value()) == (0, 0)
+    assert section.iters_spin.text().startswith("auto (300 clip, 2000")
     section.configure(iters=iters, student=student, device="cpu", batch_size=2, crop_size=48,
                       base_size=48, imagenet=False)
     assert (section.iters_spin.value(), section.student_combo.currentData(), section.crop_spin.value()) == \

@@ -53,6 +53,7 @@ from .. import _wording as say
 from .._child_process import EXIT_CANCELLED, ChildProcess
 from .._loss_plot import LossPlot
 from ._narrow import NarrowCombo
+from maskclip.defaults import CLIP_STUDENT_TRAIN_DEFAULTS, TORCHVISION_STUDENT_TRAIN_DEFAULTS
 from maskclip.student_names import DEFAULT_CPU_STUDENT, DEFAULT_GPU_STUDENT, DESCRIPTIONS, STUDENT_NAMES
 from maskclip.run_folder import (
     PHASE_PSEUDO_LABELS,
@@ -103,6 +104,15 @@ SELF_TRAINING = (
 GUIDED_FRACTIONS = {key: fraction for key, fraction, _ in SELF_TRAINING}
 
 
+def _auto_spin(high: int, step: int, field: str, tip: str = "") -> QSpinBox:
+    """A spin box whose lowest value, 0, reads "auto": the command line's default for the chosen network
+    (maskclip.defaults: the clip student's measured recipe or the torchvision students'); 0 passes no flag."""
+    spin = _spin(0, high, 0, step, tip=tip)
+    spin.setSpecialValueText(f"auto ({CLIP_STUDENT_TRAIN_DEFAULTS[field]} clip, "
+                             f"{TORCHVISION_STUDENT_TRAIN_DEFAULTS[field]} others)")
+    return spin
+
+
 def _spin(low: int, high: int, value: int, step: int = 1, suffix: str = "", tip: str = "") -> QSpinBox:
     spin = QSpinBox()
     spin.setRange(low, high)
@@ -150,7 +160,7 @@ class TrainingPanel(QGroupBox):
         intro.setWordWrap(True)
         v.addWidget(intro)
         form = QFormLayout()
-        self.iters_spin = _spin(1, 1_000_000, 2000, 100, tip=say.TIPS["iters"])
+        self.iters_spin = _auto_spin(1_000_000, 100, "iters", tip=say.TIPS["iters"])
         self.student_combo = NarrowCombo()
         for name, text in student_choices():
             self.student_combo.addItem(text, name)
@@ -167,7 +177,7 @@ class TrainingPanel(QGroupBox):
         inner = QWidget()
         aform = QFormLayout(inner)
         aform.setContentsMargins(0, 0, 0, 0)
-        self.batch_spin = _spin(1, 512, 8)
+        self.batch_spin = _auto_spin(512, 1, "batch_size")
         self.crop_spin = _spin(32, 2048, 512, 32, " px", say.TIPS["crop"])
         self.base_spin = _spin(32, 4096, 512, 32, " px", say.TIPS["base"])
         self.imagenet_check = QCheckBox("ImageNet backbone weights")
@@ -309,8 +319,8 @@ class TrainingPanel(QGroupBox):
         choice = self._model_choice()
         run_dir = new_run_dir(project.root)
         args = train_arguments(project.root, run_dir, model=choice.name, pretrained=choice.weights,
-                               device=self.device_combo.currentText(), iters=self.iters_spin.value(),
-                               student=self.student_combo.currentData(), batch_size=self.batch_spin.value(),
+                               device=self.device_combo.currentText(), iters=self.iters_spin.value() or None,
+                               student=self.student_combo.currentData(), batch_size=self.batch_spin.value() or None,
                                crop_size=self.crop_spin.value(), base_size=self.base_spin.value(),
                                imagenet=self.imagenet_check.isChecked(),
                                guided_fraction=GUIDED_FRACTIONS[self.self_training_combo.currentData()])

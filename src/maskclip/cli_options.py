@@ -9,11 +9,13 @@ from .options import DENSE_MODE_NAMES, KS_VARIANTS, SCALE_FUSIONS, SYNONYM_MERGE
 from .validation import int_arg, positive_float_arg, probability_arg
 
 
-def add_dense_mode_arguments(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+def add_dense_mode_arguments(parser: argparse.ArgumentParser, default: str | None = None,
+                             help_default: str | None = None) -> None:
+    """--dense-mode and --quick-gelu; help_default words the default where it is not one value."""
     parser.add_argument("--dense-mode", choices=DENSE_MODE_NAMES, default=default,
                         help="last-block variant: maskclip, or the training-free successors "
                              f"{', '.join(successor_names())} (ViT models only; see the README for which to use) "
-                             f"(default: {default or 'the project setting'})")
+                             f"(default: {help_default or default or 'the project setting'})")
     parser.add_argument("--quick-gelu", action=argparse.BooleanOptionalAction, default=None,
                         help="force the QuickGELU activation on or off (default: from the weights: OpenAI's "
                              "use QuickGELU)")

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from .cli_options import add_dense_mode_arguments, add_option_arguments, option_kwargs
-from .defaults import DEFAULT_DEVICE, REFINE_MIN_CONFIDENCE
+from .defaults import (CLIP_STUDENT_TRAIN_DEFAULTS as CLIP_DEFAULTS, DEFAULT_DEVICE, REFINE_MIN_CONFIDENCE,
+                       TORCHVISION_STUDENT_TRAIN_DEFAULTS as TV_DEFAULTS)
 from .validation import device_arg, int_arg, positive_float_arg, probability_arg
 
 # option -> (TrainConfig field, or "augment.<field>")
@@ -32,8 +33,10 @@ _TRAIN_OPTIONS = {
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "train", help="train a MaskCLIP+ student on a project (MaskCLIP pseudo labels + verified pixels)",
-        description="Computes MaskCLIP pseudo labels for every image of PROJECT (cached in RUN_DIR), then "
+        "train", help="train a MaskCLIP+ student on a project (pseudo labels + verified pixels)",
+        description="Computes the teacher's pseudo labels for every image of PROJECT (cached in RUN_DIR; "
+        f"the teacher is the {CLIP_DEFAULTS['teacher_mode']} dense mode for the clip student, the best training-free mode "
+        "measured, and the project's dense mode for the others; --dense-mode chooses), then "
         "trains a DeepLab student whose classifier is the classes' CLIP text embeddings: first on the "
         "pseudo labels (guided phase), then on its own predictions (self-training). Verified pixels are "
         "ground truth throughout. RUN_DIR receives config.json, progress.json, metrics.jsonl, "
@@ -42,9 +45,11 @@ def register(subparsers) -> None:
     p.add_argument("--run", "--run-dir", dest="run", required=True, metavar="RUN_DIR",
                    help="run folder (created if missing). Under torchrun write --run-dir: torchrun's own "
                    "parser reads --run as an abbreviation of its --run-path")
-    p.add_argument("--iters", type=int_arg("--iters", 1), metavar="N", help="training iterations (default 2000)")
+    p.add_argument("--iters", type=int_arg("--iters", 1), metavar="N", help=f"training iterations (default: {CLIP_DEFAULTS['iters']} for the clip student, "
+                   f"{TV_DEFAULTS['iters']} for the others)")
     p.add_argument("--batch-size", type=int_arg("--batch-size", 1), metavar="B",
-                   help="global batch size, split over processes (default 8)")
+                   help=f"global batch size, split over processes (default: {CLIP_DEFAULTS['batch_size']} for the clip "
+                   f"student, {TV_DEFAULTS['batch_size']} for the others)")
     p.add_argument("--student", metavar="NAME",
                    help="auto (ResNet-101 DeepLabV3 on GPU, clip on CPU), clip (the teacher's own CLIP "
                    "image tower, fine-tuned: no download), deeplabv3_resnet101, deeplabv3_resnet50, "
@@ -58,7 +63,8 @@ def register(subparsers) -> None:
     p.add_argument("--model", metavar="NAME", help="CLIP architecture for the pseudo labels (default: the project's)")
     p.add_argument("--pretrained", metavar="TAG_OR_PATH",
                    help="CLIP weights: open_clip tag, checkpoint file, or 'none' for random (default: the project's)")
-    add_dense_mode_arguments(p)
+    add_dense_mode_arguments(p, help_default=f"{CLIP_DEFAULTS['teacher_mode']} for the clip student, the best "
+                             "training-free mode measured (bench/results.md); the project setting for the others")
     add_option_arguments(p)
     p.add_argument("--resume", action="store_true",
                    help="continue from RUN_DIR/checkpoints/last.pt with the run's saved settings")
@@ -78,10 +84,12 @@ def register(subparsers) -> None:
                    help="ignore pixels whose student probability is below P while self-training")
     p.add_argument("--confidence-keep", type=probability_arg("--confidence-keep"), metavar="F",
                    help="per class, train only on the teacher's most confident share F of the pixels it gave that "
-                   "class (class-balanced thresholds; default: keep all)")
+                   f"class (class-balanced thresholds; default: {CLIP_DEFAULTS['confidence_keep']:g} for the clip student, "
+                   "measured best on the toy CLIP; 1 (keep all) for the others)")
     p.add_argument("--ema-decay", type=probability_arg("--ema-decay"), metavar="D",
                    help="mean teacher: keep an exponential moving average of the weights (decay D, e.g. 0.99); "
-                   "it labels the self-training phase and is the trained student")
+                   f"it labels the self-training phase and is the trained student (default: {CLIP_DEFAULTS['ema_decay']:g} "
+                   "for the clip student, none for the others; 0 turns it off in effect)")
     p.add_argument("--self-train-keep-teacher", action="store_const", const=True,
                    help="while self-training, pixels the teacher labelled (above the confidence bars) keep its label")
     p.add_argument("--self-train-balance", type=probability_arg("--self-train-balance"), metavar="F",

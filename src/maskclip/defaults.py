@@ -39,3 +39,18 @@ def auto_device() -> str:
 # `maskclip refine --min-confidence` (refine_project's default): student pixels less sure than this become
 # unlabelled. Chosen by measurement: bench/bench_refine_confidence.py (bench/results.md).
 REFINE_MIN_CONFIDENCE = 0.0
+
+
+# `maskclip train`'s defaults per student (TrainConfig fields left unset get them when a new run starts;
+# one home for the CLI, the trainer and the annotator's training panel). The clip student (the CPU default)
+# gets the recipe measured best on the toy CLIP (bench/results.md, "SCLIP teacher, class-balanced confident
+# pixels, mean teacher" and "Refine through the project"): pseudo labels from the SCLIP dense mode (the best
+# training-free mode measured), trained only on the teacher's most confident 20% of each class's pixels, the
+# EMA of the weights (decay 0.99) is the student; 300 iterations at batch 16. With the project's maskclip mode
+# as teacher and no filter the student scored below its own teacher. The torchvision students (GPU) keep the
+# paper's settings: the project's dense mode as teacher, every pixel, no EMA, 2000 iterations at batch 8.
+# teacher_mode None: the project's dense mode.
+CLIP_STUDENT_TRAIN_DEFAULTS = {"teacher_mode": "sclip", "confidence_keep": 0.2, "ema_decay": 0.99,
+                               "iters": 300, "batch_size": 16}
+TORCHVISION_STUDENT_TRAIN_DEFAULTS = {"teacher_mode": None, "confidence_keep": None, "ema_decay": None,
+                                      "iters": 2000, "batch_size": 8}

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from ..atomic import atomic_torch_save
+from ..defaults import CLIP_STUDENT_TRAIN_DEFAULTS, TORCHVISION_STUDENT_TRAIN_DEFAULTS
 from ..dense_modes import DENSE_MODE_NAMES
 from ..errors import MaskCLIPError
 from ..run_folder import (STATE_CANCELLED, STATE_DONE, STATE_FAILED, STATE_RUNNING,  # noqa: F401
@@ -72,10 +73,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 @dataclass
 class TrainConfig:
-    """MaskCLIP+ training settings; defaults follow the paper (docs/architecture.md, "MaskCLIP+")."""
+    """MaskCLIP+ training settings; defaults follow the paper (docs/architecture.md, "MaskCLIP+"), except the
+    student-dependent ones left None here (resolve_student_defaults: the clip student's measured recipe)."""
 
-    iters: int = 2000
-    batch_size: int = 8                   # global: split evenly over the torchrun processes
+    # None (iters, batch_size, teacher_mode, confidence_keep, ema_decay): the student's default, settled by
+    # resolve_student_defaults when a run starts (defaults.CLIP_STUDENT_TRAIN_DEFAULTS / TORCHVISION_...)
+    iters: int | None = None
+    batch_size: int | None = None         # global: split evenly over the torchrun processes
+    teacher_mode: str | None = None       # dense mode of the teacher's pseudo labels (settled None: the project's)
     student: str = "auto"                 # see student.STUDENT_NAMES and resolve_student_name
     imagenet_backbone: bool = True
     logit_scale: float = DEFAULT_LOGIT_SCALE
@@ -92,8 +97,9 @@ class TrainConfig:
     self_train_start: int | None = None   # explicit iteration (overrides guided_fraction)
     confidence_threshold: float | None = None   # teacher probability below -> ignored
     self_train_threshold: float | None = None   # student probability below -> ignored (self-training)
-    confidence_keep: float | None = None  # per class, keep the teacher's most confident share of its pixels
+    confidence_keep: float | None = None  # per class, keep the teacher's most confident share of its pixels (1: all)
     ema_decay: float | None = None        # mean teacher: an EMA of the weights labels self-training, is the result
+    #                                       (0: off in effect, the average is the current weights)
     self_train_keep_teacher: bool = False  # self-training relabels only pixels the teacher is unsure of
     self_train_balance: float | None = None  # class-balanced self-training: share of each class's pixels kept
     checkpoint_every: int = 200
@@ -123,6 +129,16 @@ class TrainConfig:
         on = imagenet_backbone and student != CLIP_STUDENT
         self.guided_fraction = PAPER_GUIDED_FRACTION if on else 1.0
         return not on
+
+    def resolve_student_defaults(self, student: str) -> None:
+        """Give the settings left None the (resolved) student's defaults: for the clip student the recipe measured
+        best on the toy CLIP (SCLIP teacher, confidence-keep 0.2, EMA 0.99, 300 iterations at batch 16), for the
+        torchvision students the paper's (defaults.py). Call it when a run starts, never on resume: a run keeps
+        the settings it was started with."""
+        table = CLIP_STUDENT_TRAIN_DEFAULTS if student == CLIP_STUDENT else TORCHVISION_STUDENT_TRAIN_DEFAULTS
+        for name, value in table.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
 
     def resolve_optimizer(self, student: str) -> None:
         """Settle the automatic optimizer settings for a (resolved) student name."""
@@ -191,14 +207,18 @@ class TrainConfig:
         return config
 
     def validate(self, world_size: int = 1) -> None:
-        if self.iters < 1:
+        """Check the given settings (None ones are settled by resolve_student_defaults, then checked again)."""
+        if self.iters is not None and self.iters < 1:
             raise MaskCLIPError("--iters must be at least 1")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise MaskCLIPError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.optimizer not in ("auto", "sgd", "adamw"):
             raise MaskCLIPError(f"--optimizer must be auto, sgd or adamw, got {self.optimizer!r}")
         if self.clip_decoder not in CLIP_DECODERS:
             raise MaskCLIPError(f"--clip-decoder must be one of {', '.join(CLIP_DECODERS)}, got {self.clip_decoder!r}")
+        if self.teacher_mode is not None and self.teacher_mode not in DENSE_MODE_NAMES:
+            raise MaskCLIPError(f"unknown dense mode '{self.teacher_mode}' for the teacher (known: "
+                                f"{', '.join(DENSE_MODE_NAMES)})")
         if self.clip_dense_mode is not None and self.clip_dense_mode not in DENSE_MODE_NAMES:
             raise MaskCLIPError(f"unknown dense mode '{self.clip_dense_mode}' for the clip student (known: "
                                 f"{', '.join(DENSE_MODE_NAMES)})")
@@ -214,7 +234,7 @@ class TrainConfig:
             raise MaskCLIPError(f"--self-train-start must be at least 0, got {self.self_train_start}")
         if self.augment.crop_size < 1 or (self.augment.base_size is not None and self.augment.base_size < 1):
             raise MaskCLIPError("--crop-size and --base-size must be at least 1 pixel")
-        if self.batch_size < world_size or self.batch_size % world_size:
+        if self.batch_size is not None and (self.batch_size < world_size or self.batch_size % world_size):
             raise MaskCLIPError(f"the batch size ({self.batch_size}) must be a multiple of the number of "
                                 f"processes ({world_size})")
         if self.checkpoint_every < 1 or self.log_every < 1:
@@ -311,13 +331,14 @@ def train(items: Sequence[TrainItem], teacher: TeacherCache, class_embeddings: t
     (its image tower is copied; on resume the checkpoint's weights replace the copy).
     """
     ctx = ctx or D.DistContext(device=D.resolve_device("auto"))
-    config.validate(ctx.world_size)
     run = RunFolder(run_dir)
     info = dict(info or {})
     say = log if (log is not None and ctx.is_main) else (lambda msg: None)
     device = ctx.device
     name = resolve_student_name(config.student, device)
     config.student = name
+    if not resume:  # a resumed run keeps the settings it started with (config.json)
+        config.resolve_student_defaults(name)
     config.resolve_optimizer(name)
     config.validate(ctx.world_size)
 

@@ -1,8 +1,10 @@
 """MaskCLIP+ on an annotation project: `maskclip train` and `maskclip refine`.
 
-train: the project's images become training items (verified pixels = ground truth), MaskCLIP pseudo
-labels are computed once per image with the project's CLIP model and method settings (or the --model /
---pretrained override) and cached in the run folder, then the student is trained (loop.train).
+train: the project's images become training items (verified pixels = ground truth), pseudo labels are
+computed once per image with the project's CLIP model and method settings (or the --model / --pretrained
+override) in the teacher's dense mode (TrainConfig.teacher_mode: SCLIP for the clip student by default, the
+project's mode otherwise; --dense-mode overrides) and cached in the run folder, then the student is trained
+(loop.train).
 refine: the trained student predicts every image; `Project.merge_prediction` writes the result as a
 new label revision, so verified pixels never change and the previous labels stay in the image's
 history (`Project.history` / `restore_revision`).
@@ -94,6 +96,23 @@ def load_clip_model(spec: dict, device: torch.device, cache_dir, seed: int = 0, 
                          quick_gelu=spec.get("quick_gelu"), cache_dir=cache_dir, precision=precision)
 
 
+def _default_teacher_fits(config: TrainConfig, model_name: str, say: Callable[[str], None]) -> None:
+    """A default teacher mode that only ViTs support (SCLIP) falls back to the project's mode for a ResNet
+    CLIP (its open_clip config lists the stages' layers), with a note, instead of failing at load."""
+    import open_clip
+
+    from ..dense_modes import dense_mode as mode_spec
+    from ..weights import CONFIG_DIR  # noqa: F401  (registers the maskclip-tiny-* architectures)
+
+    if config.teacher_mode is None or not mode_spec(config.teacher_mode).vit_only:
+        return
+    layers = (open_clip.get_model_config(model_name) or {}).get("vision_cfg", {}).get("layers")
+    if isinstance(layers, (list, tuple)):
+        say(f"{model_name} is a ResNet CLIP, which supports only the maskclip dense mode: the teacher is the "
+            f"project's mode, not the clip student's default {config.teacher_mode}")
+        config.teacher_mode = None
+
+
 def train_project(project_dir: str | Path, run_dir: str | Path, config: TrainConfig, *,
                   model: str | None = None, pretrained: str | None = None, dense_mode: str | None = None,
                   quick_gelu: bool | None = None, options: dict | None = None, device: str = "auto",
@@ -117,7 +136,21 @@ def train_project(project_dir: str | Path, run_dir: str | Path, config: TrainCon
                 + (" ..." if len(stale) > 5 else ""))
         if not items:
             raise MaskCLIPError(f"project {project_dir} has no usable images")
-        spec = clip_spec(project, model, pretrained, dense_mode, quick_gelu, options)
+        from .student import CLIP_STUDENT, resolve_student_name
+
+        student = resolve_student_name(config.student, ctx.device)
+        clip_student = student == CLIP_STUDENT
+        if dense_mode is not None:  # --dense-mode: the teacher's mode, over the student's default
+            config.teacher_mode = dense_mode
+        if not resume:  # a resumed run keeps its settings (config.json); None there: the project's mode
+            config.resolve_student_defaults(student)
+            if dense_mode is None:
+                _default_teacher_fits(config, clip_spec(project, model)["model"], say)
+        spec = clip_spec(project, model, pretrained, config.teacher_mode, quick_gelu, options)
+        if not resume:
+            say(f"teacher: {spec['dense_mode']} pseudo labels" + (
+                " (the clip student's default, the best training-free mode measured; --dense-mode changes it)"
+                if clip_student and dense_mode is None and config.teacher_mode is not None else ""))
         rows, groups, names, _ = prompt_rows(project.prompts, spec["segment"]["background"])
         embeddings = None
         if resume and run.checkpoint.is_file():
@@ -143,15 +176,12 @@ def train_project(project_dir: str | Path, run_dir: str | Path, config: TrainCon
         D.barrier(ctx)
         # a missing, foreign or damaged file (wrong shape, values that are no class) is computed again
         missing = [it for it in items if not teacher.has(it.key, it.fingerprint, shape=it.shape, n_classes=len(names))]
-        from .student import CLIP_STUDENT, resolve_student_name
-
-        clip_student = resolve_student_name(config.student, ctx.device) == CLIP_STUDENT
         clip_model = None
         if missing or embeddings is None or clip_student:
             clip_model = load_clip_model(spec, ctx.device, project.cache_dir, config.seed,
                                          precision="auto" if config.amp else "float32")
         if missing:
-            say(f"computing MaskCLIP pseudo labels for {len(missing)} image(s) "
+            say(f"computing {spec['dense_mode']} pseudo labels for {len(missing)} image(s) "
                 f"({spec['model']}, {spec['pretrained'] or 'random weights'})")
 
             def report(done: int) -> None:
