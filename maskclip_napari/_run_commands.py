@@ -49,7 +49,7 @@ def describe_progress(progress: dict | None, eta: float | None = None, running: 
     state, phase = progress.get("state", STATE_RUNNING), progress.get("phase")
     if state == STATE_RUNNING and phase == PHASE_PSEUDO_LABELS:
         done, total = progress.get("teacher_done"), progress.get("teacher_total")
-        return f"MaskCLIP pseudo labels {done}/{total}" if total else "loading the CLIP model…"
+        return f"teacher pseudo labels {done}/{total}" if total else "loading the CLIP model…"
     parts = [f"iteration {progress.get('iteration', 0)}/{progress.get('total', 0)}"]
     if phase:
         parts.append(str(phase))

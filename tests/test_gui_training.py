@@ -75,7 +75,7 @@ def test_describe_progress():
     assert T.describe_progress(None) == "starting…"
     assert T.describe_progress(None, running=False).startswith("failed")  # killed before its first report
     assert T.describe_progress({"state": "running", "phase": "pseudo-labels", "teacher_done": 2,
-                                "teacher_total": 5}) == "MaskCLIP pseudo labels 2/5"
+                                "teacher_total": 5}) == "teacher pseudo labels 2/5"
     running = {"state": "running", "phase": "guided", "iteration": 30, "total": 200, "loss": 0.51234}
     assert T.describe_progress(running, 65) == "iteration 30/200 · guided · loss 0.512 · ETA 1 min 05 s"
     assert T.describe_progress(dict(running, state="cancelled"), 65).endswith("loss 0.512 · cancelled")

@@ -22,6 +22,7 @@ import torch
 
 from ..batch import FAILED, Prediction, default_errors, run_batch
 from ..defaults import REFINE_MIN_CONFIDENCE
+from ..dense_modes import DENSE_MODE_LABELS
 from ..errors import MaskCLIPError
 from ..validation import check_probability
 from ..settings import clip_spec
@@ -181,7 +182,7 @@ def train_project(project_dir: str | Path, run_dir: str | Path, config: TrainCon
             clip_model = load_clip_model(spec, ctx.device, project.cache_dir, config.seed,
                                          precision="auto" if config.amp else "float32")
         if missing:
-            say(f"computing {spec['dense_mode']} pseudo labels for {len(missing)} image(s) "
+            say(f"computing {DENSE_MODE_LABELS.get(spec['dense_mode'], spec['dense_mode'])} pseudo labels for {len(missing)} image(s) "
                 f"({spec['model']}, {spec['pretrained'] or 'random weights'})")
 
             def report(done: int) -> None:
