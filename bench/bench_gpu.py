@@ -211,7 +211,6 @@ The first image of segment, pseudo labels and refine is a warm-up, not timed.
     print(body)
     if args.write:
         write_section(HEADING + (f", {args.section_note}" if args.section_note else ""), body)
-        print(f"written to {Path(__file__).resolve().parent / 'results.md'}", file=sys.stderr)
     return 0
 
 

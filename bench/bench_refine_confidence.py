@@ -154,7 +154,6 @@ Highest mean refined mIoU at --min-confidence {best:g}; `maskclip refine`'s defa
     print(body)
     if args.write:
         write_section(HEADING, body)
-        print(f"written to {Path(__file__).resolve().parent / 'results.md'}", file=sys.stderr)
     return 0
 
 

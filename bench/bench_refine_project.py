@@ -202,7 +202,6 @@ labels of their SCLIP teacher. Whole run {wall / 60:.1f} min.
     print(body)
     if args.write:
         write_section(HEADING, body)
-        print(f"written to {Path(__file__).resolve().parent / 'results.md'}", file=sys.stderr)
     return 0
 
 

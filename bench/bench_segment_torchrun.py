@@ -86,7 +86,6 @@ process). {args.processes} processes: {summary[0] if summary else ''}. Labels id
     print(body)
     if args.write:
         write_section(HEADING, body)
-        print(f"written to {Path(__file__).resolve().parent / 'results.md'}", file=sys.stderr)
     return 0
 
 

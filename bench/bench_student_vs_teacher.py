@@ -180,7 +180,6 @@ shared with other jobs). Val prediction: {len(val) / predict_s:.1f} images/s.
 """
     if args.write:
         write_section(HEADING, body)
-        print(f"written to {Path(__file__).resolve().parent / 'results.md'}", file=sys.stderr)
     return 0
 
 

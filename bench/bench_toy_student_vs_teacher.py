@@ -327,7 +327,6 @@ Whole comparison: {wall / 60:.1f} min wall time.
     print(body)
     if args.write:
         write_section(COMPARE_HEADING + (f", {args.section_note}" if args.section_note else ""), body)
-        print(f"written to {Path(__file__).resolve().parent / 'results.md'}", file=sys.stderr)
     return 0
 
 
@@ -541,7 +540,6 @@ Whole benchmark: {wall / 60:.1f} min wall time.
     print(body)
     if args.write:
         write_section(HEADING, body)
-        print(f"written to {Path(__file__).resolve().parent / 'results.md'}", file=sys.stderr)
     return 0
 
 

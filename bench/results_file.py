@@ -3,6 +3,7 @@ machine line and a timer."""
 from __future__ import annotations
 
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -44,3 +45,4 @@ def write_section(heading: str, body: str, path: Path = RESULTS) -> None:
         text = text[:start] + section + (text[end:] if end >= 0 else "")
     with atomic_write(path, "w") as f:  # several benchmarks share the file
         f.write(text)
+    print(f"written to {path}: {heading}", file=sys.stderr)
