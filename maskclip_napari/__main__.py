@@ -52,12 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     import napari
 
     from ._dock import dock_annotator
-    from ._sample_data import sample_classes_file, sample_folder, user_cache_dir
+    from ._sample_data import sample_classes_file, sample_folder, sample_project_dir
 
     path, project, classes_file = args.path, args.project, args.classes_file
     if path is None:
         path = sample_folder()
-        project = project or user_cache_dir() / "sample-project"
+        project = project or sample_project_dir(path)
         classes_file = classes_file or sample_classes_file()
     viewer = napari.Viewer(title="MaskCLIP Annotator")
     _fit_to_screen(viewer)

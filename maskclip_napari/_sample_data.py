@@ -8,6 +8,7 @@ scikit-image into the user cache folder.
 """
 from __future__ import annotations
 
+import hashlib
 from importlib import resources
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def sample_scenes():
 
     viewer = napari.current_viewer()
     widget = dock_annotator(viewer)
-    if not widget.open_path(sample_folder(), project_dir=user_cache_dir() / "sample-project",
+    if not widget.open_path(sample_folder(), project_dir=sample_project_dir(),
                             classes_file=sample_classes_file()):
         raise RuntimeError(widget.message_text())
     layer = widget.image_layer
@@ -106,6 +107,13 @@ def sample_folder() -> Path:
         if images.is_dir() and any(images.iterdir()) and (folder / "classes.txt").is_file():
             return images
     return write_sample_folder(user_cache_dir() / "sample_data")
+
+
+def sample_project_dir(folder: Path | None = None) -> Path:
+    """The sample photos' project in the user cache folder, one per sample folder: a project remembers where
+    its images are, so a moved or second checkout gets its own project instead of one whose images are gone."""
+    folder = Path(folder or sample_folder()).resolve()
+    return user_cache_dir() / "sample-projects" / f"sample-photos-{hashlib.sha1(str(folder).encode()).hexdigest()[:8]}"
 
 
 def sample_classes_file() -> Path:

@@ -5,6 +5,7 @@ Tiny random-weight models keep them quick on a CPU; the model is loaded from a c
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -391,7 +392,10 @@ def test_sample_data_opens_in_the_annotator(make_napari_viewer, qtbot, image_fol
     widget = annotator(viewer)
     assert widget.open_path(image_folder)
     viewer.open_sample("maskclip-napari", "scenes")
-    assert widget.project.root == tmp_path / "cache" / "maskclip-napari" / "sample-project"
+    from maskclip_napari._sample_data import sample_folder
+
+    digest = hashlib.sha1(str(sample_folder().resolve()).encode()).hexdigest()[:8]
+    assert widget.project.root == tmp_path / "cache" / "maskclip-napari" / "sample-projects" / f"sample-photos-{digest}"
     assert sorted(widget.project.image_ids) == sorted(SAMPLE_PHOTOS.values())
     assert "person" in widget.project.class_names
     assert [layer.name for layer in viewer.layers if layer._type_string == "image"

@@ -127,8 +127,21 @@ def test_launcher_starts_and_saves_screenshot(tmp_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert shot.stat().st_size > 10_000
-    project = Project.open(tmp_path / "cache" / "maskclip-napari" / "sample-project")
+    (project_dir,) = (tmp_path / "cache" / "maskclip-napari" / "sample-projects").iterdir()
+    project = Project.open(project_dir)
     assert len(project) == 4 and project.class_names[0] == "person"
+
+
+def test_each_sample_folder_gets_its_own_project(tmp_path, monkeypatch):
+    """A project remembers where its images are: a moved or second checkout must not reopen the sample
+    project of another one (its images gone: "file not found" at start-up)."""
+    from maskclip_napari._sample_data import sample_project_dir
+
+    monkeypatch.setenv("MASKCLIP_CACHE_DIR", str(tmp_path / "cache"))
+    one, other = tmp_path / "a" / "images", tmp_path / "b" / "images"
+    assert sample_project_dir(one) != sample_project_dir(other)
+    assert sample_project_dir(one) == sample_project_dir(one)
+    assert sample_project_dir(one).is_relative_to(tmp_path / "cache")
 
 
 def test_redraws_of_large_images_leave_the_gui_thread(tiny_vit):
