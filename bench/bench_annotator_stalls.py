@@ -292,9 +292,9 @@ def review_main(args, app, napari) -> int:
                       f"{stall * 1000:5.0f} ms, target {goal}", flush=True)
     load = os.getloadavg()[0]
     lines = [f"{machine_line()}; napari under Xvfb; every image with stored labels (the top third verified) and "
-             "a stored confidence map (a smooth random field, a fifth below 0.5). Stall as in the section above. "
+             "a stored confidence map (a smooth random field, a fifth below 0.5). Stall as in 'Annotator stalls'. "
              "The first rows (Next ▶) are this run's baseline: the machine was shared with other jobs, so compare "
-             "the review rows with them rather than with the idle numbers above. The wand rows follow a Segment "
+             "the review rows with them rather than with the idle numbers of 'Annotator stalls'. The wand rows follow a Segment "
              "with a tiny random-weight ViT (its features are what the wand compares). Load average at the end "
              f"of the run: {load:.1f} on 2 cores.",
              "",
