@@ -276,20 +276,30 @@ def measure_review_set(folder: Path, app, napari) -> dict:
     return results
 
 
-def review_main(args, app, napari) -> int:
-    """--review: the dataset-review rows in their own section of bench/results.md."""
+def measure_sets(args, measure_folder, prefix: str, step_width: int) -> list[tuple]:
+    """Both image sets (480x360: 100 ms target; 12 Mpx: 250 ms), each written to a temporary folder and
+    measured by measure_folder(folder) -> {step: (seconds, stall)}; rows (set, step, seconds, stall, goal)."""
     rows = []
-    with tempfile.TemporaryDirectory(prefix="bench-review-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         sets = [(f"{args.images} x 480x360", args.images, None, 0.100),
                 (f"{args.large} x 4000x3000 (12 Mpx)", args.large, (4000, 3000), 0.250)]
         for name, count, size, target in sets:
             folder = Path(tmp) / name.split()[0] / "images"
             make_images(folder, count, size)
-            for step, (seconds, stall) in measure_review_set(folder, app, napari).items():
-                goal = f"{target * 1000:.0f} ms ({'ok' if stall <= target else 'OVER'})"
+            for step, (seconds, stall) in measure_folder(folder).items():
+                if step.startswith("start-up"):  # napari's and the plugin's start: not what the target is about
+                    goal = "none (start-up)"
+                else:
+                    goal = f"{target * 1000:.0f} ms ({'ok' if stall <= target else 'OVER'})"
                 rows.append((name, step, seconds, stall, goal))
-                print(f"{name:<24} {step:<58} done in {seconds * 1000:6.0f} ms, longest stall "
+                print(f"{name:<24} {step:<{step_width}} done in {seconds * 1000:6.0f} ms, longest stall "
                       f"{stall * 1000:5.0f} ms, target {goal}", flush=True)
+    return rows
+
+
+def review_main(args, app, napari) -> int:
+    """--review: the dataset-review rows in their own section of bench/results.md."""
+    rows = measure_sets(args, lambda folder: measure_review_set(folder, app, napari), "bench-review-", 58)
     load = os.getloadavg()[0]
     lines = [f"{machine_line()}; napari under Xvfb; every image with stored labels (the top third verified) and "
              "a stored confidence map (a smooth random field, a fifth below 0.5). Stall as in 'Annotator stalls'. "
@@ -513,21 +523,7 @@ def main() -> int:
     app = QApplication.instance() or QApplication([])
     if args.review:
         return review_main(args, app, napari)
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="bench-stalls-") as tmp:
-        sets = [(f"{args.images} x 480x360", args.images, None, 0.100),
-                (f"{args.large} x 4000x3000 (12 Mpx)", args.large, (4000, 3000), 0.250)]
-        for name, count, size, target in sets:
-            folder = Path(tmp) / name.split()[0] / "images"
-            make_images(folder, count, size)
-            for step, (seconds, stall) in measure(folder, app, napari).items():
-                if step.startswith("start-up"):  # napari's and the plugin's start: not what the target is about
-                    goal = "none (start-up)"
-                else:
-                    goal = f"{target * 1000:.0f} ms ({'ok' if stall <= target else 'OVER'})"
-                rows.append((name, step, seconds, stall, goal))
-                print(f"{name:<24} {step:<44} done in {seconds * 1000:6.0f} ms, longest stall "
-                      f"{stall * 1000:5.0f} ms, target {goal}", flush=True)
+    rows = measure_sets(args, lambda folder: measure(folder, app, napari), "bench-stalls-", 44)
     load = os.getloadavg()[0]
     lines = [f"{machine_line()}; napari under Xvfb, no model loaded, every image with stored labels. Stall = the "
              f"longest gap between ticks of a {TICK_MS} ms QTimer beyond its interval (the GUI cannot repaint or "

@@ -23,8 +23,8 @@ from torchvision.models import segmentation as tv_seg
 from torchvision.models.segmentation.lraspp import LRASPP
 
 from ..errors import MaskCLIPError
-from ..student_names import (CLIP_STUDENT, DEFAULT_CPU_STUDENT, DEFAULT_GPU_STUDENT, DESCRIPTIONS,  # noqa: F401
-                             STUDENT_NAMES, TORCHVISION_STUDENTS)
+from ..student_names import (CLIP_STUDENT, DEFAULT_CPU_STUDENT, DEFAULT_GPU_STUDENT, STUDENT_NAMES,
+                             TORCHVISION_STUDENTS)
 
 # ImageNet statistics: the students' backbones were pre-trained with these (CLIP's own differ).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -39,7 +39,6 @@ _BUILDERS = {
 }
 STUDENTS: dict[str, tuple[Callable[..., nn.Module], object, str]] = {
     name: (*_BUILDERS[name], description) for name, description in TORCHVISION_STUDENTS.items()}
-CLIP_STUDENT_DESCRIPTION = DESCRIPTIONS[CLIP_STUDENT]
 # CLIP's own temperature (softmax(100 * cosine)), used for the student's cosine logits too.
 DEFAULT_LOGIT_SCALE = 100.0
 
